@@ -1,0 +1,277 @@
+"""The `vidpipe` command: replay, run, stage, check."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import re
+import socket
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.config import ConfigError, PipelineConfig, load_config, parse_config
+
+DEFAULT_STAGES: list[dict[str, Any]] = [
+    {"name": "decode", "kind": "decode"},
+    {"name": "infer", "kind": "infer", "forward_pixels": True},
+    {"name": "record", "kind": "record"},
+]
+
+
+def _free_port_block(count: int, host: str = "127.0.0.1") -> int:
+    """A base port with `count` consecutive free ports after it."""
+    for _ in range(200):
+        base = random.randint(20000, 60000 - count)
+        socks = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind((host, port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no block of free ports found")
+
+
+def _stream_ids(videos: list[str]) -> list[str]:
+    ids: list[str] = []
+    for v in videos:
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(v).stem if "://" not in v else v.split("://", 1)[1]) or "stream"
+        stem = stem.lstrip("_.-") or "stream"
+        sid, n = stem[:60], 2
+        while sid in ids:
+            sid, n = f"{stem[:56]}-{n}", n + 1
+        ids.append(sid)
+    return ids
+
+
+def build_replay_config(videos: list[str], config_path: str | None, out_dir: str, run_dir: str) -> dict[str, Any]:
+    """The effective config of a replay: the given config (or the default chain), these videos, lossless mode."""
+    if config_path:
+        data = yaml.safe_load(Path(config_path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError([("", "the config must be a YAML mapping")], config_path)
+        base = Path(config_path).resolve().parent
+        for s in data.get("streams") or []:
+            src = s.get("source") if isinstance(s, dict) else None
+            if isinstance(src, str) and "://" not in src and not os.path.isabs(src):
+                s["source"] = str(base / src)
+    else:
+        data = {"stages": [dict(s) for s in DEFAULT_STAGES]}
+    data["mode"] = "replay"
+    if videos:
+        data["streams"] = [
+            {"id": sid, "source": v if "://" in v else os.path.abspath(v)} for sid, v in zip(_stream_ids(videos), videos)
+        ]
+    for st in data.get("stages") or []:
+        if isinstance(st, dict) and st.get("kind") == "record":
+            st.setdefault("options", {})["out_dir"] = os.path.abspath(out_dir)
+    transport = data.setdefault("transport", {})
+    transport["run_dir"] = run_dir
+    n_proc = len(data.get("streams") or []) + len(data.get("stages") or []) + 1
+    data.setdefault("metrics", {})["port_base"] = _free_port_block(n_proc)
+    return data
+
+
+def _scrape(url: str) -> dict[str, float]:
+    """frames_in per stream of one stage, from its /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=0.5) as resp:
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        if fam.name == "vidpipe_frames_in":
+            for sample in fam.samples:
+                if sample.name.endswith("_total"):
+                    out[sample.labels["stream"]] = sample.value
+    return out
+
+
+def _expected_frames(source: str | int) -> int:
+    import cv2
+
+    if isinstance(source, int) or "://" in str(source) or not os.path.isfile(str(source)):
+        return 0
+    cap = cv2.VideoCapture(str(source))
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    cap.release()
+    return n
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from pipeline.launcher import Launcher
+
+    out_dir = os.path.abspath(args.out)
+    os.makedirs(out_dir, exist_ok=True)
+    if not args.videos and not args.config:
+        print("replay: give at least one video (or a --config with streams)", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="vidpipe-") as run_dir:
+        try:
+            data = build_replay_config(args.videos, args.config, out_dir, run_dir)
+            cfg = parse_config(data, args.config or "replay")
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        except (OSError, yaml.YAMLError) as exc:
+            print(f"replay: cannot read config: {exc}", file=sys.stderr)
+            return 2
+        effective = Path(out_dir) / "config.yaml"
+        effective.write_text(yaml.safe_dump(data, sort_keys=False))
+        last = cfg.stages[-1].name
+        port = cfg.metrics_port(last, None) if not cfg.stage(last).kind == "decode" else None
+        totals = {s.id: _expected_frames(s.source) for s in cfg.streams}
+        started = time.monotonic()
+        show = not args.quiet and sys.stderr.isatty()
+        state = {"last": 0.0}
+
+        def tick() -> None:
+            now = time.monotonic()
+            if not show or port is None or now - state["last"] < 0.5:
+                return
+            state["last"] = now
+            try:
+                done = _scrape(f"http://{cfg.metrics.host}:{port}/metrics")
+            except OSError:
+                return
+            parts = [f"{sid} {int(done.get(sid, 0))}/{totals[sid] or '?'}" for sid in totals]
+            fps = sum(done.values()) / max(now - started, 1e-6)
+            sys.stderr.write("\r" + "  ".join(parts) + f"  {fps:.1f} fps ")
+            sys.stderr.flush()
+
+        launcher = Launcher(cfg, str(effective), args.log_level)
+        rc = launcher.run(on_tick=tick)
+        if show:
+            sys.stderr.write("\n")
+    elapsed = time.monotonic() - started
+    return _print_summary(Path(out_dir), elapsed) if rc == 0 else rc
+
+
+def _print_summary(out_dir: Path, elapsed: float) -> int:
+    path = out_dir / "summary.json"
+    if not path.exists():
+        print(f"replay: no summary was written to {path}", file=sys.stderr)
+        return 1
+    summary = json.loads(path.read_text())
+    rows = [("stream", "frames", "objects", "status", "video", "jsonl")]
+    bad = 0
+    for sid, s in summary["streams"].items():
+        rows.append((sid, str(s["frames"]), str(s["objects"]), s["status"], s["video"] or "-", s["jsonl"] or "-"))
+        bad += s["status"] != "complete"
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    for sid, s in summary["streams"].items():
+        if s["error"]:
+            print(f"error: {sid}: {s['error']}")
+    total = sum(s["frames"] for s in summary["streams"].values())
+    print(f"{total} frames in {elapsed:.1f}s ({total / max(elapsed, 1e-6):.1f} fps); results in {out_dir}")
+    return 1 if bad else 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.launcher import Launcher
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return Launcher(cfg, args.config, args.log_level).run()
+
+
+def _pick_stage(cfg: PipelineConfig, which: str) -> str:
+    names = [s.name for s in cfg.stages]
+    if which in names:
+        return which
+    of_kind = [s.name for s in cfg.stages if s.kind == which]
+    if len(of_kind) == 1:
+        return of_kind[0]
+    if of_kind:
+        raise ValueError(f"several stages are of kind {which!r} ({', '.join(of_kind)}): name one")
+    raise ValueError(f"no stage named or of kind {which!r}; stages: {', '.join(names)}")
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    from pipeline.runtime import run_stage
+
+    try:
+        cfg = load_config(args.config)
+        name = _pick_stage(cfg, args.stage)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"stage: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return run_stage(cfg, name, args.stream, args.metrics_port)
+    except ValueError as exc:
+        print(f"stage {name}: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"{args.config}: ok ({cfg.mode} mode, {len(cfg.streams)} streams, stages: {' -> '.join(s.name for s in cfg.stages)})")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vidpipe", description="Real-time video analytics pipeline over ZeroMQ stages.")
+    p.add_argument("--log-level", default=os.environ.get("VIDPIPE_LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING or ERROR")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("replay", help="process video files losslessly and write the results")
+    r.add_argument("videos", nargs="*", help="video files or folders of images (one stream each)")
+    r.add_argument("--config", help="pipeline YAML whose stages to use (its streams are replaced by the videos given)")
+    r.add_argument("--out", default="out", help="results folder (default: out)")
+    r.add_argument("--quiet", action="store_true", help="no progress line")
+    r.set_defaults(func=cmd_replay)
+
+    r = sub.add_parser("run", help="run a whole config on this machine, stages supervised")
+    r.add_argument("config")
+    r.set_defaults(func=cmd_run)
+
+    r = sub.add_parser("stage", help="run one stage (for another host or Kubernetes)")
+    r.add_argument("stage", help="stage name or kind")
+    r.add_argument("--config", required=True)
+    r.add_argument("--stream", help="stream id (decode runs one process per stream)")
+    r.add_argument("--metrics-port", type=int, help="override the /metrics port")
+    r.set_defaults(func=cmd_stage)
+
+    r = sub.add_parser("check", help="validate a config; exit status 2 on errors")
+    r.add_argument("config")
+    r.set_defaults(func=cmd_check)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    from pipeline.runtime import setup_logging
+
+    setup_logging(args.log_level)
+    logging.getLogger("vidpipe").setLevel(args.log_level.upper())
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

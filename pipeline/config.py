@@ -1,0 +1,318 @@
+"""The deployment config: one YAML file, validated on load.
+
+Every error names the field path (`stages[1].options.history`) and what is wrong,
+and nothing starts while any error remains. Each stage kind validates its own
+`options` with the pydantic model it declares.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.transport import parse_endpoint
+
+Mode = Literal["replay", "live"]
+
+
+class ConfigError(ValueError):
+    """One or more problems, each as (field path, message)."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: str = "config") -> None:
+        self.problems = problems
+        self.source = source
+        lines = [f"{source}: {len(problems)} problem{'s' if len(problems) != 1 else ''}"]
+        lines += [f"  {path or '<top>'}: {msg}" for path, msg in problems]
+        super().__init__("\n".join(lines))
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BatchConfig(Strict):
+    max_size: int = Field(8, ge=1, le=1024, description="Most frames in one batch.")
+    max_wait_ms: float = Field(10.0, ge=0, le=10_000, description="Longest a partial batch waits for more frames (live mode).")
+
+
+class ReconnectConfig(Strict):
+    initial_s: float = Field(0.5, gt=0, description="First wait before reopening a live source that failed.")
+    max_s: float = Field(10.0, gt=0, description="Longest wait between reopen attempts (exponential backoff).")
+    open_timeout_s: float = Field(5.0, gt=0, description="How long opening a network source may take.")
+    read_timeout_s: float = Field(5.0, gt=0, description="How long a network read may stall before the source counts as down.")
+
+
+class StreamConfig(Strict):
+    id: str = Field(description="Stream name used in results, metrics and alerts.")
+    source: str | int = Field(
+        description="Video file, image folder, rtsp:// or http(s):// URL, or V4L2 device index (integer)."
+    )
+    fps: float | None = Field(None, gt=0, le=1000, description="Cap on frames per second taken from the source.")
+    resize: tuple[int, int] | None = Field(None, description="Resize frames to [width, height].")
+    loop: bool = Field(False, description="Start a file again at its end (a file standing in for a camera).")
+    realtime: bool | None = Field(
+        None, description="Pace file sources at their native rate; default: on in live mode, off in replay."
+    )
+    reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", v):
+            raise ValueError("must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
+        return v
+
+    @field_validator("resize")
+    @classmethod
+    def _resize(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and not (16 <= v[0] <= 16384 and 16 <= v[1] <= 16384):
+            raise ValueError("width and height must be between 16 and 16384")
+        return v
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str | int) -> str | int:
+        if isinstance(v, int):
+            if v < 0:
+                raise ValueError("a device index must be 0 or more")
+        elif not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+
+class StageConfig(Strict):
+    name: str = Field(description="Unique stage name; also the metric label `stage`.")
+    kind: str = Field(description="Stage kind: a module of `stages` (decode, infer, record) or `module:Class`.")
+    input: str | None = Field(None, description="Endpoint to receive from; default ipc in run_dir.")
+    input_pattern: Literal["pull", "sub"] = Field("pull", description="pull on the main path, sub for an observer.")
+    output: str | None = Field(None, description="Endpoint to send to; default the next stage's input.")
+    publish: str | None = Field(None, description="Extra PUB endpoint mirroring the output, for observers that may lag.")
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+    forward_pixels: bool = Field(True, description="Send pixels downstream (off when no later stage needs them).")
+    metrics_port: int | None = Field(None, ge=0, le=65535, description="Port of /metrics and /healthz; default from metrics.port_base.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Kind-specific settings, checked by the kind.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", v):
+            raise ValueError("must be 1-32 lower-case letters, digits, '_' or '-', starting with a letter")
+        return v
+
+    @field_validator("input", "output", "publish")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_endpoint(v, "pull")
+        return v
+
+
+class TransportConfig(Strict):
+    hwm: int = Field(4, ge=1, le=100_000, description="ZeroMQ high-water mark (messages) on every socket.")
+    run_dir: str | None = Field(None, description="Folder for ipc:// sockets; default under /tmp, per config file.")
+    drain_timeout_s: float = Field(30.0, gt=0, description="How long a stopping stage may spend delivering what it holds.")
+
+
+class LiveConfig(Strict):
+    source_queue: int = Field(2, ge=1, le=1000, description="Frames a live source holds while downstream is full; older ones are shed.")
+    max_frame_age_s: float = Field(2.0, gt=0, description="A stage sheds frames older than this on arrival (live mode).")
+    send_timeout_ms: int = Field(1000, ge=0, description="A stage sheds a frame it could not hand on within this time (live mode).")
+
+
+class MetricsConfig(Strict):
+    host: str = Field("127.0.0.1", description="Address the /metrics servers listen on.")
+    port_base: int | None = Field(
+        9400, ge=1, le=65000, description="Launcher's port; each stage process takes the next one. null turns them off."
+    )
+
+
+class SupervisorConfig(Strict):
+    restart_initial_s: float = Field(0.5, gt=0, description="First wait before restarting a crashed stage.")
+    restart_max_s: float = Field(30.0, gt=0, description="Longest wait between restarts (exponential backoff).")
+    stable_after_s: float = Field(30.0, gt=0, description="A stage up this long gets its backoff reset.")
+
+
+class PipelineConfig(Strict):
+    version: Literal[1] = Field(1, description="Config format version.")
+    mode: Mode = Field("replay", description="replay: lossless and deterministic; live: latency first, sheds frames.")
+    streams: list[StreamConfig] = Field(min_length=1, description="Camera feeds and files.")
+    stages: list[StageConfig] = Field(default_factory=list, description="Stages in data-flow order; the first is decode.")
+    transport: TransportConfig = Field(default_factory=TransportConfig)
+    live: LiveConfig = Field(default_factory=LiveConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> "PipelineConfig":
+        ids = [s.id for s in self.streams]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"streams: duplicate id {', '.join(dup)}")
+        names = [s.name for s in self.stages]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"stages: duplicate name {', '.join(dup)}")
+        if self.stages and self.stages[0].kind != "decode":
+            raise ValueError("stages: the first stage must be of kind decode")
+        return self
+
+    # -- derived wiring ---------------------------------------------------------------
+
+    def stage(self, name: str) -> StageConfig:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(f"no stage named {name!r}; stages: {', '.join(s.name for s in self.stages)}")
+
+    def stage_index(self, name: str) -> int:
+        return [s.name for s in self.stages].index(name)
+
+    def input_endpoint(self, name: str) -> str | None:
+        i = self.stage_index(name)
+        st = self.stages[i]
+        if st.input:
+            return st.input
+        if i == 0:
+            return None
+        return f"ipc://{self.resolved_run_dir()}/{st.name}.sock"
+
+    def output_endpoint(self, name: str) -> str | None:
+        i = self.stage_index(name)
+        st = self.stages[i]
+        if st.output:
+            return st.output
+        if i + 1 >= len(self.stages):
+            return None
+        nxt = self.stages[i + 1]
+        if nxt.input:
+            # The downstream binds its own address; connect to it (a wildcard host means this host).
+            bind, addr = parse_endpoint(nxt.input, nxt.input_pattern)
+            if not bind:
+                raise ValueError(f"stages[{i + 1}].input connects; set stages[{i}].output to the address to bind")
+            return ">" + addr.replace("tcp://*:", "tcp://127.0.0.1:").replace("tcp://0.0.0.0:", "tcp://127.0.0.1:")
+        return f">ipc://{self.resolved_run_dir()}/{nxt.name}.sock"
+
+    def resolved_run_dir(self) -> str:
+        if self.transport.run_dir:
+            return self.transport.run_dir
+        key = hashlib.sha1(repr(self.model_dump()).encode()).hexdigest()[:10]
+        return f"/tmp/vidpipe-{os.getuid()}-{key}"
+
+    def process_names(self) -> list[tuple[str, str | None]]:
+        """(stage, stream) for every process of the pipeline: one decode per stream, one of each other stage."""
+        out: list[tuple[str, str | None]] = []
+        for st in self.stages:
+            if st.kind == "decode":
+                out += [(st.name, s.id) for s in self.streams]
+            else:
+                out.append((st.name, None))
+        return out
+
+    def metrics_port(self, stage: str, stream: str | None) -> int | None:
+        st = self.stage(stage)
+        if st.metrics_port is not None:
+            return st.metrics_port + (self._stream_index(stream) if stream else 0)
+        if self.metrics.port_base is None:
+            return None
+        return self.metrics.port_base + 1 + self.process_names().index((stage, stream))
+
+    def _stream_index(self, stream: str) -> int:
+        return [s.id for s in self.streams].index(stream)
+
+    def realtime(self, stream: StreamConfig) -> bool:
+        return stream.realtime if stream.realtime is not None else self.mode == "live"
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _friendly(err: dict[str, Any]) -> str:
+    kind = err.get("type", "")
+    if kind == "extra_forbidden":
+        return "unknown key (not part of the schema; check its spelling)"
+    if kind == "missing":
+        return "missing required field"
+    msg = err.get("msg", "invalid")
+    msg = msg.removeprefix("Value error, ")
+    if "input" in err and kind not in ("model_type",) and not isinstance(err["input"], (dict, list)):
+        msg += f" (got {err['input']!r})"
+    return msg
+
+
+def _problems(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> list[tuple[str, str]]:
+    out = []
+    for err in exc.errors():
+        loc = prefix + tuple(err["loc"])
+        # Strip the union-member tags pydantic inserts (e.g. 'str', 'int') when both fail.
+        loc = tuple(p for p in loc if p not in ("str", "int", "function-after[_source(), union[str,int]]"))
+        out.append((_format_loc(loc), _friendly(err)))
+    return out
+
+
+def parse_config(data: Any, source: str = "config") -> PipelineConfig:
+    """Validate a loaded YAML document, including each stage's options; raises ConfigError."""
+    if not isinstance(data, dict):
+        raise ConfigError([("", "the config must be a YAML mapping (key: value)")], source)
+    try:
+        cfg = PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc), source) from None
+    problems: list[tuple[str, str]] = []
+    from pipeline.registry import resolve_stage  # here: the registry imports stage modules
+
+    for i, st in enumerate(cfg.stages):
+        try:
+            cls = resolve_stage(st.kind)
+        except (ImportError, ValueError) as exc:
+            problems.append((f"stages[{i}].kind", str(exc)))
+            continue
+        try:
+            cls.Options.model_validate(st.options)
+        except ValidationError as exc:
+            problems += _problems(exc, ("stages", i, "options"))
+    for i in range(len(cfg.stages)):
+        try:
+            cfg.output_endpoint(cfg.stages[i].name)
+        except ValueError as exc:
+            problems.append((f"stages[{i}].output", str(exc)))
+    if problems:
+        raise ConfigError(problems, source)
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str]) -> PipelineConfig:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ConfigError([("", f"file not found: {p}")], str(p)) from None
+    except OSError as exc:
+        raise ConfigError([("", f"cannot read: {exc.strerror}")], str(p)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError([("", f"{where}not valid YAML: {getattr(exc, 'problem', exc)}")], str(p)) from None
+    cfg = parse_config(data, str(p))
+    # Relative file sources are relative to the config file, as users expect.
+    streams = []
+    for s in cfg.streams:
+        src = s.source
+        if isinstance(src, str) and "://" not in src and not os.path.isabs(src):
+            src = str((p.parent / src).resolve())
+        streams.append(s.model_copy(update={"source": src}))
+    return cfg.model_copy(update={"streams": streams})

@@ -1,0 +1,125 @@
+"""Columnar per-frame object metadata: one row per object, parallel numpy arrays.
+
+The hot path never builds a list of per-object dicts; stages append rows with
+`concat`, filter with a boolean mask, and add named extra columns (face identity,
+sign class, posture) that travel with the core columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+CORE_DTYPES: dict[str, np.dtype] = {
+    "boxes": np.dtype(np.float32),  # [N, 4] x1, y1, x2, y2 in pixels of the frame
+    "scores": np.dtype(np.float32),  # [N]
+    "class_ids": np.dtype(np.int32),  # [N] index into pipeline.categories
+    "track_ids": np.dtype(np.int64),  # [N] -1 until a tracker assigns one
+}
+
+
+@dataclass
+class Detections:
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    scores: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
+    class_ids: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int32))
+    track_ids: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.boxes = np.ascontiguousarray(self.boxes, CORE_DTYPES["boxes"]).reshape(-1, 4)
+        n = len(self.boxes)
+        self.scores = np.ascontiguousarray(self.scores, CORE_DTYPES["scores"]).reshape(-1)
+        self.class_ids = np.ascontiguousarray(self.class_ids, CORE_DTYPES["class_ids"]).reshape(-1)
+        if self.track_ids is None or len(self.track_ids) == 0 and n:
+            self.track_ids = np.full(n, -1, CORE_DTYPES["track_ids"])
+        self.track_ids = np.ascontiguousarray(self.track_ids, CORE_DTYPES["track_ids"]).reshape(-1)
+        for name, col in (("scores", self.scores), ("class_ids", self.class_ids), ("track_ids", self.track_ids)):
+            if len(col) != n:
+                raise ValueError(f"column {name!r} has {len(col)} rows, boxes has {n}")
+        for name, col in self.extra.items():
+            if len(col) != n:
+                raise ValueError(f"extra column {name!r} has {len(col)} rows, boxes has {n}")
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def __getitem__(self, index: Any) -> "Detections":
+        """Rows selected by a boolean mask, an index array or a slice."""
+        return Detections(
+            self.boxes[index],
+            self.scores[index],
+            self.class_ids[index],
+            self.track_ids[index],
+            {k: v[index] for k, v in self.extra.items()},
+        )
+
+    @staticmethod
+    def concat(parts: list["Detections"]) -> "Detections":
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return Detections()
+        names = set(parts[0].extra)
+        if any(set(p.extra) != names for p in parts):
+            raise ValueError("cannot concatenate detections with different extra columns")
+        return Detections(
+            np.concatenate([p.boxes for p in parts]),
+            np.concatenate([p.scores for p in parts]),
+            np.concatenate([p.class_ids for p in parts]),
+            np.concatenate([p.track_ids for p in parts]),
+            {k: np.concatenate([p.extra[k] for p in parts]) for k in sorted(names)},
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        """Compact msgpack-able form: each column as (dtype, shape, raw bytes)."""
+        cols = {
+            "boxes": self.boxes,
+            "scores": self.scores,
+            "class_ids": self.class_ids,
+            "track_ids": self.track_ids,
+        }
+        out: dict[str, Any] = {k: _pack(v) for k, v in cols.items()}
+        if self.extra:
+            out["extra"] = {k: _pack(v) for k, v in self.extra.items()}
+        return out
+
+    @staticmethod
+    def from_wire(wire: dict[str, Any]) -> "Detections":
+        if not isinstance(wire, dict):
+            raise ValueError("detections must be a map of columns")
+        cols = {}
+        for name, dtype in CORE_DTYPES.items():
+            if name not in wire:
+                raise ValueError(f"detections lack column {name!r}")
+            cols[name] = _unpack(wire[name], name, expect=dtype)
+        extra = {k: _unpack(v, k) for k, v in (wire.get("extra") or {}).items()}
+        return Detections(cols["boxes"], cols["scores"], cols["class_ids"], cols["track_ids"], extra)
+
+
+_ALLOWED_EXTRA = {"f4", "f8", "i4", "i8", "u1", "i2", "u2", "b1"}
+
+
+def _pack(arr: np.ndarray) -> list[Any]:
+    arr = np.ascontiguousarray(arr)
+    if arr.dtype.kind in "OUS":
+        raise ValueError(f"column dtype {arr.dtype} cannot travel; use numeric codes")
+    return [arr.dtype.str, list(arr.shape), arr.tobytes()]
+
+
+def _unpack(packed: Any, name: str, expect: np.dtype | None = None) -> np.ndarray:
+    try:
+        dtype_str, shape, raw = packed
+        dtype = np.dtype(dtype_str)
+        shape = tuple(int(s) for s in shape)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"column {name!r} is malformed: {exc}") from None
+    if dtype.str.lstrip("<>|=") not in _ALLOWED_EXTRA:
+        raise ValueError(f"column {name!r} has unsupported dtype {dtype_str!r}")
+    if expect is not None and dtype != expect:
+        raise ValueError(f"column {name!r} has dtype {dtype}, expected {expect}")
+    count = int(np.prod(shape)) if shape else 1
+    if count * dtype.itemsize != len(raw):
+        raise ValueError(f"column {name!r}: {len(raw)} bytes do not fill shape {shape} of {dtype}")
+    return np.frombuffer(raw, dtype).reshape(shape).copy()

@@ -1,0 +1,179 @@
+"""Runs a whole config as supervised OS processes, one per stage (one decode per stream).
+
+A stage that exits with status 0 has finished its work (its streams ended) and is
+left alone; one that crashes or is killed is restarted with exponential backoff,
+logged and counted in `vidpipe_stage_restarts_total`. Stopping (Ctrl-C, SIGTERM)
+in replay mode stops the sources first and lets the other stages drain what they
+hold; in live mode every stage is stopped at once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from pipeline.config import PipelineConfig
+from pipeline.metrics import PREFIX, MetricsServer
+
+log = logging.getLogger("vidpipe.launcher")
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _child_setup() -> None:
+    # Own process group: the terminal's Ctrl-C reaches the launcher alone, which stops the
+    # stages in order. And the kernel ends a stage whose launcher died, so none is orphaned.
+    os.setpgrp()
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+@dataclass
+class Child:
+    stage: str
+    stream: str | None
+    source: bool
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    backoff: float = 0.0
+    restart_at: float | None = None
+    finished: bool = False
+    exit_codes: list[int] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return self.stage + (f"[{self.stream}]" if self.stream else "")
+
+
+class Launcher:
+    def __init__(self, config: PipelineConfig, config_path: str, log_level: str = "INFO", env: dict[str, str] | None = None):
+        self.config = config
+        self.config_path = os.path.abspath(config_path)
+        self.log_level = log_level
+        self.env = dict(os.environ if env is None else env)
+        # Stages must import this package however the launcher was started (e.g. from a checkout).
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        self.env["PYTHONPATH"] = os.pathsep.join(p for p in (root, self.env.get("PYTHONPATH", "")) if p)
+        self.children = [
+            Child(stage, stream, config.stage(stage).kind == "decode") for stage, stream in config.process_names()
+        ]
+        self.stopping = threading.Event()
+        self.registry = CollectorRegistry()
+        self.restarts = Counter(f"{PREFIX}_stage_restarts", "Stage processes restarted after a crash.", ["stage", "stream"], registry=self.registry)
+        self.up = Gauge(f"{PREFIX}_stage_up", "1 while the stage process runs.", ["stage", "stream"], registry=self.registry)
+        self.server: MetricsServer | None = None
+        if config.metrics.port_base is not None:
+            self.server = MetricsServer(self.registry, config.metrics.host, config.metrics.port_base, lambda: not self.stopping.is_set())
+
+    def _start(self, child: Child) -> None:
+        cmd = [sys.executable, "-m", "pipeline.cli", "--log-level", self.log_level, "stage", child.stage, "--config", self.config_path]
+        if child.stream:
+            cmd += ["--stream", child.stream]
+        child.proc = subprocess.Popen(cmd, env=self.env, preexec_fn=_child_setup)
+        child.started_at = time.monotonic()
+        child.restart_at = None
+        self.up.labels(child.stage, child.stream or "").set(1)
+        log.info("started %s (pid %d)", child.label, child.proc.pid)
+
+    def pids(self) -> dict[str, int]:
+        return {c.label: c.proc.pid for c in self.children if c.proc and c.proc.poll() is None}
+
+    def request_stop(self, *_args: object) -> None:
+        if not self.stopping.is_set():
+            log.info("stopping the pipeline (%s)", "sources first, then draining" if self.config.mode == "replay" else "all stages")
+        self.stopping.set()
+
+    def run(self, on_tick: Callable[[], None] | None = None) -> int:
+        """Runs until every stage has finished, or a stop is requested; returns the exit status."""
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGTERM, self.request_stop)
+        # Downstream first, so that sockets that bind exist before senders connect.
+        for child in reversed(self.children):
+            self._start(child)
+        sup = self.config.supervisor
+        try:
+            while not self.stopping.is_set():
+                now = time.monotonic()
+                for child in self.children:
+                    if child.finished:
+                        continue
+                    if child.proc is None or child.restart_at is not None:
+                        if child.restart_at is not None and now >= child.restart_at:
+                            self._start(child)
+                        continue
+                    rc = child.proc.poll()
+                    if rc is None:
+                        if child.backoff and now - child.started_at > sup.stable_after_s:
+                            child.backoff = 0.0
+                        continue
+                    self.up.labels(child.stage, child.stream or "").set(0)
+                    child.exit_codes.append(rc)
+                    if rc == 0:
+                        child.finished = True
+                        log.info("%s finished", child.label)
+                        continue
+                    how = f"signal {signal.Signals(-rc).name}" if rc < 0 else f"status {rc}"
+                    child.backoff = min(sup.restart_max_s, child.backoff * 2 if child.backoff else sup.restart_initial_s)
+                    child.restart_at = now + child.backoff
+                    child.restarts += 1
+                    self.restarts.labels(child.stage, child.stream or "").inc()
+                    log.error("%s exited with %s; restart #%d in %.1fs", child.label, how, child.restarts, child.backoff)
+                if all(c.finished for c in self.children):
+                    log.info("all stages finished")
+                    return 0
+                if on_tick:
+                    on_tick()
+                self.stopping.wait(0.1)
+            return self._shutdown()
+        finally:
+            for child in self.children:
+                if child.proc and child.proc.poll() is None:
+                    child.proc.kill()
+                    child.proc.wait()
+            if self.server:
+                self.server.close()
+
+    def _signal(self, children: list[Child], sig: int) -> None:
+        for c in children:
+            if c.proc and c.proc.poll() is None:
+                c.proc.send_signal(sig)
+
+    def _wait(self, children: list[Child], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        for c in children:
+            if c.proc is None:
+                continue
+            try:
+                c.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                return False
+        return True
+
+    def _shutdown(self) -> int:
+        drain = self.config.transport.drain_timeout_s
+        alive = [c for c in self.children if c.proc and c.restart_at is None]
+        if self.config.mode == "replay":
+            # Sources end their streams; the end-of-stream then drains each stage in order.
+            self._signal([c for c in alive if c.source], signal.SIGTERM)
+            self._wait(alive, drain + 5)
+        self._signal(alive, signal.SIGTERM)
+        if not self._wait(alive, drain + 5):
+            log.error("stages still running after the drain timeout: killing them")
+            self._signal(alive, signal.SIGKILL)
+            self._wait(alive, 5)
+            return 1
+        log.info("pipeline stopped")
+        return 0

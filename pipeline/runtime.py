@@ -1,0 +1,304 @@
+"""Runs one stage process: sockets, batching, delivery modes, metrics, errors and shutdown.
+
+Replay: sends block, nothing is shed, batches follow from the input alone, and a
+stop (SIGTERM/SIGINT) drains: sources end their stream and every stage finishes
+what it holds before it exits. Live: a source keeps at most `live.source_queue`
+frames and sheds the oldest when downstream is full; stages shed frames that are
+already too old on arrival or that cannot be handed on in time; every shed frame
+is counted with its reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from collections import deque
+from typing import Any
+
+import zmq
+
+from pipeline.batching import Batcher
+from pipeline.config import PipelineConfig
+from pipeline.metrics import MetricsServer, StageMetrics
+from pipeline.protocol import KIND_EOS, Control, Frame, ProtocolError
+from pipeline.registry import resolve_stage
+from pipeline.stage import Source, Stage, StageContext
+from pipeline.transport import PUB, Receiver, Sender
+
+POLL_MS = 200
+HEALTHY_WITHIN_S = 15.0
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+class StageRunner:
+    def __init__(self, config: PipelineConfig, stage_name: str, stream: str | None = None, metrics_port: int | None = None):
+        self.config = config
+        self.stage_config = config.stage(stage_name)
+        self.name = stage_name
+        self.cls = resolve_stage(self.stage_config.kind)
+        if self.cls.source and stream is None:
+            raise ValueError(f"stage {stage_name} is a source: name the stream it reads (--stream)")
+        if stream is not None and stream not in [s.id for s in config.streams]:
+            raise ValueError(f"no stream named {stream!r} in the config")
+        self.stream = stream
+        self.log = logging.getLogger(f"vidpipe.{stage_name}" + (f".{stream}" if stream else ""))
+        self.metrics = StageMetrics(stage_name)
+        options = self.cls.Options.model_validate(self.stage_config.options)
+        self.ctx = StageContext(stage_name, config, self.stage_config, options, self.metrics, self.log, stream)
+        self.live = config.mode == "live"
+        self.zctx = zmq.Context.instance()
+        self._stop_at: float | None = None
+        port = metrics_port if metrics_port is not None else config.metrics_port(stage_name, stream)
+        self.server: MetricsServer | None = None
+        if port is not None:
+            self.server = MetricsServer(self.metrics.registry, config.metrics.host, port, self._healthy)
+            self.log.info("metrics on http://%s:%d/metrics", config.metrics.host, self.server.port)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def _healthy(self) -> bool:
+        return time.time() - self.metrics.last_beat < HEALTHY_WITHIN_S
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if not self.ctx.stop_event.is_set():
+            self.log.info("%s: stopping (%s)", signal.Signals(signum).name, "draining" if not self.live else "now")
+            self._stop_at = time.monotonic()
+        self.ctx.stop_event.set()
+
+    def _drain_expired(self) -> bool:
+        return self._stop_at is not None and time.monotonic() - self._stop_at > self.config.transport.drain_timeout_s
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        stage: Stage | None = None
+        try:
+            stage = self.cls(self.ctx)
+            if isinstance(stage, Source):
+                self._run_source(stage)
+            else:
+                self._run_processor(stage)
+            return 0
+        except Exception:
+            self.log.exception("stage failed")
+            return 1
+        finally:
+            if stage is not None:
+                try:
+                    stage.close()
+                except Exception:
+                    self.log.exception("close failed")
+            if self.server:
+                self.server.close()
+
+    def _linger_ms(self) -> int:
+        return 0 if self.live else int(self.config.transport.drain_timeout_s * 1000)
+
+    def _open_outputs(self) -> tuple[Sender | None, Sender | None]:
+        hwm = self.config.transport.hwm
+        endpoint = self.config.output_endpoint(self.name)
+        out = Sender(self.zctx, endpoint, hwm=hwm, linger_ms=self._linger_ms()) if endpoint else None
+        pub = None
+        if self.stage_config.publish:
+            pub = Sender(self.zctx, self.stage_config.publish, pattern=PUB, hwm=hwm)
+        return out, pub
+
+    # -- sending -----------------------------------------------------------------------
+
+    def _send(self, sender: Sender, msg: Frame | Control, blocking: bool) -> bool:
+        """Blocking sends wait in slices so that a stop is noticed; they give up only when a drain expires."""
+        pixels = self.stage_config.forward_pixels
+        if not blocking:
+            return sender.send(msg, pixels, timeout_ms=self.config.live.send_timeout_ms)
+        while True:
+            if sender.send(msg, pixels, timeout_ms=POLL_MS):
+                return True
+            self.metrics.beat()
+            if self._drain_expired():
+                return False
+
+    def _emit(self, out: Sender | None, pub: Sender | None, frame: Frame) -> None:
+        frame.stamp(self.name)
+        if out is not None:
+            if not self._send(out, frame, blocking=not self.live):
+                reason = "send_timeout" if self.live else "drain_timeout"
+                self.metrics.frames_shed.labels(self.name, frame.stream, reason).inc()
+                return
+        if pub is not None:
+            pub.send(frame, self.stage_config.forward_pixels, timeout_ms=0)  # observers may lag: never wait
+        self.metrics.frames_out.labels(self.name, frame.stream).inc()
+
+    def _emit_control(self, out: Sender | None, pub: Sender | None, msg: Control) -> None:
+        msg.sender = self.name
+        if out is not None and not self._send(out, msg, blocking=True):
+            self.log.error("could not hand on %s of stream %s before the drain timeout", msg.kind, msg.stream)
+        if pub is not None:
+            pub.send(msg, timeout_ms=0)
+
+    # -- source ------------------------------------------------------------------------
+
+    def _run_source(self, stage: Source) -> None:
+        assert self.stream is not None
+        out, pub = self._open_outputs()
+        queue: deque[Frame] = deque()
+        limit = self.config.live.source_queue
+        m = self.metrics
+        ended = False
+        try:
+            for item in stage.frames():
+                m.beat()
+                if isinstance(item, Control):
+                    self._flush_source_queue(queue, out, pub, final=True)
+                    ended = item.kind == KIND_EOS
+                    item.stream = item.stream or self.stream
+                    self._emit_control(out, pub, item)
+                    if ended:
+                        break
+                    continue
+                m.frames_in.labels(self.name, item.stream).inc()
+                if not self.live:
+                    self._emit(out, pub, item)
+                    continue
+                if len(queue) >= limit:
+                    old = queue.popleft()
+                    m.frames_shed.labels(self.name, old.stream, "downstream_full").inc()
+                queue.append(item)
+                self._flush_source_queue(queue, out, pub, final=False)
+            if not ended:
+                self._flush_source_queue(queue, out, pub, final=True)
+                self._emit_control(out, pub, Control(KIND_EOS, self.stream, attrs={"stopped": self.ctx.stopping}))
+        finally:
+            for s in (out, pub):
+                if s:
+                    s.close()
+
+    def _flush_source_queue(self, queue: deque[Frame], out: Sender | None, pub: Sender | None, final: bool) -> None:
+        """Hand on queued frames without waiting (live); at the end, wait up to the send timeout for each."""
+        while queue:
+            frame = queue[0]
+            frame.stamp(self.name)
+            ok = True
+            if out is not None:
+                ok = out.send(frame, self.stage_config.forward_pixels, timeout_ms=self.config.live.send_timeout_ms if final else 0)
+            if not ok:
+                frame.stamps.pop()
+                if final:
+                    queue.popleft()
+                    self.metrics.frames_shed.labels(self.name, frame.stream, "send_timeout").inc()
+                    continue
+                return
+            queue.popleft()
+            if pub is not None:
+                pub.send(frame, self.stage_config.forward_pixels, timeout_ms=0)
+            self.metrics.frames_out.labels(self.name, frame.stream).inc()
+
+    # -- processing stage ---------------------------------------------------------------
+
+    def _run_processor(self, stage: Stage) -> None:
+        endpoint = self.config.input_endpoint(self.name)
+        if endpoint is None:
+            raise ValueError(f"stage {self.name} has no input endpoint")
+        receiver = Receiver(self.zctx, endpoint, pattern=self.stage_config.input_pattern, hwm=self.config.transport.hwm)
+        out, pub = self._open_outputs()
+        bc = self.stage_config.batch
+        batcher = Batcher(bc.max_size, bc.max_wait_ms / 1000.0, deterministic=not self.live)
+        expected = {s.id for s in self.config.streams}
+        ended: set[str] = set()
+        m = self.metrics
+        max_age = self.config.live.max_frame_age_s
+        idle_since: float | None = None
+        try:
+            while True:
+                m.beat()
+                now = time.monotonic()
+                if self.ctx.stopping:
+                    if self.live or self._drain_expired():
+                        break
+                    # Replay drain: finish what is queued; stop once the input has been quiet for a while.
+                    idle_since = idle_since or now
+                    if now - idle_since > 1.0:
+                        break
+                deadline = batcher.next_deadline()
+                timeout = POLL_MS if deadline is None else max(0, min(POLL_MS, int((deadline - now) * 1000) + 1))
+                try:
+                    msg = receiver.recv(timeout)
+                except ProtocolError as exc:
+                    m.messages_rejected.labels(self.name, exc.reason).inc()
+                    self.log.error("rejected a message: %s", exc)
+                    continue
+                if msg is not None:
+                    idle_since = None
+                for batch in batcher.due(time.monotonic()):
+                    self._run_batch(stage, batch, out, pub)
+                if msg is None:
+                    continue
+                if isinstance(msg, Frame):
+                    m.frames_in.labels(self.name, msg.stream).inc()
+                    age = time.time() - msg.capture_ts
+                    m.frame_age.labels(self.name).observe(max(age, 0.0))
+                    if self.live and age > max_age:
+                        m.frames_shed.labels(self.name, msg.stream, "stale").inc()
+                        continue
+                    for batch in batcher.add(msg, time.monotonic()):
+                        self._run_batch(stage, batch, out, pub)
+                elif msg.kind == KIND_EOS:
+                    for batch in batcher.flush_stream(msg.stream):
+                        self._run_batch(stage, batch, out, pub)
+                    info = stage.end_stream(msg.stream, dict(msg.attrs))
+                    outcome = "error" if info.get("error") else "stopped" if info.get("stopped") else "complete"
+                    m.streams_ended.labels(self.name, msg.stream, outcome).inc()
+                    self._emit_control(out, pub, Control(KIND_EOS, msg.stream, attrs=info))
+                    ended.add(msg.stream)
+                    if expected <= ended:
+                        self.log.info("all %d streams ended", len(expected))
+                        break
+                else:
+                    self._emit_control(out, pub, msg)
+            shed_reason = "shutdown" if self.live else None
+            for batch in batcher.flush_all():
+                if shed_reason:
+                    for f in batch:
+                        m.frames_shed.labels(self.name, f.stream, shed_reason).inc()
+                else:
+                    self._run_batch(stage, batch, out, pub)
+        finally:
+            receiver.close()
+            for s in (out, pub):
+                if s:
+                    s.close()
+
+    def _run_batch(self, stage: Stage, batch: list[Frame], out: Sender | None, pub: Sender | None) -> None:
+        m = self.metrics
+        m.batch_size.labels(self.name).observe(len(batch))
+        t0 = time.perf_counter()
+        try:
+            results = stage.process(batch)
+        except Exception as exc:
+            self.log.warning("batch of %d raised %r; retrying its frames one by one", len(batch), exc)
+            results = []
+            for frame in batch:
+                try:
+                    results += stage.process([frame])
+                except Exception as exc1:
+                    m.frames_failed.labels(self.name, frame.stream).inc()
+                    self.log.error("frame %s#%d failed and was skipped: %r", frame.stream, frame.seq, exc1)
+        m.processing.labels(self.name).observe(time.perf_counter() - t0)
+        for frame in results:
+            self._emit(out, pub, frame)
+
+
+def run_stage(config: PipelineConfig, stage_name: str, stream: str | None = None, metrics_port: int | None = None) -> int:
+    """Entry point of a stage process; returns its exit code."""
+    runner = StageRunner(config, stage_name, stream, metrics_port)
+    runner.log.info("started (pid %d, mode %s)", os.getpid(), config.mode)
+    return runner.run()

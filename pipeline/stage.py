@@ -1,0 +1,87 @@
+"""What a stage kind implements. The runtime owns sockets, batching, metrics, shutdown and errors."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+
+from pydantic import BaseModel, ConfigDict
+
+from pipeline.protocol import Control, Frame
+
+if TYPE_CHECKING:
+    from pipeline.config import PipelineConfig, StageConfig
+    from pipeline.metrics import StageMetrics
+
+
+class NoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class StageContext:
+    name: str
+    config: "PipelineConfig"
+    stage_config: "StageConfig"
+    options: Any
+    metrics: "StageMetrics"
+    log: logging.Logger
+    stream: str | None = None  # set for per-stream processes (decode)
+    stop_event: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def mode(self) -> str:
+        return self.config.mode
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_event.is_set()
+
+
+class Stage:
+    """A processing stage: says what it does to a batch of frames.
+
+    `process` gets frames from any streams (in live mode) or from one stream in
+    sequence order (in replay mode) and returns the frames to hand on, usually the
+    same objects with metadata added. A stage that returns nothing is a sink.
+    If `process` raises, the runtime retries the frames one at a time and counts
+    and skips the ones that still raise, so it must tolerate being called again
+    with frames it has partly seen.
+    """
+
+    kind: ClassVar[str] = ""
+    Options: ClassVar[type[BaseModel]] = NoOptions
+    source: ClassVar[bool] = False
+
+    def __init__(self, ctx: StageContext) -> None:
+        self.ctx = ctx
+        self.options = ctx.options
+        self.log = ctx.log
+
+    def process(self, batch: list[Frame]) -> list[Frame]:
+        raise NotImplementedError
+
+    def end_stream(self, stream: str, info: dict[str, Any]) -> dict[str, Any]:
+        """Called after the last frame of `stream`; may add to the end-of-stream info passed on."""
+        return info
+
+    def close(self) -> None:
+        """Release resources; called once on the way out, also after errors."""
+
+
+class Source(Stage):
+    """A stage that produces frames instead of receiving them (one process per stream)."""
+
+    source: ClassVar[bool] = True
+
+    def frames(self) -> Iterator[Frame | Control]:
+        """Yield frames (and control messages) until the stream ends or ctx.stopping is set.
+
+        The last item must be an end-of-stream Control; the runtime sends one if it is missing.
+        """
+        raise NotImplementedError
+
+    def process(self, batch: list[Frame]) -> list[Frame]:  # pragma: no cover - sources do not receive
+        raise TypeError("a source stage does not process batches")

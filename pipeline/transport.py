@@ -1,0 +1,115 @@
+"""ZeroMQ sockets between stages, from endpoint strings in the config.
+
+An endpoint is a ZeroMQ address, optionally prefixed `@` (bind) or `>` (connect),
+as in CZMQ. Without a prefix the receiving side of PUSH/PULL binds and the
+sender connects, so many per-camera decoders can feed one infer stage; a PUB
+binds and its SUBs connect. `ipc://` and `tcp://` go through the same code.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import zmq
+
+from pipeline.protocol import Message, decode, encode
+
+PUSH, PULL, PUB, SUB = "push", "pull", "pub", "sub"
+_SOCKET_TYPES = {PUSH: zmq.PUSH, PULL: zmq.PULL, PUB: zmq.PUB, SUB: zmq.SUB}
+_BINDS_BY_DEFAULT = {PULL, PUB}
+
+
+def parse_endpoint(spec: str, pattern: str) -> tuple[bool, str]:
+    """(bind?, address) for an endpoint spec; raises ValueError naming the problem."""
+    bind = pattern in _BINDS_BY_DEFAULT
+    addr = spec
+    if spec.startswith("@"):
+        bind, addr = True, spec[1:]
+    elif spec.startswith(">"):
+        bind, addr = False, spec[1:]
+    scheme, sep, rest = addr.partition("://")
+    if not sep or scheme not in ("ipc", "tcp", "inproc") or not rest:
+        raise ValueError(f"endpoint {spec!r}: expected ipc://PATH or tcp://HOST:PORT, optionally prefixed @ or >")
+    if scheme == "tcp":
+        host, colon, port = rest.rpartition(":")
+        if not colon or not host or not (port == "*" or port.isdigit()):
+            raise ValueError(f"endpoint {spec!r}: tcp endpoints need HOST:PORT")
+        if not bind and (host == "*" or port == "*"):
+            raise ValueError(f"endpoint {spec!r}: cannot connect to a wildcard address")
+    if scheme == "ipc" and len(rest.encode()) > 100:
+        raise ValueError(f"endpoint {spec!r}: ipc path longer than the 100 bytes a unix socket allows")
+    return bind, addr
+
+
+def open_socket(ctx: zmq.Context, pattern: str, endpoint: str, hwm: int, linger_ms: int = 0) -> zmq.Socket:
+    bind, addr = parse_endpoint(endpoint, pattern)
+    sock = ctx.socket(_SOCKET_TYPES[pattern])
+    sock.setsockopt(zmq.LINGER, linger_ms)
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    if pattern == SUB:
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+    if pattern == PUSH:
+        # Queue only to connected peers, so an absent downstream blocks (replay) or sheds (live)
+        # instead of filling a queue for a peer that may never come.
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+    if bind:
+        if addr.startswith("ipc://"):
+            path = addr[len("ipc://") :]
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            if os.path.exists(path):
+                os.unlink(path)  # a stale socket file from a killed process
+        sock.bind(addr)
+    else:
+        sock.connect(addr)
+    return sock
+
+
+class Sender:
+    """PUSH (main path, back-pressure) or PUB (observers, may drop)."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, pattern: str = PUSH, hwm: int = 4, linger_ms: int = 0):
+        if pattern not in (PUSH, PUB):
+            raise ValueError(f"sender pattern must be push or pub, not {pattern!r}")
+        self.endpoint = endpoint
+        self.pattern = pattern
+        self.sock = open_socket(ctx, pattern, endpoint, hwm, linger_ms)
+
+    def send(self, msg: Message, with_pixels: bool = True, timeout_ms: int | None = None) -> bool:
+        """Send one message. timeout_ms None blocks; 0 never waits. False when it could not be queued."""
+        parts = encode(msg, with_pixels)
+        if timeout_ms is not None and timeout_ms > 0:
+            if not self.sock.poll(timeout_ms, zmq.POLLOUT):
+                return False
+            timeout_ms = 0
+        flags = zmq.NOBLOCK if timeout_ms == 0 else 0
+        try:
+            self.sock.send_multipart(parts, flags=flags, copy=False)
+        except zmq.Again:
+            return False
+        return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Receiver:
+    """PULL (main path) or SUB (observer)."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, pattern: str = PULL, hwm: int = 4):
+        if pattern not in (PULL, SUB):
+            raise ValueError(f"receiver pattern must be pull or sub, not {pattern!r}")
+        self.endpoint = endpoint
+        self.pattern = pattern
+        self.sock = open_socket(ctx, pattern, endpoint, hwm)
+
+    def recv(self, timeout_ms: int) -> Message | None:
+        """The next message, or None after timeout_ms. Raises ProtocolError for a bad message."""
+        if timeout_ms >= 0 and not self.sock.poll(timeout_ms, zmq.POLLIN):
+            return None
+        parts: list[Any] = self.sock.recv_multipart(copy=False)
+        return decode(parts)
+
+    def close(self) -> None:
+        self.sock.close()

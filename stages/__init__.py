@@ -1,0 +1,1 @@
+"""Stage kinds: one module or package per kind (decode, infer, record, ...)."""

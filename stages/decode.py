@@ -1,0 +1,275 @@
+"""decode: reads one stream (file, image folder, RTSP/HTTP URL or V4L2 device) into frames.
+
+Files and folders end; a corrupt or truncated file ends its stream with an error
+that says so, and other streams (their own processes) go on. Network and device
+sources are live: when they fail to open or stop delivering, the stream is marked
+down, and they are reopened with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from pipeline.config import StreamConfig
+from pipeline.protocol import KIND_EOS, KIND_STARTED, Control, Frame
+from pipeline.stage import Source
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+NETWORK_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+FOLDER_DEFAULT_FPS = 10.0
+
+
+def source_kind(source: str | int) -> str:
+    """device, url, folder or file."""
+    if isinstance(source, int):
+        return "device"
+    if source.lower().startswith(NETWORK_SCHEMES):
+        return "url"
+    if os.path.isdir(source):
+        return "folder"
+    return "file"
+
+
+def redact(source: str | int) -> str:
+    """The source as it may be logged: no password from rtsp://user:pass@host."""
+    text = str(source)
+    scheme, sep, rest = text.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        creds, _, host = rest.partition("@")
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return text
+
+
+class SourceError(Exception):
+    """A problem with the source that ends (file) or interrupts (live) the stream; `reason` is a metric label."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class DecodeStage(Source):
+    kind = "decode"
+
+    def __init__(self, ctx) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(ctx)
+        self.stream: StreamConfig = next(s for s in ctx.config.streams if s.id == ctx.stream)
+        self.kind_of_source = source_kind(self.stream.source)
+        self.realtime = ctx.config.realtime(self.stream)
+        self.seq = 0
+        self._last_slot = -1
+        self._up = ctx.metrics.stream_up.labels(ctx.name, self.stream.id)
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _error(self, reason: str) -> None:
+        self.ctx.metrics.decode_errors.labels(self.ctx.name, self.stream.id, reason).inc()
+
+    def _keep(self, pts: float) -> bool:
+        """fps cap: keep a frame when it starts a new 1/fps slot (deterministic for files)."""
+        if self.stream.fps is None or self.kind_of_source == "folder":
+            return True
+        slot = math.floor(pts * self.stream.fps + 1e-6)
+        if slot <= self._last_slot:
+            return False
+        self._last_slot = slot
+        return True
+
+    def _frame(self, image: np.ndarray, pts: float, native_fps: float) -> Frame:
+        if self.stream.resize is not None:
+            w, h = self.stream.resize
+            if (image.shape[1], image.shape[0]) != (w, h):
+                image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+        if image.ndim == 2:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        frame = Frame(
+            stream=self.stream.id,
+            seq=self.seq,
+            pts=round(pts, 6),
+            capture_ts=time.time(),
+            width=image.shape[1],
+            height=image.shape[0],
+            image=image,
+            attrs={"fps": round(self.stream.fps or native_fps, 3)},
+        )
+        self.seq += 1
+        return frame
+
+    def _eos(self, error: str | None = None) -> Control:
+        self._up.set(0)
+        attrs: dict[str, object] = {"frames": self.seq, "source": redact(self.stream.source)}
+        if error:
+            attrs["error"] = error
+        if self.ctx.stopping:
+            attrs["stopped"] = True
+        return Control(KIND_EOS, self.stream.id, attrs=attrs)
+
+    # -- the stream ----------------------------------------------------------------------
+
+    def frames(self) -> Iterator[Frame | Control]:
+        try:
+            if self.kind_of_source == "folder":
+                yield from self._folder()
+            elif self.kind_of_source == "file":
+                yield from self._file()
+            else:
+                yield from self._live()
+        except SourceError as exc:
+            self._error(exc.reason)
+            self.log.error("stream %s ends: %s", self.stream.id, exc)
+            yield self._eos(str(exc))
+            return
+        yield self._eos()
+
+    def _folder(self) -> Iterator[Frame | Control]:
+        folder = Path(str(self.stream.source))
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise SourceError("open_failed", f"image folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        fps = self.stream.fps or FOLDER_DEFAULT_FPS
+        self._up.set(1)
+        yield Control(KIND_STARTED, self.stream.id, attrs={"source": str(folder), "images": len(files)})
+        start = time.monotonic()
+        index = 0
+        while not self.ctx.stopping:
+            for path in files:
+                if self.ctx.stopping:
+                    return
+                image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+                if image is None:
+                    self._error("bad_image")
+                    self.log.error("stream %s: cannot read image %s; skipped", self.stream.id, path.name)
+                    continue
+                pts = index / fps
+                index += 1
+                self._pace(start, pts)
+                yield self._frame(image, pts, fps)
+            if not self.stream.loop:
+                return
+
+    def _open_file(self, path: str) -> tuple[cv2.VideoCapture, int, float]:
+        if not os.path.exists(path):
+            raise SourceError("open_failed", f"file not found: {path}")
+        if not os.access(path, os.R_OK):
+            raise SourceError("open_failed", f"file not readable (permissions): {path}")
+        cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+        if not cap.isOpened():
+            raise SourceError("open_failed", f"not a readable video (corrupt, truncated or unsupported format): {path}")
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+        if not (0 < fps < 1000):
+            fps = 25.0
+        return cap, count, fps
+
+    def _file(self) -> Iterator[Frame | Control]:
+        path = str(self.stream.source)
+        cap, count, fps = self._open_file(path)
+        self._up.set(1)
+        yield Control(KIND_STARTED, self.stream.id, attrs={"source": path, "frames": count, "fps": fps})
+        start = time.monotonic()
+        offset = 0.0  # pts carried over loops
+        try:
+            while not self.ctx.stopping:
+                index = 0
+                while not self.ctx.stopping:
+                    ok, image = cap.read()
+                    if not ok:
+                        break
+                    pts = offset + index / fps
+                    index += 1
+                    if not self._keep(pts):
+                        continue
+                    self._pace(start, pts)
+                    yield self._frame(image, pts, fps)
+                if self.ctx.stopping:
+                    return
+                # Container frame counts are estimates for some formats: only a clear shortfall is an error.
+                if index == 0:
+                    raise SourceError("truncated", f"no frame could be decoded from {path} (corrupt or not a video)")
+                if count > 0 and index < count - max(2, count // 100):
+                    raise SourceError(
+                        "truncated", f"{path} ended after {index} of {count} frames (truncated or corrupt file)"
+                    )
+                if not self.stream.loop:
+                    return
+                offset += index / fps
+                cap.release()
+                cap, count, fps = self._open_file(path)
+        finally:
+            cap.release()
+
+    def _pace(self, start: float, pts: float) -> None:
+        """Real-time pacing of files and folders standing in for cameras."""
+        if self.realtime:
+            delay = start + pts - time.monotonic()
+            if delay > 0:
+                self.ctx.stop_event.wait(delay)
+
+    def _open_live(self) -> cv2.VideoCapture:
+        rc = self.stream.reconnect
+        source = self.stream.source
+        params = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(rc.open_timeout_s * 1000),
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(rc.read_timeout_s * 1000),
+        ]
+        if isinstance(source, int):
+            cap = cv2.VideoCapture(source, cv2.CAP_V4L2)
+        else:
+            cap = cv2.VideoCapture(source, cv2.CAP_FFMPEG, params)
+        if not cap.isOpened():
+            cap.release()
+            what = f"V4L2 device /dev/video{source}" if isinstance(source, int) else redact(source)
+            raise SourceError("open_failed", f"cannot open {what} (unreachable, refused or not a video stream)")
+        return cap
+
+    def _live(self) -> Iterator[Frame | Control]:
+        rc = self.stream.reconnect
+        backoff = rc.initial_s
+        attempt = 0
+        start = time.monotonic()
+        while not self.ctx.stopping:
+            attempt += 1
+            try:
+                cap = self._open_live()
+            except SourceError as exc:
+                self._error(exc.reason)
+                self._up.set(0)
+                self.log.warning("stream %s: %s (attempt %d); retrying in %.1fs", self.stream.id, exc, attempt, backoff)
+                self.ctx.stop_event.wait(backoff)
+                backoff = min(backoff * 2, rc.max_s)
+                continue
+            native = cap.get(cv2.CAP_PROP_FPS) or 0.0
+            native = native if 0 < native < 1000 else 25.0
+            self.log.info("stream %s: opened %s (%.1f fps)", self.stream.id, redact(self.stream.source), native)
+            self._up.set(1)
+            yield Control(KIND_STARTED, self.stream.id, attrs={"source": redact(self.stream.source), "attempt": attempt})
+            got = 0
+            try:
+                while not self.ctx.stopping:
+                    ok, image = cap.read()
+                    if not ok:
+                        break
+                    got += 1
+                    pts = time.monotonic() - start
+                    if self._keep(pts):
+                        yield self._frame(image, pts, native)
+            finally:
+                cap.release()
+            if self.ctx.stopping:
+                return
+            self._error("read_failed")
+            self._up.set(0)
+            if got:
+                backoff, attempt = rc.initial_s, 0  # it worked for a while: start the backoff again
+            self.log.warning(
+                "stream %s: source stopped delivering after %d frames; reconnecting in %.1fs", self.stream.id, got, backoff
+            )
+            self.ctx.stop_event.wait(backoff)
+            backoff = min(backoff * 2, rc.max_s)

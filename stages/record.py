@@ -1,0 +1,197 @@
+"""record: per stream an annotated video and a JSONL file of per-frame metadata; a summary at the end.
+
+The JSONL holds only what follows from the input (no wall-clock times), so two
+replays of the same input and config write byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.categories import CATEGORIES, category_name
+from pipeline.protocol import Frame
+from pipeline.stage import Stage, StageContext
+
+CODECS = {"mp4v": ".mp4", "MJPG": ".avi", "VP90": ".webm"}
+
+
+class RecordOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    out_dir: str = Field("out", description="Folder for the results (created if missing).")
+    video: bool = Field(True, description="Write an annotated video per stream.")
+    jsonl: bool = Field(True, description="Write one JSON line of metadata per frame per stream.")
+    codec: Literal["mp4v", "MJPG", "VP90"] = Field("mp4v", description="FourCC of the annotated video.")
+    labels: bool = Field(True, description="Draw class, track id and score next to each box.")
+
+
+def _color(class_id: int, track_id: int) -> tuple[int, int, int]:
+    # A fixed colour per track (or per class before tracking), spread over the hue circle.
+    key = track_id if track_id >= 0 else class_id * 7 + 3
+    hue = (key * 47) % 180
+    bgr = cv2.cvtColor(np.uint8([[[hue, 220, 255]]]), cv2.COLOR_HSV2BGR)[0, 0]
+    return int(bgr[0]), int(bgr[1]), int(bgr[2])
+
+
+def annotate(image: np.ndarray, frame: Frame, labels: bool = True) -> np.ndarray:
+    """A copy of the image with the frame's detections drawn."""
+    out = np.array(image, copy=True)  # received pixels are read-only views of the message
+    d = frame.detections
+    for box, score, cid, tid in zip(d.boxes, d.scores, d.class_ids, d.track_ids):
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        color = _color(int(cid), int(tid))
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, 2)
+        if labels:
+            text = category_name(int(cid)) + (f" #{tid}" if tid >= 0 else "") + f" {score:.2f}"
+            (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
+            ty = max(y1, th + base + 2)
+            cv2.rectangle(out, (x1, ty - th - base - 2), (x1 + tw + 4, ty), color, -1)
+            cv2.putText(out, text, (x1 + 2, ty - base - 1), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return out
+
+
+def frame_record(frame: Frame) -> dict[str, Any]:
+    """The JSONL record of a frame: columnar, rounded, deterministic."""
+    d = frame.detections
+    objects: dict[str, Any] = {
+        "boxes": np.round(d.boxes.astype(np.float64), 2).tolist(),
+        "scores": np.round(d.scores.astype(np.float64), 4).tolist(),
+        "classes": [category_name(int(c)) for c in d.class_ids],
+        "track_ids": d.track_ids.tolist(),
+    }
+    for name, col in sorted(d.extra.items()):
+        objects[name] = np.round(col, 4).tolist() if col.dtype.kind == "f" else col.tolist()
+    return {
+        "stream": frame.stream,
+        "seq": frame.seq,
+        "pts": round(frame.pts, 6),
+        "width": frame.width,
+        "height": frame.height,
+        "objects": objects,
+    }
+
+
+@dataclass
+class StreamOutput:
+    stream: str
+    jsonl: IO[str] | None = None
+    video: cv2.VideoWriter | None = None
+    video_path: str | None = None
+    jsonl_path: str | None = None
+    frames: int = 0
+    video_frames: int = 0
+    objects: int = 0
+    by_class: dict[str, int] = field(default_factory=dict)
+    first_pts: float | None = None
+    last_pts: float | None = None
+    ended: dict[str, Any] | None = None
+
+
+class RecordStage(Stage):
+    kind = "record"
+    Options = RecordOptions
+
+    def __init__(self, ctx: StageContext) -> None:
+        super().__init__(ctx)
+        self.out_dir = Path(self.options.out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.outputs: dict[str, StreamOutput] = {}
+        self.started = time.time()
+        self._warned_no_pixels = False
+
+    def _output(self, frame: Frame) -> StreamOutput:
+        out = self.outputs.get(frame.stream)
+        if out is None or out.ended is not None:
+            out = StreamOutput(frame.stream)
+            self.outputs[frame.stream] = out
+            if self.options.jsonl:
+                out.jsonl_path = str(self.out_dir / f"{frame.stream}.jsonl")
+                out.jsonl = open(out.jsonl_path, "w", encoding="utf-8")
+        if self.options.video and out.video is None and frame.image is not None:
+            ext = CODECS[self.options.codec]
+            out.video_path = str(self.out_dir / f"{frame.stream}{ext}")
+            fps = float(frame.attrs.get("fps") or 25.0)
+            out.video = cv2.VideoWriter(out.video_path, cv2.VideoWriter_fourcc(*self.options.codec), fps, (frame.width, frame.height))
+            if not out.video.isOpened():
+                raise RuntimeError(f"cannot write video {out.video_path} with codec {self.options.codec}")
+        return out
+
+    def process(self, batch: list[Frame]) -> list[Frame]:
+        for frame in batch:
+            out = self._output(frame)
+            record = frame_record(frame)
+            if out.jsonl is not None:
+                out.jsonl.write(json.dumps(record, separators=(",", ":")) + "\n")
+            if self.options.video:
+                if frame.image is None:
+                    if not self._warned_no_pixels:
+                        self.log.warning("frames arrive without pixels: no annotated video (forward_pixels is off upstream)")
+                        self._warned_no_pixels = True
+                elif out.video is not None:
+                    out.video.write(annotate(frame.image, frame, self.options.labels))
+                    out.video_frames += 1
+            out.frames += 1
+            out.objects += len(frame.detections)
+            for name in record["objects"]["classes"]:
+                out.by_class[name] = out.by_class.get(name, 0) + 1
+            out.first_pts = frame.pts if out.first_pts is None else out.first_pts
+            out.last_pts = frame.pts
+        return []
+
+    def _finish(self, out: StreamOutput) -> None:
+        if out.jsonl is not None:
+            out.jsonl.close()
+            out.jsonl = None
+        if out.video is not None:
+            out.video.release()
+            out.video = None
+
+    def end_stream(self, stream: str, info: dict[str, Any]) -> dict[str, Any]:
+        out = self.outputs.get(stream)
+        if out is None:
+            out = self.outputs[stream] = StreamOutput(stream)
+        self._finish(out)
+        out.ended = info
+        if info.get("error"):
+            self.log.error("stream %s ended with an error: %s", stream, info["error"])
+        self._write_summary()
+        return info
+
+    def close(self) -> None:
+        for out in self.outputs.values():
+            self._finish(out)
+        self._write_summary()
+
+    def summary(self) -> dict[str, Any]:
+        streams = {}
+        for sid, out in sorted(self.outputs.items()):
+            ended = out.ended or {}
+            streams[sid] = {
+                "frames": out.frames,
+                "video_frames": out.video_frames,
+                "objects": out.objects,
+                "objects_by_class": {k: out.by_class[k] for k in CATEGORIES if k in out.by_class},
+                "first_pts": out.first_pts,
+                "last_pts": out.last_pts,
+                "source_frames": ended.get("frames"),
+                "status": "error" if ended.get("error") else "stopped" if ended.get("stopped") else "complete" if out.ended is not None else "running",
+                "error": ended.get("error"),
+                "video": out.video_path,
+                "jsonl": out.jsonl_path,
+            }
+        return {"mode": self.ctx.mode, "wall_seconds": round(time.time() - self.started, 3), "streams": streams}
+
+    def _write_summary(self) -> None:
+        path = self.out_dir / "summary.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.summary(), indent=2) + "\n")
+        os.replace(tmp, path)
