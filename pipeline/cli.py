@@ -158,7 +158,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if show:
             sys.stderr.write("\n")
     elapsed = time.monotonic() - started
-    return _print_summary(Path(out_dir), elapsed) if rc == 0 else rc
+    if rc != 0:
+        return rc
+    status = _print_summary(Path(out_dir), elapsed)
+    return 130 if launcher.stopping.is_set() else status
 
 
 def _print_summary(out_dir: Path, elapsed: float) -> int:

@@ -168,10 +168,13 @@ class Launcher:
         if self.config.mode == "replay":
             # Sources end their streams; the end-of-stream then drains each stage in order.
             self._signal([c for c in alive if c.source], signal.SIGTERM)
-            self._wait(alive, drain + 5)
+            if not self._wait(alive, drain + 5):
+                still = [c.label for c in alive if c.proc and c.proc.poll() is None]
+                log.warning("not drained within %.0fs: %s", drain + 5, ", ".join(still))
         self._signal(alive, signal.SIGTERM)
         if not self._wait(alive, drain + 5):
-            log.error("stages still running after the drain timeout: killing them")
+            still = [c.label for c in alive if c.proc and c.proc.poll() is None]
+            log.error("still running after the drain timeout, killed: %s", ", ".join(still))
             self._signal(alive, signal.SIGKILL)
             self._wait(alive, 5)
             return 1

@@ -1,0 +1,144 @@
+"""Real processes and ports for tests: every process started here is stopped by its PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Callable
+
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct free loopback ports (held open together, so they differ)."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def free_port_block(count: int) -> int:
+    """A base port with `count` consecutive free ports (the config's metrics.port_base)."""
+    from pipeline.cli import _free_port_block
+
+    return _free_port_block(count)
+
+
+def vidpipe(*args: str, log_path: Path | None = None, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start `python -m pipeline.cli ARGS` as a real process; output goes to log_path."""
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
+    full_env.update(env or {})
+    out = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    try:
+        return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT)
+    finally:
+        if log_path:
+            out.close()  # type: ignore[union-attr]
+
+
+def run_vidpipe(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT, timeout: float = 30) -> int:
+    """Stop a process by its PID, escalating to SIGKILL; returns its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
+
+
+def wait_for(pred: Callable[[], object], timeout: float, interval: float = 0.1, what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = pred()
+            if value:
+                return value
+        except Exception as exc:  # not up yet
+            last_exc = exc
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc!r})" if last_exc else ""))
+
+
+def scrape(port: int, host: str = "127.0.0.1") -> dict[str, list[tuple[dict[str, str], float]]]:
+    """A real Prometheus text-format scrape: sample name -> [(labels, value)]."""
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=2) as resp:
+        text = resp.read().decode()
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, []).append((dict(s.labels), s.value))
+    return out
+
+
+def metric(samples: dict[str, list[tuple[dict[str, str], float]]], name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels`."""
+    return sum(v for lab, v in samples.get(name, []) if all(lab.get(k) == val for k, val in labels.items()))
+
+
+def histogram_quantile(samples: dict[str, list[tuple[dict[str, str], float]]], name: str, q: float, **labels: str) -> float:
+    """Upper bound of the bucket holding quantile q, as Prometheus' histogram_quantile would bound it."""
+    buckets = sorted(
+        (float(lab["le"]), v)
+        for lab, v in samples.get(name + "_bucket", [])
+        if all(lab.get(k) == val for k, val in labels.items())
+    )
+    if not buckets or buckets[-1][1] == 0:
+        return float("nan")
+    total = buckets[-1][1]
+    for le, count in buckets:
+        if count >= q * total:
+            return le
+    return float("inf")
+
+
+def child_pids(pid: int) -> list[int]:
+    import psutil
+
+    try:
+        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def find_child(pid: int, *words: str) -> int | None:
+    """PID of a descendant whose command line holds all `words`."""
+    import psutil
+
+    try:
+        for c in psutil.Process(pid).children(recursive=True):
+            try:
+                cmd = " ".join(c.cmdline())
+            except psutil.NoSuchProcess:
+                continue
+            if all(w in cmd for w in words):
+                return c.pid
+    except psutil.NoSuchProcess:
+        return None
+    return None
