@@ -140,7 +140,10 @@ class StageRunner:
 
     def _emit_control(self, out: Sender | None, pub: Sender | None, msg: Control) -> None:
         msg.sender = self.name
-        if out is not None and not self._send(out, msg, blocking=True):
+        # Control messages are never shed, except by a live stage that is stopping: its
+        # downstream may be gone already, and live stops must be prompt.
+        blocking = not (self.live and self.ctx.stopping)
+        if out is not None and not self._send(out, msg, blocking=blocking):
             self.log.error("could not hand on %s of stream %s before the drain timeout", msg.kind, msg.stream)
         if pub is not None:
             pub.send(msg, timeout_ms=0)

@@ -118,27 +118,21 @@ def histogram_quantile(samples: dict[str, list[tuple[dict[str, str], float]]], n
     return float("inf")
 
 
-def child_pids(pid: int) -> list[int]:
+def find_stage(pid: int, stage: str | None = None) -> int | None:
+    """PID of a stage process (`... stage NAME ...`) below `pid`; any stage when `stage` is None."""
     import psutil
 
     try:
-        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def find_child(pid: int, *words: str) -> int | None:
-    """PID of a descendant whose command line holds all `words`."""
-    import psutil
-
-    try:
-        for c in psutil.Process(pid).children(recursive=True):
-            try:
-                cmd = " ".join(c.cmdline())
-            except psutil.NoSuchProcess:
-                continue
-            if all(w in cmd for w in words):
-                return c.pid
+        children = psutil.Process(pid).children(recursive=True)
     except psutil.NoSuchProcess:
         return None
+    for c in children:
+        try:
+            argv = c.cmdline()
+        except psutil.NoSuchProcess:
+            continue
+        if "stage" in argv:
+            i = argv.index("stage")
+            if stage is None or argv[i + 1 : i + 2] == [stage]:
+                return c.pid
     return None

@@ -1,0 +1,60 @@
+"""The launcher supervises stage processes: a killed stage is restarted, counted, and the pipeline goes on."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+from tests.helpers.configs import write_config
+from tests.helpers.procs import find_stage, free_port_block, metric, run_vidpipe, scrape, stop, vidpipe, wait_for
+
+
+def test_kill_9_of_infer_is_restarted_and_counted(tmp_path: Path, samples: Path) -> None:
+    base = free_port_block(5)
+    streams = [{"id": "cam", "source": str(samples / "bikes.mp4"), "loop": True}]
+    cfg = write_config(tmp_path / "run.yaml", streams, tmp_path / "out", mode="live", port_base=base,
+                       run_dir=tmp_path / "sock", supervisor={"restart_initial_s": 0.2})
+    launcher_port, record_port = base, base + 3
+    proc = vidpipe("run", str(cfg), log_path=tmp_path / "log.txt")
+    try:
+        wait_for(lambda: metric(scrape(record_port), "vidpipe_frames_in_total") > 20, 60, what="frames at record")
+        infer = find_stage(proc.pid, "infer")
+        assert infer
+        os.kill(infer, signal.SIGKILL)
+        wait_for(lambda: metric(scrape(launcher_port), "vidpipe_stage_restarts_total", stage="infer") == 1, 30, what="restart")
+        new_infer = wait_for(lambda: find_stage(proc.pid, "infer"), 30, what="new infer")
+        assert new_infer != infer
+        before = metric(scrape(record_port), "vidpipe_frames_in_total")
+        # The new infer process gets frames and hands them on: the pipeline goes on.
+        wait_for(lambda: metric(scrape(record_port), "vidpipe_frames_in_total") > before + 30, 60, what="frames after restart")
+        launcher = scrape(launcher_port)
+        assert metric(launcher, "vidpipe_stage_up", stage="infer") == 1
+        assert metric(launcher, "vidpipe_stage_restarts_total", stage="decode") == 0
+    finally:
+        rc = stop(proc, signal.SIGINT)
+    log = (tmp_path / "log.txt").read_text()
+    assert rc == 0, log[-3000:]
+    assert "infer exited with signal SIGKILL; restart #1" in log
+    assert proc.poll() is not None and not find_stage(proc.pid)
+
+
+def test_a_frame_that_raises_is_counted_and_skipped(tmp_path: Path, samples: Path) -> None:
+    out = tmp_path / "out"
+    stages = [
+        {"name": "decode", "kind": "decode"},
+        {"name": "flaky", "kind": "tests.helpers.slow_stage:SlowStage", "batch": {"max_size": 4},
+         "options": {"seconds_per_frame": 0, "fail_on_seq": [5, 77]}},
+        {"name": "record", "kind": "record", "options": {"out_dir": str(out), "video": False}},
+    ]
+    streams = [{"id": "car", "source": str(samples / "carphone_pristine.mp4")}]
+    cfg = write_config(tmp_path / "c.yaml", streams, out, port_base=None, run_dir=tmp_path / "s", stages=stages)
+    result = run_vidpipe("run", str(cfg))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "frame car#5 failed and was skipped" in result.stderr
+    assert "frame car#77 failed and was skipped" in result.stderr
+    seqs = [json.loads(x)["seq"] for x in (out / "car.jsonl").read_text().splitlines()]
+    summary = json.loads((out / "summary.json").read_text())["streams"]["car"]
+    assert summary["status"] == "complete"
+    assert seqs == [s for s in range(summary["source_frames"]) if s not in (5, 77)]
