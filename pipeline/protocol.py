@@ -102,7 +102,7 @@ def decode(parts: Sequence[Any]) -> Message:
     try:
         header = msgpack.unpackb(_buffer(parts[0]), raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several types for garbage
-        raise ProtocolError("malformed", f"header is not msgpack: {exc}") from None
+        raise ProtocolError("malformed", f"header is not msgpack ({type(exc).__name__}: {exc})") from None
     if not isinstance(header, dict):
         raise ProtocolError("malformed", "header is not a map")
     version = header.get("v")

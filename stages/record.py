@@ -44,7 +44,7 @@ def _color(class_id: int, track_id: int) -> tuple[int, int, int]:
 
 def annotate(image: np.ndarray, frame: Frame, labels: bool = True) -> np.ndarray:
     """A copy of the image with the frame's detections drawn."""
-    out = np.array(image, copy=True)  # received pixels are read-only views of the message
+    out = np.array(image, copy=True)  # the frame keeps its clean pixels for whoever reads it next
     d = frame.detections
     for box, score, cid, tid in zip(d.boxes, d.scores, d.class_ids, d.track_ids):
         x1, y1, x2, y2 = (int(round(v)) for v in box)
