@@ -46,6 +46,9 @@ class ReconnectConfig(Strict):
     max_s: float = Field(10.0, gt=0, description="Longest wait between reopen attempts (exponential backoff).")
     open_timeout_s: float = Field(5.0, gt=0, description="How long opening a network source may take.")
     read_timeout_s: float = Field(5.0, gt=0, description="How long a network read may stall before the source counts as down.")
+    max_attempts: int | None = Field(
+        None, ge=1, description="Give up (end the stream with an error) after this many failed opens in a row; null: never."
+    )
 
 
 class StreamConfig(Strict):

@@ -241,6 +241,8 @@ class DecodeStage(Source):
             except SourceError as exc:
                 self._error(exc.reason)
                 self._up.set(0)
+                if rc.max_attempts is not None and attempt >= rc.max_attempts:
+                    raise SourceError(exc.reason, f"{exc}; gave up after {attempt} attempts") from None
                 self.log.warning("stream %s: %s (attempt %d); retrying in %.1fs", self.stream.id, exc, attempt, backoff)
                 self.ctx.stop_event.wait(backoff)
                 backoff = min(backoff * 2, rc.max_s)
