@@ -62,7 +62,7 @@ class StreamConfig(Strict):
     realtime: bool | None = Field(
         None, description="Pace file sources at their native rate; default: on in live mode, off in replay."
     )
-    reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
+    reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig, description="Reopening of live sources.")
 
     @field_validator("id")
     @classmethod
@@ -96,7 +96,7 @@ class StageConfig(Strict):
     input_pattern: Literal["pull", "sub"] = Field("pull", description="pull on the main path, sub for an observer.")
     output: str | None = Field(None, description="Endpoint to send to; default the next stage's input.")
     publish: str | None = Field(None, description="Extra PUB endpoint mirroring the output, for observers that may lag.")
-    batch: BatchConfig = Field(default_factory=BatchConfig)
+    batch: BatchConfig = Field(default_factory=BatchConfig, description="How frames are grouped for process().")
     forward_pixels: bool = Field(True, description="Send pixels downstream (off when no later stage needs them).")
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Port of /metrics and /healthz; default from metrics.port_base.")
     options: dict[str, Any] = Field(default_factory=dict, description="Kind-specific settings, checked by the kind.")
@@ -146,10 +146,10 @@ class PipelineConfig(Strict):
     mode: Mode = Field("replay", description="replay: lossless and deterministic; live: latency first, sheds frames.")
     streams: list[StreamConfig] = Field(min_length=1, description="Camera feeds and files.")
     stages: list[StageConfig] = Field(default_factory=list, description="Stages in data-flow order; the first is decode.")
-    transport: TransportConfig = Field(default_factory=TransportConfig)
-    live: LiveConfig = Field(default_factory=LiveConfig)
-    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
-    supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig)
+    transport: TransportConfig = Field(default_factory=TransportConfig, description="Sockets between stages.")
+    live: LiveConfig = Field(default_factory=LiveConfig, description="Shedding rules of live mode.")
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Where /metrics and /healthz are served.")
+    supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig, description="Restarts of crashed stages by `run`.")
 
     @model_validator(mode="after")
     def _check(self) -> "PipelineConfig":

@@ -1,0 +1,104 @@
+"""The config reference in Markdown, made from the schema itself (`python -m pipeline.schema_doc [--write README.md]`).
+
+The README embeds this output between markers, and a test keeps the two equal,
+so the documented defaults and descriptions are the ones the code applies.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from pipeline.config import PipelineConfig, StageConfig, StreamConfig
+from pipeline.registry import resolve_stage
+
+BEGIN = "<!-- config-reference:begin (python -m pipeline.schema_doc --write README.md) -->"
+END = "<!-- config-reference:end -->"
+STAGE_KINDS = ("decode", "infer", "record")
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " \\| ".join(_type_name(a) for a in args)
+    if origin is typing.Literal:
+        return " \\| ".join(json.dumps(a) for a in args)
+    if origin in (list, tuple, dict):
+        inner = ", ".join("..." if a is Ellipsis else _type_name(a) for a in args)
+        return f"{origin.__name__}[{inner}]"
+    if tp is type(None):
+        return "null"
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return "map"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _default(field: Any) -> str:
+    if field.default_factory is not None:
+        value = field.default_factory()
+        if isinstance(value, BaseModel):
+            return "(see below)"
+        return f"`{json.dumps(value)}`"
+    if field.default is PydanticUndefined:
+        return "**required**"
+    return f"`{json.dumps(field.default)}`"
+
+
+def model_table(model: type[BaseModel], prefix: str) -> list[str]:
+    """One table for `model`, then one for each nested model field."""
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    nested: list[tuple[str, type[BaseModel]]] = []
+    for name, field in model.model_fields.items():
+        tp = field.annotation
+        rows.append(f"| `{prefix}{name}` | {_type_name(tp)} | {_default(field)} | {field.description or ''} |")
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            nested.append((f"{prefix}{name}.", tp))
+    out = rows + [""]
+    for pre, sub in nested:
+        out += model_table(sub, pre)
+    return out
+
+
+def reference() -> str:
+    lines: list[str] = ["### Top level", ""]
+    top_fields = {k: v for k, v in PipelineConfig.model_fields.items()}
+    lines += model_table(PipelineConfig, "")
+    assert "streams" in top_fields and "stages" in top_fields
+    lines += ["### `streams[]`", ""] + model_table(StreamConfig, "")
+    lines += ["### `stages[]`", ""] + model_table(StageConfig, "")
+    for kind in STAGE_KINDS:
+        cls = resolve_stage(kind)
+        lines += [f"### `options` of kind `{kind}`", ""]
+        if cls.Options.model_fields:
+            lines += model_table(cls.Options, "")
+        else:
+            lines += ["(none)", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def embed(text: str) -> str:
+    """`text` (the README) with the reference between the markers replaced by the current one."""
+    head, sep, rest = text.partition(BEGIN)
+    _, sep2, tail = rest.partition(END)
+    if not sep or not sep2:
+        raise ValueError("the config reference markers are missing")
+    return f"{head}{BEGIN}\n{reference()}{END}{tail}"
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] == ["--write"]:
+        path = sys.argv[2] if len(sys.argv) > 2 else "README.md"
+        with open(path) as f:
+            text = f.read()
+        with open(path, "w") as f:
+            f.write(embed(text))
+    else:
+        print(reference(), end="")

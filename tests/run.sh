@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The test command of the README, also what CI runs: installs what the tests need, then runs them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian's GStreamer RTSP server (run by the RTSP tests under the system python3).
+SYSTEM_PACKAGES=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-base
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav)
+if ! /usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0")' 2>/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing system packages: ${SYSTEM_PACKAGES[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${SYSTEM_PACKAGES[@]}" >/dev/null
+  else
+    echo "note: GStreamer RTSP server missing and not root: the RTSP tests will be skipped" >&2
+  fi
+fi
+
+PY=${PYTHON:-python3}
+# torch first, pinned: an unpinned torch requirement would pull a multi-GB CUDA build.
+"$PY" -c 'import torch' 2>/dev/null || "$PY" -m pip install -q torch==2.13.0
+"$PY" -m pip install -q -e '.[test]'
+exec "$PY" -m pytest -q "$@"
