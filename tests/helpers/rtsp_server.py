@@ -56,16 +56,18 @@ def have(element):
 
 
 def pick_encoder(requested):
+    """Name of the H.264 encoder to use, or None (after logging why)."""
     if requested != "auto":
         if not have(requested):
-            raise SystemExit("rtsp_server: encoder %r is not installed" % requested)
+            log("encoder %s is not installed" % requested)
+            return None
         return requested
     for name in ENCODERS[:2]:  # avenc_h264_omx needs OpenMAX hardware
         if have(name):
             return name
-    raise SystemExit(
-        "rtsp_server: no H.264 encoder (install gstreamer1.0-plugins-ugly "
-        "for x264enc or gstreamer1.0-plugins-bad for openh264enc)")
+    log("no H.264 encoder (install gstreamer1.0-plugins-ugly for x264enc "
+        "or gstreamer1.0-plugins-bad for openh264enc)")
+    return None
 
 
 def encoder_desc(name, fps, bitrate_kbps):
@@ -159,6 +161,8 @@ def main(argv=None):
             log("missing GStreamer element %s" % el)
             return 2
     enc_name = pick_encoder(args.encoder)
+    if enc_name is None:
+        return 2
 
     looper = None
     if args.video:
