@@ -107,6 +107,7 @@ class RecordStage(Stage):
         self.outputs: dict[str, StreamOutput] = {}
         self.started = time.time()
         self._warned_no_pixels = False
+        self.closed = False
 
     def _output(self, frame: Frame) -> StreamOutput:
         out = self.outputs.get(frame.stream)
@@ -167,14 +168,20 @@ class RecordStage(Stage):
         return info
 
     def close(self) -> None:
+        self.closed = True
         for out in self.outputs.values():
             self._finish(out)
         self._write_summary()
 
     def summary(self) -> dict[str, Any]:
         streams = {}
-        for sid, out in sorted(self.outputs.items()):
+        outputs = {s.id: StreamOutput(s.id) for s in self.ctx.config.streams} | self.outputs
+        for sid, out in sorted(outputs.items()):
             ended = out.ended or {}
+            if out.ended is not None:
+                status = "error" if ended.get("error") else "stopped" if ended.get("stopped") else "complete"
+            else:  # no end of stream seen (yet)
+                status = "stopped" if self.closed else "running"
             streams[sid] = {
                 "frames": out.frames,
                 "video_frames": out.video_frames,
@@ -183,7 +190,7 @@ class RecordStage(Stage):
                 "first_pts": out.first_pts,
                 "last_pts": out.last_pts,
                 "source_frames": ended.get("frames"),
-                "status": "error" if ended.get("error") else "stopped" if ended.get("stopped") else "complete" if out.ended is not None else "running",
+                "status": status,
                 "error": ended.get("error"),
                 "video": out.video_path,
                 "jsonl": out.jsonl_path,
