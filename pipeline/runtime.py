@@ -23,7 +23,7 @@ import zmq
 from pipeline.batching import Batcher
 from pipeline.config import PipelineConfig
 from pipeline.metrics import MetricsServer, StageMetrics
-from pipeline.protocol import KIND_EOS, Control, Frame, ProtocolError
+from pipeline.protocol import KIND_EOS, KIND_HEARTBEAT, Control, Frame, ProtocolError
 from pipeline.registry import resolve_stage
 from pipeline.stage import Source, Stage, StageContext
 from pipeline.transport import PUB, Receiver, Sender
@@ -140,7 +140,13 @@ class StageRunner:
 
     def _emit_control(self, out: Sender | None, pub: Sender | None, msg: Control) -> None:
         msg.sender = self.name
-        # Control messages are never shed, except by a live stage that is stopping: its
+        if msg.kind == KIND_HEARTBEAT:  # only says "still here": never worth waiting for
+            if out is not None:
+                out.send(msg, timeout_ms=0)
+            if pub is not None:
+                pub.send(msg, timeout_ms=0)
+            return
+        # Other control messages are never shed, except by a live stage that is stopping: its
         # downstream may be gone already, and live stops must be prompt.
         blocking = not (self.live and self.ctx.stopping)
         if out is not None and not self._send(out, msg, blocking=blocking):
@@ -245,6 +251,8 @@ class StageRunner:
                     self._run_batch(stage, batch, out, pub)
                 if msg is None:
                     continue
+                if msg.stream:
+                    m.last_seen.labels(self.name, msg.stream).set(time.time())
                 if isinstance(msg, Frame):
                     m.frames_in.labels(self.name, msg.stream).inc()
                     age = time.time() - msg.capture_ts

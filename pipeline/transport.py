@@ -42,6 +42,12 @@ def parse_endpoint(spec: str, pattern: str) -> tuple[bool, str]:
     return bind, addr
 
 
+def bound_ipc_path(endpoint: str, pattern: str) -> str | None:
+    """The socket file an endpoint binds, if it binds an ipc:// address."""
+    bind, addr = parse_endpoint(endpoint, pattern)
+    return addr[len("ipc://") :] if bind and addr.startswith("ipc://") else None
+
+
 def open_socket(ctx: zmq.Context, pattern: str, endpoint: str, hwm: int, linger_ms: int = 0) -> zmq.Socket:
     bind, addr = parse_endpoint(endpoint, pattern)
     sock = ctx.socket(_SOCKET_TYPES[pattern])
@@ -66,7 +72,21 @@ def open_socket(ctx: zmq.Context, pattern: str, endpoint: str, hwm: int, linger_
     return sock
 
 
-class Sender:
+class _Socket:
+    sock: zmq.Socket
+    ipc_path: str | None
+
+    def close(self) -> None:
+        """Close; a bound ipc endpoint's socket file is removed (ZeroMQ leaves it behind)."""
+        self.sock.close()
+        if self.ipc_path:
+            try:
+                os.unlink(self.ipc_path)
+            except FileNotFoundError:
+                pass
+
+
+class Sender(_Socket):
     """PUSH (main path, back-pressure) or PUB (observers, may drop)."""
 
     def __init__(self, ctx: zmq.Context, endpoint: str, pattern: str = PUSH, hwm: int = 4, linger_ms: int = 0):
@@ -75,6 +95,7 @@ class Sender:
         self.endpoint = endpoint
         self.pattern = pattern
         self.sock = open_socket(ctx, pattern, endpoint, hwm, linger_ms)
+        self.ipc_path = bound_ipc_path(endpoint, pattern)
 
     def send(self, msg: Message, with_pixels: bool = True, timeout_ms: int | None = None) -> bool:
         """Send one message. timeout_ms None blocks; 0 never waits. False when it could not be queued."""
@@ -90,11 +111,8 @@ class Sender:
             return False
         return True
 
-    def close(self) -> None:
-        self.sock.close()
 
-
-class Receiver:
+class Receiver(_Socket):
     """PULL (main path) or SUB (observer)."""
 
     def __init__(self, ctx: zmq.Context, endpoint: str, pattern: str = PULL, hwm: int = 4):
@@ -103,6 +121,7 @@ class Receiver:
         self.endpoint = endpoint
         self.pattern = pattern
         self.sock = open_socket(ctx, pattern, endpoint, hwm)
+        self.ipc_path = bound_ipc_path(endpoint, pattern)
 
     def recv(self, timeout_ms: int) -> Message | None:
         """The next message, or None after timeout_ms. Raises ProtocolError for a bad message."""
@@ -110,6 +129,3 @@ class Receiver:
             return None
         parts: list[Any] = self.sock.recv_multipart(copy=False)
         return decode(parts)
-
-    def close(self) -> None:
-        self.sock.close()

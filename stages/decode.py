@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from pipeline.config import StreamConfig
-from pipeline.protocol import KIND_EOS, KIND_STARTED, Control, Frame
+from pipeline.protocol import KIND_EOS, KIND_HEARTBEAT, KIND_STARTED, Control, Frame
 from pipeline.stage import Source
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -101,6 +101,10 @@ class DecodeStage(Source):
         )
         self.seq += 1
         return frame
+
+    def _heartbeat(self, attempt: int) -> Control:
+        """Tells downstream that this source is alive while its stream is down."""
+        return Control(KIND_HEARTBEAT, self.stream.id, attrs={"up": False, "attempt": attempt})
 
     def _eos(self, error: str | None = None) -> Control:
         self._up.set(0)
@@ -244,6 +248,7 @@ class DecodeStage(Source):
                 if rc.max_attempts is not None and attempt >= rc.max_attempts:
                     raise SourceError(exc.reason, f"{exc}; gave up after {attempt} attempts") from None
                 self.log.warning("stream %s: %s (attempt %d); retrying in %.1fs", self.stream.id, exc, attempt, backoff)
+                yield self._heartbeat(attempt)
                 self.ctx.stop_event.wait(backoff)
                 backoff = min(backoff * 2, rc.max_s)
                 continue
@@ -273,5 +278,6 @@ class DecodeStage(Source):
             self.log.warning(
                 "stream %s: source stopped delivering after %d frames; reconnecting in %.1fs", self.stream.id, got, backoff
             )
+            yield self._heartbeat(attempt)
             self.ctx.stop_event.wait(backoff)
             backoff = min(backoff * 2, rc.max_s)

@@ -60,6 +60,8 @@ def test_unreachable_live_camera_retries_while_other_streams_flow(tmp_path: Path
         wait_for(lambda: metric(scrape(record_port), "vidpipe_frames_in_total", stream="file") > 50, 60, what="other stream")
         cam = scrape(cam_port)
         assert metric(cam, "vidpipe_stream_up", stream="cam") == 0
+        # The source's heartbeats reach the stages downstream while its stream is down.
+        assert metric(scrape(record_port), "vidpipe_stream_last_seen_timestamp_seconds", stream="cam") > 0
         assert metric(scrape(base), "vidpipe_stage_restarts_total") == 0
     finally:
         assert stop(proc, signal.SIGINT) == 0
