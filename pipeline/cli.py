@@ -186,13 +186,20 @@ def _print_summary(out_dir: Path, elapsed: float) -> int:
     return 1 if bad else 0
 
 
+def _load(path: str) -> PipelineConfig | None:
+    """The config, or None after printing every problem in it."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.launcher import Launcher
 
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    cfg = _load(args.config)
+    if cfg is None:
         return 2
     return Launcher(cfg, args.config, args.log_level).run()
 
@@ -212,12 +219,11 @@ def _pick_stage(cfg: PipelineConfig, which: str) -> str:
 def cmd_stage(args: argparse.Namespace) -> int:
     from pipeline.runtime import run_stage
 
-    try:
-        cfg = load_config(args.config)
-        name = _pick_stage(cfg, args.stage)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    cfg = _load(args.config)
+    if cfg is None:
         return 2
+    try:
+        name = _pick_stage(cfg, args.stage)
     except ValueError as exc:
         print(f"stage: {exc}", file=sys.stderr)
         return 2
@@ -229,10 +235,8 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    cfg = _load(args.config)
+    if cfg is None:
         return 2
     print(f"{args.config}: ok ({cfg.mode} mode, {len(cfg.streams)} streams, stages: {' -> '.join(s.name for s in cfg.stages)})")
     return 0
