@@ -1,6 +1,8 @@
-import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -13,3 +15,14 @@ SAMPLES = ROOT / "sample_videos"
 @pytest.fixture
 def samples() -> Path:
     return SAMPLES
+
+
+@pytest.fixture
+def sock_dir() -> Iterator[Path]:
+    """A private folder for ipc:// sockets: short (unix socket paths are limited) and unique to this test,
+    unlike pytest's numbered tmp folders, which concurrent pytest sessions can end up sharing."""
+    path = Path(tempfile.mkdtemp(prefix="vp-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

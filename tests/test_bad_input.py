@@ -10,7 +10,7 @@ from tests.helpers.configs import write_config
 from tests.helpers.procs import free_port_block, free_ports, metric, run_vidpipe, scrape, stop, vidpipe, wait_for
 
 
-def test_missing_truncated_and_unreachable_sources_end_only_their_streams(tmp_path: Path, samples: Path) -> None:
+def test_missing_truncated_and_unreachable_sources_end_only_their_streams(tmp_path: Path, sock_dir: Path, samples: Path) -> None:
     trunc_avi, trunc_mp4 = tmp_path / "cut.avi", tmp_path / "cut.mp4"
     trunc_avi.write_bytes((samples / "vtest.avi").read_bytes()[:3_000_000])  # stops mid-stream
     trunc_mp4.write_bytes((samples / "bikes.mp4").read_bytes()[:200_000])  # loses its index (moov atom)
@@ -24,7 +24,7 @@ def test_missing_truncated_and_unreachable_sources_end_only_their_streams(tmp_pa
          "reconnect": {"initial_s": 0.1, "max_attempts": 2, "open_timeout_s": 2}},
     ]
     out = tmp_path / "out"
-    cfg = write_config(tmp_path / "c.yaml", streams, out, port_base=None, run_dir=tmp_path / "s")
+    cfg = write_config(tmp_path / "c.yaml", streams, out, port_base=None, run_dir=sock_dir)
     result = run_vidpipe("run", str(cfg), timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())["streams"]
@@ -45,14 +45,14 @@ def test_missing_truncated_and_unreachable_sources_end_only_their_streams(tmp_pa
     assert 100 < summary["cut-avi"]["frames"] < 795
 
 
-def test_unreachable_live_camera_retries_while_other_streams_flow(tmp_path: Path, samples: Path) -> None:
+def test_unreachable_live_camera_retries_while_other_streams_flow(tmp_path: Path, sock_dir: Path, samples: Path) -> None:
     (dead_port,) = free_ports(1)
     base = free_port_block(6)
     streams = [
         {"id": "cam", "source": f"rtsp://user:secret@127.0.0.1:{dead_port}/live", "reconnect": {"initial_s": 0.2, "max_s": 0.5, "open_timeout_s": 1}},
         {"id": "file", "source": str(samples / "carphone_pristine.mp4"), "loop": True},
     ]
-    cfg = write_config(tmp_path / "c.yaml", streams, tmp_path / "out", mode="live", port_base=base, run_dir=tmp_path / "s")
+    cfg = write_config(tmp_path / "c.yaml", streams, tmp_path / "out", mode="live", port_base=base, run_dir=sock_dir)
     proc = vidpipe("run", str(cfg), log_path=tmp_path / "log.txt")
     cam_port, record_port = base + 1, base + 4
     try:

@@ -11,13 +11,13 @@ from tests.helpers.mjpeg_server import MjpegServer
 from tests.helpers.procs import free_port_block, free_ports, metric, scrape, stop, vidpipe, wait_for
 
 
-def test_http_mjpeg_camera_is_read_live(tmp_path: Path, samples: Path) -> None:
+def test_http_mjpeg_camera_is_read_live(tmp_path: Path, sock_dir: Path, samples: Path) -> None:
     (http_port,) = free_ports(1)
     base = free_port_block(5)
     out = tmp_path / "out"
     server = MjpegServer(samples / "carphone_pristine.mp4", http_port)
     streams = [{"id": "cam", "source": f"http://127.0.0.1:{http_port}/video.mjpg", "resize": [352, 288]}]
-    cfg = write_config(tmp_path / "c.yaml", streams, out, mode="live", port_base=base, run_dir=tmp_path / "s")
+    cfg = write_config(tmp_path / "c.yaml", streams, out, mode="live", port_base=base, run_dir=sock_dir)
     proc = vidpipe("run", str(cfg), log_path=tmp_path / "log.txt")
     try:
         wait_for(lambda: metric(scrape(base + 3), "vidpipe_frames_in_total", stream="cam") > 40, 60, what="frames")

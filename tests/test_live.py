@@ -12,7 +12,7 @@ from tests.helpers.configs import write_config
 from tests.helpers.procs import find_stage, free_port_block, histogram_quantile, metric, scrape, stop, vidpipe, wait_for
 
 
-def test_live_sheds_at_the_source_and_stays_bounded(tmp_path: Path, samples: Path) -> None:
+def test_live_sheds_at_the_source_and_stays_bounded(tmp_path: Path, sock_dir: Path, samples: Path) -> None:
     base = free_port_block(5)
     stages = [
         {"name": "decode", "kind": "decode"},
@@ -23,7 +23,7 @@ def test_live_sheds_at_the_source_and_stays_bounded(tmp_path: Path, samples: Pat
     # bikes.mp4 at its native 25 fps, looped like a camera; the slow stage manages 10 fps.
     streams = [{"id": "cam", "source": str(samples / "bikes.mp4"), "loop": True}]
     cfg = write_config(tmp_path / "live.yaml", streams, tmp_path / "out", mode="live", port_base=base,
-                       run_dir=tmp_path / "sock", stages=stages)
+                       run_dir=sock_dir, stages=stages)
     decode_port, slow_port, record_port = base + 1, base + 2, base + 3
     proc = vidpipe("run", str(cfg), log_path=tmp_path / "log.txt")
     try:

@@ -37,12 +37,12 @@ def start_server(port: int, log: Path) -> subprocess.Popen[str]:
     return proc
 
 
-def test_rtsp_source_reads_and_reconnects_after_a_server_restart(tmp_path: Path) -> None:
+def test_rtsp_source_reads_and_reconnects_after_a_server_restart(tmp_path: Path, sock_dir: Path) -> None:
     (rtsp_port,) = free_ports(1)
     base = free_port_block(5)
     streams = [{"id": "cam", "source": f"rtsp://127.0.0.1:{rtsp_port}/cam",
                 "reconnect": {"initial_s": 0.2, "max_s": 1.0, "open_timeout_s": 5, "read_timeout_s": 3}}]
-    cfg = write_config(tmp_path / "c.yaml", streams, tmp_path / "out", mode="live", port_base=base, run_dir=tmp_path / "s",
+    cfg = write_config(tmp_path / "c.yaml", streams, tmp_path / "out", mode="live", port_base=base, run_dir=sock_dir,
                        stages=[{"name": "decode", "kind": "decode"}, {"name": "infer", "kind": "infer"},
                                {"name": "record", "kind": "record", "options": {"out_dir": str(tmp_path / "out"), "video": False}}])
     decode_port, record_port = base + 1, base + 3

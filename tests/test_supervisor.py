@@ -11,11 +11,11 @@ from tests.helpers.configs import write_config
 from tests.helpers.procs import find_stage, free_port_block, metric, run_vidpipe, scrape, stop, vidpipe, wait_for
 
 
-def test_kill_9_of_infer_is_restarted_and_counted(tmp_path: Path, samples: Path) -> None:
+def test_kill_9_of_infer_is_restarted_and_counted(tmp_path: Path, sock_dir: Path, samples: Path) -> None:
     base = free_port_block(5)
     streams = [{"id": "cam", "source": str(samples / "bikes.mp4"), "loop": True}]
     cfg = write_config(tmp_path / "run.yaml", streams, tmp_path / "out", mode="live", port_base=base,
-                       run_dir=tmp_path / "sock", supervisor={"restart_initial_s": 0.2})
+                       run_dir=sock_dir, supervisor={"restart_initial_s": 0.2})
     launcher_port, record_port = base, base + 3
     proc = vidpipe("run", str(cfg), log_path=tmp_path / "log.txt")
     try:
@@ -40,7 +40,7 @@ def test_kill_9_of_infer_is_restarted_and_counted(tmp_path: Path, samples: Path)
     assert proc.poll() is not None and not find_stage(proc.pid)
 
 
-def test_a_frame_that_raises_is_counted_and_skipped(tmp_path: Path, samples: Path) -> None:
+def test_a_frame_that_raises_is_counted_and_skipped(tmp_path: Path, sock_dir: Path, samples: Path) -> None:
     out = tmp_path / "out"
     stages = [
         {"name": "decode", "kind": "decode"},
@@ -49,7 +49,7 @@ def test_a_frame_that_raises_is_counted_and_skipped(tmp_path: Path, samples: Pat
         {"name": "record", "kind": "record", "options": {"out_dir": str(out), "video": False}},
     ]
     streams = [{"id": "car", "source": str(samples / "carphone_pristine.mp4")}]
-    cfg = write_config(tmp_path / "c.yaml", streams, out, port_base=None, run_dir=tmp_path / "s", stages=stages)
+    cfg = write_config(tmp_path / "c.yaml", streams, out, port_base=None, run_dir=sock_dir, stages=stages)
     result = run_vidpipe("run", str(cfg))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "frame car#5 failed and was skipped" in result.stderr
