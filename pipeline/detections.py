@@ -7,6 +7,7 @@ sign class, posture) that travel with the core columns.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +99,7 @@ class Detections:
         return Detections(cols["boxes"], cols["scores"], cols["class_ids"], cols["track_ids"], extra)
 
 
+_DTYPE_CACHE: dict[Any, np.dtype] = {}
 _ALLOWED_EXTRA = {"f4", "f8", "i4", "i8", "u1", "i2", "u2", "b1"}
 
 
@@ -111,15 +113,20 @@ def _pack(arr: np.ndarray) -> list[Any]:
 def _unpack(packed: Any, name: str, expect: np.dtype | None = None) -> np.ndarray:
     try:
         dtype_str, shape, raw = packed
-        dtype = np.dtype(dtype_str)
-        shape = tuple(int(s) for s in shape)
+        dtype = _DTYPE_CACHE.get(dtype_str)
+        if dtype is None:
+            dtype = np.dtype(dtype_str)
+            if dtype.str.lstrip("<>|=") not in _ALLOWED_EXTRA:
+                raise LookupError
+            _DTYPE_CACHE[dtype_str] = dtype  # only allowed dtypes are cached: bounded
+        shape = tuple(map(int, shape))
+    except LookupError:
+        raise ValueError(f"column {name!r} has unsupported dtype {dtype_str!r}") from None
     except (TypeError, ValueError) as exc:
         raise ValueError(f"column {name!r} is malformed: {exc}") from None
-    if dtype.str.lstrip("<>|=") not in _ALLOWED_EXTRA:
-        raise ValueError(f"column {name!r} has unsupported dtype {dtype_str!r}")
     if expect is not None and dtype != expect:
         raise ValueError(f"column {name!r} has dtype {dtype}, expected {expect}")
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)
     if count * dtype.itemsize != len(raw):
         raise ValueError(f"column {name!r}: {len(raw)} bytes do not fill shape {shape} of {dtype}")
     return np.frombuffer(raw, dtype).reshape(shape).copy()

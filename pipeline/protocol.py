@@ -83,9 +83,10 @@ def encode(msg: Message, with_pixels: bool = True) -> list[Any]:
         "h": msg.height,
         "pf": msg.pixel_format,
         "st": [list(s) for s in msg.stamps],
-        "d": msg.detections.to_wire(),
         "a": msg.attrs,
     }
+    if len(msg.detections) or msg.detections.extra:
+        header["d"] = msg.detections.to_wire()  # absent means none: the hop before infer is cheaper
     parts: list[Any] = [msgpack.packb(header, use_bin_type=True)]
     if with_pixels and msg.image is not None:
         img = msg.image
@@ -146,7 +147,7 @@ def _decode_frame(h: dict[str, Any], pixels: Any) -> Frame:
         height=height,
         image=image,
         pixel_format=fmt,
-        detections=Detections.from_wire(h["d"]),
+        detections=Detections.from_wire(h["d"]) if "d" in h else Detections(),
         stamps=[(str(s), float(t)) for s, t in h.get("st", [])],
         attrs=dict(h.get("a") or {}),
     )
