@@ -146,7 +146,7 @@ def _children_of(pid: int) -> list[int]:
 
 def run_replay(video: str, out_dir: str, timeout_s: float) -> tuple[float, float, dict[str, Any]]:
     """(wall seconds, CPU seconds of the process tree, summary.json)."""
-    cmd = [sys.executable, "-m", "pipeline.cli", "--log-level", "WARNING", "replay", video, "--out", out_dir, "--quiet"]
+    cmd = [sys.executable, "-P", "-m", "pipeline.cli", "--log-level", "WARNING", "replay", video, "--out", out_dir, "--quiet"]
     cpu0 = _cpu_children()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

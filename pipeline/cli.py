@@ -79,6 +79,8 @@ def build_replay_config(videos: list[str], config_path: str | None, out_dir: str
     for st in data.get("stages") or []:
         if isinstance(st, dict) and st.get("kind") == "record":
             st.setdefault("options", {})["out_dir"] = os.path.abspath(out_dir)
+    # A batch job should fail rather than retry forever when a stage cannot run at all.
+    data.setdefault("supervisor", {}).setdefault("max_restarts", 3)
     transport = data.setdefault("transport", {})
     transport["run_dir"] = run_dir
     n_proc = len(data.get("streams") or []) + len(data.get("stages") or []) + 1
@@ -158,6 +160,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if show:
             sys.stderr.write("\n")
     elapsed = time.monotonic() - started
+    if launcher.failed:
+        print("replay: a stage kept crashing (see the log above); stopped", file=sys.stderr)
+        return 1
     if rc != 0:
         return rc
     status = _print_summary(Path(out_dir), elapsed)

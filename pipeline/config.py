@@ -139,6 +139,9 @@ class SupervisorConfig(Strict):
     restart_initial_s: float = Field(0.5, gt=0, description="First wait before restarting a crashed stage.")
     restart_max_s: float = Field(30.0, gt=0, description="Longest wait between restarts (exponential backoff).")
     stable_after_s: float = Field(30.0, gt=0, description="A stage up this long gets its backoff reset.")
+    max_restarts: int | None = Field(
+        None, ge=0, description="Stop the pipeline when one stage crashed this many times in a row; null: never (replay: 3)."
+    )
 
 
 class PipelineConfig(Strict):

@@ -49,6 +49,7 @@ class Child:
     started_at: float = 0.0
     restarts: int = 0
     backoff: float = 0.0
+    crashes_in_row: int = 0
     restart_at: float | None = None
     finished: bool = False
     exit_codes: list[int] = field(default_factory=list)
@@ -71,6 +72,7 @@ class Launcher:
             Child(stage, stream, config.stage(stage).kind == "decode") for stage, stream in config.process_names()
         ]
         self.stopping = threading.Event()
+        self.failed = False  # a stage kept crashing: the pipeline was stopped
         self.registry = CollectorRegistry()
         self.restarts = Counter(f"{PREFIX}_stage_restarts", "Stage processes restarted after a crash.", ["stage", "stream"], registry=self.registry)
         self.up = Gauge(f"{PREFIX}_stage_up", "1 while the stage process runs.", ["stage", "stream"], registry=self.registry)
@@ -79,7 +81,9 @@ class Launcher:
             self.server = MetricsServer(self.registry, config.metrics.host, config.metrics.port_base, lambda: not self.stopping.is_set())
 
     def _start(self, child: Child) -> None:
-        cmd = [sys.executable, "-m", "pipeline.cli", "--log-level", self.log_level, "stage", child.stage, "--config", self.config_path]
+        # -P: the working directory is not put on sys.path, so a user's `http.py` (say) next to
+        # their videos cannot shadow a module a stage imports.
+        cmd = [sys.executable, "-P", "-m", "pipeline.cli", "--log-level", self.log_level, "stage", child.stage, "--config", self.config_path]
         if child.stream:
             cmd += ["--stream", child.stream]
         child.proc = subprocess.Popen(cmd, env=self.env, preexec_fn=_child_setup)
@@ -117,7 +121,7 @@ class Launcher:
                     rc = child.proc.poll()
                     if rc is None:
                         if child.backoff and now - child.started_at > sup.stable_after_s:
-                            child.backoff = 0.0
+                            child.backoff, child.crashes_in_row = 0.0, 0
                         continue
                     self.up.labels(child.stage, child.stream or "").set(0)
                     child.exit_codes.append(rc)
@@ -126,6 +130,12 @@ class Launcher:
                         log.info("%s finished", child.label)
                         continue
                     how = f"signal {signal.Signals(-rc).name}" if rc < 0 else f"status {rc}"
+                    child.crashes_in_row += 1
+                    if sup.max_restarts is not None and child.crashes_in_row > sup.max_restarts:
+                        log.error("%s exited with %s, %d times in a row: giving up", child.label, how, child.crashes_in_row)
+                        self.failed = True
+                        self.stopping.set()
+                        break
                     child.backoff = min(sup.restart_max_s, child.backoff * 2 if child.backoff else sup.restart_initial_s)
                     child.restart_at = now + child.backoff
                     child.restarts += 1
@@ -137,7 +147,8 @@ class Launcher:
                 if on_tick:
                     on_tick()
                 self.stopping.wait(0.1)
-            return self._shutdown()
+            status = self._shutdown()
+            return 1 if self.failed else status
         finally:
             for child in self.children:
                 if child.proc and child.proc.poll() is None:
@@ -163,9 +174,10 @@ class Launcher:
         return True
 
     def _shutdown(self) -> int:
-        drain = self.config.transport.drain_timeout_s
+        # After a give-up there is nothing worth draining into: a short grace, then kill.
+        drain = self.config.transport.drain_timeout_s if not self.failed else 0.0
         alive = [c for c in self.children if c.proc and c.restart_at is None]
-        if self.config.mode == "replay":
+        if self.config.mode == "replay" and not self.failed:
             # Sources end their streams; the end-of-stream then drains each stage in order.
             self._signal([c for c in alive if c.source], signal.SIGTERM)
             if not self._wait(alive, drain + 5):

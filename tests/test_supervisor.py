@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 from tests.helpers.configs import write_config
@@ -58,3 +59,19 @@ def test_a_frame_that_raises_is_counted_and_skipped(tmp_path: Path, sock_dir: Pa
     summary = json.loads((out / "summary.json").read_text())["streams"]["car"]
     assert summary["status"] == "complete"
     assert seqs == [s for s in range(summary["source_frames"]) if s not in (5, 77)]
+
+
+def test_a_stage_that_keeps_crashing_stops_the_pipeline_after_max_restarts(tmp_path: Path, sock_dir: Path, samples: Path) -> None:
+    stages = [
+        {"name": "decode", "kind": "decode"},
+        {"name": "broken", "kind": "tests.helpers.slow_stage:SlowStage", "options": {"fail_on_start": True}},
+    ]
+    streams = [{"id": "car", "source": str(samples / "carphone_pristine.mp4")}]
+    cfg = write_config(tmp_path / "c.yaml", streams, tmp_path, port_base=None, run_dir=sock_dir, stages=stages,
+                       supervisor={"restart_initial_s": 0.1, "max_restarts": 2})
+    t0 = time.monotonic()
+    result = run_vidpipe("run", str(cfg), timeout=60)
+    assert result.returncode == 1
+    assert time.monotonic() - t0 < 20  # no drain into a pipeline that cannot run
+    assert result.stderr.count("ERROR vidpipe.broken: stage failed") == 3
+    assert "broken exited with status 1, 3 times in a row: giving up" in result.stderr

@@ -45,7 +45,7 @@ def vidpipe(*args: str, log_path: Path | None = None, env: dict[str, str] | None
     full_env.update(env or {})
     out = open(log_path, "wb") if log_path else subprocess.DEVNULL
     try:
-        return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen([sys.executable, "-P", "-m", "pipeline.cli", *args], cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT)
     finally:
         if log_path:
             out.close()  # type: ignore[union-attr]
@@ -56,7 +56,7 @@ def run_vidpipe(*args: str, timeout: float = 120, env: dict[str, str] | None = N
     full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-P", "-m", "pipeline.cli", *args], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout
     )
 
 

@@ -15,11 +15,17 @@ class SlowOptions(BaseModel):
 
     seconds_per_frame: float = Field(0.1, ge=0)
     fail_on_seq: list[int] = Field(default_factory=list, description="Raise on these sequence numbers.")
+    fail_on_start: bool = Field(False, description="Raise when the stage starts (a stage that cannot run).")
 
 
 class SlowStage(Stage):
     kind = "slow"
     Options = SlowOptions
+
+    def __init__(self, ctx) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(ctx)
+        if self.options.fail_on_start:
+            raise RuntimeError("deliberate failure at start")
 
     def process(self, batch: list[Frame]) -> list[Frame]:
         for frame in batch:
