@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.categories import category_id
 from pipeline.detections import Detections
+from pipeline.protocol import Frame
+from stages.infer.detector import Detector
 
 MOTION = category_id("motion")
 
@@ -28,8 +30,8 @@ class MotionOptions(BaseModel):
     dilate: int = Field(2, ge=0, le=20, description="Dilation iterations that join the parts of one object.")
 
 
-class MotionDetector:
-    """Per-stream MOG2 background models; detect() must see each stream's frames in order."""
+class MotionDetector(Detector):
+    """Per-stream MOG2 background models; frames of each stream must come in order."""
 
     def __init__(self, options: MotionOptions) -> None:
         self.o = options
@@ -37,11 +39,23 @@ class MotionDetector:
         self._seen: dict[str, int] = {}
         self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
 
+    def warming_up(self, stream: str) -> bool:
+        """True until the stream's model has seen its warm-up frames (its masks mean little before)."""
+        return self._seen.get(stream, 0) <= self.o.warmup_frames
+
     def reset(self, stream: str) -> None:
         self._models.pop(stream, None)
         self._seen.pop(stream, None)
 
-    def detect(self, stream: str, image: np.ndarray) -> Detections:
+    def detect(self, frames: list[Frame]) -> list[Detections]:
+        out = []
+        for f in frames:
+            if f.image is None:
+                raise ValueError(f"frame {f.stream}#{f.seq} carries no pixels (forward_pixels is off upstream)")
+            out.append(self.detect_image(f.stream, f.image))
+        return out
+
+    def detect_image(self, stream: str, image: np.ndarray) -> Detections:
         o = self.o
         model = self._models.get(stream)
         if model is None:

@@ -1,21 +1,32 @@
-"""The infer stage kind: runs the configured detector on every frame of a batch."""
+"""The infer stage kind: runs the primary detector on every batch, optionally gated by motion."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
+import torch
+from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.categories import category_name
+from pipeline.detections import Detections
+from pipeline.metrics import PREFIX
 from pipeline.protocol import Frame
 from pipeline.stage import Stage, StageContext
+from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions
+from stages.infer.detector import Detector
+from stages.infer.gate import GateOptions, MotionGate, fill_gated
 from stages.infer.motion import MotionDetector, MotionOptions
 
 
 class InferOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    detector: Literal["motion"] = Field("motion", description="Primary detector.")
+    detector: Literal["coco_ssd", "motion"] = Field("coco_ssd", description="Primary detector.")
+    coco_ssd: CocoSsdOptions = Field(default_factory=CocoSsdOptions, description="Settings of the COCO-SSD detector.")
     motion: MotionOptions = Field(default_factory=MotionOptions, description="Settings of the motion detector.")
+    motion_gate: GateOptions = Field(default_factory=GateOptions, description="Skip the CNN on frames without motion.")
+    torch_threads: int | None = Field(None, ge=1, le=256, description="CPU threads for torch (default: torch's choice).")
 
 
 class InferStage(Stage):
@@ -24,15 +35,40 @@ class InferStage(Stage):
 
     def __init__(self, ctx: StageContext) -> None:
         super().__init__(ctx)
-        self.detector = MotionDetector(self.options.motion)
+        o: InferOptions = self.options
+        if o.torch_threads:
+            torch.set_num_threads(o.torch_threads)
+        self.detector: Detector
+        if o.detector == "motion":
+            self.detector = MotionDetector(o.motion)
+        else:
+            self.detector = CocoSsdDetector(o.coco_ssd)
+            self.log.info("detector %s on %s (%s)", o.detector, self.detector.device, self.detector.dtype)
+        self.gate = MotionGate(o.motion_gate) if o.motion_gate.enabled and o.detector != "motion" else None
+        self._last: dict[str, Detections] = {}
+        r = ctx.metrics.registry
+        self.detections = Counter(f"{PREFIX}_detections", "Objects detected, by class.", ["stage", "stream", "class"], registry=r)
+        self.skipped = Counter(f"{PREFIX}_cnn_skipped_frames", "Frames the motion gate kept from the CNN.", ["stage", "stream"], registry=r)
 
     def process(self, batch: list[Frame]) -> list[Frame]:
-        for frame in batch:
-            if frame.image is None:
-                raise ValueError("frame carries no pixels: set forward_pixels on the stage before infer")
-            frame.detections = self.detector.detect(frame.stream, frame.image)
+        if self.gate is None:
+            results = self.detector.detect(batch)
+        else:
+            ran = self.gate.needs_cnn(batch)
+            cnn = self.detector.detect([f for f, r in zip(batch, ran) if r]) if any(ran) else []
+            results = fill_gated(batch, ran, cnn, self._last)
+            for f, r in zip(batch, ran):
+                if not r:
+                    self.skipped.labels(self.ctx.name, f.stream).inc()
+        for frame, det in zip(batch, results):
+            frame.detections = det
+            for cid in det.class_ids.tolist():
+                self.detections.labels(self.ctx.name, frame.stream, category_name(cid)).inc()
         return batch
 
     def end_stream(self, stream: str, info: dict[str, Any]) -> dict[str, Any]:
         self.detector.reset(stream)
+        if self.gate is not None:
+            self.gate.reset(stream)
+        self._last.pop(stream, None)
         return info
