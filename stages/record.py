@@ -69,7 +69,10 @@ def frame_record(frame: Frame) -> dict[str, Any]:
         "track_ids": d.track_ids.tolist(),
     }
     for name, col in sorted(d.extra.items()):
-        objects[name] = np.round(col, 4).tolist() if col.dtype.kind == "f" else col.tolist()
+        if col.dtype.kind == "f":  # NaN (not applicable) is written as null: strict JSON has no NaN
+            objects[name] = [None if v != v else v for v in np.round(col.astype(np.float64), 4).tolist()]
+        else:
+            objects[name] = col.tolist()
     return {
         "stream": frame.stream,
         "seq": frame.seq,
