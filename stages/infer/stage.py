@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 import torch
 from prometheus_client import Counter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from pipeline.categories import category_name
 from pipeline.detections import Detections
@@ -14,6 +14,7 @@ from pipeline.metrics import PREFIX
 from pipeline.protocol import Frame
 from pipeline.stage import Stage, StageContext
 from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions
+from stages.infer.custom import CustomDetector, CustomOptions
 from stages.infer.detector import Detector
 from stages.infer.gate import GateOptions, MotionGate, fill_gated
 from stages.infer.motion import MotionDetector, MotionOptions
@@ -22,11 +23,22 @@ from stages.infer.motion import MotionDetector, MotionOptions
 class InferOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    detector: Literal["coco_ssd", "motion"] = Field("coco_ssd", description="Primary detector.")
+    detector: Literal["coco_ssd", "motion", "custom"] = Field("coco_ssd", description="Primary detector.")
     coco_ssd: CocoSsdOptions = Field(default_factory=CocoSsdOptions, description="Settings of the COCO-SSD detector.")
+    custom: CustomOptions | None = Field(
+        None, validate_default=True, description="Your own TorchScript or ONNX model (detector: custom); see Bring your own detector."
+    )
     motion: MotionOptions = Field(default_factory=MotionOptions, description="Settings of the motion detector.")
     motion_gate: GateOptions = Field(default_factory=GateOptions, description="Skip the CNN on frames without motion.")
     torch_threads: int | None = Field(None, ge=1, le=256, description="CPU threads for torch (default: torch's choice).")
+
+    @field_validator("custom")
+    @classmethod
+    def _custom_given(cls, v: CustomOptions | None, info: ValidationInfo) -> CustomOptions | None:
+        # A field validator (not a model one), so the problem is reported at options.custom.
+        if v is None and info.data.get("detector") == "custom":
+            raise ValueError("required when detector is custom: options.custom describes the model (path, layout, class_map, input_size)")
+        return v
 
 
 class InferStage(Stage):
@@ -41,6 +53,10 @@ class InferStage(Stage):
         self.detector: Detector
         if o.detector == "motion":
             self.detector = MotionDetector(o.motion)
+        elif o.detector == "custom":
+            assert o.custom is not None  # the options' validator makes sure
+            self.detector = CustomDetector(o.custom)
+            self.log.info("detector custom (%s, %s) on %s (%s)", o.custom.model_format, o.custom.path, self.detector.device, self.detector.dtype)
         else:
             self.detector = CocoSsdDetector(o.coco_ssd)
             self.log.info("detector %s on %s (%s)", o.detector, self.detector.device, self.detector.dtype)
