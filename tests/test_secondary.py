@@ -248,3 +248,36 @@ def test_bad_options_and_fields_name_their_path() -> None:
     assert "unicorn" in problems["secondary[0].classes"]
     assert "duplicate name colour" in locs([mean_cfg(), mean_cfg()])["secondary"]
     assert list(locs([mean_cfg(name="Face.id")])) == ["secondary[0].name"]
+
+
+def test_secondary_model_through_a_real_pipeline(tmp_path, sock_dir, samples) -> None:  # type: ignore[no-untyped-def]
+    """The infer stage runs a configured secondary model on person crops; its columns reach the JSONL."""
+    import json
+
+    from tests.helpers.configs import write_config
+    from tests.helpers.procs import run_vidpipe
+
+    out = tmp_path / "out"
+    stages = [
+        {"name": "decode", "kind": "decode"},
+        {"name": "infer", "kind": "infer", "options": {"secondary": [
+            {"name": "colour", "kind": "tests.helpers.secondary_models:MeanColour", "classes": ["person"]}]}},
+        {"name": "record", "kind": "record", "options": {"out_dir": str(out), "video": False}},
+    ]
+    streams = [{"id": "v", "source": str(samples / "vtest.avi"), "fps": 0.5}]  # every 20th frame: 40 frames
+    cfg = write_config(tmp_path / "c.yaml", streams, out, port_base=None, run_dir=sock_dir, stages=stages)
+    result = run_vidpipe("run", str(cfg), timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(x)["objects"] for x in (out / "v.jsonl").read_text().splitlines()]
+    assert len(rows) == 40
+    people = cars = 0
+    for o in rows:
+        assert {"colour.r", "colour.g", "colour.b"} <= set(o)
+        for cls, r in zip(o["classes"], o["colour.r"]):
+            if cls == "person":
+                people += 1
+                assert r is not None and 0.0 <= r <= 1.0
+            else:
+                cars += 1
+                assert r is None  # not a class the model runs on
+    assert people > 50 and cars > 30

@@ -16,8 +16,10 @@ from pipeline.stage import Stage, StageContext
 from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions
 from stages.infer.custom import CustomDetector, CustomOptions
 from stages.infer.detector import Detector
+from stages.infer.device import select_device
 from stages.infer.gate import GateOptions, MotionGate, fill_gated
 from stages.infer.motion import MotionDetector, MotionOptions
+from stages.infer.secondary import SecondaryList, SecondaryRunner
 
 
 class InferOptions(BaseModel):
@@ -31,6 +33,9 @@ class InferOptions(BaseModel):
     motion: MotionOptions = Field(default_factory=MotionOptions, description="Settings of the motion detector.")
     motion_gate: GateOptions = Field(default_factory=GateOptions, description="Skip the CNN on frames without motion.")
     torch_threads: int | None = Field(None, ge=1, le=256, description="CPU threads for torch (default: torch's choice).")
+    secondary: SecondaryList = Field(
+        default_factory=list, description="Models run on crops of the detections (faces, signs, posture): see stages/infer/secondary.py."
+    )
 
     @field_validator("custom")
     @classmethod
@@ -65,6 +70,16 @@ class InferStage(Stage):
         r = ctx.metrics.registry
         self.detections = Counter(f"{PREFIX}_detections", "Objects detected, by class.", ["stage", "stream", "class"], registry=r)
         self.skipped = Counter(f"{PREFIX}_cnn_skipped_frames", "Frames the motion gate kept from the CNN.", ["stage", "stream"], registry=r)
+        crops = Counter(
+            f"{PREFIX}_secondary_crops", "Detections of a secondary model's classes: run, or skipped (by min_score, min_size, max_crops).",
+            ["stage", "model", "outcome"], registry=r,
+        )
+        self.secondary = None
+        if o.secondary:
+            device = getattr(self.detector, "device", None) or select_device("auto")
+            self.secondary = SecondaryRunner(
+                o.secondary, device, on_count=lambda model, outcome, n: crops.labels(ctx.name, model, outcome).inc(n)
+            )
 
     def process(self, batch: list[Frame]) -> list[Frame]:
         if self.gate is None:
@@ -78,6 +93,10 @@ class InferStage(Stage):
                     self.skipped.labels(self.ctx.name, f.stream).inc()
         for frame, det in zip(batch, results):
             frame.detections = det
+        if self.secondary is not None:
+            self.secondary.apply(batch)  # one forward per model over every crop of the batch
+        for frame in batch:
+            det = frame.detections
             for cid in det.class_ids.tolist():
                 self.detections.labels(self.ctx.name, frame.stream, category_name(cid)).inc()
         return batch
