@@ -1,0 +1,47 @@
+"""Device and precision choice of the CNN detectors.
+
+There is no GPU on these machines: `torch.cuda.is_available` and `device_count` are mocked to
+check the choice itself; the CUDA forward pass is not exercised here.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stages.infer.device import autocast, resolve_precision, select_device
+
+
+def test_auto_is_cpu_in_fp32_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    device = select_device("auto")
+    assert device == torch.device("cpu")
+    assert resolve_precision("auto", device) == torch.float32
+    with pytest.raises(ValueError, match="no CUDA device is available"):
+        select_device("cuda")
+
+
+def test_auto_is_cuda_in_fp16_with_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:  # GPU mocked
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    device = select_device("auto")
+    assert device.type == "cuda"
+    assert resolve_precision("auto", device) == torch.float16
+    assert resolve_precision("bf16", device) == torch.bfloat16
+    with pytest.raises(ValueError, match="only 1 CUDA device"):
+        select_device("cuda:3")
+
+
+def test_bad_choices_name_the_problem() -> None:
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        resolve_precision("fp16", torch.device("cpu"))
+    with pytest.raises(ValueError, match="device 'tpu'"):
+        select_device("tpu")
+
+
+def test_bf16_autocast_on_the_cpu_runs_convolutions_in_bf16() -> None:
+    conv = torch.nn.Conv2d(3, 4, 3)
+    with torch.inference_mode(), autocast(torch.device("cpu"), torch.bfloat16):
+        assert conv(torch.zeros(1, 3, 8, 8)).dtype == torch.bfloat16
+    with torch.inference_mode(), autocast(torch.device("cpu"), torch.float32):
+        assert conv(torch.zeros(1, 3, 8, 8)).dtype == torch.float32
