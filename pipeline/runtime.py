@@ -100,6 +100,10 @@ class StageRunner:
                     stage.close()
                 except Exception:
                     self.log.exception("close failed")
+            # Sockets are closed by now; terming the context waits (up to their linger) until
+            # what they still queue has been handed to the peer. Exiting without this drops it:
+            # the tail of a stream and its end-of-stream, whenever downstream was still busy.
+            self.zctx.term()
             if self.server:
                 self.server.close()
 

@@ -61,3 +61,21 @@ def test_two_streams_over_ipc_and_tcp(tmp_path: Path, samples: Path, source_coun
     # The transport changes nothing in the results.
     for sid in source_counts:
         assert (outs["ipc"] / f"{sid}.jsonl").read_bytes() == (outs["tcp"] / f"{sid}.jsonl").read_bytes()
+
+
+def test_a_source_that_ends_while_downstream_is_busy_loses_nothing(tmp_path: Path, sock_dir: Path, samples: Path) -> None:
+    """decode reads the whole clip long before the slow stage is done: what its socket still queues when it
+    exits (the last frames and the end of stream) must still be delivered."""
+    out = tmp_path / "out"
+    stages = [
+        {"name": "decode", "kind": "decode"},
+        {"name": "slow", "kind": "tests.helpers.slow_stage:SlowStage", "batch": {"max_size": 1},
+         "options": {"seconds_per_frame": 0.03}},
+        {"name": "record", "kind": "record", "options": {"out_dir": str(out), "video": False}},
+    ]
+    streams = [{"id": "car", "source": str(samples / "carphone_pristine.mp4")}]
+    cfg = write_config(tmp_path / "c.yaml", streams, out, port_base=None, run_dir=sock_dir, stages=stages)
+    result = run_vidpipe("run", str(cfg), timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())["streams"]["car"]
+    assert summary["status"] == "complete" and summary["frames"] == 120

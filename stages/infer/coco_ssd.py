@@ -16,7 +16,7 @@ COCO_TO_CATEGORY: dict[int, str] = {
 
 
 class CocoSsdOptions(CnnOptions):
-    weights: str = Field(str(DEFAULT_WEIGHTS), description="state_dict of SSDLiteMobileNetV2 (default: the bundled COCO weights).")
+    weights: str | None = Field(None, description="state_dict of SSDLiteMobileNetV2; null: the bundled COCO weights.")
 
 
 class CocoSsdDetector(CnnDetector):
@@ -24,7 +24,8 @@ class CocoSsdDetector(CnnDetector):
         # Score column j is COCO id j + 1.
         columns = [category_id(COCO_TO_CATEGORY[j + 1]) if j + 1 in COCO_TO_CATEGORY else None for j in range(NUM_CLASSES)]
         super().__init__(options, columns)
-        self.model = load_model(options.weights, device=self.device, channels_last=options.channels_last)
+        weights = options.weights or DEFAULT_WEIGHTS
+        self.model = load_model(weights, device=self.device, channels_last=options.channels_last)
 
     def forward(self, rgb: Tensor) -> tuple[Tensor, Tensor]:
         scores, boxes = self.model(rgb)

@@ -60,6 +60,18 @@ def run_vidpipe(*args: str, timeout: float = 120, env: dict[str, str] | None = N
     )
 
 
+def run_logged(*args: str, log_path: Path, timeout: float = 300) -> tuple[int, str]:
+    """Run `vidpipe ARGS` to the end with its output in log_path; on a timeout the process is
+    stopped and the assertion shows the end of its log (what each stage did), not just the timeout."""
+    proc = vidpipe(*args, log_path=log_path)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        stop(proc, signal.SIGINT, timeout=60)
+        raise AssertionError(f"vidpipe {' '.join(args)} ran over {timeout}s; its log ends:\n" + log_path.read_text()[-6000:])
+    return proc.returncode, log_path.read_text()
+
+
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT, timeout: float = 30) -> int:
     """Stop a process by its PID, escalating to SIGKILL; returns its exit status."""
     if proc.poll() is None:
