@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # this checkout's pipeline/ and stages/, also without an install
@@ -65,31 +65,30 @@ def _open(path: str) -> Any:
     return cap
 
 
+def _images(cap: Any) -> Iterator[Any]:
+    """Every frame of an open capture, then release it."""
+    try:
+        while True:
+            ok, img = cap.read()
+            if not ok:
+                return
+            yield img
+    finally:
+        cap.release()
+
+
 def run_read(path: str, _tmp: str) -> int:
-    cap = _open(path)
-    n = 0
-    while True:
-        ok, img = cap.read()
-        if not ok:
-            break
-        n += 1
-    cap.release()
-    return n
+    return sum(1 for _ in _images(_open(path)))
 
 
 def run_motion(path: str, _tmp: str) -> int:
     from stages.infer.motion import MotionDetector, MotionOptions
 
     det = MotionDetector(MotionOptions())
-    cap = _open(path)
     n = 0
-    while True:
-        ok, img = cap.read()
-        if not ok:
-            break
-        det.detect("s", img)
+    for img in _images(_open(path)):
+        det.detect_image("s", img)
         n += 1
-    cap.release()
     return n
 
 
@@ -108,13 +107,10 @@ def run_motion_record(path: str, tmp: str) -> int:
     writer = None
     n = 0
     with open(os.path.join(tmp, "inproc.jsonl"), "w", encoding="utf-8") as jsonl:
-        while True:
-            ok, img = cap.read()
-            if not ok:
-                break
+        for img in _images(cap):
             h, w = img.shape[:2]
             frame = Frame("s", n, n / fps, time.time(), w, h, img, attrs={"fps": fps})
-            frame.detections = det.detect("s", img)
+            frame.detections = det.detect_image("s", img)
             jsonl.write(json.dumps(frame_record(frame), separators=(",", ":")) + "\n")
             if writer is None:
                 out = os.path.join(tmp, "inproc" + CODECS[o.codec])
@@ -123,7 +119,6 @@ def run_motion_record(path: str, tmp: str) -> int:
             n += 1
     if writer is not None:
         writer.release()
-    cap.release()
     return n
 
 
