@@ -255,6 +255,8 @@ class StageRunner:
                     idle_since = None
                 for batch in batcher.due(time.monotonic()):
                     self._run_batch(stage, batch, out, pub)
+                for frame in stage.tick():
+                    self._emit(out, pub, frame)
                 if msg is None:
                     continue
                 if msg.stream:
@@ -271,6 +273,8 @@ class StageRunner:
                 elif msg.kind == KIND_EOS:
                     for batch in batcher.flush_stream(msg.stream):
                         self._run_batch(stage, batch, out, pub)
+                    for frame in stage.flush(msg.stream):
+                        self._emit(out, pub, frame)
                     info = stage.end_stream(msg.stream, dict(msg.attrs))
                     outcome = "error" if info.get("error") else "stopped" if info.get("stopped") else "complete"
                     m.streams_ended.labels(self.name, msg.stream, outcome).inc()
@@ -288,6 +292,11 @@ class StageRunner:
                         m.frames_shed.labels(self.name, f.stream, shed_reason).inc()
                 else:
                     self._run_batch(stage, batch, out, pub)
+            for frame in stage.flush(None):
+                if shed_reason:
+                    m.frames_shed.labels(self.name, frame.stream, shed_reason).inc()
+                else:
+                    self._emit(out, pub, frame)
         finally:
             receiver.close()
             for s in (out, pub):

@@ -63,6 +63,14 @@ class Stage:
     def process(self, batch: list[Frame]) -> list[Frame]:
         raise NotImplementedError
 
+    def tick(self) -> list[Frame]:
+        """Called every loop turn (at least every 200 ms): frames a stage that holds frames is now done with."""
+        return []
+
+    def flush(self, stream: str | None) -> list[Frame]:
+        """Frames still held for `stream` (None: all streams, on the way out), handed on before its end of stream."""
+        return []
+
     def end_stream(self, stream: str, info: dict[str, Any]) -> dict[str, Any]:
         """Called after the last frame of `stream`; may add to the end-of-stream info passed on."""
         return info
