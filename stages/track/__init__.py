@@ -1,0 +1,8 @@
+"""track: a CNN-LSTM multi-object tracker (appearance CNN + motion LSTM + two-stage association).
+
+The stage kind lives in stages.track.stage.
+"""
+
+from stages.track.stage import TrackStage
+
+__all__ = ["TrackStage"]

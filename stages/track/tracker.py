@@ -1,0 +1,312 @@
+"""The multi-object tracker: per-stream track sets, associated frame by frame.
+
+Association follows ByteTrack's two stages and adds what BoT-SORT/DeepSORT add, with this project's
+own models: the motion LSTM predicts each track's box (instead of a Kalman filter) and the appearance
+CNN's embeddings both sharpen the first-stage cost and re-identify lost tracks.
+
+1. confident detections vs confirmed and lost tracks: IoU with the predicted box, fused with
+   appearance distance; pairs whose appearance is clearly different are gated out (no swaps at crossings);
+2. the tracks still unmatched that were seen in the previous frame vs the low-score detections, by IoU
+   alone (a partly hidden object scores low: this is what keeps it tracked);
+3. tentative tracks vs the confident detections left;
+4. re-identification: lost tracks vs the confident detections left, by appearance within a spatial
+   window that grows with the time lost;
+5. confident detections still left start tentative tracks.
+
+Frames of one stream must be given in order; `Tracker.step` takes at most one frame per stream so that
+all streams' tracks share one motion-model forward.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import numpy as np
+
+from pipeline.categories import category_id
+from pipeline.detections import Detections
+from stages.track.association import INFEASIBLE, cosine_distance, iou_matrix, linear_assignment
+from stages.track.track import Track, TrackState
+
+# Detections of one group may continue each other's tracks: detectors flicker between these labels.
+CLASS_GROUPS: tuple[tuple[str, ...], ...] = (("car", "bus", "truck"), ("bicycle", "motorcycle"))
+_GROUP_OF = {category_id(name): gi for gi, names in enumerate(CLASS_GROUPS) for name in names}
+
+
+def class_group(class_id: int) -> int:
+    return _GROUP_OF.get(class_id, 100 + class_id)
+
+
+class MotionModel(Protocol):
+    history: int
+
+    def predict(self, boxes: np.ndarray, ages: np.ndarray, valid: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class TrackerSettings:
+    high_score: float = 0.5  # detections at or above this take part in stage 1 and may start tracks
+    low_score: float = 0.1  # detections between this and high_score only keep existing tracks alive
+    new_track_score: float = 0.6
+    confirm_hits: int = 3  # matches in a row before a track is confirmed
+    max_lost_frames: int = 30  # a lost track is removed after this many frames
+    match_cost: float = 0.8  # stage-1 cost above which a pair is not matched
+    low_match_iou: float = 0.5  # stage-2 IoU needed
+    tentative_match_iou: float = 0.3  # stage-3 IoU needed
+    appearance_weight: float = 0.5  # share of appearance in the stage-1 cost (the rest is 1 - IoU)
+    appearance_gate: float = 0.5  # cosine distance above which a pair is never matched
+    min_iou: float = 0.1  # stage 1 needs this much overlap with the predicted box (lost tracks: see reid)
+    reid_distance: float = 0.25  # cosine distance under which a lost track is re-identified
+    reid_radius: float = 1.5  # re-identification window: this many box heights, times sqrt(frames lost)
+    embedding_momentum: float = 0.9
+    clean_crop_iou: float = 0.3  # a crop overlapping another detection more than this does not update the embedding
+
+
+@dataclass
+class StepInput:
+    stream: str
+    frame: int  # frame index in the stream (seq); gaps are frames that never came
+    detections: Detections
+    embeddings: np.ndarray | None  # [N, D] for the rows of `detections`, NaN rows where none was computed
+
+
+class StreamTracks:
+    """The tracks of one stream."""
+
+    def __init__(self) -> None:
+        self.tracks: list[Track] = []
+        self.next_key = 0
+        self.next_id = 1
+        self.first_frame: int | None = None
+
+    def active(self) -> list[Track]:
+        return [t for t in self.tracks if t.state != TrackState.REMOVED]
+
+    def counts(self) -> dict[str, int]:
+        out = {s.name.lower(): 0 for s in TrackState if s != TrackState.REMOVED}
+        for t in self.tracks:
+            if t.state != TrackState.REMOVED:
+                out[t.state.name.lower()] += 1
+        return out
+
+
+class Tracker:
+    def __init__(
+        self,
+        motion: MotionModel,
+        settings: TrackerSettings = TrackerSettings(),
+        classes: set[int] | None = None,
+        on_event: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.motion = motion
+        self.s = settings
+        self.classes = classes  # None: every class is tracked
+        self.streams: dict[str, StreamTracks] = {}
+        self.on_event = on_event or (lambda stream, event: None)  # metrics: created, confirmed, reidentified, removed
+
+    def wants_embedding(self, det: Detections) -> np.ndarray:
+        """Rows whose appearance the tracker uses: tracked classes at or above the high score."""
+        return self._tracked_rows(det) & (det.scores >= self.s.high_score)
+
+    def _tracked_rows(self, det: Detections) -> np.ndarray:
+        keep = det.scores >= self.s.low_score
+        if self.classes is not None:
+            keep &= np.isin(det.class_ids, list(self.classes))
+        return keep
+
+    def end_stream(self, stream: str) -> None:
+        self.streams.pop(stream, None)
+
+    # -- one frame per stream ----------------------------------------------------------
+
+    def step(self, inputs: list[StepInput]) -> list[Detections]:
+        """Track one frame of each given stream; returns each frame's detections with track ids.
+
+        Rows matched to confirmed tracks get their id; other confident rows keep -1; low-score rows that
+        kept no confirmed track alive are dropped (they were only candidates for stage 2).
+        """
+        if len({i.stream for i in inputs}) != len(inputs):
+            raise ValueError("Tracker.step takes at most one frame per stream")
+        per_stream = []
+        for inp in inputs:
+            st = self.streams.setdefault(inp.stream, StreamTracks())
+            if st.first_frame is None:
+                st.first_frame = inp.frame
+            self._expire(inp.stream, st, inp.frame)
+            per_stream.append((inp, st, st.active()))
+        predicted = self._predict([(tracks, inp.frame) for inp, _, tracks in per_stream])
+        return [self._associate(inp, st, tracks, pred) for (inp, st, tracks), pred in zip(per_stream, predicted)]
+
+    def _expire(self, stream: str, st: StreamTracks, frame: int) -> None:
+        for t in st.tracks:
+            if t.state == TrackState.CONFIRMED and frame - t.last_frame > 1:
+                t.state = TrackState.LOST  # frames in between never came (shed upstream): it was not seen
+            if t.state == TrackState.LOST and frame - t.last_frame > self.s.max_lost_frames:
+                t.state = TrackState.REMOVED
+                self.on_event(stream, "removed")
+        st.tracks = [t for t in st.tracks if t.state != TrackState.REMOVED]
+
+    def _predict(self, groups: list[tuple[list[Track], int]]) -> list[np.ndarray]:
+        """Every active track of every stream in one motion-model forward."""
+        k = self.motion.history
+        n = sum(len(tracks) for tracks, _ in groups)
+        boxes = np.zeros((n, k, 4), np.float32)
+        ages = np.ones((n, k), np.float32)
+        valid = np.zeros((n, k), bool)
+        row = 0
+        for tracks, frame in groups:
+            for t in tracks:
+                hist = list(t.history)[-k:]
+                off = k - len(hist)
+                for j, (f, b) in enumerate(hist):
+                    boxes[row, off + j] = b
+                    ages[row, off + j] = frame - f
+                    valid[row, off + j] = True
+                row += 1
+        pred = self.motion.predict(boxes, ages, valid) if n else np.zeros((0, 4), np.float32)
+        out, row = [], 0
+        for tracks, _ in groups:
+            out.append(pred[row : row + len(tracks)])
+            row += len(tracks)
+        return out
+
+    def _associate(self, inp: StepInput, st: StreamTracks, tracks: list[Track], pred: np.ndarray) -> Detections:
+        s, det, frame = self.s, inp.detections, inp.frame
+        n = len(det)
+        track_of_row = np.full(n, -1, np.int64)  # index into `tracks`
+        candidates = self._tracked_rows(det)
+        high = np.flatnonzero(candidates & (det.scores >= s.high_score))
+        low = np.flatnonzero(candidates & (det.scores < s.high_score))
+        emb = inp.embeddings
+        groups = np.array([class_group(int(c)) for c in det.class_ids], np.int64)
+        t_groups = np.array([t.group for t in tracks], np.int64)
+
+        def match(t_idx: np.ndarray, d_idx: np.ndarray, cost: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+            cost = np.where(t_groups[t_idx][:, None] == groups[d_idx][None, :], cost, INFEASIBLE)
+            pairs, un_t, un_d = linear_assignment(cost, threshold)
+            for ti, di in pairs:
+                track_of_row[d_idx[di]] = t_idx[ti]
+            return t_idx[un_t], d_idx[un_d]
+
+        def app_dist(t_idx: np.ndarray, d_idx: np.ndarray) -> np.ndarray | None:
+            if emb is None:
+                return None
+            t_emb = [tracks[i].embedding for i in t_idx]
+            d_emb = emb[d_idx]
+            dist = np.full((len(t_idx), len(d_idx)), np.nan, np.float32)
+            have_t = np.array([e is not None for e in t_emb], bool)
+            have_d = ~np.isnan(d_emb).any(axis=1) if len(d_idx) else np.zeros(0, bool)
+            if have_t.any() and have_d.any():
+                sub = cosine_distance(np.stack([e for e in t_emb if e is not None]), d_emb[have_d])
+                dist[np.ix_(np.flatnonzero(have_t), np.flatnonzero(have_d))] = sub
+            return dist
+
+        # Stage 1: confident detections vs confirmed and lost tracks.
+        main = np.array([i for i, t in enumerate(tracks) if t.state in (TrackState.CONFIRMED, TrackState.LOST)], np.int64)
+        iou = iou_matrix(pred[main], det.boxes[high])
+        cost = 1.0 - iou
+        dist = app_dist(main, high)
+        if dist is not None:
+            known = ~np.isnan(dist)
+            fused = s.appearance_weight * np.nan_to_num(dist) + (1 - s.appearance_weight) * cost
+            cost = np.where(known, fused, cost)
+            cost = np.where(known & (dist > s.appearance_gate), INFEASIBLE, cost)
+        cost = np.where(iou < s.min_iou, INFEASIBLE, cost)
+        rest_t, rest_high = match(main, high, cost, s.match_cost)
+
+        # Stage 2: tracks seen in the previous frame vs low-score detections, IoU only.
+        recent = np.array([i for i in rest_t if tracks[i].last_frame >= frame - 1], np.int64)
+        if len(recent) and len(low):
+            iou = iou_matrix(pred[recent], det.boxes[low])
+            match(recent, low, 1.0 - iou, 1.0 - s.low_match_iou)
+
+        # Stage 3: tentative tracks vs the confident detections left.
+        tentative = np.array([i for i, t in enumerate(tracks) if t.state == TrackState.TENTATIVE], np.int64)
+        if len(tentative) and len(rest_high):
+            iou = iou_matrix(pred[tentative], det.boxes[rest_high])
+            rest_high = match(tentative, rest_high, 1.0 - iou, 1.0 - s.tentative_match_iou)[1]
+
+        # Stage 4: re-identify lost tracks by appearance, within a window that grows with the time lost.
+        matched_tracks = set(track_of_row[track_of_row >= 0].tolist())
+        lost = np.array([i for i, t in enumerate(tracks) if t.state == TrackState.LOST and i not in matched_tracks], np.int64)
+        if emb is not None and len(lost) and len(rest_high):
+            dist = app_dist(lost, rest_high)
+            assert dist is not None
+            lost_boxes = np.stack([tracks[i].last_box for i in lost])
+            gap = np.array([frame - tracks[i].last_frame for i in lost], np.float32)
+            height = lost_boxes[:, 3] - lost_boxes[:, 1]
+            radius = s.reid_radius * height * np.sqrt(np.maximum(gap, 1.0))
+            centre_t = (pred[lost, :2] + pred[lost, 2:]) / 2
+            boxes = det.boxes[rest_high]
+            centre_d = (boxes[:, :2] + boxes[:, 2:]) / 2
+            far = np.linalg.norm(centre_t[:, None] - centre_d[None], axis=-1) > radius[:, None]
+            cost = np.where(np.isnan(dist) | far, INFEASIBLE, dist)
+            before = int((track_of_row >= 0).sum())
+            rest_high = match(lost, rest_high, cost, s.reid_distance)[1]
+            for _ in range(int((track_of_row >= 0).sum()) - before):
+                self.on_event(inp.stream, "reidentified")
+
+        # Update matched tracks.
+        crop_clean = self._clean_crops(det.boxes)
+        matched = np.zeros(len(tracks), bool)
+        for row in np.flatnonzero(track_of_row >= 0):
+            t = tracks[track_of_row[row]]
+            matched[track_of_row[row]] = True
+            t.observe(frame, det.boxes[row], float(det.scores[row]), int(det.class_ids[row]), int(groups[row]))
+            if t.state == TrackState.LOST:
+                t.state = TrackState.CONFIRMED
+            if t.state == TrackState.TENTATIVE and t.hits >= s.confirm_hits:
+                self._confirm(inp.stream, st, t)
+            if emb is not None and det.scores[row] >= s.high_score and crop_clean[row] and not np.isnan(emb[row]).any():
+                t.update_embedding(emb[row], s.embedding_momentum)
+        # Unmatched tracks: confirmed ones are lost, tentative ones never were.
+        for i, t in enumerate(tracks):
+            if matched[i]:
+                continue
+            if t.state == TrackState.CONFIRMED:
+                t.state = TrackState.LOST
+            elif t.state == TrackState.TENTATIVE:
+                t.state = TrackState.REMOVED
+        # New tracks; on a stream's first frame they are trusted at once (nothing to confuse them with).
+        row_track: dict[int, Track] = {int(r): tracks[int(track_of_row[r])] for r in np.flatnonzero(track_of_row >= 0)}
+        for row in rest_high:
+            if det.scores[row] < s.new_track_score:
+                continue
+            t = Track(st.next_key, int(det.class_ids[row]), int(groups[row]), frame, deque(maxlen=self.motion.history))
+            st.next_key += 1
+            t.observe(frame, det.boxes[row], float(det.scores[row]), int(det.class_ids[row]), int(groups[row]))
+            if emb is not None and crop_clean[row] and not np.isnan(emb[row]).any():
+                t.update_embedding(emb[row], 0.0)
+            st.tracks.append(t)
+            row_track[int(row)] = t
+            self.on_event(inp.stream, "created")
+            if frame == st.first_frame or s.confirm_hits <= 1:
+                self._confirm(inp.stream, st, t)
+        st.tracks = [t for t in st.tracks if t.state != TrackState.REMOVED]
+
+        ids = np.full(n, -1, np.int64)
+        for row, t in row_track.items():
+            if t.state == TrackState.CONFIRMED:
+                ids[row] = t.track_id
+        keep = ids >= 0
+        keep |= det.scores >= s.high_score  # confident detections are shown, tracked or not
+        keep |= ~self._tracked_rows(det) & (det.scores >= s.low_score)  # untracked classes pass through
+        out = det[keep]
+        out.track_ids = ids[keep]
+        return out
+
+    def _confirm(self, stream: str, st: StreamTracks, t: Track) -> None:
+        t.state = TrackState.CONFIRMED
+        t.track_id = st.next_id
+        st.next_id += 1
+        self.on_event(stream, "confirmed")
+
+    def _clean_crops(self, boxes: np.ndarray) -> np.ndarray:
+        """Rows whose crop shows mostly their own object (not another detection's)."""
+        if len(boxes) < 2:
+            return np.ones(len(boxes), bool)
+        iou = iou_matrix(boxes, boxes)
+        np.fill_diagonal(iou, 0.0)
+        return iou.max(axis=1) <= self.s.clean_crop_iou
