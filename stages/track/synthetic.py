@@ -33,7 +33,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -1176,6 +1176,12 @@ def evaluation_specs() -> list[SequenceSpec]:
                      rate_changes=True),
         SequenceSpec("street_vehicles", seed=5501, n_frames=320, n_people=8, n_vehicles=8, crossings=2),
     ]
+
+
+def tuning_specs() -> list[SequenceSpec]:
+    """The evaluation set's recipes with other seeds: for choosing the tracker's settings without
+    looking at the sequences it is evaluated on."""
+    return [replace(s, name=s.name + "_tune", seed=s.seed + 100_000) for s in evaluation_specs()]
 
 
 def crossing_spec() -> SequenceSpec:

@@ -50,7 +50,7 @@ class TrackerSettings:
     high_score: float = 0.5  # detections at or above this take part in stage 1 and may start tracks
     low_score: float = 0.1  # detections between this and high_score only keep existing tracks alive
     new_track_score: float = 0.6
-    confirm_hits: int = 3  # matches in a row before a track is confirmed
+    confirm_hits: int = 2  # matches in a row before a track is confirmed (ByteTrack: 2)
     max_lost_frames: int = 30  # a lost track is removed after this many frames
     match_cost: float = 0.8  # stage-1 cost above which a pair is not matched
     low_match_iou: float = 0.5  # stage-2 IoU needed

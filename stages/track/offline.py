@@ -1,0 +1,29 @@
+"""Tracking a whole recorded sequence in-process, for evaluation, tests and tools (no pipeline around it)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pipeline.detections import Detections
+from stages.track.stage import TrackOptions, build_tracker
+from stages.track.tracker import StepInput
+
+
+def track_sequence(
+    frames: list[np.ndarray], detections: list[Detections], options: TrackOptions = TrackOptions(), stream: str = "seq"
+) -> list[Detections]:
+    """Each frame's detections with track ids, as the track stage would give them in replay."""
+    if len(frames) != len(detections):
+        raise ValueError(f"{len(frames)} frames but {len(detections)} detection sets")
+    tracker, encoder = build_tracker(options, torch.device("cpu"))
+    out = []
+    for i, (img, det) in enumerate(zip(frames, detections)):
+        emb = None
+        if encoder is not None:
+            want = tracker.wants_embedding(det)
+            emb = np.full((len(det), encoder.dim), np.nan, np.float32)
+            if want.any():
+                emb[want] = encoder.embed([img], [det.boxes[want]])[0]
+        out.append(tracker.step([StepInput(stream, i, det, emb)])[0])
+    return out

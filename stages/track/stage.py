@@ -1,0 +1,204 @@
+"""The track stage kind: puts frames back in order per stream, embeds the crops, tracks, labels rows with ids."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from prometheus_client import Counter, Gauge
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from pipeline.categories import category_id
+from pipeline.metrics import PREFIX
+from pipeline.protocol import Frame
+from pipeline.stage import Stage, StageContext
+from stages.infer.device import select_device
+from stages.track.reorder import ReorderBuffer
+from stages.track.tracker import StepInput, Tracker, TrackerSettings
+
+
+class TrackOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    motion: Literal["lstm", "kalman"] = Field("lstm", description="Motion model: the bundled motion LSTM, or a constant-velocity Kalman filter.")
+    motion_weights: str | None = Field(None, description="Weights of the motion LSTM; null: the bundled ones.")
+    appearance: bool = Field(True, description="Use the appearance CNN (association and re-identification).")
+    appearance_weights: str | None = Field(None, description="Weights of the appearance CNN; null: the bundled ones.")
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N.")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="Appearance CNN precision; bf16 is faster on CPUs with bf16 instructions, but tracks then depend on the CPU."
+    )
+    torch_threads: int | None = Field(None, ge=1, le=256, description="CPU threads for torch (default: torch's choice).")
+    classes: list[str] | None = Field(None, description="Categories to track (default: all); others pass through untracked.")
+    high_score: float = Field(0.5, gt=0, lt=1, description="Detections at or above this score are matched first and may start tracks.")
+    low_score: float = Field(0.1, gt=0, lt=1, description="Detections between this and high_score only keep tracks alive (ByteTrack's second stage).")
+    new_track_score: float = Field(0.6, gt=0, lt=1, description="Lowest score that starts a track.")
+    confirm_hits: int = Field(2, ge=1, le=100, description="Matches in a row before a track is confirmed and gets an id.")
+    max_lost_frames: int = Field(30, ge=0, le=100_000, description="Frames a lost track is kept for re-identification.")
+    appearance_gate: float = Field(0.5, gt=0, le=2, description="Cosine distance above which a track and detection are never matched.")
+    reid_distance: float = Field(0.25, gt=0, le=2, description="Cosine distance under which a lost track is re-identified.")
+    reorder_window: int = Field(64, ge=1, le=100_000, description="Frames per stream held while waiting for one delivered out of order.")
+    reorder_max_delay_ms: float = Field(300.0, ge=0, description="Live mode: longest a frame waits for the ones before it.")
+
+    @field_validator("classes")
+    @classmethod
+    def _classes(cls, v: list[str] | None) -> list[str] | None:
+        for name in v or []:
+            category_id(name)  # raises with the list of known names
+        return v
+
+    def settings(self) -> TrackerSettings:
+        return TrackerSettings(
+            high_score=self.high_score,
+            low_score=self.low_score,
+            new_track_score=self.new_track_score,
+            confirm_hits=self.confirm_hits,
+            max_lost_frames=self.max_lost_frames,
+            appearance_gate=self.appearance_gate,
+            reid_distance=self.reid_distance,
+        )
+
+
+class KalmanMotion:
+    """The constant-velocity Kalman filter behind the motion-model interface (SORT/ByteTrack's predictor)."""
+
+    def __init__(self, history: int = 16) -> None:
+        self.history = history
+
+    def predict(self, boxes: np.ndarray, ages: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        from stages.track.kalman import kalman_predict
+
+        return kalman_predict(boxes, ages, valid)
+
+
+def build_tracker(o: TrackOptions, device: torch.device, on_event: Any = None) -> tuple[Tracker, Any]:
+    """The tracker and the appearance encoder (None when appearance is off) that `o` describes."""
+    if o.motion == "lstm":
+        from stages.track.motion_lstm import MotionPredictor
+
+        motion: Any = MotionPredictor(o.motion_weights, device=device)
+    else:
+        motion = KalmanMotion()
+    encoder = None
+    if o.appearance:
+        from stages.track.appearance import AppearanceEncoder
+
+        encoder = AppearanceEncoder(o.appearance_weights, device=device, precision={"fp32": "float32", "bf16": "bfloat16"}[o.precision])
+    classes = {category_id(c) for c in o.classes} if o.classes is not None else None
+    return Tracker(motion, o.settings(), classes, on_event), encoder
+
+
+class TrackStage(Stage):
+    kind = "track"
+    Options = TrackOptions
+
+    def __init__(self, ctx: StageContext) -> None:
+        super().__init__(ctx)
+        o: TrackOptions = self.options
+        if o.torch_threads:
+            torch.set_num_threads(o.torch_threads)
+        self.device = select_device(o.device)
+        r = ctx.metrics.registry
+        self.events = Counter(f"{PREFIX}_track_events", "Track lifecycle events: created, confirmed, reidentified, removed.",
+                              ["stage", "stream", "event"], registry=r)
+        self.tracks = Gauge(f"{PREFIX}_tracks", "Tracks held, by state.", ["stage", "stream", "state"], registry=r)
+        self.reordered = Counter(f"{PREFIX}_reorder_frames", "Frames that arrived out of order (waited), or whose place was given up (skipped).",
+                                 ["stage", "outcome"], registry=r)
+        self.held = Gauge(f"{PREFIX}_reorder_held", "Frames waiting in the reorder buffer.", ["stage"], registry=r)
+        self.tracker, self.encoder = build_tracker(o, self.device, lambda stream, event: self.events.labels(ctx.name, stream, event).inc())
+        self.live = ctx.mode == "live"
+        self.reorder = ReorderBuffer(o.reorder_window, o.reorder_max_delay_ms / 1000.0 if self.live else None)
+        self._skipped = 0
+        self.log.info("tracker: motion %s, appearance %s, on %s", o.motion, "on" if self.encoder else "off", self.device)
+
+    # -- frames in, frames out -----------------------------------------------------------
+
+    def process(self, batch: list[Frame]) -> list[Frame]:
+        ready: list[Frame] = []
+        now = time.monotonic() if self.live else 0.0
+        for f in batch:
+            got = self.reorder.push(f, now)
+            if not (len(got) == 1 and got[0] is f):
+                self.reordered.labels(self.ctx.name, "waited").inc()
+            ready += got
+        return self._track(ready) + self._late()
+
+    def tick(self) -> list[Frame]:
+        if not self.live:
+            return []  # replay releases by arrival order alone, never by the clock
+        return self._track(self.reorder.poll(time.monotonic())) + self._late()
+
+    def flush(self, stream: str | None) -> list[Frame]:
+        streams = [stream] if stream is not None else list(self.reorder.streams)
+        out: list[Frame] = []
+        for s in streams:
+            out += self._track(self.reorder.flush(s))
+        return out + self._late()
+
+    def end_stream(self, stream: str, info: dict[str, Any]) -> dict[str, Any]:
+        self.tracker.end_stream(stream)  # a stream that ended frees its tracks
+        for state in ("tentative", "confirmed", "lost"):
+            self.tracks.labels(self.ctx.name, stream, state).set(0)
+        return info
+
+    def _late(self) -> list[Frame]:
+        """Frames whose place in the order was given up: handed on untracked, and counted."""
+        late, self.reorder.late = self.reorder.late, []
+        for f in late:
+            self.reordered.labels(self.ctx.name, "late").inc()
+        if self.reorder.skipped != self._skipped:
+            self.reordered.labels(self.ctx.name, "skipped").inc(self.reorder.skipped - self._skipped)
+            self._skipped = self.reorder.skipped
+        self.held.labels(self.ctx.name).set(self.reorder.held())
+        return late
+
+    def _track(self, frames: list[Frame]) -> list[Frame]:
+        """Track frames given in order per stream: one CNN forward for all their crops, then one
+        tracker step (one motion forward) per wave of at most one frame per stream."""
+        if not frames:
+            return []
+        embeddings = self._embed(frames)
+        waves: list[list[int]] = []
+        depth: dict[str, int] = {}
+        for i, f in enumerate(frames):
+            d = depth.get(f.stream, 0)
+            depth[f.stream] = d + 1
+            if d == len(waves):
+                waves.append([])
+            waves[d].append(i)
+        for wave in waves:
+            try:
+                results = self.tracker.step(
+                    [StepInput(frames[i].stream, frames[i].seq, frames[i].detections, embeddings[i]) for i in wave]
+                )
+            except Exception as exc:
+                # Tracking state moves frame by frame, so a frame cannot be retried later; it goes on untracked.
+                for i in wave:
+                    self.ctx.metrics.frames_failed.labels(self.ctx.name, frames[i].stream).inc()
+                self.log.error("tracking failed on %s: %r", ", ".join(f"{frames[i].stream}#{frames[i].seq}" for i in wave), exc)
+                continue
+            for i, det in zip(wave, results):
+                frames[i].detections = det
+        for stream in depth:
+            st = self.tracker.streams.get(stream)
+            if st is not None:
+                for state, n in st.counts().items():
+                    self.tracks.labels(self.ctx.name, stream, state).set(n)
+        return frames
+
+    def _embed(self, frames: list[Frame]) -> list[np.ndarray | None]:
+        if self.encoder is None:
+            return [None] * len(frames)
+        rows = [self.tracker.wants_embedding(f.detections) for f in frames]
+        use = [i for i, f in enumerate(frames) if rows[i].any() and f.image is not None]
+        out: list[np.ndarray | None] = []
+        for f in frames:
+            e = np.full((len(f.detections), self.encoder.dim), np.nan, np.float32)
+            out.append(e)
+        if use:
+            embedded = self.encoder.embed([frames[i].image for i in use], [frames[i].detections.boxes[rows[i]] for i in use])
+            for i, e in zip(use, embedded):
+                out[i][rows[i]] = e
+        return out

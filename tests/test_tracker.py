@@ -1,0 +1,119 @@
+"""The tracker: states and ids, ByteTrack's low-score stage, re-identification, and identity through a
+crossing and an occlusion on a generated sequence (real crops over a real background, real detector)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.categories import category_id
+from pipeline.detections import Detections
+from stages.track.association import iou_matrix, linear_assignment
+from stages.track.stage import KalmanMotion
+from stages.track.tracker import StepInput, Tracker, TrackerSettings
+
+PERSON = category_id("person")
+
+
+def dets(boxes: list[list[float]], scores: list[float]) -> Detections:
+    return Detections(np.array(boxes, np.float32).reshape(-1, 4), np.array(scores, np.float32), np.full(len(boxes), PERSON))
+
+
+def walk(x0: float, vx: float, t: int, y: float = 100.0) -> list[float]:
+    return [x0 + vx * t, y, x0 + vx * t + 40, y + 100]
+
+
+def test_ids_only_for_confirmed_tracks_and_tentative_ones_that_vanish_never_get_one() -> None:
+    tr = Tracker(KalmanMotion(), TrackerSettings(confirm_hits=3))
+    first = tr.step([StepInput("s", 0, dets([walk(0, 3, 0)], [0.9]), None)])[0]
+    assert first.track_ids.tolist() == [1]  # first frame: trusted at once
+    ids = []
+    for t in range(1, 6):
+        boxes = [walk(0, 3, t)] + ([walk(300, -3, t)] if t >= 2 else [])
+        ids.append(tr.step([StepInput("s", t, dets(boxes, [0.9] * len(boxes)), None)])[0].track_ids.tolist())
+    assert ids == [[1], [1, -1], [1, -1], [1, 2], [1, 2]]  # the newcomer gets an id on its third hit
+    # a one-frame false positive never gets an id, and ids stay gap-free
+    tr.step([StepInput("s", 6, dets([walk(0, 3, 6), walk(300, -3, 6), [600, 300, 640, 400]], [0.9] * 3), None)])
+    out = tr.step([StepInput("s", 7, dets([walk(0, 3, 7), walk(300, -3, 7)], [0.9, 0.9]), None)])[0]
+    assert out.track_ids.tolist() == [1, 2]
+    assert tr.streams["s"].next_id == 3
+
+
+def test_a_low_score_detection_keeps_a_track_alive_and_is_dropped_when_it_keeps_nothing() -> None:
+    tr = Tracker(KalmanMotion(), TrackerSettings())
+    for t in range(5):
+        tr.step([StepInput("s", t, dets([walk(0, 3, t)], [0.9]), None)])
+    # partly hidden: the detector is unsure; stage 2 matches it by IoU
+    out = tr.step([StepInput("s", 5, dets([walk(0, 3, 5), [500, 400, 540, 500]], [0.3, 0.3]), None)])[0]
+    assert out.track_ids.tolist() == [1]  # the stray low-score box is gone
+    out = tr.step([StepInput("s", 6, dets([walk(0, 3, 6)], [0.9]), None)])[0]
+    assert out.track_ids.tolist() == [1]
+
+
+def test_a_lost_track_is_reidentified_by_appearance_and_removed_after_max_lost() -> None:
+    s = TrackerSettings(max_lost_frames=20)
+    tr = Tracker(KalmanMotion(), s)
+    a, b = np.eye(8, dtype=np.float32)[0], np.eye(8, dtype=np.float32)[1]
+    for t in range(6):
+        tr.step([StepInput("s", t, dets([walk(0, 3, t)], [0.9]), a[None])])
+    # hidden for 8 frames, then seen 60 px off its predicted path: IoU alone could not match it
+    out = tr.step([StepInput("s", 14, dets([walk(60, 3, 14, y=130)], [0.9]), a[None])])[0]
+    assert out.track_ids.tolist() == [1]
+    # someone who looks different at the same place is a new track
+    for t in range(15, 40):
+        out = tr.step([StepInput("s", t, dets([walk(400, 0, t)], [0.9]), b[None])])[0]
+    assert out.track_ids.tolist() == [2]
+    assert [t.track_id for t in tr.streams["s"].tracks] == [2]  # track 1, lost over 20 frames, is removed
+
+
+def test_streams_are_independent_and_an_ended_stream_frees_its_tracks() -> None:
+    tr = Tracker(KalmanMotion(), TrackerSettings())
+    for t in range(3):
+        out = tr.step([StepInput("a", t, dets([walk(0, 3, t)], [0.9]), None), StepInput("b", t, dets([walk(0, 3, t)], [0.9]), None)])
+        assert [o.track_ids.tolist() for o in out] == [[1], [1]]
+    tr.end_stream("a")
+    assert set(tr.streams) == {"b"}
+    with pytest.raises(ValueError):
+        tr.step([StepInput("b", 3, dets([], []), None), StepInput("b", 4, dets([], []), None)])
+
+
+def test_linear_assignment_respects_the_threshold() -> None:
+    cost = np.array([[0.1, 0.9], [0.8, 0.95]])
+    pairs, rows, cols = linear_assignment(cost, 0.85)
+    assert pairs.tolist() == [[0, 0]]  # the optimum pairs (1, 1) too, but at 0.95 it is over the threshold
+    assert rows.tolist() == [1] and cols.tolist() == [1]
+    assert iou_matrix(np.array([[0, 0, 10, 10]]), np.array([[5, 0, 15, 10]]))[0, 0] == pytest.approx(1 / 3)
+
+
+def test_identity_is_kept_through_a_crossing_and_a_short_occlusion() -> None:
+    """Two people walk towards each other; one passes behind the other. Real detector, bundled models."""
+    from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions
+    from pipeline.protocol import Frame
+    from stages.track.offline import track_sequence
+    from stages.track.synthetic import crossing_spec, make_sequence
+
+    seq = make_sequence(crossing_spec())
+    detector = CocoSsdDetector(CocoSsdOptions(device="cpu", score_threshold=0.1, classes=["person"]))
+    frames = [Frame("x", i, 0.0, 0.0, f.shape[1], f.shape[0], f) for i, f in enumerate(seq.frames)]
+    found = [d for i in range(0, len(frames), 8) for d in detector.detect(frames[i : i + 8])]
+    tracked = track_sequence(seq.frames, found)
+
+    gt_ids = sorted(set(seq.gt[:, 1].astype(int).tolist()))
+    assert len(gt_ids) == 2
+    hidden = seq.gt[seq.gt[:, 6] < 0.5]
+    assert len(hidden), "the generated crossing must hide one of the two for a while"
+    matched: dict[int, list[int]] = {g: [] for g in gt_ids}
+    for i, d in enumerate(tracked):
+        g = seq.gt[(seq.gt[:, 0] == i) & (seq.gt[:, 6] >= 0.5)]
+        keep = d.track_ids >= 0
+        if not len(g) or not keep.any():
+            continue
+        iou = iou_matrix(g[:, 2:6].astype(np.float32), d.boxes[keep])
+        pairs, _, _ = linear_assignment(1 - iou, 0.5)
+        for gi, di in pairs:
+            matched[int(g[gi, 1])].append(int(d.track_ids[keep][di]))
+    visible = {g: int(((seq.gt[:, 1] == g) & (seq.gt[:, 6] >= 0.5)).sum()) for g in gt_ids}
+    for g in gt_ids:
+        assert len(matched[g]) >= 0.7 * visible[g], f"person {g} tracked in {len(matched[g])} of {visible[g]} frames"
+        assert len(set(matched[g])) == 1, f"person {g} changed identity: {matched[g]}"
+    assert matched[gt_ids[0]][0] != matched[gt_ids[1]][0]
