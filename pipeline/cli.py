@@ -22,7 +22,9 @@ from pipeline.config import ConfigError, PipelineConfig, load_config, parse_conf
 
 DEFAULT_STAGES: list[dict[str, Any]] = [
     {"name": "decode", "kind": "decode"},
-    {"name": "infer", "kind": "infer", "forward_pixels": True},
+    # Low-score detections go on to the tracker, whose second stage uses them to keep tracks alive.
+    {"name": "infer", "kind": "infer", "forward_pixels": True, "options": {"coco_ssd": {"score_threshold": 0.2}}},
+    {"name": "track", "kind": "track"},
     {"name": "record", "kind": "record"},
 ]
 

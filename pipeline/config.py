@@ -91,7 +91,7 @@ class StreamConfig(Strict):
 
 class StageConfig(Strict):
     name: str = Field(description="Unique stage name; also the metric label `stage`.")
-    kind: str = Field(description="Stage kind: a module of `stages` (decode, infer, record) or `module:Class`.")
+    kind: str = Field(description="Stage kind: a module of `stages` (decode, infer, track, record) or `module:Class`.")
     input: str | None = Field(None, description="Endpoint to receive from; default ipc in run_dir.")
     input_pattern: Literal["pull", "sub"] = Field("pull", description="pull on the main path, sub for an observer.")
     output: str | None = Field(None, description="Endpoint to send to; default the next stage's input.")

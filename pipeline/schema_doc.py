@@ -19,7 +19,7 @@ from pipeline.registry import resolve_stage
 
 BEGIN = "<!-- config-reference:begin (python -m pipeline.schema_doc --write README.md) -->"
 END = "<!-- config-reference:end -->"
-STAGE_KINDS = ("decode", "infer", "record")
+STAGE_KINDS = ("decode", "infer", "track", "record")
 
 
 def _type_name(tp: Any) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -22,23 +21,34 @@ class Track:
     class_id: int
     group: int  # class group: tracks match detections of their own group only
     first_frame: int
-    history: deque[tuple[int, np.ndarray]] = field(default_factory=deque)  # (frame, xyxy) observations
+    window: int  # observations kept for the motion model
     track_id: int = -1
     state: TrackState = TrackState.TENTATIVE
     hits: int = 0
     embedding: np.ndarray | None = None
     score: float = 0.0
+    # The last `window` observations, oldest first, as arrays the motion model's batch is stacked from;
+    # rows before the first observation have frame -1.
+    frames: np.ndarray = field(init=False)
+    boxes: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.frames = np.full(self.window, -1, np.int64)
+        self.boxes = np.zeros((self.window, 4), np.float32)
 
     @property
     def last_frame(self) -> int:
-        return self.history[-1][0]
+        return int(self.frames[-1])
 
     @property
     def last_box(self) -> np.ndarray:
-        return self.history[-1][1]
+        return self.boxes[-1]
 
     def observe(self, frame: int, box: np.ndarray, score: float, class_id: int, group: int) -> None:
-        self.history.append((frame, box.astype(np.float32, copy=True)))
+        self.frames[:-1] = self.frames[1:]
+        self.boxes[:-1] = self.boxes[1:]
+        self.frames[-1] = frame
+        self.boxes[-1] = box
         self.hits += 1
         self.score = score
         self.class_id = class_id  # the latest label wins: vehicle labels flicker (car/bus/truck)

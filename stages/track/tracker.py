@@ -19,7 +19,6 @@ all streams' tracks share one motion-model forward.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -150,27 +149,16 @@ class Tracker:
 
     def _predict(self, groups: list[tuple[list[Track], int]]) -> list[np.ndarray]:
         """Every active track of every stream in one motion-model forward."""
-        k = self.motion.history
-        n = sum(len(tracks) for tracks, _ in groups)
-        boxes = np.zeros((n, k, 4), np.float32)
-        ages = np.ones((n, k), np.float32)
-        valid = np.zeros((n, k), bool)
-        row = 0
-        for tracks, frame in groups:
-            for t in tracks:
-                hist = list(t.history)[-k:]
-                off = k - len(hist)
-                for j, (f, b) in enumerate(hist):
-                    boxes[row, off + j] = b
-                    ages[row, off + j] = frame - f
-                    valid[row, off + j] = True
-                row += 1
-        pred = self.motion.predict(boxes, ages, valid) if n else np.zeros((0, 4), np.float32)
-        out, row = [], 0
-        for tracks, _ in groups:
-            out.append(pred[row : row + len(tracks)])
-            row += len(tracks)
-        return out
+        tracks = [t for ts, _ in groups for t in ts]
+        if tracks:
+            frames = np.stack([t.frames for t in tracks])  # [N, K], -1 before a track's first observation
+            now = np.concatenate([np.full(len(ts), f, np.int64) for ts, f in groups])
+            boxes = np.stack([t.boxes for t in tracks])
+            valid = frames >= 0
+            ages = np.where(valid, now[:, None] - frames, 1).astype(np.float32)
+        pred = self.motion.predict(boxes, ages, valid) if tracks else np.zeros((0, 4), np.float32)
+        ends = np.cumsum([len(ts) for ts, _ in groups])
+        return np.split(pred, ends[:-1]) if groups else []
 
     def _associate(self, inp: StepInput, st: StreamTracks, tracks: list[Track], pred: np.ndarray) -> Detections:
         s, det, frame = self.s, inp.detections, inp.frame
@@ -274,7 +262,7 @@ class Tracker:
         for row in rest_high:
             if det.scores[row] < s.new_track_score:
                 continue
-            t = Track(st.next_key, int(det.class_ids[row]), int(groups[row]), frame, deque(maxlen=self.motion.history))
+            t = Track(st.next_key, int(det.class_ids[row]), int(groups[row]), frame, self.motion.history)
             st.next_key += 1
             t.observe(frame, det.boxes[row], float(det.scores[row]), int(det.class_ids[row]), int(groups[row]))
             if emb is not None and crop_clean[row] and not np.isnan(emb[row]).any():

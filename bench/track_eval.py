@@ -1,0 +1,235 @@
+"""Tracking quality: this project's CNN-LSTM tracker against ByteTrack and SORT, all fed the same detections.
+
+    pip install --no-deps trackers==2.6.1 && pip install supervision==0.31.2 rich pydeprecate   # the baselines + TrackEval's metrics
+    python bench/track_eval.py [--only NAME] [--out DIR]
+
+Sequences:
+  (a) semi-synthetic: real person and vehicle crops from the sample videos moving over real backgrounds,
+      with crossings, occlusions and frame-rate changes, and exact ground truth (stages/track/synthetic.py);
+  (b) vtest.avi frames 0-N, every person boxed by hand with an identity (tests/data/tracks/).
+Detections: the bundled COCO-SSD on every frame at score >= 0.1 (so ByteTrack's low-score stage has
+something to work with), persons only (the ground truth of (b) has persons only, and the backgrounds of (a)
+contain real parked vehicles that are not in its ground truth). Metrics: HOTA, IDF1, MOTA and ID switches
+from `trackers.eval` (Roboflow's re-implementation of TrackEval, checked to match it). Ground-truth boxes
+marked as ignored (visibility below 0.25: mostly hidden) neither count as misses, nor make a tracker box
+that covers them count as a false positive (TrackEval's MOT17 distractor rule, which trackers.eval applies).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.categories import category_id  # noqa: E402
+from pipeline.detections import Detections  # noqa: E402
+from pipeline.protocol import Frame  # noqa: E402
+
+PERSON = category_id("person")
+MIN_VISIBILITY = 0.25
+CACHE = Path.home() / ".cache" / "vidpipe" / "track_eval"
+OVERRIDES: dict[str, Any] = {}  # --set KEY=VALUE: track options to try
+TRACKS_DIR = ROOT / "tests" / "data" / "tracks"
+
+
+def vtest_gt_path() -> Path:
+    """The hand-labelled range that is there (vtest_0-N_gt.txt), the longest if several."""
+    found = sorted(TRACKS_DIR.glob("vtest_0-*_gt.txt"), key=lambda p: int(p.stem.split("-")[1].split("_")[0]))
+    if not found:
+        raise FileNotFoundError(f"no vtest_0-N_gt.txt in {TRACKS_DIR}")
+    return found[-1]
+
+
+@dataclass
+class Sequence:
+    name: str
+    kind: str  # "synthetic" or "real"
+    fps: float
+    frames: list[np.ndarray]
+    gt: np.ndarray  # rows: frame (0-based), id, x1, y1, x2, y2, visibility
+
+
+def synthetic_sequences(only: str | None, tuning: bool = False) -> list[Sequence]:
+    from stages.track.synthetic import evaluation_specs, make_sequence, sprite_bank, tuning_specs
+
+    bank = sprite_bank(ROOT)
+    out = []
+    for spec in tuning_specs() if tuning else evaluation_specs():
+        if only and only != spec.name:
+            continue
+        seq = make_sequence(spec, bank)
+        gt = seq.gt[seq.gt[:, 7] == PERSON][:, :7]
+        out.append(Sequence(spec.name, "synthetic", spec.fps, seq.frames, gt))
+    return out
+
+
+def vtest_sequence() -> Sequence:
+    from stages.track.tracklets import read_frames
+
+    path = vtest_gt_path()
+    rows = np.loadtxt(path, delimiter=",", ndmin=2)
+    n = int(rows[:, 0].max())
+    frames = [img for _, img in read_frames(ROOT / "sample_videos" / "vtest.avi", 0, n)]
+    gt = np.column_stack([rows[:, 0] - 1, rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 2] + rows[:, 4], rows[:, 3] + rows[:, 5], rows[:, 8]])
+    return Sequence(path.stem.removesuffix("_gt"), "real", 10.0, frames, gt)
+
+
+def detect(seq: Sequence, batch: int = 8) -> tuple[list[Detections], float]:
+    """COCO-SSD persons at score >= 0.1 on every frame; also the detector's mean ms per frame (batch 1).
+
+    Detections are cached by the frames' content (the detector is the slow part of a run)."""
+    from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions
+
+    det = CocoSsdDetector(CocoSsdOptions(device="cpu", score_threshold=0.1, classes=["person"]))
+    frames = [Frame(seq.name, i, i / seq.fps, 0.0, f.shape[1], f.shape[0], f) for i, f in enumerate(seq.frames)]
+    digest = hashlib.sha256()
+    for f in seq.frames:
+        digest.update(f.tobytes())
+    cache = CACHE / f"{seq.name}-{digest.hexdigest()[:16]}.npz"
+    if cache.exists():
+        z = np.load(cache)
+        ends = np.cumsum(z["counts"])
+        out = [Detections(z["boxes"][a:b], z["scores"][a:b], z["class_ids"][a:b]) for a, b in zip(ends - z["counts"], ends)]
+    else:
+        out = []
+        for i in range(0, len(frames), batch):
+            out += det.detect(frames[i : i + batch])
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        joined = Detections.concat(out)
+        np.savez(cache, counts=np.array([len(d) for d in out]), boxes=joined.boxes, scores=joined.scores, class_ids=joined.class_ids)
+    t0 = time.perf_counter()
+    timed = frames[:: max(1, len(frames) // 20)]
+    for f in timed:
+        det.detect([f])
+    return out, (time.perf_counter() - t0) / len(timed) * 1000
+
+
+# -- the trackers, each: (frames, detections, fps) -> rows (frame, id, x1, y1, x2, y2) -----------
+
+TrackFn = Callable[[Sequence, list[Detections]], np.ndarray]
+
+
+def ours(motion: str = "lstm", appearance: bool = True) -> TrackFn:
+    def run(seq: Sequence, dets: list[Detections]) -> np.ndarray:
+        from stages.track.offline import track_sequence
+        from stages.track.stage import TrackOptions
+
+        options = TrackOptions(motion=motion, appearance=appearance, classes=["person"], **OVERRIDES)
+        tracked = track_sequence(seq.frames, dets, options)
+        rows = [(i, t, *b) for i, d in enumerate(tracked) for b, t in zip(d.boxes, d.track_ids) if t >= 0]
+        return np.array(rows, np.float64).reshape(-1, 6)
+
+    return run
+
+
+def baseline(name: str) -> TrackFn:
+    def run(seq: Sequence, dets: list[Detections]) -> np.ndarray:
+        import supervision as sv
+        from trackers import ByteTrackTracker, SORTTracker
+
+        # Same life span as ours: a lost track is kept 30 frames (frame_rate 30 means no rescaling).
+        tracker: Any = ByteTrackTracker(lost_track_buffer=30, frame_rate=30.0) if name == "bytetrack" else SORTTracker(lost_track_buffer=30, frame_rate=30.0)
+        rows = []
+        for i, d in enumerate(dets):
+            sd = sv.Detections(xyxy=d.boxes.astype(np.float32), confidence=d.scores.astype(np.float32), class_id=d.class_ids.astype(int))
+            out = tracker.update(sd)
+            for b, t in zip(out.xyxy, out.tracker_id):
+                if t >= 0:
+                    rows.append((i, t, *b))
+        return np.array(rows, np.float64).reshape(-1, 6)
+
+    return run
+
+
+TRACKERS: dict[str, TrackFn] = {
+    "ours (LSTM + appearance)": ours(),
+    "ours, LSTM only": ours(appearance=False),
+    "ours, Kalman + appearance": ours(motion="kalman"),
+    "ByteTrack (trackers 2.6.1)": baseline("bytetrack"),
+    "SORT (trackers 2.6.1)": baseline("sort"),
+}
+
+
+# -- scoring ----------------------------------------------------------------------------------
+
+
+def _mot_lines(rows: np.ndarray, classes: np.ndarray | None = None) -> str:
+    classes = np.full(len(rows), -1) if classes is None else classes
+    return "".join(
+        f"{int(f) + 1},{int(i)},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},1,{int(c)},-1,-1\n"
+        for (f, i, x1, y1, x2, y2), c in zip(rows, classes)
+    )
+
+
+def score(gt: np.ndarray, pred: np.ndarray, work: Path, name: str) -> dict[str, float]:
+    from trackers.eval import evaluate_mot_sequence
+
+    # Ignored ground truth goes in as MOT class 8 (distractor): not scored, and a tracker box on it is
+    # removed before scoring, as TrackEval does for MOT17.
+    classes = np.where(gt[:, 6] < MIN_VISIBILITY, 8, 1)
+    g, p = work / f"{name}-gt.txt", work / f"{name}-pred.txt"
+    g.write_text(_mot_lines(gt[:, :6], classes))
+    p.write_text(_mot_lines(pred))
+    if not pred.size:
+        return {"HOTA": 0.0, "IDF1": 0.0, "MOTA": 0.0, "IDSW": 0}
+    r = evaluate_mot_sequence(g, p, metrics=["CLEAR", "HOTA", "Identity"])
+    return {"HOTA": 100 * r.HOTA.HOTA, "IDF1": 100 * r.Identity.IDF1, "MOTA": 100 * r.CLEAR.MOTA, "IDSW": int(r.CLEAR.IDSW)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", help="one sequence by name")
+    ap.add_argument("--trackers", help="comma-separated substrings of tracker names to run")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tuning", action="store_true", help="the tuning sequences (other seeds; no vtest) instead")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a track option for our tracker (YAML value)")
+    args = ap.parse_args()
+    import torch
+    import yaml
+
+    for item in args.set:
+        key, _, value = item.partition("=")
+        OVERRIDES[key] = yaml.safe_load(value)
+
+    torch.set_num_threads(args.threads)
+    seqs = synthetic_sequences(args.only, args.tuning)
+    if not args.tuning and (not args.only or args.only.startswith("vtest")):
+        seqs.append(vtest_sequence())
+    chosen = {k: v for k, v in TRACKERS.items() if not args.trackers or any(s in k for s in args.trackers.split(","))}
+    results: dict[tuple[str, str], dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for seq in seqs:
+            dets, det_ms = detect(seq)
+            gt_ids = len(np.unique(seq.gt[seq.gt[:, 6] >= MIN_VISIBILITY, 1]))
+            print(f"\n{seq.name} ({seq.kind}): {len(seq.frames)} frames, {gt_ids} people, "
+                  f"{sum(len(d) for d in dets)} detections; detector {det_ms:.1f} ms/frame")
+            print(f"  {'tracker':28s} {'HOTA':>6s} {'IDF1':>6s} {'MOTA':>6s} {'IDSW':>5s} {'ms/frame':>9s}")
+            for name, fn in chosen.items():
+                t0 = time.perf_counter()
+                pred = fn(seq, dets)
+                ms = (time.perf_counter() - t0) / len(seq.frames) * 1000
+                r = score(seq.gt, pred, work, f"{seq.name}-{len(results)}")
+                results[(seq.name, name)] = r
+                print(f"  {name:28s} {r['HOTA']:6.1f} {r['IDF1']:6.1f} {r['MOTA']:6.1f} {r['IDSW']:5d} {ms:9.2f}")
+    synth = [s.name for s in seqs if s.kind == "synthetic"]
+    if len(synth) > 1:
+        print(f"\nmean over the {len(synth)} synthetic sequences (IDSW summed)")
+        for name in chosen:
+            rs = [results[(s, name)] for s in synth]
+            print(f"  {name:28s} {np.mean([r['HOTA'] for r in rs]):6.1f} {np.mean([r['IDF1'] for r in rs]):6.1f} "
+                  f"{np.mean([r['MOTA'] for r in rs]):6.1f} {sum(r['IDSW'] for r in rs):5d}")
+
+
+if __name__ == "__main__":
+    main()
