@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from pipeline.categories import category_id  # noqa: E402
 from pipeline.detections import Detections  # noqa: E402
 from pipeline.protocol import Frame  # noqa: E402
+from stages.track.tracklets import load_detections, save_detections  # noqa: E402
 
 PERSON = category_id("person")
 MIN_VISIBILITY = 0.25
@@ -97,16 +98,12 @@ def detect(seq: Sequence, batch: int = 8) -> tuple[list[Detections], float]:
         digest.update(f.tobytes())
     cache = CACHE / f"{seq.name}-{digest.hexdigest()[:16]}.npz"
     if cache.exists():
-        z = np.load(cache)
-        ends = np.cumsum(z["counts"])
-        out = [Detections(z["boxes"][a:b], z["scores"][a:b], z["class_ids"][a:b]) for a, b in zip(ends - z["counts"], ends)]
+        out = load_detections(cache)
     else:
         out = []
         for i in range(0, len(frames), batch):
             out += det.detect(frames[i : i + batch])
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        joined = Detections.concat(out)
-        np.savez(cache, counts=np.array([len(d) for d in out]), boxes=joined.boxes, scores=joined.scores, class_ids=joined.class_ids)
+        save_detections(cache, out)
     t0 = time.perf_counter()
     timed = frames[:: max(1, len(frames) // 20)]
     for f in timed:

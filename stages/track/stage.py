@@ -120,8 +120,8 @@ class TrackStage(Stage):
         now = time.monotonic() if self.live else 0.0
         for f in batch:
             got = self.reorder.push(f, now)
-            if not (len(got) == 1 and got[0] is f):
-                self.reordered.labels(self.ctx.name, "waited").inc()
+            if not any(g is f for g in got):
+                self.reordered.labels(self.ctx.name, "waited").inc()  # f came before an earlier frame
             ready += got
         return self._track(ready) + self._late()
 

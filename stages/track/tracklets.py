@@ -68,7 +68,7 @@ def detect_video(
     video = Path(video)
     path = _cache_path(video, start, stop, score_threshold, cache_dir) if cache_dir else None
     if path is not None and path.exists():
-        return _load(path)
+        return load_detections(path)
     from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions  # torch: only when detecting
 
     detector = CocoSsdDetector(CocoSsdOptions(device="cpu", score_threshold=score_threshold))
@@ -86,11 +86,12 @@ def detect_video(
     if pending:
         flush()
     if path is not None:
-        _save(path, out)
+        save_detections(path, out)
     return out
 
 
-def _save(path: Path, dets: list[Detections]) -> None:
+def save_detections(path: Path, dets: list[Detections]) -> None:
+    """Per-frame detections (boxes, scores, classes) in one .npz, written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     counts = np.array([len(d) for d in dets], np.int64)
     joined = Detections.concat(dets)
@@ -99,7 +100,7 @@ def _save(path: Path, dets: list[Detections]) -> None:
     tmp.replace(path)
 
 
-def _load(path: Path) -> list[Detections]:
+def load_detections(path: Path) -> list[Detections]:
     z = np.load(path)
     ends = np.cumsum(z["counts"])
     starts = ends - z["counts"]
