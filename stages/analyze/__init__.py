@@ -1,0 +1,1 @@
+"""analyze: zones, lines and the rules that turn confirmed tracks into events (issue 5, in progress)."""

@@ -1,0 +1,93 @@
+"""Line crossing counts exactly: property tests with jittering and flickering tracks (hypothesis)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stages.analyze.geometry import GeometryError, Line, Zone
+from stages.analyze.line_counter import LineCounter
+
+SIZE = (640, 480)
+LINE = Line.load("road", [[100, 240], [540, 240]], SIZE)  # horizontal, a -> b to the right: `in` is upwards (y smaller)
+
+
+def box_at(x: float, y: float) -> list[float]:
+    return [x - 15, y - 80, x + 15, y]  # anchor (bottom centre) at (x, y)
+
+
+@st.composite
+def walks(draw: st.DrawFn) -> tuple[list[tuple[float, float] | None], int, int]:
+    """A person going back and forth across the line `n` times, with jitter and dropped frames.
+
+    Each excursion reaches at least 30 px beyond the line and stays there for a while; jitter is under the
+    8 px band; dropped runs are shorter than an excursion, so every true crossing is observable."""
+    n = draw(st.integers(0, 6))
+    x = draw(st.floats(150, 490))
+    start = draw(st.sampled_from([1, -1]))
+    jitter = draw(st.floats(0, 6))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    ys: list[float] = []
+    side = start
+    for leg in range(n + 1):
+        depth = draw(st.floats(30, 120))
+        stay = draw(st.integers(12, 25))
+        target = 240 - side * depth
+        cur = ys[-1] if ys else 240 - side * depth
+        steps = max(2, int(abs(target - cur) / 6))
+        ys += list(np.linspace(cur, target, steps))  # walking across (or to its first spot)
+        ys += [target] * stay
+        # dwell near the line with jitter, without crossing back out of the band
+        ys += list(240 - side * rng.uniform(0, 6, draw(st.integers(0, 6))))
+        side = -side
+    pts: list[tuple[float, float] | None] = [(x + rng.normal(0, 1), y + rng.uniform(-jitter, jitter)) for y in ys]
+    for _ in range(draw(st.integers(0, 6))):  # flicker: the detector misses a few frames at a time
+        a = int(rng.integers(0, len(pts)))
+        for i in range(a, min(len(pts), a + int(rng.integers(1, 6)))):
+            pts[i] = None
+    ins = sum(1 for k in range(n) if (-start if k % 2 == 0 else start) == 1)
+    return pts, ins, n - ins
+
+
+@settings(max_examples=300, deadline=None)
+@given(walks())
+def test_the_count_equals_the_true_number_of_crossings(walk: tuple[list[tuple[float, float] | None], int, int]) -> None:
+    pts, ins, outs = walk
+    counter = LineCounter(LINE)
+    for f, p in enumerate(pts):
+        if p is None:
+            counter.update(f, np.zeros(0, np.int64), np.zeros((0, 4)))
+        else:
+            counter.update(f, np.array([7]), np.array([box_at(*p)]))
+    assert counter.counts == {"in": ins, "out": outs}
+
+
+def test_unconfirmed_tracks_are_never_counted_and_passing_beside_the_line_is_not_a_crossing() -> None:
+    counter = LineCounter(LINE)
+    for f, y in enumerate(range(300, 180, -10)):
+        counter.update(f, np.array([-1, 3]), np.array([box_at(300, y), box_at(600, y)]))  # x=600: beyond b
+    assert counter.counts == {"in": 0, "out": 0}
+
+
+def test_two_tracks_are_counted_separately() -> None:
+    counter = LineCounter(LINE)
+    events = []
+    for f, y in enumerate(range(300, 180, -10)):
+        events += counter.update(f, np.array([1, 2]), np.array([box_at(200, y), box_at(400, 480 - y)]))
+    assert sorted(events) == [(1, "in"), (2, "out")]
+
+
+def test_geometry_errors_name_the_problem() -> None:
+    with pytest.raises(GeometryError, match="zero length"):
+        Line.load("l", [[10, 10], [10, 10]], SIZE)
+    with pytest.raises(GeometryError, match="outside the 640x480 frame"):
+        Line.load("l", [[10, 10], [700, 10]], SIZE)
+    with pytest.raises(GeometryError, match="between 0 and 1"):
+        Line.load("l", [[0.1, 0.1], [1.5, 0.2]], SIZE, relative=True)
+    with pytest.raises(GeometryError, match="intersects itself"):
+        Zone.load("bowtie", [[0, 0], [100, 100], [100, 0], [0, 100]], SIZE)
+    z = Zone.load("grass", [[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]], SIZE, relative=True)
+    assert z.contains(np.array([[320, 400], [320, 100]])).tolist() == [True, False]
+    assert Line.load("r", [[0.25, 0.5], [0.75, 0.5]], SIZE, relative=True).length == pytest.approx(320)
