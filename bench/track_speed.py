@@ -57,7 +57,7 @@ def main() -> None:
     import torch
 
     from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions
-    from stages.track.stage import TrackOptions, build_tracker
+    from stages.track.stage import TrackOptions, build_tracker, embed_rows
     from stages.track.tracker import StepInput
 
     torch.set_num_threads(args.threads)
@@ -94,12 +94,9 @@ def main() -> None:
             if i == WARMUP:
                 total, parts["appearance CNN"], parts["motion LSTM"] = 0.0, 0.0, 0.0
             t0 = time.perf_counter()
-            emb = None
+            t1 = time.perf_counter()
+            emb = embed_rows(tracker, encoder, [img], [d])[0]
             if encoder is not None:
-                want = tracker.wants_embedding(d)
-                emb = np.full((len(d), encoder.dim), np.nan, np.float32)
-                t1 = time.perf_counter()
-                emb[want] = encoder.embed([img], [d.boxes[want]])[0]
                 parts["appearance CNN"] += time.perf_counter() - t1
             tracker.step([StepInput("b", i, d, emb)])
             total += time.perf_counter() - t0

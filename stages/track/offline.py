@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from pipeline.detections import Detections
-from stages.track.stage import TrackOptions, build_tracker
+from stages.track.stage import TrackOptions, build_tracker, embed_rows
 from stages.track.tracker import StepInput
 
 
@@ -19,11 +19,6 @@ def track_sequence(
     tracker, encoder = build_tracker(options, torch.device("cpu"))
     out = []
     for i, (img, det) in enumerate(zip(frames, detections)):
-        emb = None
-        if encoder is not None:
-            want = tracker.wants_embedding(det)
-            emb = np.full((len(det), encoder.dim), np.nan, np.float32)
-            if want.any():
-                emb[want] = encoder.embed([img], [det.boxes[want]])[0]
+        emb = embed_rows(tracker, encoder, [img], [det])[0]
         out.append(tracker.step([StepInput(stream, i, det, emb)])[0])
     return out

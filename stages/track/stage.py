@@ -11,6 +11,7 @@ from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.categories import category_id
+from pipeline.detections import Detections
 from pipeline.metrics import PREFIX
 from pipeline.protocol import Frame
 from pipeline.stage import Stage, StageContext
@@ -88,6 +89,23 @@ def build_tracker(o: TrackOptions, device: torch.device, on_event: Any = None) -
         encoder = AppearanceEncoder(o.appearance_weights, device=device, precision={"fp32": "float32", "bf16": "bfloat16"}[o.precision])
     classes = {category_id(c) for c in o.classes} if o.classes is not None else None
     return Tracker(motion, o.settings(), classes, on_event), encoder
+
+
+def embed_rows(
+    tracker: Tracker, encoder: Any, images: list[np.ndarray | None], detections: list[Detections]
+) -> list[np.ndarray | None]:
+    """Per frame, embeddings [N, D] of the rows the tracker uses (NaN elsewhere), every crop of every frame
+    in one CNN forward; all None when appearance is off."""
+    if encoder is None:
+        return [None] * len(detections)
+    rows = [tracker.wants_embedding(d) for d in detections]
+    out: list[np.ndarray | None] = [np.full((len(d), encoder.dim), np.nan, np.float32) for d in detections]
+    use = [i for i, img in enumerate(images) if rows[i].any() and img is not None]
+    if use:
+        embedded = encoder.embed([images[i] for i in use], [detections[i].boxes[rows[i]] for i in use])
+        for i, e in zip(use, embedded):
+            out[i][rows[i]] = e  # type: ignore[index]
+    return out
 
 
 class TrackStage(Stage):
@@ -189,16 +207,4 @@ class TrackStage(Stage):
         return frames
 
     def _embed(self, frames: list[Frame]) -> list[np.ndarray | None]:
-        if self.encoder is None:
-            return [None] * len(frames)
-        rows = [self.tracker.wants_embedding(f.detections) for f in frames]
-        use = [i for i, f in enumerate(frames) if rows[i].any() and f.image is not None]
-        out: list[np.ndarray | None] = []
-        for f in frames:
-            e = np.full((len(f.detections), self.encoder.dim), np.nan, np.float32)
-            out.append(e)
-        if use:
-            embedded = self.encoder.embed([frames[i].image for i in use], [frames[i].detections.boxes[rows[i]] for i in use])
-            for i, e in zip(use, embedded):
-                out[i][rows[i]] = e
-        return out
+        return embed_rows(self.tracker, self.encoder, [f.image for f in frames], [f.detections for f in frames])

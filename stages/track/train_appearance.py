@@ -33,7 +33,8 @@ from torch import Tensor, nn
 
 from stages.track.appearance import DEFAULT_WEIGHTS, MEAN_RGB, STD_RGB, AppearanceConfig, AppearanceNet, crop_batch
 from stages.track.mobilenet_v2 import MobileNetV2Features
-from stages.track.tracklets import Tracklet, detect_video, iou_matrix, link_tracklets, read_frames
+from stages.track.association import iou_matrix
+from stages.track.tracklets import Tracklet, detect_video, link_tracklets, read_frames
 
 ROOT = Path(__file__).resolve().parents[2]
 # (video, first frame read, first held-out frame; None = the last 20%). vtest frames < 300 are never read.
