@@ -286,9 +286,14 @@ def parse_config(data: Any, source: str = "config") -> PipelineConfig:
             problems.append((f"stages[{i}].kind", str(exc)))
             continue
         try:
-            cls.Options.model_validate(st.options)
+            opts = cls.Options.model_validate(st.options)
         except ValidationError as exc:
             problems += _problems(exc, ("stages", i, "options"))
+            continue
+        # Options that refer to the rest of the config (stream ids) check it here.
+        check = getattr(opts, "check_against", None)
+        if check is not None:
+            problems += [(f"stages[{i}].options.{path}", msg) for path, msg in check([s.id for s in cfg.streams])]
     for i in range(len(cfg.stages)):
         try:
             cfg.output_endpoint(cfg.stages[i].name)

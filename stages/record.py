@@ -21,6 +21,7 @@ from pipeline.categories import CATEGORIES, category_name
 from pipeline.protocol import Frame
 from pipeline.stage import Stage, StageContext
 
+ALERT_KEYS = ("id", "rule", "kind", "severity", "track_ids", "message", "details")
 CODECS = {"mp4v": ".mp4", "MJPG": ".avi", "VP90": ".webm"}
 
 
@@ -73,7 +74,7 @@ def frame_record(frame: Frame) -> dict[str, Any]:
             objects[name] = [None if v != v else v for v in np.round(col.astype(np.float64), 4).tolist()]
         else:
             objects[name] = col.tolist()
-    return {
+    record: dict[str, Any] = {
         "stream": frame.stream,
         "seq": frame.seq,
         "pts": round(frame.pts, 6),
@@ -81,6 +82,13 @@ def frame_record(frame: Frame) -> dict[str, Any]:
         "height": frame.height,
         "objects": objects,
     }
+    analytics = {k: frame.attrs[k] for k in ("crossings", "counts", "occupancy") if k in frame.attrs}
+    if frame.attrs.get("alerts"):
+        # The alert minus its snapshot and wall-clock times (they would make replays differ).
+        analytics["alerts"] = [{k: a[k] for k in ALERT_KEYS} for a in frame.attrs["alerts"]]
+    if analytics:
+        record["analytics"] = analytics
+    return record
 
 
 @dataclass

@@ -1,1 +1,5 @@
-"""analyze: zones, lines and the rules that turn confirmed tracks into events (issue 5, in progress)."""
+"""analyze: zones, directed lines and rules over confirmed tracks; raises alerts (stage in stages.analyze.stage)."""
+
+from stages.analyze.stage import AnalyzeStage
+
+__all__ = ["AnalyzeStage"]

@@ -1,0 +1,64 @@
+"""An alert: what a rule raised about confirmed tracks, as it travels from analyze to the sinks.
+
+Its id follows from the input alone (stream, stream epoch, rule, tracks, frame), so the same event seen
+again (a replay of the same file, a restarted stage re-raising it) has the same id, and every sink and
+receiver can recognise the repeat. Times: `capture_ts` is when the frame that fired was captured,
+`raised_ts` when the alert was written to the outbox (before that it does not count as raised).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Severity = Literal["info", "warning", "critical"]
+SEVERITIES: tuple[str, ...] = ("info", "warning", "critical")
+
+
+def alert_id(stream: str, epoch: int, rule: str, track_ids: list[int], seq: int) -> str:
+    """A stable id: 20 hex digits of a SHA-1 over what identifies the event."""
+    key = f"{stream}|{epoch}|{rule}|{','.join(str(t) for t in sorted(track_ids))}|{seq}"
+    return hashlib.sha1(key.encode()).hexdigest()[:20]
+
+
+@dataclass
+class Alert:
+    id: str
+    stream: str
+    rule: str  # the rule's name in the config
+    kind: str  # the rule's type: zone_intrusion, loitering, line_crossing, wrong_way, overcrowding, speed, stopped_vehicle
+    severity: str  # one of SEVERITIES
+    track_ids: list[int]
+    seq: int  # frame that fired the rule
+    pts: float  # its stream time, seconds
+    capture_ts: float  # its capture wall time
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)  # zone, line, direction, dwell_s, speed, count...
+    boxes: list[list[float]] = field(default_factory=list)  # xyxy of the tracks at `seq`, same order as track_ids
+    snapshot: bytes | None = None  # JPEG of the frame with the tracks boxed
+    raised_ts: float | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """A msgpack-friendly map (bytes stay bytes)."""
+        return asdict(self)
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> "Alert":
+        return cls(**data)
+
+    def to_json(self, snapshot: bool = True) -> dict[str, Any]:
+        """A JSON-ready map; the snapshot as base64 under `snapshot_jpeg` (left out when `snapshot` is False)."""
+        out = asdict(self)
+        jpeg = out.pop("snapshot")
+        if snapshot and jpeg is not None:
+            out["snapshot_jpeg"] = base64.b64encode(jpeg).decode("ascii")
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Alert":
+        d = dict(data)
+        jpeg = d.pop("snapshot_jpeg", None)
+        d.pop("snapshot_path", None)
+        return cls(**d, snapshot=base64.b64decode(jpeg) if jpeg else None)

@@ -1,0 +1,88 @@
+"""One stream's analytics: its zones, lines, ground plane, line counters, track motion and rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.detections import Detections
+from stages.analyze.geometry import Line, Zone
+from stages.analyze.ground_plane import GroundPlane
+from stages.analyze.line_counter import LineCounter, anchors
+from stages.analyze.motion import TrackMotion
+from stages.analyze.options import StreamAnalyticsConfig
+from stages.analyze.rules import Firing, FrameView, RuleRunner, build_rule
+
+
+@dataclass
+class FrameResult:
+    firings: list[Firing]
+    crossings: dict[str, list[tuple[int, str]]]
+    occupancy: dict[str, int]  # zone -> confirmed tracks inside
+
+
+class Scene:
+    def __init__(self, cfg: StreamAnalyticsConfig, forget_after_s: float, speed_window_s: float) -> None:
+        self.cfg = cfg
+        self.forget_after_s = forget_after_s
+        self.speed_window_s = speed_window_s
+        self.size: tuple[int, int] | None = None
+        self.zones: dict[str, Zone] = {}
+        self.lines: dict[str, Line] = {}
+        self.counters: dict[str, LineCounter] = {}
+        self.ground: GroundPlane | None = None
+        self.rules: list[RuleRunner] = [build_rule(r) for r in cfg.rules]
+        self.motion: dict[int, TrackMotion] = {}
+        self.scale_warning: str | None = None
+
+    def _fit(self, width: int, height: int) -> None:
+        """Geometry in pixels of this frame size: the config's own size, or scaled from it."""
+        if self.size == (width, height):
+            return
+        cw, ch = self.cfg.frame_size
+        sx, sy = width / cw, height / ch
+        if (width, height) != (cw, ch):
+            self.scale_warning = f"frames are {width}x{height}, geometry was given for {cw}x{ch}: scaled"
+
+        def pts(shape: object) -> list[list[float]]:
+            rel = self.cfg.relative if shape.relative is None else shape.relative  # type: ignore[attr-defined]
+            p = np.asarray(shape.points, np.float64)  # type: ignore[attr-defined]
+            return (p * ([width, height] if rel else [sx, sy])).tolist()
+
+        self.zones = {n: Zone.load(n, pts(s), (width, height)) for n, s in self.cfg.zones.items()}
+        self.lines = {n: Line.load(n, pts(s), (width, height)) for n, s in self.cfg.lines.items()}
+        old = self.counters
+        self.counters = {n: LineCounter(line, hysteresis=self.cfg.line_hysteresis) for n, line in self.lines.items()}
+        for n, c in old.items():  # counts survive a size change; sides do not (the line moved)
+            self.counters[n].counts.update(c.counts)
+        gp = self.cfg.ground_plane
+        if gp is not None:
+            image = (np.asarray(gp.image, np.float64) * [sx, sy]).tolist()
+            self.ground = GroundPlane.load(image, gp.ground, (width, height))
+        self.size = (width, height)
+
+    def update(self, seq: int, pts: float, width: int, height: int, dets: Detections) -> FrameResult:
+        self._fit(width, height)
+        keep = dets.track_ids >= 0  # only confirmed tracks feed the analytics
+        ids, classes, boxes = dets.track_ids[keep], dets.class_ids[keep], dets.boxes[keep].astype(np.float64)
+        feet = anchors(boxes)
+        ground = self.ground.to_ground(feet) if self.ground is not None and len(feet) else feet
+        for tid, g in zip(ids.tolist(), ground):
+            m = self.motion.get(tid)
+            if m is None:
+                m = self.motion[tid] = TrackMotion(self.speed_window_s)
+            m.add(pts, g)
+        inside = {n: z.contains(feet) if len(feet) else np.zeros(0, bool) for n, z in self.zones.items()}
+        crossings = {n: c.update(seq, ids, boxes) for n, c in self.counters.items()}
+        view = FrameView(seq, pts, ids, classes, boxes, inside, self.motion, crossings, "m/s" if self.ground else "px/s")
+        firings = [f for rule in self.rules for f in rule.step(view)]
+        for tid in [t for t, m in self.motion.items() if pts - m.last_seen > self.forget_after_s]:
+            del self.motion[tid]
+        for rule in self.rules:
+            rule.forget(pts, self.forget_after_s)
+        return FrameResult(firings, {n: c for n, c in crossings.items() if c}, {n: int(v.sum()) for n, v in inside.items()})
+
+    def boxes_of(self, dets: Detections, track_ids: list[int]) -> list[list[float]]:
+        rows = {int(t): i for i, t in enumerate(dets.track_ids)}
+        return [np.round(dets.boxes[rows[t]].astype(np.float64), 2).tolist() for t in track_ids if t in rows]
