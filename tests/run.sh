@@ -3,16 +3,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian's GStreamer RTSP server (run by the RTSP tests under the system python3).
+# Debian's GStreamer RTSP server (run by the RTSP tests under the system python3), the mosquitto MQTT
+# broker (alert delivery tests) and promtool from Debian's prometheus (checks deploy/prometheus/).
 SYSTEM_PACKAGES=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-base
-  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav)
-if ! /usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0")' 2>/dev/null; then
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
+  mosquitto prometheus)
+if ! /usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0")' 2>/dev/null \
+    || ! command -v mosquitto >/dev/null || ! command -v promtool >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing system packages: ${SYSTEM_PACKAGES[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${SYSTEM_PACKAGES[@]}" >/dev/null
   else
-    echo "note: GStreamer RTSP server missing and not root: the RTSP tests will be skipped" >&2
+    echo "note: system packages missing and not root: RTSP, MQTT and promtool tests will be skipped" >&2
   fi
 fi
 
