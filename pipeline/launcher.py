@@ -90,6 +90,8 @@ class Launcher:
         child.started_at = time.monotonic()
         child.restart_at = None
         self.up.labels(child.stage, child.stream or "").set(1)
+        # The series exists from the start at 0, so Prometheus's increase() sees the first restart too.
+        self.restarts.labels(child.stage, child.stream or "")
         log.info("started %s (pid %d)", child.label, child.proc.pid)
 
     def pids(self) -> dict[str, int]:
