@@ -19,16 +19,18 @@ from pipeline.registry import resolve_stage
 
 BEGIN = "<!-- config-reference:begin (python -m pipeline.schema_doc --write README.md) -->"
 END = "<!-- config-reference:end -->"
-STAGE_KINDS = ("decode", "infer", "track", "record")
+STAGE_KINDS = ("decode", "infer", "track", "analyze", "alert", "record")
 
 
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        return " \\| ".join(_type_name(a) for a in args)
+        return " \\| ".join(dict.fromkeys(_type_name(a) for a in args))
     if origin is typing.Literal:
         return " \\| ".join(json.dumps(a) for a in args)
+    if origin is typing.Annotated:
+        return _type_name(args[0])
     if origin in (list, tuple, dict):
         inner = ", ".join("..." if a is Ellipsis else _type_name(a) for a in args)
         return f"{origin.__name__}[{inner}]"
@@ -50,17 +52,38 @@ def _default(field: Any) -> str:
     return f"`{json.dumps(field.default)}`"
 
 
+def _models_in(tp: Any, path: str) -> list[tuple[str, type[BaseModel]]]:
+    """Models nested in a field's type, with the key path a user writes: `a.`, `a.NAME.`, `a[].`."""
+    tp = _strip_annotated(tp)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [(f"{path}.", tp)]
+    if origin in (typing.Union, types.UnionType):
+        return [m for a in args for m in _models_in(a, path)]
+    if origin is list and args:
+        return _models_in(args[0], f"{path}[]")
+    if origin is dict and len(args) == 2:
+        return _models_in(args[1], f"{path}.NAME")
+    return []
+
+
+def _strip_annotated(tp: Any) -> Any:
+    return typing.get_args(tp)[0] if typing.get_origin(tp) is typing.Annotated else tp
+
+
 def model_table(model: type[BaseModel], prefix: str) -> list[str]:
-    """One table for `model`, then one for each nested model field."""
+    """One table for `model`, then one for each nested model (in fields, lists, maps and unions)."""
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
     nested: list[tuple[str, type[BaseModel]]] = []
     for name, field in model.model_fields.items():
         tp = field.annotation
         rows.append(f"| `{prefix}{name}` | {_type_name(tp)} | {_default(field)} | {field.description or ''} |")
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            nested.append((f"{prefix}{name}.", tp))
+        nested += _models_in(tp, f"{prefix}{name}")
     out = rows + [""]
     for pre, sub in nested:
+        tag = sub.model_fields.get("type")
+        if tag is not None and typing.get_origin(tag.annotation) is typing.Literal:
+            out += [f"`{pre}` with `type: {typing.get_args(tag.annotation)[0]}`:", ""]
         out += model_table(sub, pre)
     return out
 

@@ -21,7 +21,7 @@ from pipeline.categories import CATEGORIES, category_name
 from pipeline.protocol import Frame
 from pipeline.stage import Stage, StageContext
 
-ALERT_KEYS = ("id", "rule", "kind", "severity", "track_ids", "message", "details")
+ALERT_KEYS = ("id", "rule", "kind", "severity", "track_ids", "seq", "pts", "message", "details", "boxes")
 CODECS = {"mp4v": ".mp4", "MJPG": ".avi", "VP90": ".webm"}
 
 

@@ -58,16 +58,16 @@ def test_the_count_equals_the_true_number_of_crossings(walk: tuple[list[tuple[fl
     counter = LineCounter(LINE)
     for f, p in enumerate(pts):
         if p is None:
-            counter.update(f, np.zeros(0, np.int64), np.zeros((0, 4)))
+            counter.update(f, f / 10, np.zeros(0, np.int64), np.zeros((0, 4)))
         else:
-            counter.update(f, np.array([7]), np.array([box_at(*p)]))
+            counter.update(f, f / 10, np.array([7]), np.array([box_at(*p)]))
     assert counter.counts == {"in": ins, "out": outs}
 
 
 def test_unconfirmed_tracks_are_never_counted_and_passing_beside_the_line_is_not_a_crossing() -> None:
     counter = LineCounter(LINE)
     for f, y in enumerate(range(300, 180, -10)):
-        counter.update(f, np.array([-1, 3]), np.array([box_at(300, y), box_at(600, y)]))  # x=600: beyond b
+        counter.update(f, f / 10, np.array([-1, 3]), np.array([box_at(300, y), box_at(600, y)]))  # x=600: beyond b
     assert counter.counts == {"in": 0, "out": 0}
 
 
@@ -75,8 +75,20 @@ def test_two_tracks_are_counted_separately() -> None:
     counter = LineCounter(LINE)
     events = []
     for f, y in enumerate(range(300, 180, -10)):
-        events += counter.update(f, np.array([1, 2]), np.array([box_at(200, y), box_at(400, 480 - y)]))
+        events += counter.update(f, f / 10, np.array([1, 2]), np.array([box_at(200, y), box_at(400, 480 - y)]))
     assert sorted(events) == [(1, "in"), (2, "out")]
+
+
+def test_an_id_handed_to_another_object_across_the_line_is_not_a_crossing() -> None:
+    counter = LineCounter(LINE)
+    # Track 5 stands below the line; in frame 10 the tracker gives its id to a person 200 px away above it.
+    for f in range(10):
+        counter.update(f, f / 10, np.array([5]), np.array([box_at(300, 300)]))
+    assert counter.update(10, 1.0, np.array([5]), np.array([box_at(300, 100)])) == []
+    # Real movement at walking pace is counted, also after a gap of unseen frames.
+    for f, y in enumerate(range(100, 320, 4), start=11):
+        counter.update(f, f / 10, np.array([5]), np.array([box_at(300, y)]))
+    assert counter.counts == {"in": 0, "out": 1}
 
 
 def test_geometry_errors_name_the_problem() -> None:

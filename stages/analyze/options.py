@@ -57,21 +57,21 @@ class _RuleBase(_Strict):
 
 
 class ZoneIntrusionRule(_RuleBase):
-    type: Literal["zone_intrusion"]
+    type: Literal["zone_intrusion"] = Field(description="Rule type.")
     zone: str = Field(description="Zone name.")
     min_dwell_s: float = Field(1.0, ge=0, description="Time inside the zone before it counts (ignores brushing the edge).")
     exit_after_s: float = Field(1.0, ge=0, description="Time outside (or unseen) before a visit ends; a flicker does not end it.")
 
 
 class LoiteringRule(_RuleBase):
-    type: Literal["loitering"]
+    type: Literal["loitering"] = Field(description="Rule type.")
     zone: str = Field(description="Zone name.")
     limit_s: float = Field(30.0, gt=0, description="Time inside the zone above which an object loiters.")
     exit_after_s: float = Field(3.0, ge=0, description="Time outside (or unseen) before a visit ends.")
 
 
 class LineCrossingRule(_RuleBase):
-    type: Literal["line_crossing"]
+    type: Literal["line_crossing"] = Field(description="Rule type.")
     severity: Literal["info", "warning", "critical"] = Field("info", description="Severity of its alerts.")
     cooldown_s: float = Field(0.0, ge=0, description="After an alert, the same object's crossings stay quiet this long.")
     line: str = Field(description="Line name.")
@@ -79,7 +79,7 @@ class LineCrossingRule(_RuleBase):
 
 
 class WrongWayRule(_RuleBase):
-    type: Literal["wrong_way"]
+    type: Literal["wrong_way"] = Field(description="Rule type.")
     zone: str = Field(description="Zone where the direction applies (a lane).")
     direction: tuple[float, float] = Field(description="Allowed direction of travel [dx, dy] in image coordinates (y down).")
     max_angle_deg: float = Field(90.0, gt=0, lt=180, description="Movement more than this far from `direction` is wrong-way.")
@@ -95,14 +95,14 @@ class WrongWayRule(_RuleBase):
 
 
 class OvercrowdingRule(_RuleBase):
-    type: Literal["overcrowding"]
+    type: Literal["overcrowding"] = Field(description="Rule type.")
     zone: str = Field(description="Zone name.")
     max_count: int = Field(ge=0, description="More objects than this in the zone is crowding.")
     for_s: float = Field(5.0, ge=0, description="How long the count must stay above `max_count`.")
 
 
 class SpeedRule(_RuleBase):
-    type: Literal["speed"]
+    type: Literal["speed"] = Field(description="Rule type.")
     limit: float = Field(gt=0, description="Speed above which the rule fires.")
     unit: Literal["px/s", "m/s"] = Field("px/s", description="m/s needs the stream's `ground_plane`.")
     zone: str | None = Field(None, description="Only inside this zone (default: anywhere).")
@@ -110,7 +110,7 @@ class SpeedRule(_RuleBase):
 
 
 class StoppedVehicleRule(_RuleBase):
-    type: Literal["stopped_vehicle"]
+    type: Literal["stopped_vehicle"] = Field(description="Rule type.")
     classes: list[str] | None = Field(VEHICLES, description="Categories that count as vehicles.")
     zone: str | None = Field(None, description="Only inside this zone (default: anywhere).")
     max_speed: float = Field(5.0, ge=0, description="At or below this speed (pixels/s, or m/s with a ground plane) it is stopped.")

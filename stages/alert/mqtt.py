@@ -1,0 +1,135 @@
+"""The MQTT sink: a publish to a broker, with paho-mqtt 2.x.
+
+With QoS 1 or 2 an alert counts as delivered only once the broker acknowledged it (PUBACK /
+PUBCOMP); with QoS 0, once it was written to the connection. The connection opens on the first
+alert and again after a loss; paho's own reconnecting is off, and a connection that failed is
+dropped with whatever paho still queued, so an alert is never published later behind the
+outbox's back (the outbox retries it itself). A lost acknowledgement means the broker may see
+an alert twice: receivers recognise the repeat by its `id`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from pipeline.alert import Alert
+from stages.alert.sink import DeliveryError, Sink, alert_json
+from stages.alert.sinks import MqttOptions
+
+_TOPIC_UNSAFE = str.maketrans({"/": "_", "+": "_", "#": "_", "\0": "_"})
+
+
+class _Connection:
+    """One paho client with its network thread, from connect to drop."""
+
+    def __init__(self, client: mqtt.Client) -> None:
+        self.client = client
+        self.connack = threading.Event()
+        self.lost = threading.Event()
+        self.reason: mqtt.ReasonCode | None = None
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason_code: mqtt.ReasonCode, properties: object) -> None:
+        self.reason = reason_code
+        self.connack.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason_code: object, properties: object) -> None:
+        self.lost.set()
+        self.connack.set()  # a broker that hangs up before CONNACK: stop waiting for it
+
+    def drop(self) -> None:
+        try:
+            self.client.disconnect()
+        except Exception:  # noqa: BLE001, S110 - dropping a broken connection must not raise
+            pass
+        if not self.lost.wait(1.0):
+            # A broker that does not close its end would keep paho's loop (and loop_stop) waiting.
+            sock = self.client.socket()
+            if isinstance(sock, socket.socket):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        try:
+            self.client.loop_stop()
+        except AttributeError:
+            pass  # paho clears its thread handle as the thread ends: nothing left to join
+
+
+class MqttSink(Sink):
+    def __init__(self, name: str, options: MqttOptions) -> None:
+        super().__init__(name)
+        self.options = options
+        self.client_id = options.client_id or f"vidpipe-{name}-{socket.gethostname()}-{os.getpid()}"
+        self._conn: _Connection | None = None
+
+    def topic(self, alert: Alert) -> str:
+        fields = {"stream": alert.stream, "rule": alert.rule, "kind": alert.kind, "severity": alert.severity}
+        return self.options.topic.format(**{k: str(v).translate(_TOPIC_UNSAFE) for k, v in fields.items()})
+
+    def _connect(self) -> _Connection:
+        o = self.options
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            clean_session=True,
+            protocol=mqtt.MQTTv311,
+            reconnect_on_failure=False,
+        )
+        client.connect_timeout = o.connect_timeout_s
+        if o.username is not None:
+            client.username_pw_set(o.username, o.password)
+        conn = _Connection(client)
+        where = f"broker {o.host}:{o.port}"
+        try:
+            client.connect(o.host, o.port, o.keepalive)
+        except (OSError, ValueError) as exc:
+            raise DeliveryError(f"{where}: cannot connect: {exc}", reason="broker") from exc
+        client.loop_start()
+        if not conn.connack.wait(o.connect_timeout_s) or conn.reason is None or conn.reason.is_failure:
+            why = f"refused the connection: {conn.reason}" if conn.reason is not None else "no CONNACK"
+            conn.drop()
+            raise DeliveryError(f"{where}: {why}", reason="broker")
+        return conn
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.drop()
+
+    def deliver(self, alert: Alert) -> None:
+        o = self.options
+        payload = alert_json(alert, o.include_snapshot)
+        topic = self.topic(alert)
+        if self._conn is None or self._conn.lost.is_set():
+            self._drop()
+            self._conn = self._connect()
+        conn = self._conn
+        try:
+            info = conn.client.publish(topic, payload, qos=o.qos)
+        except ValueError as exc:  # a topic or payload MQTT cannot carry: no retry fixes it
+            raise DeliveryError(f"cannot publish to {topic!r}: {exc}", retryable=False, reason="publish") from exc
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            self._drop()
+            raise DeliveryError(f"publish failed: {mqtt.error_string(info.rc)}", reason="broker")
+        deadline = time.monotonic() + o.publish_timeout_s
+        # Wait in slices, so a connection lost meanwhile fails now rather than at the timeout.
+        while not info.is_published():
+            if conn.lost.is_set():
+                self._drop()
+                raise DeliveryError(f"broker {o.host}:{o.port}: connection lost before the acknowledgement", reason="broker")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._drop()
+                raise DeliveryError(f"broker {o.host}:{o.port}: no acknowledgement within {o.publish_timeout_s}s", reason="timeout")
+            info.wait_for_publish(min(0.1, left))
+
+    def close(self) -> None:
+        self._drop()

@@ -1,0 +1,108 @@
+"""The alert stage: writes every alert it receives to the durable outbox, then delivers it to each sink.
+
+An alert counts as raised once the outbox transaction that holds it has committed; from then on a sink
+that is down only delays it, and a crash of this stage (even kill -9) loses nothing: the next start
+delivers what is still pending. A repeat of an alert id (a replay of the same file, a batch retried)
+is not raised twice. Frames pass on unchanged, except that their alerts lose the snapshot bytes.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+from prometheus_client import Counter, Histogram
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from pipeline.alert import Alert
+from pipeline.metrics import PREFIX
+from pipeline.protocol import Frame
+from pipeline.stage import Stage, StageContext
+from stages.alert.delivery import DeliveryMetrics, DeliveryWorker
+from stages.alert.outbox import Outbox
+from stages.alert.sinks import SinkConfig, build_sink
+
+# Capture to raise: tens of milliseconds in a healthy pipeline, seconds when a stage lags.
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class AlertOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    outbox: str = Field("alerts/outbox.db", description="SQLite file of the durable outbox (WAL mode); one alert process per file.")
+    sinks: dict[str, SinkConfig] = Field(default_factory=dict, description="Where alerts go, by sink name; see the sink types below.")
+    retry_initial_s: float = Field(0.5, gt=0, description="First wait before retrying a failed delivery (then doubled, with jitter).")
+    retry_max_s: float = Field(60.0, gt=0, description="Longest wait between delivery attempts.")
+    drain_s: float = Field(10.0, ge=0, description="On the way out, how long to keep delivering; what is left waits in the outbox.")
+
+    @field_validator("sinks")
+    @classmethod
+    def _names(cls, v: dict[str, SinkConfig]) -> dict[str, SinkConfig]:
+        for name in v:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+                raise ValueError(f"sink name {name!r}: 1-64 letters, digits, '_', '.' or '-' (it is a metric label)")
+        return v
+
+
+class AlertStage(Stage):
+    kind = "alert"
+    Options = AlertOptions
+
+    def __init__(self, ctx: StageContext) -> None:
+        super().__init__(ctx)
+        opts: AlertOptions = self.options
+        self.opts = opts
+        path = Path(opts.outbox)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.outbox = Outbox(path, list(opts.sinks))
+        r = ctx.metrics.registry
+        self.m_alerts = Counter(f"{PREFIX}_alerts", "Alerts raised (written to the outbox), by stream, rule and severity.", ["stage", "stream", "rule", "severity"], registry=r)
+        self.m_repeats = Counter(f"{PREFIX}_alert_repeats", "Alerts received again with an id already in the outbox.", ["stage", "stream"], registry=r)
+        self.m_latency = Histogram(f"{PREFIX}_alert_latency_seconds", "Raise time minus capture time of the frame that fired.", ["stage"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.delivery = DeliveryMetrics(r, ctx.name)
+        self.sinks = [build_sink(name, cfg) for name, cfg in opts.sinks.items()]
+        self.workers = [
+            DeliveryWorker(self.outbox, s, self.delivery, ctx.name, opts.retry_initial_s, opts.retry_max_s, self.log) for s in self.sinks
+        ]
+        pending = self.outbox.depths()
+        if any(pending.values()):
+            self.log.info("outbox %s: pending from before: %s", path, ", ".join(f"{k} {v}" for k, v in pending.items() if v))
+        for w in self.workers:
+            w.start()  # delivers what an earlier run left pending, at once
+
+    def process(self, batch: list[Frame]) -> list[Frame]:
+        received: list[Alert] = []
+        for frame in batch:
+            received += [Alert.from_wire(a) for a in frame.attrs.get("alerts") or []]
+        if received:
+            new = self.outbox.add(received, time.time())
+            for a in new:
+                self.m_alerts.labels(self.ctx.name, a.stream, a.rule, a.severity).inc()
+                self.m_latency.labels(self.ctx.name).observe(max(0.0, (a.raised_ts or 0.0) - a.capture_ts))
+                self.log.info("raised %s [%s] %s", a.id, a.severity, a.message)
+            repeats = len(received) - len(new)
+            if repeats:
+                self.m_repeats.labels(self.ctx.name, received[0].stream).inc(repeats)
+            for w in self.workers:
+                w.wake()
+            for frame in batch:  # downstream gets the alerts, not the JPEG bytes again
+                if frame.attrs.get("alerts"):
+                    frame.attrs["alerts"] = [{**a, "snapshot": None} for a in frame.attrs["alerts"]]
+        return batch
+
+    def close(self) -> None:
+        deadline = time.monotonic() + self.opts.drain_s
+        while any(self.outbox.depth(s.name) for s in self.sinks) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = {k: v for k, v in self.outbox.depths().items() if v}
+        if left:
+            self.log.warning("stopping with alerts still pending (delivered at the next start): %s", left)
+        for w in self.workers:
+            w.stop(timeout=10)
+        for s in self.sinks:
+            try:
+                s.close()
+            except Exception:
+                self.log.exception("closing sink %s failed", s.name)
+        self.outbox.close()
