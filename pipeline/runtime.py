@@ -193,9 +193,17 @@ class StageRunner:
                 self._flush_source_queue(queue, out, pub, final=True)
                 self._emit_control(out, pub, Control(KIND_EOS, self.stream, attrs={"stopped": self.ctx.stopping}))
         finally:
-            for s in (out, pub):
-                if s:
-                    s.close()
+            self._close_outputs(out, pub)
+
+    def _close_outputs(self, out: Sender | None, pub: Sender | None) -> None:
+        if out is not None:
+            if self.live and not self.ctx.stopping:
+                # A live stage whose streams ended (not stopped) still owes downstream the end-of-stream
+                # it queued; with live's linger of 0 it would be dropped whenever downstream was busy.
+                out.sock.setsockopt(zmq.LINGER, int(self.config.transport.drain_timeout_s * 1000))
+            out.close()
+        if pub is not None:
+            pub.close()
 
     def _flush_source_queue(self, queue: deque[Frame], out: Sender | None, pub: Sender | None, final: bool) -> None:
         """Hand on queued frames without waiting (live); at the end, wait up to the send timeout for each."""
@@ -299,9 +307,7 @@ class StageRunner:
                     self._emit(out, pub, frame)
         finally:
             receiver.close()
-            for s in (out, pub):
-                if s:
-                    s.close()
+            self._close_outputs(out, pub)
 
     def _run_batch(self, stage: Stage, batch: list[Frame], out: Sender | None, pub: Sender | None) -> None:
         m = self.metrics

@@ -32,8 +32,8 @@ def match(pred: list[tuple[int, str]], truth: list[tuple[int, str]]) -> int:
     return hits
 
 
-def test_vtest_line_and_lawn_alerts_match_what_was_seen(tmp_path: Path, samples: Path) -> None:
-    cfg = vtest_analytics_config(tmp_path, samples / "vtest.avi")
+def test_vtest_line_and_lawn_alerts_match_what_was_seen(tmp_path: Path, samples: Path, sock_dir: Path) -> None:
+    cfg = vtest_analytics_config(tmp_path, samples / "vtest.avi", sock_dir)
     res = run_vidpipe("replay", "--config", str(cfg), "--out", str(tmp_path / "out"), "--quiet", str(samples / "vtest.avi"), timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
 

@@ -17,6 +17,7 @@ EXAMPLE = ROOT / "deploy" / "config" / "vtest-analytics.yaml"
 def vtest_analytics_config(
     tmp: Path,
     source: Path,
+    run_dir: Path,
     *,
     mode: str = "replay",
     sinks: dict[str, Any] | None = None,
@@ -40,7 +41,7 @@ def vtest_analytics_config(
         stages["record"]["options"] = {"out_dir": str(tmp / "out"), "video": False}
     else:
         data["stages"] = [s for s in data["stages"] if s["name"] != "record"]
-    data["transport"] = {"run_dir": str(tmp / "run")}
+    data["transport"] = {"run_dir": str(run_dir)}
     data["metrics"] = {"port_base": free_port_block(len(data["stages"]) + 2)}
     data["supervisor"] = {"restart_initial_s": 0.2}
     path = tmp / "analytics.yaml"
