@@ -192,3 +192,28 @@ def test_alert_ids_are_deterministic_and_distinct() -> None:
     a = alert_id("cam", 0, "lawn", [3, 1], 120)
     assert a == alert_id("cam", 0, "lawn", [1, 3], 120)
     assert len({a, alert_id("cam", 0, "lawn", [1, 3], 121), alert_id("cam", 5, "lawn", [1, 3], 120), alert_id("cam2", 0, "lawn", [1, 3], 120)}) == 4
+
+
+def test_a_bad_analytics_config_stops_the_whole_config_with_paths() -> None:
+    from pipeline.config import ConfigError, parse_config
+
+    data = {
+        "streams": [{"id": "cam1", "source": "a.mp4"}],
+        "stages": [
+            {"name": "decode", "kind": "decode"},
+            {"name": "analyze", "kind": "analyze", "options": {"streams": {
+                "cam1": {"frame_size": [640, 480], "lines": {"gate": {"points": [[0, 0], [900, 0]]}}},
+                "cam9": {"frame_size": [640, 480]},
+            }}},
+            {"name": "alert", "kind": "alert", "options": {"sinks": {"hook": {"type": "webhook", "url": "ftp://x"}}}},
+        ],
+    }
+    with pytest.raises(ConfigError) as err:
+        parse_config(data)
+    problems = dict(err.value.problems)
+    assert "outside the 640x480 frame" in problems["stages[1].options.streams.cam1"]
+    assert "must be an http:// or https:// URL" in problems["stages[2].options.sinks.hook.webhook.url"]
+    data["stages"][1]["options"]["streams"]["cam1"]["lines"]["gate"]["points"] = [[0, 0], [600, 0]]
+    with pytest.raises(ConfigError) as err:
+        parse_config(data)
+    assert ("stages[1].options.streams.cam9", "no stream 'cam9' in the config; streams: cam1") in err.value.problems
