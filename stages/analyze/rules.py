@@ -171,10 +171,18 @@ class Overcrowding(RuleRunner):
         return []
 
 
-class Speeding(RuleRunner):
-    def __init__(self, cfg: SpeedRule) -> None:
+class _TrackSpeedRule(RuleRunner):
+    """A condition on each selected track's speed (optionally inside a zone), sustained for `for_s`."""
+
+    def __init__(self, cfg: SpeedRule | StoppedVehicleRule) -> None:
         super().__init__(cfg)
         self.sustain: Sustain[int] = Sustain(cfg.for_s, RESET_S)
+
+    def holds(self, speed: float) -> bool:
+        raise NotImplementedError
+
+    def firing(self, view: FrameView, i: int, tid: int, speed: float) -> Firing | None:
+        raise NotImplementedError
 
     def step(self, view: FrameView) -> list[Firing]:
         out = []
@@ -184,37 +192,32 @@ class Speeding(RuleRunner):
         for i in np.flatnonzero(sel):
             tid = int(view.ids[i])
             speed = view.motion[tid].speed()
-            if self.sustain.update(tid, view.pts, speed is not None and speed > self.cfg.limit):
-                f = self.fire(tid, view.pts, [tid], f"{_what(view, i)} at {speed:.1f} {view.unit} (limit {self.cfg.limit:g})",
-                              speed=round(speed, 3), limit=self.cfg.limit, unit=view.unit, zone=self.cfg.zone)
+            if self.sustain.update(tid, view.pts, speed is not None and self.holds(speed)):
+                f = self.firing(view, i, tid, speed)  # type: ignore[arg-type]
                 if f:
                     out.append(f)
         self.sustain.expire(view.pts)
         return out
 
 
-class StoppedVehicle(RuleRunner):
-    def __init__(self, cfg: StoppedVehicleRule) -> None:
-        super().__init__(cfg)
-        self.sustain: Sustain[int] = Sustain(cfg.for_s, RESET_S)
+class Speeding(_TrackSpeedRule):
+    def holds(self, speed: float) -> bool:
+        return speed > self.cfg.limit
 
-    def step(self, view: FrameView) -> list[Firing]:
-        out = []
-        sel = self.selected(view)
-        if self.cfg.zone is not None:
-            sel &= view.inside[self.cfg.zone]
-        for i in np.flatnonzero(sel):
-            tid = int(view.ids[i])
-            speed = view.motion[tid].speed()
-            if self.sustain.update(tid, view.pts, speed is not None and speed <= self.cfg.max_speed):
-                still = self.sustain.duration(tid, view.pts)
-                where = f" in zone {self.cfg.zone}" if self.cfg.zone else ""
-                f = self.fire(tid, view.pts, [tid], f"{_what(view, i)} stopped{where} for {still:.0f} s",
-                              stopped_s=round(still, 3), zone=self.cfg.zone)
-                if f:
-                    out.append(f)
-        self.sustain.expire(view.pts)
-        return out
+    def firing(self, view: FrameView, i: int, tid: int, speed: float) -> Firing | None:
+        return self.fire(tid, view.pts, [tid], f"{_what(view, i)} at {speed:.1f} {view.unit} (limit {self.cfg.limit:g})",
+                         speed=round(speed, 3), limit=self.cfg.limit, unit=view.unit, zone=self.cfg.zone)
+
+
+class StoppedVehicle(_TrackSpeedRule):
+    def holds(self, speed: float) -> bool:
+        return speed <= self.cfg.max_speed
+
+    def firing(self, view: FrameView, i: int, tid: int, speed: float) -> Firing | None:
+        still = self.sustain.duration(tid, view.pts)
+        where = f" in zone {self.cfg.zone}" if self.cfg.zone else ""
+        return self.fire(tid, view.pts, [tid], f"{_what(view, i)} stopped{where} for {still:.0f} s",
+                         stopped_s=round(still, 3), zone=self.cfg.zone)
 
 
 RUNNERS: dict[str, type[RuleRunner]] = {
