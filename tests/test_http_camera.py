@@ -20,7 +20,8 @@ def test_http_mjpeg_camera_is_read_live(tmp_path: Path, sock_dir: Path, samples:
     cfg = write_config(tmp_path / "c.yaml", streams, out, mode="live", port_base=base, run_dir=sock_dir)
     proc = vidpipe("run", str(cfg), log_path=tmp_path / "log.txt")
     try:
-        wait_for(lambda: metric(scrape(base + 3), "vidpipe_frames_in_total", stream="cam") > 40, 60, what="frames")
+        # frames_out of the last stage: written, not just received (a live stop sheds what is still batched)
+            wait_for(lambda: metric(scrape(base + 3), "vidpipe_frames_out_total", stream="cam") > 40, 60, what="frames")
     finally:
         rc = stop(proc, signal.SIGINT)
         server.close()
