@@ -32,6 +32,7 @@ class RecordOptions(BaseModel):
     video: bool = Field(True, description="Write an annotated video per stream.")
     jsonl: bool = Field(True, description="Write one JSON line of metadata per frame per stream.")
     codec: Literal["mp4v", "MJPG", "VP90"] = Field("mp4v", description="FourCC of the annotated video.")
+    draw: bool = Field(True, description="Draw the detections on the video; off: the frames as they arrive (blurred faces stay blurred).")
     labels: bool = Field(True, description="Draw class, track id and score next to each box.")
 
 
@@ -149,7 +150,7 @@ class RecordStage(Stage):
                         self.log.warning("frames arrive without pixels: no annotated video (forward_pixels is off upstream)")
                         self._warned_no_pixels = True
                 elif out.video is not None:
-                    out.video.write(annotate(frame.image, frame, self.options.labels))
+                    out.video.write(annotate(frame.image, frame, self.options.labels) if self.options.draw else frame.image)
                     out.video_frames += 1
             out.frames += 1
             out.objects += len(frame.detections)

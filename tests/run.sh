@@ -22,5 +22,5 @@ fi
 PY=${PYTHON:-python3}
 # torch first, pinned: an unpinned torch requirement would pull a multi-GB CUDA build.
 "$PY" -c 'import torch' 2>/dev/null || "$PY" -m pip install -q torch==2.13.0
-"$PY" -m pip install -q -e '.[test]'
+"$PY" -m pip install -q -e '.[test,faces]'
 exec "$PY" -m pytest -q "$@"

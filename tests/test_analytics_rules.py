@@ -217,3 +217,19 @@ def test_a_bad_analytics_config_stops_the_whole_config_with_paths() -> None:
     with pytest.raises(ConfigError) as err:
         parse_config(data)
     assert ("stages[1].options.streams.cam9", "no stream 'cam9' in the config; streams: cam1") in err.value.problems
+
+
+def test_watchlist_fires_per_identity_after_min_frames_then_cools_down() -> None:
+    sc = scene([{"name": "listed", "type": "watchlist", "min_frames": 2, "within_s": 1.0, "cooldown_s": 5.0}])
+    face = box(500, 300, 30, 40)
+    fired = []
+    for seq in range(120):
+        d = Detections(boxes=np.array([face], np.float32), scores=[0.99], class_ids=[category_id("face")], track_ids=[-1])
+        # "ann" is matched in frames 10 and 30 only (a one-off lookalike each time), then from 50 on.
+        hit = seq in (10, 30) or seq >= 50
+        faces = [{"row": 0, "identity": "ann", "distance": 0.41}] if hit else []
+        res = sc.update(seq, seq / FPS, 1000, 1000, d, faces)
+        fired += [(seq, f.details["identity"], f.boxes) for f in res.firings]
+    # two frames in a row; after the 5 s cooldown, two frames again
+    assert [f[:2] for f in fired] == [(51, "ann"), (102, "ann")]
+    assert fired[0][2] == [face]

@@ -119,8 +119,18 @@ class StoppedVehicleRule(_RuleBase):
     _classes = field_validator("classes")(_check_classes)
 
 
+class WatchlistRule(_RuleBase):
+    type: Literal["watchlist"] = Field(description="Rule type.")
+    severity: Literal["info", "warning", "critical"] = Field("critical", description="Severity of its alerts.")
+    cooldown_s: float = Field(60.0, ge=0, description="After an alert, the same identity stays quiet this long.")
+    classes: list[str] | None = Field(None, description="Not used: the rule looks at recognised faces.")
+    identities: list[str] | None = Field(None, description="Watchlist identities that fire (default: any).")
+    min_frames: int = Field(2, ge=1, description="Matches of the identity within `within_s` before it fires (a one-frame lookalike does not).")
+    within_s: float = Field(1.0, gt=0, description="The window for `min_frames`.")
+
+
 Rule = Annotated[
-    Union[ZoneIntrusionRule, LoiteringRule, LineCrossingRule, WrongWayRule, OvercrowdingRule, SpeedRule, StoppedVehicleRule],
+    Union[ZoneIntrusionRule, LoiteringRule, LineCrossingRule, WrongWayRule, OvercrowdingRule, SpeedRule, StoppedVehicleRule, WatchlistRule],
     Field(discriminator="type"),
 ]
 

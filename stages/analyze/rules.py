@@ -16,6 +16,7 @@ from stages.analyze.options import (
     OvercrowdingRule,
     SpeedRule,
     StoppedVehicleRule,
+    WatchlistRule,
     WrongWayRule,
     ZoneIntrusionRule,
 )
@@ -37,6 +38,15 @@ class FrameView:
     motion: dict[int, TrackMotion]  # track id -> motion (pixels, or metres with a ground plane)
     crossings: dict[str, list[tuple[int, str]]]  # line -> (track id, direction) completed in this frame
     unit: str  # "px/s" or "m/s": the unit of motion speeds
+    faces: list[FaceMatch] = field(default_factory=list)  # watchlist matches in this frame (any track state)
+
+
+@dataclass
+class FaceMatch:
+    identity: str
+    distance: float
+    box: list[float]
+    track_id: int  # -1 when the face is not (yet) a confirmed track
 
 
 @dataclass
@@ -47,6 +57,7 @@ class Firing:
     track_ids: list[int]
     message: str
     details: dict[str, Any] = field(default_factory=dict)
+    boxes: list[list[float]] | None = None  # what to box in the snapshot, when not the tracks' boxes
 
 
 class RuleRunner:
@@ -220,6 +231,42 @@ class StoppedVehicle(_TrackSpeedRule):
                          stopped_s=round(still, 3), zone=self.cfg.zone)
 
 
+class WatchlistMatch(RuleRunner):
+    """A listed identity recognised in `min_frames` frames within `within_s`; quiet per identity for the cooldown."""
+
+    def __init__(self, cfg: WatchlistRule) -> None:
+        super().__init__(cfg)
+        self.wanted = None if cfg.identities is None else set(cfg.identities)
+        self._seen: dict[str, list[float]] = {}
+
+    def selected(self, view: FrameView) -> np.ndarray:
+        return np.ones(len(view.ids), bool)
+
+    def step(self, view: FrameView) -> list[Firing]:
+        out = []
+        best: dict[str, FaceMatch] = {}
+        for m in view.faces:
+            if (self.wanted is None or m.identity in self.wanted) and (m.identity not in best or m.distance < best[m.identity].distance):
+                best[m.identity] = m
+        for name, m in sorted(best.items()):
+            last = self._last_fire.get(name)
+            if last is not None and view.pts - last < self.cfg.cooldown_s:
+                continue  # still the same sighting, as far as alerts go
+            times = [t for t in self._seen.get(name, []) if view.pts - t < self.cfg.within_s] + [view.pts]
+            self._seen[name] = times
+            if len(times) < self.cfg.min_frames:
+                continue
+            tracks = [m.track_id] if m.track_id >= 0 else []
+            f = self.fire(name, view.pts, tracks, f"watchlist: {name} recognised (distance {m.distance:.2f})",
+                          identity=name, distance=round(m.distance, 4))
+            if f:
+                f.boxes = [m.box]
+                out.append(f)
+        for name in [n for n, ts in self._seen.items() if view.pts - ts[-1] >= self.cfg.within_s]:
+            del self._seen[name]
+        return out
+
+
 RUNNERS: dict[str, type[RuleRunner]] = {
     "zone_intrusion": ZoneDwell,
     "loitering": ZoneDwell,
@@ -228,6 +275,7 @@ RUNNERS: dict[str, type[RuleRunner]] = {
     "overcrowding": Overcrowding,
     "speed": Speeding,
     "stopped_vehicle": StoppedVehicle,
+    "watchlist": WatchlistMatch,
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -12,7 +13,7 @@ from stages.analyze.ground_plane import GroundPlane
 from stages.analyze.line_counter import LineCounter, anchors
 from stages.analyze.motion import TrackMotion
 from stages.analyze.options import StreamAnalyticsConfig
-from stages.analyze.rules import Firing, FrameView, RuleRunner, build_rule
+from stages.analyze.rules import FaceMatch, Firing, FrameView, RuleRunner, build_rule
 
 
 @dataclass
@@ -62,7 +63,8 @@ class Scene:
             self.ground = GroundPlane.load(image, gp.ground, (width, height))
         self.size = (width, height)
 
-    def update(self, seq: int, pts: float, width: int, height: int, dets: Detections) -> FrameResult:
+    def update(self, seq: int, pts: float, width: int, height: int, dets: Detections, faces: list[dict[str, Any]] | None = None) -> FrameResult:
+        """One frame: `faces` are the watchlist matches the infer stage named (`frame.attrs["faces"]`)."""
         self._fit(width, height)
         keep = dets.track_ids >= 0  # only confirmed tracks feed the analytics
         ids, classes, boxes = dets.track_ids[keep], dets.class_ids[keep], dets.boxes[keep].astype(np.float64)
@@ -75,7 +77,12 @@ class Scene:
             m.add(pts, g)
         inside = {n: z.contains(feet) if len(feet) else np.zeros(0, bool) for n, z in self.zones.items()}
         crossings = {n: c.update(seq, pts, ids, boxes) for n, c in self.counters.items()}
-        view = FrameView(seq, pts, ids, classes, boxes, inside, self.motion, crossings, "m/s" if self.ground else "px/s")
+        matches = [
+            FaceMatch(str(m["identity"]), float(m["distance"]), dets.boxes[m["row"]].astype(np.float64).round(2).tolist(), int(dets.track_ids[m["row"]]))
+            for m in faces or []
+            if 0 <= int(m.get("row", -1)) < len(dets)
+        ]
+        view = FrameView(seq, pts, ids, classes, boxes, inside, self.motion, crossings, "m/s" if self.ground else "px/s", matches)
         firings = [f for rule in self.rules for f in rule.step(view)]
         for tid in [t for t, m in self.motion.items() if pts - m.last_seen > self.forget_after_s]:
             del self.motion[tid]

@@ -71,7 +71,7 @@ class AnalyzeStage(Stage):
 
     def _analyse(self, scene: Scene, frame: Frame) -> None:
         suppressed = [r.suppressed for r in scene.rules]
-        res = scene.update(frame.seq, frame.pts, frame.width, frame.height, frame.detections)
+        res = scene.update(frame.seq, frame.pts, frame.width, frame.height, frame.detections, frame.attrs.get("faces"))
         if scene.scale_warning and frame.stream not in self._warned:
             self._warned.add(frame.stream)
             self.log.warning("stream %s: %s", frame.stream, scene.scale_warning)
@@ -96,7 +96,7 @@ class AnalyzeStage(Stage):
                 self.m_firings.labels(name, stream, f.rule, "raised").inc()
 
     def _alert(self, scene: Scene, frame: Frame, f: Firing) -> Alert:
-        boxes = scene.boxes_of(frame.detections, f.track_ids)
+        boxes = f.boxes if f.boxes is not None else scene.boxes_of(frame.detections, f.track_ids)
         jpeg = None
         if frame.image is not None:
             zone = scene.zones.get(f.details.get("zone") or "")

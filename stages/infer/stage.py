@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from pipeline.categories import category_name
@@ -17,6 +17,7 @@ from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions
 from stages.infer.custom import CustomDetector, CustomOptions
 from stages.infer.detector import Detector
 from stages.infer.device import select_device
+from stages.infer.faces.runner import FaceRunner, FacesOptions
 from stages.infer.gate import GateOptions, MotionGate, fill_gated
 from stages.infer.motion import MotionDetector, MotionOptions
 from stages.infer.secondary import SecondaryList, SecondaryRunner
@@ -33,6 +34,9 @@ class InferOptions(BaseModel):
     motion: MotionOptions = Field(default_factory=MotionOptions, description="Settings of the motion detector.")
     motion_gate: GateOptions = Field(default_factory=GateOptions, description="Skip the CNN on frames without motion.")
     torch_threads: int | None = Field(None, ge=1, le=256, description="CPU threads for torch (default: torch's choice).")
+    faces: FacesOptions | None = Field(
+        None, description="Face detection (MTCNN), watchlist recognition and blurring; see Faces. null: off."
+    )
     secondary: SecondaryList = Field(
         default_factory=list, description="Models run on crops of the detections (faces, signs, posture): see stages/infer/secondary.py."
     )
@@ -81,6 +85,23 @@ class InferStage(Stage):
                 o.secondary, device, on_count=lambda model, outcome, n: crops.labels(ctx.name, model, outcome).inc(n)
             )
 
+        self.faces = None
+        if o.faces is not None:
+            device = getattr(self.detector, "device", None) or select_device("auto")
+            faces_seen = Counter(f"{PREFIX}_faces", "Faces detected.", ["stage", "stream"], registry=r)
+            matches = Counter(f"{PREFIX}_watchlist_matches", "Faces recognised as a watchlist identity.", ["stage", "stream", "identity"], registry=r)
+            encoding = Histogram(
+                f"{PREFIX}_face_encoding_seconds", "Time to encode the faces of one frame for the watchlist.", ["stage"],
+                buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0), registry=r,
+            )
+            encoded = Counter(f"{PREFIX}_faces_encoded", "Faces encoded for the watchlist.", ["stage"], registry=r)
+            self.faces = FaceRunner(
+                o.faces, device, self.log,
+                on_faces=lambda stream, n: faces_seen.labels(ctx.name, stream).inc(n),
+                on_match=lambda stream, identity: matches.labels(ctx.name, stream, identity).inc(),
+                on_encode=lambda seconds, n: (encoding.labels(ctx.name).observe(seconds), encoded.labels(ctx.name).inc(n)),
+            )
+
     def process(self, batch: list[Frame]) -> list[Frame]:
         if self.gate is None:
             results = self.detector.detect(batch)
@@ -95,6 +116,8 @@ class InferStage(Stage):
             frame.detections = det
         if self.secondary is not None:
             self.secondary.apply(batch)  # one forward per model over every crop of the batch
+        if self.faces is not None:
+            self.faces.apply(batch)  # after the secondary models: they must not see face rows
         for frame in batch:
             det = frame.detections
             for cid in det.class_ids.tolist():
