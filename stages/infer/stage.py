@@ -129,4 +129,6 @@ class InferStage(Stage):
         if self.gate is not None:
             self.gate.reset(stream)
         self._last.pop(stream, None)
+        if self.faces is not None:
+            self.faces.end_stream(stream)
         return info

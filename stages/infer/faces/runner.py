@@ -39,6 +39,10 @@ class FacesOptions(BaseModel):
     person_min_score: float = Field(0.4, ge=0, le=1, description="persons: person detections below this score are not searched.")
     mtcnn: MtcnnOptions = Field(default_factory=MtcnnOptions, description="The MTCNN face detector's settings.")
     watchlist: WatchlistOptions | None = Field(None, description="Recognise faces against these identities (needs the [faces] extra).")
+    reencode_after_s: float = Field(
+        1.0, ge=0, description="A face overlapping one encoded less than this long ago in its stream keeps that identity "
+        "instead of being encoded again (encoding costs ~80 ms a face on a CPU); 0: encode every face in every frame.",
+    )
     blur: Literal["none", "all", "unlisted"] = Field(
         "none", description="Blur every face, or every face but watchlist matches, in the frames handed on (and so in everything downstream)."
     )
@@ -59,6 +63,8 @@ class FaceRunner:
         self.log = log
         self.mtcnn = Mtcnn(options.mtcnn, device)
         self.on_faces, self.on_match, self.on_encode = on_faces, on_match, on_encode
+        # Per stream: faces encoded lately, as (box, identity, distance, stream time of the encoding).
+        self._recent: dict[str, list[tuple[np.ndarray, int, float, float]]] = {}
         self.encoder = None
         self.watchlist = None
         if options.watchlist is not None:
@@ -118,11 +124,8 @@ class FaceRunner:
             n = len(boxes)
             identity = np.full(n, -1, np.int32)
             distance = np.full(n, np.nan, np.float32)
-            if n and self.watchlist is not None and self.encoder is not None and frame.image is not None:
-                t0 = time.perf_counter()
-                enc = self.encoder.encode(frame.image, boxes)
-                self.on_encode(time.perf_counter() - t0, n)
-                identity, distance = self.watchlist.match(enc)
+            if n and self.watchlist is not None and frame.image is not None:
+                identity, distance = self._recognise(frame, boxes)
             self._append(frame, boxes, scores, identity, distance)
             self.on_faces(frame.stream, n)
             matches = []
@@ -137,6 +140,32 @@ class FaceRunner:
                 hide = boxes if self.o.blur == "all" else boxes[identity < 0]
                 if len(hide):
                     frame.image = blur_regions(frame.image, hide)
+
+    def _recognise(self, frame: Frame, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Identity and distance per face: reused from an overlapping face encoded lately, else encoded now."""
+        assert self.watchlist is not None and self.encoder is not None and frame.image is not None
+        n = len(boxes)
+        identity = np.full(n, -1, np.int32)
+        distance = np.full(n, np.nan, np.float32)
+        encoded_at = np.full(n, frame.pts)
+        recent = [r for r in self._recent.get(frame.stream, []) if 0 <= frame.pts - r[3] < self.o.reencode_after_s]
+        todo = []
+        for k, box in enumerate(boxes):
+            best = max(recent, key=lambda r: _iou(box, r[0]), default=None)
+            if best is not None and _iou(box, best[0]) >= 0.3:
+                identity[k], distance[k], encoded_at[k] = best[1], best[2], best[3]
+            else:
+                todo.append(k)
+        if todo:
+            t0 = time.perf_counter()
+            enc = self.encoder.encode(frame.image, boxes[todo])
+            self.on_encode(time.perf_counter() - t0, len(todo))
+            identity[todo], distance[todo] = self.watchlist.match(enc)
+        self._recent[frame.stream] = [(boxes[k], int(identity[k]), float(distance[k]), float(encoded_at[k])) for k in range(n)]
+        return identity, distance
+
+    def end_stream(self, stream: str) -> None:
+        self._recent.pop(stream, None)
 
     @staticmethod
     def _append(frame: Frame, boxes: np.ndarray, scores: np.ndarray, identity: np.ndarray, distance: np.ndarray) -> None:
