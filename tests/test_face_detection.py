@@ -4,13 +4,12 @@ a real face in a car, and Megamind.avi, animated faces); see that folder's READM
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
+from stages.infer.evaluate import read_frames
 from stages.infer.faces.mtcnn import Mtcnn, MtcnnOptions
 from tests.helpers.procs import ROOT
 
@@ -27,19 +26,7 @@ def iou(a: list[float], b: list[float]) -> float:
 
 
 def labelled_frames(video: str) -> dict[int, np.ndarray]:
-    wanted = {int(k) for k in LABELS["videos"][video]["frames"]}
-    cap = cv2.VideoCapture(str(ROOT / "sample_videos" / video))
-    out, i = {}, 0
-    while True:
-        ok, image = cap.read()
-        if not ok:
-            break
-        if i in wanted:
-            out[i] = image
-        i += 1
-    cap.release()
-    assert set(out) == wanted
-    return out
+    return read_frames(ROOT / "sample_videos" / video, [int(k) for k in LABELS["videos"][video]["frames"]])
 
 
 def score(video: str, detector: Mtcnn) -> tuple[int, int, int]:
