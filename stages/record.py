@@ -128,10 +128,13 @@ class RecordStage(Stage):
             self.outputs[frame.stream] = out
             if self.options.jsonl:
                 out.jsonl_path = str(self.out_dir / f"{frame.stream}.jsonl")
-                out.jsonl = open(out.jsonl_path, "w", encoding="utf-8")
+                # Live: a restarted record stage adds to what the last one wrote; replay starts afresh.
+                out.jsonl = open(out.jsonl_path, "a" if self.ctx.mode == "live" else "w", encoding="utf-8")
         if self.options.video and out.video is None and frame.image is not None:
             ext = CODECS[self.options.codec]
-            out.video_path = str(self.out_dir / f"{frame.stream}{ext}")
+            # Live: one video per start (a video file cannot be appended to); replay: one per stream.
+            stamp = time.strftime("-%Y%m%d-%H%M%S", time.localtime()) if self.ctx.mode == "live" else ""
+            out.video_path = str(self.out_dir / f"{frame.stream}{stamp}{ext}")
             fps = float(frame.attrs.get("fps") or 25.0)
             out.video = cv2.VideoWriter(out.video_path, cv2.VideoWriter_fourcc(*self.options.codec), fps, (frame.width, frame.height))
             if not out.video.isOpened():

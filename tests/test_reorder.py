@@ -80,3 +80,16 @@ def test_duplicates_are_reported_not_delivered_twice() -> None:
     assert [f.seq for f in buf.late] == [2]
     with pytest.raises(ValueError):
         ReorderBuffer(window=0)
+
+
+def test_a_restarted_source_numbering_from_zero_again_is_followed_not_called_late() -> None:
+    buf = ReorderBuffer(window=8)
+    out = []
+    for seq in [*range(0, 40), 42]:  # 40 and 41 never came
+        out += buf.push(frame("cam", seq))
+    for seq in range(0, 20):  # the decoder restarted
+        out += buf.push(frame("cam", seq))
+    assert [f.seq for f in out] == [*range(0, 40), 42, *range(0, 20)]
+    assert buf.restarts == 1 and not buf.late
+    # A straggler a little behind is still late, not a restart.
+    assert buf.push(frame("cam", 12)) == [] and len(buf.late) == 1

@@ -117,3 +117,15 @@ def test_identity_is_kept_through_a_crossing_and_a_short_occlusion() -> None:
         assert len(matched[g]) >= 0.7 * visible[g], f"person {g} tracked in {len(matched[g])} of {visible[g]} frames"
         assert len(set(matched[g])) == 1, f"person {g} changed identity: {matched[g]}"
     assert matched[gt_ids[0]][0] != matched[gt_ids[1]][0]
+
+
+def test_a_stream_numbered_from_zero_again_starts_fresh_tracks_with_new_ids() -> None:
+    tracker = Tracker(KalmanMotion())
+    box = np.array([[100, 100, 140, 200]], np.float32)
+    ids = []
+    for seq in [*range(0, 10), *range(0, 10)]:  # the decoder restarted after frame 9
+        d = Detections(boxes=box, scores=[0.9], class_ids=[1])
+        (out,) = tracker.step([StepInput("cam", seq, d, None)])
+        ids.append(int(out.track_ids[0]))
+    first, second = set(ids[:10]) - {-1}, set(ids[10:]) - {-1}
+    assert len(first) == 1 and len(second) == 1 and first != second  # a new track, not a reused id

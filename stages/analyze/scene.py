@@ -36,6 +36,7 @@ class Scene:
         self.rules: list[RuleRunner] = [build_rule(r) for r in cfg.rules]
         self.motion: dict[int, TrackMotion] = {}
         self.scale_warning: str | None = None
+        self.carried_counts: dict[str, dict[str, int]] = {}  # line counts from before a restart of the stream
 
     def _fit(self, width: int, height: int) -> None:
         """Geometry in pixels of this frame size: the config's own size, or scaled from it."""
@@ -57,6 +58,9 @@ class Scene:
         self.counters = {n: LineCounter(line, hysteresis=self.cfg.line_hysteresis) for n, line in self.lines.items()}
         for n, c in old.items():  # counts survive a size change; sides do not (the line moved)
             self.counters[n].counts.update(c.counts)
+        for n, counts in self.carried_counts.items():
+            if n in self.counters and not old:
+                self.counters[n].counts.update(counts)
         gp = self.cfg.ground_plane
         if gp is not None:
             image = (np.asarray(gp.image, np.float64) * [sx, sy]).tolist()

@@ -62,9 +62,17 @@ class AnalyzeStage(Stage):
             scene = self._scene(frame.stream)
             if scene is None:
                 continue
-            # A frame seen already (a batch retried after an error) or late keeps what it has.
-            if frame.seq <= self.last_seq.get(frame.stream, -1):
-                continue
+            last = self.last_seq.get(frame.stream, -1)
+            if frame.seq < 64 and last >= 128:
+                # The source numbers from 0 again (a restarted decoder): the rules start afresh, the line
+                # counts go on, and a camera's alert ids get the new start time.
+                self.log.info("stream %s starts again at frame %d (was at %d)", frame.stream, frame.seq, last)
+                counts = {n: dict(c.counts) for n, c in scene.counters.items()}
+                scene = self.scenes[frame.stream] = Scene(self.opts.streams[frame.stream], self.opts.forget_after_s, self.opts.speed_window_s)
+                scene.carried_counts = counts
+                self.epochs.pop(frame.stream, None)
+            elif frame.seq <= last:
+                continue  # seen already (a batch retried after an error) or late: it keeps what it has
             self.last_seq[frame.stream] = frame.seq
             self._analyse(scene, frame)
         return batch

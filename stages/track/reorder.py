@@ -29,6 +29,7 @@ class ReorderBuffer:
         self.streams: dict[str, _Stream] = {}
         self.late: list[Frame] = []  # frames that came after their place was given up: the caller counts them
         self.skipped = 0  # frames given up (never came in time), all streams
+        self.restarts = 0  # streams whose numbering started again
 
     def held(self, stream: str | None = None) -> int:
         if stream is not None:
@@ -41,6 +42,15 @@ class ReorderBuffer:
         if st.next_seq is None:
             # A stream starts at 0; a frame far beyond means this stage (re)started mid-stream.
             st.next_seq = 0 if frame.seq < self.window else frame.seq
+        elif frame.seq < self.window and st.next_seq > 2 * self.window:
+            # Numbering started again (a restarted decoder counts from 0): hand on what the old run left
+            # held, then follow the new numbers, instead of calling every new frame late.
+            old = [f for _, _, f in sorted(st.heap, key=lambda e: e[0])]
+            st.heap.clear()
+            st.next_seq = frame.seq
+            self.restarts += 1
+            heapq.heappush(st.heap, (frame.seq, now, frame))
+            return old + self._release(st, now)
         if frame.seq < st.next_seq or any(seq == frame.seq for seq, _, _ in st.heap):
             self.late.append(frame)
             return []

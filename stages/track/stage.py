@@ -119,7 +119,7 @@ class TrackStage(Stage):
             torch.set_num_threads(o.torch_threads)
         self.device = select_device(o.device)
         r = ctx.metrics.registry
-        self.events = Counter(f"{PREFIX}_track_events", "Track lifecycle events: created, confirmed, reidentified, removed.",
+        self.events = Counter(f"{PREFIX}_track_events", "Track lifecycle events: created, confirmed, reidentified, removed, and restarted (a stream numbered from 0 again).",
                               ["stage", "stream", "event"], registry=r)
         self.tracks = Gauge(f"{PREFIX}_tracks", "Tracks held, by state.", ["stage", "stream", "state"], registry=r)
         self.reordered = Counter(f"{PREFIX}_reorder_frames", "Frames that arrived out of order (waited), or whose place was given up (skipped).",

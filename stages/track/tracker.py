@@ -79,6 +79,7 @@ class StreamTracks:
         self.next_key = 0
         self.next_id = 1
         self.first_frame: int | None = None
+        self.last_frame: int | None = None
 
     def active(self) -> list[Track]:
         return [t for t in self.tracks if t.state != TrackState.REMOVED]
@@ -131,8 +132,16 @@ class Tracker:
         per_stream = []
         for inp in inputs:
             st = self.streams.setdefault(inp.stream, StreamTracks())
+            if st.last_frame is not None and inp.frame <= st.last_frame:
+                # The source numbers its frames from 0 again (it restarted): what was tracked is gone from
+                # view as far as frame numbers can tell. Ids go on from where they were, never reused.
+                fresh = StreamTracks()
+                fresh.next_id = st.next_id
+                st = self.streams[inp.stream] = fresh
+                self.on_event(inp.stream, "restarted")
             if st.first_frame is None:
                 st.first_frame = inp.frame
+            st.last_frame = inp.frame
             self._expire(inp.stream, st, inp.frame)
             per_stream.append((inp, st, st.active()))
         predicted = self._predict([(tracks, inp.frame) for inp, _, tracks in per_stream])
