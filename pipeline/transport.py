@@ -18,6 +18,8 @@ from pipeline.protocol import Message, decode, encode
 PUSH, PULL, PUB, SUB = "push", "pull", "pub", "sub"
 _SOCKET_TYPES = {PUSH: zmq.PUSH, PULL: zmq.PULL, PUB: zmq.PUB, SUB: zmq.SUB}
 _BINDS_BY_DEFAULT = {PULL, PUB}
+HEARTBEAT_IVL_MS = 2000
+HEARTBEAT_TIMEOUT_MS = 10_000
 
 
 def parse_endpoint(spec: str, pattern: str) -> tuple[bool, str]:
@@ -60,6 +62,15 @@ def open_socket(ctx: zmq.Context, pattern: str, endpoint: str, hwm: int, linger_
         # Queue only to connected peers, so an absent downstream blocks (replay) or sheds (live)
         # instead of filling a queue for a peer that may never come.
         sock.setsockopt(zmq.IMMEDIATE, 1)
+    if addr.startswith("tcp://"):
+        # Across hosts a peer can vanish without closing its connection (a node lost, a cable pulled):
+        # ZeroMQ heartbeats notice within HEARTBEAT_TIMEOUT_MS and reconnect, instead of sending into a
+        # dead connection until the kernel gives up minutes later.
+        sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
+        sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 60)
     if bind:
         if addr.startswith("ipc://"):
             path = addr[len("ipc://") :]
