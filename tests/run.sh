@@ -4,18 +4,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian's GStreamer RTSP server (run by the RTSP tests under the system python3), the mosquitto MQTT
-# broker (alert delivery tests) and promtool from Debian's prometheus (checks deploy/prometheus/).
+# broker (alert delivery tests), promtool and amtool (deploy/prometheus, deploy/docker), docker-compose
+# (validates deploy/docker/compose.yaml without an engine) and iproute2 (stages on network namespaces).
 SYSTEM_PACKAGES=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-base
   gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
-  mosquitto prometheus)
-if ! /usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0")' 2>/dev/null \
-    || ! command -v mosquitto >/dev/null || ! command -v promtool >/dev/null; then
+  mosquitto prometheus prometheus-alertmanager docker-compose iproute2)
+export PATH="$PATH:/usr/sbin:/sbin"
+missing=0
+for tool in mosquitto promtool amtool docker-compose ip; do command -v "$tool" >/dev/null || missing=1; done
+if ! /usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0")' 2>/dev/null || [ "$missing" = 1 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing system packages: ${SYSTEM_PACKAGES[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${SYSTEM_PACKAGES[@]}" >/dev/null
   else
-    echo "note: system packages missing and not root: RTSP, MQTT and promtool tests will be skipped" >&2
+    echo "note: system packages missing and not root: the tests that need them will be skipped" >&2
   fi
 fi
 
