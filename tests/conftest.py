@@ -26,3 +26,14 @@ def sock_dir() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """Debian's promtool (package prometheus), which tests/run.sh installs."""
+    from tests.helpers.tools import find_tool
+
+    path = find_tool("promtool")
+    if path is None:
+        pytest.skip("promtool not found (on PATH or /usr/bin): install Prometheus (Debian: apt-get install prometheus)")
+    return path

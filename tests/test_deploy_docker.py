@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from tests.helpers.procs import free_ports, run_vidpipe, stop, vidpipe
+from tests.helpers.tools import run_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "deploy" / "docker"
@@ -165,29 +166,6 @@ def test_dashboard_uses_only_registered_metrics(known_metrics: tuple[set[str], s
     assert required <= used, f"the dashboard lacks {sorted(required - used)}"
 
 
-def _find_promtool() -> str | None:
-    found = shutil.which("promtool")
-    if found:
-        return found
-    return "/usr/bin/promtool" if os.access("/usr/bin/promtool", os.X_OK) else None
-
-
-@pytest.fixture(scope="module")
-def promtool() -> str:
-    path = _find_promtool()
-    if path is None:
-        pytest.skip("promtool not found (on PATH or /usr/bin): install Prometheus (Debian: apt-get install prometheus)")
-    return path
-
-
-def _run(cmd: list[str], cwd: Path) -> str:
-    proc = subprocess.run(cmd, check=False, cwd=cwd, capture_output=True, text=True, timeout=120)
-    out = f"$ {' '.join(cmd)}  (in {cwd})\n{proc.stdout}{proc.stderr}"
-    print(out)
-    assert proc.returncode == 0, f"failed with status {proc.returncode}:\n{out}"
-    return out
-
-
 def test_dashboard_queries_parse(promtool: str, tmp_path: Path) -> None:
     """Each panel query is valid PromQL: promtool checks them as recording rules, with Grafana's variables filled in."""
     fill = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h", '"$stream"': '".*"', '"$stage"': '".*"'}
@@ -200,7 +178,7 @@ def test_dashboard_queries_parse(promtool: str, tmp_path: Path) -> None:
         assert "$" not in expr, f"{where}: unfilled variable in {expr}"
         rules.append({"record": f"dashboard:query_{i}", "expr": expr})
     (tmp_path / "dashboard_rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
-    _run([promtool, "check", "rules", "dashboard_rules.yml"], tmp_path)
+    run_tool([promtool, "check", "rules", "dashboard_rules.yml"], tmp_path)
 
 
 def test_grafana_provisioning_matches_compose() -> None:
@@ -358,7 +336,7 @@ def test_promtool_check_compose_config(promtool: str, tmp_path: Path) -> None:
     # In the container prometheus.yml and alerts.yml lie side by side in /etc/prometheus: the same here.
     shutil.copy(PROM_CONFIG, tmp_path / "prometheus.yml")
     shutil.copy(ROOT / "deploy" / "prometheus" / "alerts.yml", tmp_path / "alerts.yml")
-    out = _run([promtool, "check", "config", "prometheus.yml"], tmp_path)
+    out = run_tool([promtool, "check", "config", "prometheus.yml"], tmp_path)
     assert "alerts.yml" in out
 
 
@@ -366,7 +344,7 @@ def test_amtool_check_config() -> None:
     amtool = shutil.which("amtool")
     if amtool is None:
         pytest.skip("amtool not found (Debian: apt-get install prometheus-alertmanager)")
-    _run([amtool, "check-config", "alertmanager.yml"], DOCKER)
+    run_tool([amtool, "check-config", "alertmanager.yml"], DOCKER)
 
 
 def test_docker_compose_config(tmp_path: Path) -> None:
@@ -375,13 +353,13 @@ def test_docker_compose_config(tmp_path: Path) -> None:
     v2 = shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True, check=False).returncode == 0
     for extra in ([], ["-f", "compose.gpu.yaml"]):
         if v2:
-            _run(["docker", "compose", "-f", "compose.yaml", *extra, "config", "--quiet"], DOCKER)
+            run_tool(["docker", "compose", "-f", "compose.yaml", *extra, "config", "--quiet"], DOCKER)
         elif shutil.which("docker-compose"):
             text = COMPOSE.read_text()
             assert re.search(r"^name: vidpipe$", text, re.MULTILINE)
             (tmp_path / "compose.yaml").write_text(re.sub(r"^name: .*\n", "", text, flags=re.MULTILINE))
             cmd = ["docker-compose", "--project-directory", str(DOCKER), "-f", str(tmp_path / "compose.yaml"), *extra, "config", "--quiet"]
-            _run(cmd, DOCKER)
+            run_tool(cmd, DOCKER)
         else:
             pytest.skip("neither the docker compose plugin nor docker-compose is installed (the tests above check the structure)")
 

@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.helpers.tools import find_tool
+
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
 TARGETS = ["base", "overlays/cpu", "overlays/gpu", "overlays/demo"]
@@ -570,7 +572,7 @@ def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
     """promtool checks the file, rules included. Debian's promtool is built without Kubernetes discovery, so
     when it does not know kubernetes_sd_configs the job is checked with static_configs in its place (the
     relabelling and everything else as written)."""
-    promtool = shutil.which("promtool") or ("/usr/bin/promtool" if os.access("/usr/bin/promtool", os.X_OK) else None)
+    promtool = find_tool("promtool")
     if promtool is None:
         pytest.skip("promtool is not installed (Debian: apt-get install prometheus)")
     proc = subprocess.run([promtool, "check", "config", str(PROM)], capture_output=True, text=True, check=False, timeout=60)

@@ -3,14 +3,12 @@ tests, and the alerts use only metrics the pipeline exports."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
+
+from tests.helpers.tools import run_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 PROM = ROOT / "deploy" / "prometheus"
@@ -72,43 +70,18 @@ REQUIRED_ALERTS = {
 }
 
 
-def _find_promtool() -> str | None:
-    found = shutil.which("promtool")
-    if found:
-        return found
-    if os.access("/usr/bin/promtool", os.X_OK):
-        return "/usr/bin/promtool"
-    return None
-
-
-@pytest.fixture(scope="module")
-def promtool() -> str:
-    path = _find_promtool()
-    if path is None:
-        pytest.skip("promtool not found (on PATH or /usr/bin): install Prometheus (Debian: apt-get install prometheus)")
-    return path
-
-
-def _run(cmd: list[str], cwd: Path) -> str:
-    proc = subprocess.run(cmd, check=False, cwd=cwd, capture_output=True, text=True, timeout=120)
-    out = f"$ {' '.join(cmd)}  (in {cwd})\n{proc.stdout}{proc.stderr}"
-    print(out)
-    assert proc.returncode == 0, f"promtool failed with status {proc.returncode}:\n{out}"
-    return out
-
-
 def test_promtool_check_rules(promtool: str) -> None:
-    _run([promtool, "check", "rules", str(PROM / "alerts.yml")], ROOT)
+    run_tool([promtool, "check", "rules", str(PROM / "alerts.yml")], ROOT)
 
 
 def test_promtool_test_rules(promtool: str) -> None:
     # rule_files in the test file are relative to the test file.
-    _run([promtool, "test", "rules", str(PROM / "alerts_test.yml")], ROOT)
+    run_tool([promtool, "test", "rules", str(PROM / "alerts_test.yml")], ROOT)
 
 
 def test_promtool_check_config(promtool: str) -> None:
     # The config names its rule files relative to itself; run beside it anyway.
-    out = _run([promtool, "check", "config", "prometheus.yml"], PROM)
+    out = run_tool([promtool, "check", "config", "prometheus.yml"], PROM)
     assert "alerts.yml" in out
 
 
