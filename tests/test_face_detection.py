@@ -55,3 +55,29 @@ def test_mtcnn_finds_the_hand_labelled_faces(video: str) -> None:
     recall, precision = tp / (tp + fn), tp / max(tp + fp, 1)
     print(f"{video}: {tp} found, {fp} false, {fn} missed; recall {recall:.2f}, precision {precision:.2f}")
     assert recall >= 0.9 and precision >= 0.9
+
+
+def test_faces_in_the_head_region_of_person_detections() -> None:
+    """`on: persons`: MTCNN runs only on the top of each person box (COCO-SSD's), and finds the face there."""
+    import logging
+    import time
+
+    from pipeline.protocol import Frame
+    from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions
+    from stages.infer.faces.runner import FACE, FaceRunner, FacesOptions
+
+    ssd = CocoSsdDetector(CocoSsdOptions())
+    runner = FaceRunner(FacesOptions(on="persons"), torch.device("cpu"), logging.getLogger("test"))
+    video = "carphone_pristine.mp4"
+    frames = labelled_frames(video)
+    batch = [Frame("car", i, i / 30, time.time(), 176, 144, image=image) for i, image in frames.items()]
+    for f, det in zip(batch, ssd.detect(batch)):
+        f.detections = det
+    runner.apply(batch)
+    found = 0
+    for f in batch:
+        faces = f.detections.boxes[f.detections.class_ids == FACE]
+        truth = LABELS["videos"][video]["frames"][str(f.seq)][0]["box"]
+        found += any(iou(b, truth) >= MIN_IOU for b in faces.tolist())
+        assert len(faces) <= 1
+    assert found >= 0.9 * len(batch), (found, len(batch))

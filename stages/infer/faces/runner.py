@@ -97,10 +97,12 @@ class FaceRunner:
                 h = y2 - y1
                 if cid != PERSON or score < self.o.person_min_score or h < self.o.person_min_height:
                     continue
-                # The head is in the top part of a standing person's box; widen it a little for turned heads.
+                # The head is in the top part of a standing person's box (0.45 of its height); a box about as
+                # tall as it is wide is a head and shoulders (a close-up, cut by the frame): search most of it.
+                # Widened a little for turned heads.
                 w = x2 - x1
                 a, b = max(int(x1 - 0.1 * w), 0), max(int(y1 - 0.05 * h), 0)
-                c, e = min(int(x2 + 0.1 * w), frame.width), min(int(y1 + 0.45 * h), frame.height)
+                c, e = min(int(x2 + 0.1 * w), frame.width), min(int(y1 + min(h, max(0.45 * h, 0.9 * w))), frame.height)
                 if c - a >= 12 and e - b >= 12:
                     images.append(full[b:e, a:c])
                     owners.append((i, float(a), float(b)))
