@@ -18,8 +18,7 @@ from pipeline.protocol import Message, decode, encode
 PUSH, PULL, PUB, SUB = "push", "pull", "pub", "sub"
 _SOCKET_TYPES = {PUSH: zmq.PUSH, PULL: zmq.PULL, PUB: zmq.PUB, SUB: zmq.SUB}
 _BINDS_BY_DEFAULT = {PULL, PUB}
-HEARTBEAT_IVL_MS = 2000
-HEARTBEAT_TIMEOUT_MS = 10_000
+KEEPALIVE_IDLE_S, KEEPALIVE_INTVL_S, KEEPALIVE_CNT = 30, 5, 4  # a dead idle peer is noticed within ~50 s
 
 
 def parse_endpoint(spec: str, pattern: str) -> tuple[bool, str]:
@@ -63,14 +62,14 @@ def open_socket(ctx: zmq.Context, pattern: str, endpoint: str, hwm: int, linger_
         # instead of filling a queue for a peer that may never come.
         sock.setsockopt(zmq.IMMEDIATE, 1)
     if addr.startswith("tcp://"):
-        # Across hosts a peer can vanish without closing its connection (a node lost, a cable pulled):
-        # ZeroMQ heartbeats notice within HEARTBEAT_TIMEOUT_MS and reconnect, instead of sending into a
-        # dead connection until the kernel gives up minutes later.
-        sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
-        sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
+        # Across hosts a peer can vanish without closing its connection (a node lost, a cable pulled).
+        # The kernel's keepalive probes notice an idle dead connection in about a minute. Not ZeroMQ's own
+        # heartbeats: a receiver whose queue is full stops reading its socket, its PINGs go unanswered,
+        # and the sender drops the connection with the messages in it (seen losing frames in replay).
         sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
-        sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 60)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, KEEPALIVE_IDLE_S)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, KEEPALIVE_INTVL_S)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, KEEPALIVE_CNT)
     if bind:
         if addr.startswith("ipc://"):
             path = addr[len("ipc://") :]
