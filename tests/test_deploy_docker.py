@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from tests.helpers.procs import free_ports, run_vidpipe, stop, vidpipe
-from tests.helpers.tools import run_tool
+from tests.helpers.tools import exposed_names, run_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "deploy" / "docker"
@@ -69,18 +69,6 @@ def _declared_metrics() -> tuple[set[str], set[str]]:
     return series, families
 
 
-def _exposed_names(registry: Any) -> set[str]:
-    names: set[str] = set()
-    for fam in registry.collect():
-        if fam.type == "counter":
-            names.add(fam.name + "_total")
-        elif fam.type == "histogram":
-            names |= {fam.name + "_bucket", fam.name + "_sum", fam.name + "_count"}
-        else:
-            names.add(fam.name)
-    return names
-
-
 @pytest.fixture(scope="module")
 def known_metrics() -> tuple[set[str], set[str]]:
     series, families = _declared_metrics()
@@ -93,14 +81,14 @@ def known_metrics() -> tuple[set[str], set[str]]:
     from stages.alert.delivery import DeliveryMetrics
 
     stage = StageMetrics("decode")
-    registered = _exposed_names(stage.registry)
+    registered = exposed_names(stage.registry)
     cfg = PipelineConfig.model_validate(
         {"streams": [{"id": "cam", "source": "x.mp4"}], "stages": [{"name": "decode", "kind": "decode"}], "metrics": {"port_base": None}}
     )
-    registered |= _exposed_names(Launcher(cfg, str(ROOT / "x.yaml"), env={}).registry)
+    registered |= exposed_names(Launcher(cfg, str(ROOT / "x.yaml"), env={}).registry)
     reg = CollectorRegistry()
     DeliveryMetrics(reg, "alert")
-    registered |= _exposed_names(reg)
+    registered |= exposed_names(reg)
     assert registered <= series, f"registered but not found in the source scan: {sorted(registered - series)}"
     assert {"vidpipe_detections_total", "vidpipe_alerts_total", "vidpipe_tracks", "vidpipe_zone_occupancy"} <= series
     return series, families

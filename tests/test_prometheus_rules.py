@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.helpers.tools import run_tool
+from tests.helpers.tools import exposed_names, run_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 PROM = ROOT / "deploy" / "prometheus"
@@ -118,18 +118,6 @@ def test_required_alerts_are_complete() -> None:
     assert set(alerts) <= quiet, f"no quiet case for {sorted(set(alerts) - quiet)}"
 
 
-def _exposed_names(registry) -> set[str]:  # type: ignore[no-untyped-def]
-    names: set[str] = set()
-    for fam in registry.collect():
-        if fam.type == "counter":
-            names.add(fam.name + "_total")
-        elif fam.type == "histogram":
-            names |= {fam.name + "_bucket", fam.name + "_sum", fam.name + "_count"}
-        else:
-            names.add(fam.name)
-    return names
-
-
 def test_metric_list_matches_the_code() -> None:
     """The hard-coded names above are still what StageMetrics and the launcher export (a rename there
     must be followed here and in alerts.yml). The alert stage's names are checked against alerts.yml only."""
@@ -137,12 +125,12 @@ def test_metric_list_matches_the_code() -> None:
     from pipeline.launcher import Launcher
     from pipeline.metrics import StageMetrics
 
-    stage = _exposed_names(StageMetrics("decode").registry)
+    stage = exposed_names(StageMetrics("decode").registry)
     assert STAGE_METRICS <= stage, f"not exported by StageMetrics: {sorted(STAGE_METRICS - stage)}"
     cfg = PipelineConfig.model_validate(
         {"streams": [{"id": "cam", "source": "x.mp4"}], "stages": [{"name": "decode", "kind": "decode"}], "metrics": {"port_base": None}}
     )
-    launcher = _exposed_names(Launcher(cfg, str(ROOT / "x.yaml"), env={}).registry)
+    launcher = exposed_names(Launcher(cfg, str(ROOT / "x.yaml"), env={}).registry)
     assert LAUNCHER_METRICS <= launcher, f"not exported by the launcher: {sorted(LAUNCHER_METRICS - launcher)}"
 
 

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 
 def find_tool(name: str) -> str | None:
@@ -20,3 +21,16 @@ def run_tool(cmd: list[str], cwd: Path) -> str:
     print(out)
     assert proc.returncode == 0, f"{Path(cmd[0]).name} failed with status {proc.returncode}:\n{out}"
     return out
+
+
+def exposed_names(registry: Any) -> set[str]:
+    """The sample names a prometheus_client registry exposes (counters with _total, histograms' series)."""
+    names: set[str] = set()
+    for fam in registry.collect():
+        if fam.type == "counter":
+            names.add(fam.name + "_total")
+        elif fam.type == "histogram":
+            names |= {fam.name + "_bucket", fam.name + "_sum", fam.name + "_count"}
+        else:
+            names.add(fam.name)
+    return names
