@@ -30,23 +30,13 @@ from pipeline.detections import Detections  # noqa: E402
 from pipeline.protocol import Frame  # noqa: E402
 from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions  # noqa: E402
 from stages.infer.faces.runner import FaceRunner, FacesOptions  # noqa: E402
+from stages.track import tracklets  # noqa: E402
 
 SAMPLES = ROOT / "sample_videos"
 
 
-def read_frames(path: Path, step: int = 1, limit: int = 10_000) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    out = []
-    i = 0
-    while len(out) < limit:
-        ok, image = cap.read()
-        if not ok:
-            break
-        if i % step == 0:
-            out.append(image)
-        i += 1
-    cap.release()
-    return out
+def read_frames(path: Path, step: int = 1) -> list[np.ndarray]:
+    return [image for i, image in tracklets.read_frames(path) if i % step == 0]
 
 
 def scenes() -> tuple[dict[int, np.ndarray], np.ndarray]:

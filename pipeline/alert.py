@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 Severity = Literal["info", "warning", "critical"]
-SEVERITIES: tuple[str, ...] = ("info", "warning", "critical")
 
 
 def alert_id(stream: str, epoch: int, rule: str, track_ids: list[int], seq: int) -> str:
@@ -29,7 +28,7 @@ class Alert:
     stream: str
     rule: str  # the rule's name in the config
     kind: str  # the rule's type: zone_intrusion, loitering, line_crossing, wrong_way, overcrowding, speed, stopped_vehicle
-    severity: str  # one of SEVERITIES
+    severity: str  # a Severity
     track_ids: list[int]
     seq: int  # frame that fired the rule
     pts: float  # its stream time, seconds

@@ -11,6 +11,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pipeline.alert import Severity
 from pipeline.categories import CATEGORIES
 from stages.analyze.geometry import GeometryError, Line, Zone
 from stages.analyze.ground_plane import GroundPlane
@@ -42,7 +43,7 @@ def _check_classes(v: list[str] | None) -> list[str] | None:
 
 class _RuleBase(_Strict):
     name: str = Field(description="Rule name: in alert ids, messages and the metric label `rule`.")
-    severity: Literal["info", "warning", "critical"] = Field("warning", description="Severity of its alerts.")
+    severity: Severity = Field("warning", description="Severity of its alerts.")
     cooldown_s: float = Field(30.0, ge=0, description="After an alert, the same rule and object (or zone) stay quiet this long.")
     classes: list[str] | None = Field(None, description="Categories the rule looks at (default: all tracked ones).")
 
@@ -72,7 +73,7 @@ class LoiteringRule(_RuleBase):
 
 class LineCrossingRule(_RuleBase):
     type: Literal["line_crossing"] = Field(description="Rule type.")
-    severity: Literal["info", "warning", "critical"] = Field("info", description="Severity of its alerts.")
+    severity: Severity = Field("info", description="Severity of its alerts.")
     cooldown_s: float = Field(0.0, ge=0, description="After an alert, the same object's crossings stay quiet this long.")
     line: str = Field(description="Line name.")
     direction: Literal["in", "out", "any"] = Field("any", description="Crossings that fire: in (right to left of a -> b), out, or any.")
@@ -121,7 +122,7 @@ class StoppedVehicleRule(_RuleBase):
 
 class WatchlistRule(_RuleBase):
     type: Literal["watchlist"] = Field(description="Rule type.")
-    severity: Literal["info", "warning", "critical"] = Field("critical", description="Severity of its alerts.")
+    severity: Severity = Field("critical", description="Severity of its alerts.")
     cooldown_s: float = Field(60.0, ge=0, description="After an alert, the same identity stays quiet this long.")
     classes: list[str] | None = Field(None, description="Not used: the rule looks at recognised faces.")
     identities: list[str] | None = Field(None, description="Watchlist identities that fire (default: any).")

@@ -239,9 +239,6 @@ class WatchlistMatch(RuleRunner):
         self.wanted = None if cfg.identities is None else set(cfg.identities)
         self._seen: dict[str, list[float]] = {}
 
-    def selected(self, view: FrameView) -> np.ndarray:
-        return np.ones(len(view.ids), bool)
-
     def step(self, view: FrameView) -> list[Firing]:
         out = []
         best: dict[str, FaceMatch] = {}

@@ -45,14 +45,7 @@ class Sustain(Generic[K]):
         ep = self._eps.get(key)
         return 0.0 if ep is None else now - ep.since
 
-    def active(self, key: K) -> bool:
-        ep = self._eps.get(key)
-        return ep is not None and ep.fired
-
     def expire(self, now: float) -> None:
         """Drop episodes whose condition has been false (or unseen) longer than `off_for`."""
         for key in [k for k, ep in self._eps.items() if now - ep.last_true > self.off_for]:
             del self._eps[key]
-
-    def __len__(self) -> int:
-        return len(self._eps)

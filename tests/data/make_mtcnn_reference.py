@@ -9,7 +9,7 @@ for Python 3.11; any pair that installs together will do):
     /tmp/mtcnn_venv/bin/pip install --no-deps facenet_pytorch-2.6.0-py3-none-any.whl   # its pins are too old
     /tmp/mtcnn_venv/bin/python tests/data/make_mtcnn_reference.py --wheel facenet_pytorch-2.6.0-py3-none-any.whl
 
-It imports nothing from vidpipe. Frames are decoded with OpenCV (read sequentially, not seeked), turned
+It imports nothing from vidpipe (only the frame reader of its sibling make_ssd_reference.py). Frames are decoded with OpenCV (read sequentially, not seeked), turned
 BGR -> RGB (facenet-pytorch takes RGB) and identified by video, index and the sha256 of the RGB bytes;
 each case runs `MTCNN(keep_all=True, min_face_size=..., thresholds=[0.6, 0.7, 0.7], factor=0.709)
 .detect(rgb, landmarks=True)` on one frame. Faces are stored in decreasing probability, boxes as the
@@ -25,6 +25,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+try:  # imported by the parity test
+    from tests.data.make_ssd_reference import read_rgb_frames
+except ImportError:  # run as a script in its throwaway environment: its own folder is on sys.path
+    from make_ssd_reference import read_rgb_frames
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = Path(__file__).resolve().parent / "mtcnn_reference.npz"
@@ -48,26 +53,6 @@ CASES: tuple[tuple[str, int, int], ...] = (
     ("Megamind.avi", 165, 20),
     ("Megamind.avi", 210, 20),
 )
-
-
-def read_rgb_frames(video: Path, indices: set[int]) -> dict[int, np.ndarray]:
-    """The frames at `indices` (RGB uint8), decoding sequentially from the start."""
-    cap = cv2.VideoCapture(str(video))
-    if not cap.isOpened():
-        raise FileNotFoundError(video)
-    frames: dict[int, np.ndarray] = {}
-    index = 0
-    try:
-        while len(frames) < len(indices):
-            ok, bgr = cap.read()
-            if not ok:
-                raise ValueError(f"{video} ended at frame {index}, wanted {sorted(indices)}")
-            if index in indices:
-                frames[index] = np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-            index += 1
-    finally:
-        cap.release()
-    return frames
 
 
 def load_frames(cases: tuple[tuple[str, int, int], ...] = CASES) -> list[np.ndarray | None]:

@@ -23,6 +23,7 @@ from pipeline.detections import Detections
 from pipeline.protocol import Frame
 from stages.infer.faces.mtcnn import Mtcnn, MtcnnOptions
 from stages.infer.faces.watchlist import WatchlistOptions
+from stages.infer.ssd.nms import box_iou, nms
 
 FACE = category_id("face")
 PERSON = category_id("person")
@@ -106,19 +107,20 @@ class FaceRunner:
                 if c - a >= 12 and e - b >= 12:
                     images.append(full[b:e, a:c])
                     owners.append((i, float(a), float(b)))
-        found: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in batch]
+        found: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in batch]
         if images:
             for (i, dx, dy), (boxes, scores, _marks) in zip(owners, self.mtcnn.detect(images)):
                 if len(boxes):
-                    found[i].append(((boxes.cpu().numpy() + [dx, dy, dx, dy]).astype(np.float32), scores.cpu().numpy().astype(np.float32)))
+                    found[i].append((boxes + boxes.new_tensor([dx, dy, dx, dy]), scores))
         out = []
         for parts in found:
             if not parts:
                 out.append((np.zeros((0, 4), np.float32), np.zeros(0, np.float32)))
                 continue
-            boxes = np.concatenate([p[0] for p in parts])
-            scores = np.concatenate([p[1] for p in parts])
-            out.append(_dedupe(boxes, scores))  # overlapping person crops can see one face twice
+            boxes = torch.cat([p[0] for p in parts])
+            scores = torch.cat([p[1] for p in parts])
+            keep = nms(boxes, scores, 0.5)  # overlapping person crops can see one face twice
+            out.append((boxes[keep].cpu().numpy().astype(np.float32), scores[keep].cpu().numpy().astype(np.float32)))
         return out
 
     def apply(self, batch: list[Frame]) -> None:
@@ -152,10 +154,12 @@ class FaceRunner:
         encoded_at = np.full(n, frame.pts)
         recent = [r for r in self._recent.get(frame.stream, []) if 0 <= frame.pts - r[3] < self.o.reencode_after_s]
         todo = []
-        for k, box in enumerate(boxes):
-            best = max(recent, key=lambda r: _iou(box, r[0]), default=None)
-            if best is not None and _iou(box, best[0]) >= 0.3:
-                identity[k], distance[k], encoded_at[k] = best[1], best[2], best[3]
+        if recent:
+            overlap = box_iou(torch.from_numpy(boxes), torch.from_numpy(np.stack([r[0] for r in recent]))).numpy()
+        for k in range(n):
+            j = int(overlap[k].argmax()) if recent else -1
+            if j >= 0 and overlap[k, j] >= 0.3:
+                identity[k], distance[k], encoded_at[k] = recent[j][1], recent[j][2], recent[j][3]
             else:
                 todo.append(k)
         if todo:
@@ -183,19 +187,3 @@ class FaceRunner:
         new = Detections(boxes, scores, np.full(n, FACE, np.int32), np.full(n, -1, np.int64), extra_new)
         frame.detections = Detections.concat([old, new]) if n else old
 
-
-def _dedupe(boxes: np.ndarray, scores: np.ndarray, iou: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    order = np.argsort(-scores)
-    keep: list[int] = []
-    for i in order.tolist():
-        if all(_iou(boxes[i], boxes[j]) <= iou for j in keep):
-            keep.append(i)
-    return boxes[keep], scores[keep]
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
