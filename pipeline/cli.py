@@ -193,10 +193,10 @@ def _print_summary(out_dir: Path, elapsed: float) -> int:
     return 1 if bad else 0
 
 
-def _load(path: str) -> PipelineConfig | None:
+def _load(path: str, only_stage: str | None = None) -> PipelineConfig | None:
     """The config, or None after printing every problem in it."""
     try:
-        return load_config(path)
+        return load_config(path, only_stage)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return None
@@ -226,7 +226,7 @@ def _pick_stage(cfg: PipelineConfig, which: str) -> str:
 def cmd_stage(args: argparse.Namespace) -> int:
     from pipeline.runtime import run_stage
 
-    cfg = _load(args.config)
+    cfg = _load(args.config, only_stage=args.stage)
     if cfg is None:
         return 2
     try:

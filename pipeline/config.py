@@ -268,8 +268,12 @@ def _problems(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> list[tuple[
     return out
 
 
-def parse_config(data: Any, source: str = "config") -> PipelineConfig:
-    """Validate a loaded YAML document, including each stage's options; raises ConfigError."""
+def parse_config(data: Any, source: str = "config", only_stage: str | None = None) -> PipelineConfig:
+    """Validate a loaded YAML document, including each stage's options; raises ConfigError.
+
+    `only_stage` (a stage name or kind): check the options of that stage alone. A stage process uses it, so
+    that a decode process never imports the infer stage's modules (and torch) just to validate them.
+    """
     if not isinstance(data, dict):
         raise ConfigError([("", "the config must be a YAML mapping (key: value)")], source)
     try:
@@ -280,6 +284,8 @@ def parse_config(data: Any, source: str = "config") -> PipelineConfig:
     from pipeline.registry import resolve_stage  # here: the registry imports stage modules
 
     for i, st in enumerate(cfg.stages):
+        if only_stage is not None and only_stage not in (st.name, st.kind):
+            continue
         try:
             cls = resolve_stage(st.kind)
         except (ImportError, ValueError) as exc:
@@ -304,7 +310,7 @@ def parse_config(data: Any, source: str = "config") -> PipelineConfig:
     return cfg
 
 
-def load_config(path: str | os.PathLike[str]) -> PipelineConfig:
+def load_config(path: str | os.PathLike[str], only_stage: str | None = None) -> PipelineConfig:
     p = Path(path)
     try:
         text = p.read_text()
@@ -318,7 +324,7 @@ def load_config(path: str | os.PathLike[str]) -> PipelineConfig:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError([("", f"{where}not valid YAML: {getattr(exc, 'problem', exc)}")], str(p)) from None
-    cfg = parse_config(data, str(p))
+    cfg = parse_config(data, str(p), only_stage)
     # Relative file sources are relative to the config file, as users expect.
     streams = []
     for s in cfg.streams:

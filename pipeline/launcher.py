@@ -68,6 +68,9 @@ class Launcher:
         # Stages must import this package however the launcher was started (e.g. from a checkout).
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         self.env["PYTHONPATH"] = os.pathsep.join(p for p in (root, self.env.get("PYTHONPATH", "")) if p)
+        # Idle OpenMP threads sleep instead of spinning: a spinning model thread in one stage takes the core
+        # that the next stage needs (stages share the machine's cores).
+        self.env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         self.children = [
             Child(stage, stream, config.stage(stage).kind == "decode") for stage, stream in config.process_names()
         ]

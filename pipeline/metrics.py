@@ -7,7 +7,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 PREFIX = "vidpipe"
@@ -24,6 +24,8 @@ class StageMetrics:
         self.stage = stage
         self.registry = CollectorRegistry()
         r = self.registry
+        # process_cpu_seconds_total and process_resident_memory_bytes: what each stage costs (bench/vs_loop.py).
+        ProcessCollector(registry=r)
         self.frames_in = Counter(f"{PREFIX}_frames_in", "Frames received (or read, for a source).", ["stage", "stream"], registry=r)
         self.frames_out = Counter(f"{PREFIX}_frames_out", "Frames handed on downstream.", ["stage", "stream"], registry=r)
         self.frames_shed = Counter(f"{PREFIX}_frames_shed", "Frames dropped on purpose in live mode, by reason.", ["stage", "stream", "reason"], registry=r)

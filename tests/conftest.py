@@ -37,3 +37,22 @@ def promtool() -> str:
     if path is None:
         pytest.skip("promtool not found (on PATH or /usr/bin): install Prometheus (Debian: apt-get install prometheus)")
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache() -> Iterator[Path]:
+    """Models exported by the backend layer go to a folder of this test session (stage processes inherit the
+    variable), never to the user's cache, and are removed at the end."""
+    import os
+
+    path = Path(tempfile.mkdtemp(prefix="vidpipe-models-"))
+    old = os.environ.get("VIDPIPE_CACHE_DIR")
+    os.environ["VIDPIPE_CACHE_DIR"] = str(path)
+    try:
+        yield path
+    finally:
+        if old is None:
+            os.environ.pop("VIDPIPE_CACHE_DIR", None)
+        else:
+            os.environ["VIDPIPE_CACHE_DIR"] = old
+        shutil.rmtree(path, ignore_errors=True)

@@ -1,32 +1,85 @@
-"""The COCO-SSD detector (SSDLite MobileNetV2 trained on COCO) as a primary detector of the infer stage."""
+"""The COCO-SSD detector (SSDLite MobileNetV2 trained on COCO) as a primary detector of the infer stage.
+
+It runs through the backend layer (`stages/infer/backend.py`): the network that computes only the kept
+classes (`SsdDetectorNet`) on ONNX Runtime on the CPU by default, CUDA graphs in fp16 on a GPU, eager torch
+when asked for (or for bf16 on the CPU, which only torch's autocast gives). The resize taps are gathered where
+the frames are (with the BGR->RGB swap folded into the gather); the blend and normalisation are the network's
+first ops, so every backend runs them.
+"""
 
 from __future__ import annotations
 
+import warnings
+
+import numpy as np
+import torch
 from pydantic import Field
 from torch import Tensor
 
 from pipeline.categories import category_id
+from stages.infer.backend import compile_module, resolve_backend
 from stages.infer.detector import CnnDetector, CnnOptions
-from stages.infer.ssd.model import DEFAULT_WEIGHTS, NUM_CLASSES, load_model
+from stages.infer.ssd.model import DEFAULT_WEIGHTS, INPUT_SIZE, NUM_CLASSES, SsdDetectorNet, load_model
+from stages.infer.ssd.preprocess import gather_taps, legacy_taps
 
 # COCO ids this pipeline has categories for; the other 72 COCO classes are dropped.
 COCO_TO_CATEGORY: dict[int, str] = {
     1: "person", 2: "bicycle", 3: "car", 4: "motorcycle", 6: "bus", 8: "truck", 10: "traffic_light", 13: "stop_sign",
 }  # fmt: skip
+# Frames off the wire are read-only buffers; the gather only reads them, so no copy is made to please torch.
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+# Fastest CPU runtime for this network, measured by bench/backends.py (README, Performance).
+CPU_RUNTIME = "openvino"
 
 
 class CocoSsdOptions(CnnOptions):
     weights: str | None = Field(None, description="state_dict of SSDLiteMobileNetV2; null: the bundled COCO weights.")
 
 
+def ssd_backend(options: CnnOptions, device: torch.device, dtype: torch.dtype) -> str:
+    """The backend a detector runs on: bf16 on the CPU and fp32 on CUDA need eager torch (autocast)."""
+    if options.backend == "auto" and (dtype != torch.float32) == (device.type == "cpu"):
+        return "torch"
+    chosen = resolve_backend(options.backend, device, CPU_RUNTIME)
+    if chosen in ("onnxruntime", "openvino") and dtype != torch.float32:
+        raise ValueError(f"precision {options.precision} runs on backend torch only; {chosen} runs fp32")
+    return chosen
+
+
 class CocoSsdDetector(CnnDetector):
     def __init__(self, options: CocoSsdOptions) -> None:
         # Score column j is COCO id j + 1.
-        columns = [category_id(COCO_TO_CATEGORY[j + 1]) if j + 1 in COCO_TO_CATEGORY else None for j in range(NUM_CLASSES)]
-        super().__init__(options, columns)
-        weights = options.weights or DEFAULT_WEIGHTS
-        self.model = load_model(weights, device=self.device, channels_last=options.channels_last)
+        all_columns = [category_id(COCO_TO_CATEGORY[j + 1]) if j + 1 in COCO_TO_CATEGORY else None for j in range(NUM_CLASSES)]
+        super().__init__(options, all_columns)
+        model = load_model(options.weights or DEFAULT_WEIGHTS)
+        # Only the kept columns are computed: the network's column i is the model's column columns[i].
+        columns = self.kept_model_columns()
+        self.column_category = self.column_category[columns]
+        self.column_threshold = self.column_threshold[columns]
+        self.kept_columns = torch.arange(len(columns), device=self.device)
+        self.backend = ssd_backend(options, self.device, self.dtype)
+        rows, cols, dy, dx = legacy_taps(576, 768, INPUT_SIZE, bgr=True)
+        example = (gather_taps(torch.zeros(1, 576, 768, 3, dtype=torch.uint8), rows, cols), dy[None], dx[None])
+        self.net = compile_module(
+            SsdDetectorNet(model, columns), example, name="coco_ssd", backend=self.backend, device=self.device,
+            channels_last=options.channels_last, extra=f"columns={columns}", per_sample=True,
+        )  # fmt: skip
+        self._taps: dict[tuple[int, int], tuple[Tensor, Tensor, Tensor, Tensor]] = {}
 
-    def forward(self, rgb: Tensor) -> tuple[Tensor, Tensor]:
-        scores, boxes = self.model(rgb)
-        return scores, boxes
+    def forward_images(self, images: list[np.ndarray]) -> tuple[Tensor, Tensor]:
+        h, w = images[0].shape[:2]
+        taps = self._taps.get((h, w))
+        if taps is None:
+            taps = self._taps[(h, w)] = legacy_taps(h, w, INPUT_SIZE, bgr=True)
+        rows, cols, dy, dx = taps
+        if self.device.type == "cuda":  # upload the frames, gather on the GPU
+            frames = torch.from_numpy(np.stack(images)).pin_memory().to(self.device, non_blocking=True)
+            gathered = gather_taps(frames, rows.to(self.device), cols.to(self.device))
+        else:  # gather each frame where it lies: no stacked copy of the whole frames
+            gathered = torch.cat([gather_taps(torch.from_numpy(img)[None], rows, cols) for img in images])
+        n = len(images)
+        scores, boxes = self.net(gathered, dy.expand(n, -1), dx.expand(n, -1))
+        return scores.to(self.device), boxes.to(self.device)
+
+    def forward(self, rgb: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - forward_images is the entry
+        raise NotImplementedError

@@ -10,6 +10,7 @@ uint8 RGB frames into scores and boxes.
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections import defaultdict
 
@@ -21,6 +22,7 @@ from torch import Tensor
 from pipeline.categories import CATEGORIES, category_id
 from pipeline.detections import Detections
 from pipeline.protocol import Frame
+from stages.infer.backend import BackendName
 from stages.infer.device import Precision, autocast, resolve_precision, select_device
 from stages.infer.ssd.nms import select_detections
 
@@ -40,6 +42,9 @@ class CnnOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N.")
+    backend: BackendName = Field(
+        "auto", description="auto: the fastest measured for the device (see Performance); torch, onnxruntime, openvino or cuda to force one."
+    )
     precision: Precision = Field("auto", description="auto: fp16 on CUDA, fp32 on the CPU; bf16 is opt-in.")
     channels_last: bool = Field(True, description="NHWC memory format for the convolutions (faster on CPU and GPU).")
     score_threshold: float = Field(0.5, gt=0, lt=1, description="Lowest score kept, for classes without their own.")
@@ -85,6 +90,18 @@ class CnnDetector(Detector):
         if not len(self.kept_columns):
             raise ValueError("no model class maps to the categories asked for in `classes`")
         self.min_threshold = float(self.column_threshold[self.kept_columns].min())
+        self.backend = "torch"  # a subclass that compiles its network through the backend layer says which
+
+    def kept_model_columns(self) -> list[int]:
+        """The model's score columns that map to a category the pipeline keeps."""
+        return self.kept_columns.tolist()
+
+    def forward_images(self, images: list[np.ndarray]) -> tuple[Tensor, Tensor]:
+        """BGR uint8 frames of one size -> forward(): stacked, uploaded as uint8, colour swapped on the device."""
+        batch = torch.from_numpy(np.stack(images))
+        if self.device.type == "cuda":
+            batch = batch.pin_memory().to(self.device, non_blocking=True)
+        return self.forward(batch.flip(-1))  # BGR (OpenCV) -> RGB, on the device
 
     @abstractmethod
     def forward(self, rgb: Tensor) -> tuple[Tensor, Tensor]:
@@ -107,12 +124,9 @@ class CnnDetector(Detector):
     def _detect_same_size(self, images: list[np.ndarray], shape: tuple[int, ...]) -> list[Detections]:
         if len(shape) != 3 or shape[2] != 3:
             raise ValueError(f"CNN detectors take 3-channel frames, got shape {shape}")
-        batch = torch.from_numpy(np.stack(images))
-        if self.device.type == "cuda":
-            batch = batch.pin_memory().to(self.device, non_blocking=True)
-        rgb = batch.flip(-1)  # BGR (OpenCV) -> RGB, on the device
-        with autocast(self.device, self.dtype):
-            scores, boxes = self.forward(rgb)
+        # Precision is the backend's business except in eager torch, where autocast applies it.
+        with autocast(self.device, self.dtype) if self.backend == "torch" else contextlib.nullcontext():
+            scores, boxes = self.forward_images(images)
         scores = scores.float()
         # Columns the pipeline does not keep can never pass; the others need their own threshold.
         scores = torch.where(scores >= self.column_threshold, scores, torch.zeros_like(scores))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 import torch
@@ -33,7 +34,9 @@ class InferOptions(BaseModel):
     )
     motion: MotionOptions = Field(default_factory=MotionOptions, description="Settings of the motion detector.")
     motion_gate: GateOptions = Field(default_factory=GateOptions, description="Skip the CNN on frames without motion.")
-    torch_threads: int | None = Field(None, ge=1, le=256, description="CPU threads for torch (default: torch's choice).")
+    torch_threads: int | None = Field(
+        None, ge=1, le=256, description="CPU threads of the models (torch and the ONNX runtimes); default: one per core."
+    )
     faces: FacesOptions | None = Field(
         None, description="Face detection (MTCNN), watchlist recognition and blurring; see Faces. null: off."
     )
@@ -57,8 +60,7 @@ class InferStage(Stage):
     def __init__(self, ctx: StageContext) -> None:
         super().__init__(ctx)
         o: InferOptions = self.options
-        if o.torch_threads:
-            torch.set_num_threads(o.torch_threads)
+        torch.set_num_threads(o.torch_threads or os.cpu_count() or 1)
         self.detector: Detector
         if o.detector == "motion":
             self.detector = MotionDetector(o.motion)

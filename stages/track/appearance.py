@@ -20,9 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stages.infer.backend import compile_module, resolve_backend
 from stages.track.mobilenet_v2 import MobileNetV2Features
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "appearance.pt"
+# Fastest CPU runtime for this network at float32, measured by bench/backends.py (README, Performance).
+CPU_RUNTIME = "onnxruntime"
 # torchvision's ImageNet normalisation, RGB, on 0..255 pixels.
 MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 STD_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
@@ -62,12 +65,23 @@ class AppearanceNet(nn.Module):
             nn.BatchNorm2d(config.head_channels),
             nn.ReLU(inplace=True),
         )
-        self.pool = nn.AdaptiveAvgPool2d((config.stripes, 1))
         self.fc = nn.Linear(config.head_channels * config.stripes, config.dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        f = self.pool(self.reduce(self.backbone(x))).flatten(1)
+        f = stripe_pool(self.reduce(self.backbone(x)), self.config.stripes)
         return F.normalize(self.fc(f.float()), dim=1)  # the head in float32 also when the convs run in bf16
+
+
+def stripe_pool(x: Tensor, stripes: int) -> Tensor:
+    """AdaptiveAvgPool2d((stripes, 1)) then flatten, [B, C, H, W] -> [B, C * stripes], as a mean over the width
+    and a fixed [H, stripes] averaging matrix: the same bins, and it exports to ONNX when H is not a multiple
+    of `stripes` (the 6-row map of a 48-pixel crop into 4 stripes), which adaptive pooling does not."""
+    h = int(x.shape[2])
+    bins = [((i * h) // stripes, -(-((i + 1) * h) // stripes)) for i in range(stripes)]
+    rows = [[1.0 / (hi - lo) if lo <= r < hi else 0.0 for lo, hi in bins] for r in range(h)]
+    # Built from Python numbers, so an export records one constant (in-place writes export unreliably).
+    weights = torch.tensor(rows, dtype=x.dtype, device=x.device)
+    return torch.matmul(x.mean(dim=3), weights).flatten(1)
 
 
 def fuse_batchnorm(module: nn.Module) -> nn.Module:
@@ -236,7 +250,8 @@ class AppearanceEncoder:
     """
 
     def __init__(
-        self, weights: str | Path | None = None, device: str | torch.device = "cpu", precision: str = "auto"
+        self, weights: str | Path | None = None, device: str | torch.device = "cpu", precision: str = "auto",
+        backend: str = "auto", threads: int | None = None,
     ) -> None:
         ckpt = torch.load(weights or DEFAULT_WEIGHTS, map_location="cpu", weights_only=True)
         self.config = AppearanceConfig.from_dict(ckpt["config"])
@@ -248,8 +263,18 @@ class AppearanceEncoder:
         if precision not in ("float32", "bfloat16"):
             raise ValueError(f"precision must be auto, float32 or bfloat16, not {precision!r}")
         self.dtype = getattr(torch, precision)
-        self.net = prepare_for_inference(net, self.device, self.dtype)
         self.dim: int = self.config.dim
+        # bf16 is torch's (oneDNN's native bf16 kernels); fp32 goes to the fastest backend for the device.
+        self.backend = "torch" if self.dtype != torch.float32 and backend == "auto" else resolve_backend(backend, self.device, CPU_RUNTIME)
+        if self.backend == "torch":
+            self.net: Any = prepare_for_inference(net, self.device, self.dtype)
+        else:
+            if self.dtype != torch.float32:
+                raise ValueError(f"precision {precision} runs on backend torch only; {self.backend} runs float32")
+            example = torch.zeros(8, 3, self.config.crop_h, self.config.crop_w)
+            runner = compile_module(fuse_batchnorm(net.eval()), (example,), name="appearance", backend=self.backend,
+                                    device=self.device, threads=threads)
+            self.net = lambda x: runner(x)[0]
 
     def embed(self, images: list[np.ndarray], boxes: list[np.ndarray]) -> list[np.ndarray]:
         """[Ni, dim] float32 L2-normalised embeddings per image, for HxWx3 uint8 BGR images and [Ni, 4] xyxy

@@ -15,6 +15,7 @@ from pipeline.detections import Detections
 from pipeline.metrics import PREFIX
 from pipeline.protocol import Frame
 from pipeline.stage import Stage, StageContext
+from stages.infer.backend import BackendName
 from stages.infer.device import select_device
 from stages.track.reorder import ReorderBuffer
 from stages.track.tracker import StepInput, Tracker, TrackerSettings
@@ -31,7 +32,10 @@ class TrackOptions(BaseModel):
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="Appearance CNN precision; bf16 is faster on CPUs with bf16 instructions, but tracks then depend on the CPU."
     )
-    torch_threads: int | None = Field(None, ge=1, le=256, description="CPU threads for torch (default: torch's choice).")
+    backend: BackendName = Field("auto", description="Backend of the appearance CNN: auto (fastest measured for the device), torch, onnxruntime, openvino or cuda.")
+    torch_threads: int | None = Field(
+        None, ge=1, le=256, description="CPU threads of the appearance CNN and the motion LSTM (default 1: its models are small, and the infer stage needs the cores)."
+    )
     classes: list[str] | None = Field(None, description="Categories to track (default: all); others pass through untracked.")
     high_score: float = Field(0.5, gt=0, lt=1, description="Detections at or above this score are matched first and may start tracks.")
     low_score: float = Field(0.1, gt=0, lt=1, description="Detections between this and high_score only keep tracks alive (ByteTrack's second stage).")
@@ -86,7 +90,10 @@ def build_tracker(o: TrackOptions, device: torch.device, on_event: Any = None) -
     if o.appearance:
         from stages.track.appearance import AppearanceEncoder
 
-        encoder = AppearanceEncoder(o.appearance_weights, device=device, precision={"fp32": "float32", "bf16": "bfloat16"}[o.precision])
+        encoder = AppearanceEncoder(
+            o.appearance_weights, device=device, precision={"fp32": "float32", "bf16": "bfloat16"}[o.precision],
+            backend=o.backend, threads=o.torch_threads or 1,
+        )
     classes = {category_id(c) for c in o.classes} if o.classes is not None else None
     return Tracker(motion, o.settings(), classes, on_event), encoder
 
@@ -115,8 +122,7 @@ class TrackStage(Stage):
     def __init__(self, ctx: StageContext) -> None:
         super().__init__(ctx)
         o: TrackOptions = self.options
-        if o.torch_threads:
-            torch.set_num_threads(o.torch_threads)
+        torch.set_num_threads(o.torch_threads or 1)
         self.device = select_device(o.device)
         r = ctx.metrics.registry
         self.events = Counter(f"{PREFIX}_track_events", "Track lifecycle events: created, confirmed, reidentified, removed, and restarted (a stream numbered from 0 again).",

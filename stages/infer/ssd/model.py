@@ -15,7 +15,7 @@ from stages.infer.ssd.anchors import anchors_per_cell, generate_anchors
 from stages.infer.ssd.box_coding import decode_boxes
 from stages.infer.ssd.layers import ConvSame
 from stages.infer.ssd.mobilenet_v2 import FEATURE_CHANNELS, MobileNetV2Features
-from stages.infer.ssd.preprocess import preprocess
+from stages.infer.ssd.preprocess import PIXEL_SCALE, PIXEL_SHIFT, blend_taps, preprocess
 
 INPUT_SIZE = (300, 300)
 NUM_CLASSES = 90  # COCO ids 1..90 (80 in use); the graph's class 0 is background
@@ -72,6 +72,48 @@ class SSDLiteMobileNetV2(nn.Module):
         scores = torch.sigmoid(logits[..., 1:].float())
         boxes = decode_boxes(codes, self.anchors)
         return scores, boxes
+
+
+class SsdDetectorNet(nn.Module):
+    """What the detector runs on every backend: gathered resize taps in, the kept classes' scores and boxes out.
+
+    The same computation as `SSDLiteMobileNetV2.forward` for the score columns in `columns` (COCO id - 1):
+    the bilinear blend of the taps (`preprocess.gather_taps`, done before, where the frames are) and the
+    normalisation are the first ops, and the class heads compute only the kept columns (8 of 90 for the
+    pipeline's categories: about 15% of the network's multiply-adds are the class heads' 1x1 convolutions).
+
+    taps uint8 [B, 600, 1800], dy [B, 300], dx [B, 900] -> scores [B, 1917, len(columns)], boxes [B, 1917, 4].
+    """
+
+    def __init__(self, model: SSDLiteMobileNetV2, columns: list[int]) -> None:
+        super().__init__()
+        self.features = model.features
+        self.box_heads = model.box_heads
+        self.class_heads = nn.ModuleList(_pruned_head(h, columns) for h in model.class_heads)
+        self.register_buffer("anchors", model.anchors.clone())
+
+    def forward(self, taps: Tensor, dy: Tensor, dx: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        x = blend_taps(taps, dy, dx) * PIXEL_SCALE - PIXEL_SHIFT
+        x = x.permute(0, 3, 1, 2)  # NHWC -> NCHW, a channels_last-strided view
+        weight = self.features.stem.weight
+        x = x.to(weight.dtype)
+        features = self.features(x)
+        codes = torch.cat([head(f) for head, f in zip(self.box_heads, features)], dim=1)
+        logits = torch.cat([head(f) for head, f in zip(self.class_heads, features)], dim=1)
+        return torch.sigmoid(logits.float()), decode_boxes(codes, self.anchors)
+
+
+def _pruned_head(head: PredictionHead, columns: list[int]) -> PredictionHead:
+    """A class head that outputs only `columns` (score column j is the head's output j + 1, after background)."""
+    outputs = head.outputs
+    anchors = head.pointwise.out_channels // outputs
+    keep = torch.tensor([a * outputs + j + 1 for a in range(anchors) for j in columns])
+    new = PredictionHead(head.pointwise.in_channels, anchors, len(columns))
+    new.depthwise = head.depthwise
+    with torch.no_grad():
+        new.pointwise.weight.copy_(head.pointwise.weight[keep])
+        new.pointwise.bias.copy_(head.pointwise.bias[keep])
+    return new.to(head.pointwise.weight.device)
 
 
 def load_model(

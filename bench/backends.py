@@ -1,0 +1,94 @@
+#!/usr/bin/env python
+"""Every model of the project on every backend of this machine, same run: what `backend: auto` is chosen from.
+
+Per model and backend: milliseconds per frame (COCO-SSD, real vtest.avi frames, thresholds and NMS included)
+or per call (appearance CNN, 20 and 50 person-sized crops of one frame), with 1 thread and with every core,
+and for COCO-SSD the reference ONNX graph (`../shared/reference/coco_ssd_mobilenet_v2.onnx`) in onnxruntime
+next to it, the figure the issue set as the floor. Medians of `--repeats` timed calls after a warm-up.
+
+    python bench/backends.py [--repeats 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+REFERENCE = ROOT.parent / "shared" / "reference" / "coco_ssd_mobilenet_v2.onnx"
+
+
+def _median_ms(fn: Callable[[], object], repeats: int, per: int = 1) -> float:
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3 / per
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--repeats", type=int, default=30)
+    a = p.parse_args(argv)
+
+    import cv2
+    import torch
+
+    from pipeline.protocol import Frame
+    from stages.infer import backend as bk
+    from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions
+    from stages.track.appearance import AppearanceEncoder
+
+    cores = os.cpu_count() or 1
+    cap = cv2.VideoCapture(str(ROOT / "sample_videos" / "vtest.avi"))
+    images = [cap.read()[1] for _ in range(8)]
+    frames = [Frame("s", i, i / 10, 0.0, 768, 576, im) for i, im in enumerate(images)]
+    backends = [b for b in ("torch", "onnxruntime", "openvino") if bk.available(b)]
+    print(f"{cores} CPUs, torch {torch.__version__}; ms per frame (COCO-SSD) or per call (appearance), median of {a.repeats}")
+    rows: list[tuple[str, str, str, float]] = []
+    for threads in sorted({1, cores}):
+        torch.set_num_threads(threads)
+        for be in backends:
+            det = CocoSsdDetector(CocoSsdOptions(backend=be, device="cpu", score_threshold=0.2))
+            rows.append(("coco_ssd", be, f"{threads} thr, batch 1", _median_ms(lambda: det.detect(frames[:1]), a.repeats)))
+            rows.append(("coco_ssd", be, f"{threads} thr, batch 8", _median_ms(lambda: det.detect(frames), max(3, a.repeats // 4), 8)))
+        if REFERENCE.exists():
+            import onnxruntime as ort
+
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = threads
+            sess = ort.InferenceSession(str(REFERENCE), so, providers=["CPUExecutionProvider"])
+            name = sess.get_inputs()[0].name
+            rgb = images[0][None, :, :, ::-1].copy()
+            rows.append(("coco_ssd", "reference graph, onnxruntime (no NMS)", f"{threads} thr, batch 1",
+                         _median_ms(lambda: sess.run(None, {name: rgb}), a.repeats)))
+        rng = np.random.default_rng(0)
+        for n in (20, 50):
+            wh = rng.uniform([20, 50], [60, 130], (n, 2))
+            xy = rng.uniform([0, 0], [700, 440], (n, 2))
+            boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
+            for be in backends:
+                enc = AppearanceEncoder(None, precision="float32", backend=be, threads=threads)
+                rows.append(("appearance", be, f"{threads} thr, {n} crops", _median_ms(lambda: enc.embed([images[0]], [boxes]), a.repeats)))
+    width = max(len(r[1]) for r in rows)
+    for model in ("coco_ssd", "appearance"):
+        print(f"\n{model}")
+        for m, be, setting, ms in rows:
+            if m == model:
+                print(f"  {be:{width}s}  {setting:18s} {ms:8.2f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

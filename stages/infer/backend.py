@@ -1,0 +1,362 @@
+"""One inference-backend layer for every model of the project: a torch module in, a fast callable out.
+
+A model is written once as torch modules; `compile_module` runs it on
+
+- `torch`: eager PyTorch, the reference every other backend is tested against (tests/test_backend_parity.py);
+- `onnxruntime` / `openvino`: the same module exported to ONNX on first use and run by that CPU runtime. The
+  export is cached under `cache_dir()` by a hash of the weights, the module's class, the example shapes and
+  the export settings, so a second process (or run) loads it in milliseconds; it is never committed;
+- `cuda`: torch on the GPU in fp16, each batch shape captured once as a CUDA graph and replayed, the batch
+  padded up to the next power of two so that a handful of graphs serve every batch size.
+
+`auto` picks, per model, the backend measured fastest for the device (`bench/backends.py` measures every
+model on every backend; the figures are in the README): CUDA on a GPU, else the CPU runtime the model names.
+Every backend takes and returns torch tensors, batched along dim 0 of every input and output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import logging
+import os
+import sys
+import tempfile
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+BackendName = Literal["auto", "torch", "onnxruntime", "openvino", "cuda"]
+CpuRuntime = Literal["torch", "onnxruntime", "openvino"]
+BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "openvino", "cuda")
+OPSET = 17
+EXPORT_VERSION = 1  # bump when the export settings change: old cache entries are then ignored
+
+_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+
+
+def cache_dir() -> Path:
+    """Where exported models are kept: $VIDPIPE_CACHE_DIR, else $XDG_CACHE_HOME/vidpipe/models."""
+    if os.environ.get("VIDPIPE_CACHE_DIR"):
+        return Path(os.environ["VIDPIPE_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vidpipe" / "models"
+
+
+def available(backend: str) -> bool:
+    """Whether a backend can run here (its package is installed, or a CUDA device is present)."""
+    if backend == "torch":
+        return True
+    if backend == "cuda":
+        return torch.cuda.is_available()
+    return importlib.util.find_spec(_PACKAGES[backend]) is not None
+
+
+def resolve_backend(backend: str, device: torch.device, cpu_default: CpuRuntime) -> str:
+    """The backend that runs: `auto` is cuda on a CUDA device, else the model's fastest CPU runtime, falling
+    back to torch when that runtime is not installed. A backend asked for by name must fit the device."""
+    if backend == "auto":
+        if device.type == "cuda":
+            return "cuda"
+        if available(cpu_default):
+            return cpu_default
+        log.warning("%s is not installed: models run in eager torch, slower (pip install %s)", cpu_default, _PACKAGES.get(cpu_default, cpu_default))
+        return "torch"
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: one of auto, {', '.join(BACKENDS)}")
+    if backend == "cuda" and device.type != "cuda":
+        raise ValueError("backend cuda needs a CUDA device (device: auto or cuda)")
+    if backend in ("onnxruntime", "openvino"):
+        if device.type != "cpu":
+            raise ValueError(f"backend {backend} runs on the CPU: set device: cpu, or use backend cuda on a GPU")
+        if not available(backend):
+            raise ValueError(f"backend {backend} asked for, but the {_PACKAGES[backend]} package is not installed")
+    return backend
+
+
+def model_hash(module: nn.Module, examples: Sequence[Tensor], extra: str = "") -> str:
+    """sha256 of what an export depends on: weights and buffers, class, input shapes (bar the batch) and settings."""
+    h = hashlib.sha256()
+    h.update(f"{type(module).__module__}.{type(module).__qualname__}|{extra}|{OPSET}|{EXPORT_VERSION}|{torch.__version__}".encode())
+    for x in examples:
+        h.update(f"{tuple(x.shape[1:])}:{x.dtype}".encode())
+    # The code that defines the computation too: an edit to a forward() must not reuse an old export.
+    for mod in sorted({type(m).__module__ for m in module.modules()}):
+        file = getattr(sys.modules.get(mod), "__file__", None)
+        if file and os.path.exists(file):
+            h.update(Path(file).read_bytes())
+    tensors = dict(module.state_dict())
+    tensors.update({f"buffer:{k}": v for k, v in module.named_buffers()})
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous().flatten()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def export_onnx(module: nn.Module, examples: Sequence[Tensor], name: str, extra: str = "",
+                dynamic: dict[int, dict[int, str]] | None = None) -> Path:
+    """The module exported to ONNX (batch axis dynamic), from the cache when it is there already.
+
+    `dynamic` adds further dynamic axes per input index (e.g. height and width of a fully convolutional net).
+    Written to a temporary file and renamed, so processes that export at once never read half a file.
+    """
+    key = model_hash(module, examples, extra + repr(sorted((dynamic or {}).items())))
+    folder = cache_dir()
+    path = folder / f"{name}-{key[:20]}.onnx"
+    if path.exists():
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    inputs = [f"in{i}" for i in range(len(examples))]
+    with torch.inference_mode():
+        outs = module(*examples)
+    n_out = 1 if isinstance(outs, Tensor) else len(outs)
+    outputs = [f"out{i}" for i in range(n_out)]
+    axes: dict[str, dict[int, str]] = {n: {0: "batch"} for n in inputs + outputs}
+    for i, extra_axes in (dynamic or {}).items():
+        axes[inputs[i]].update(extra_axes)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about Python-level shape arithmetic
+        torch.onnx.export(
+            module.eval(), tuple(examples), buf, input_names=inputs, output_names=outputs,
+            dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True, dynamo=False,
+        )  # fmt: skip
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}-", suffix=".onnx")
+    with os.fdopen(fd, "wb") as f:
+        f.write(buf.getvalue())
+    os.replace(tmp, path)
+    log.info("exported %s to %s", name, path)
+    return path
+
+
+class Runner:
+    """A compiled model: `runner(*inputs)` -> tuple of outputs, torch tensors batched along dim 0."""
+
+    backend: str = ""
+
+    def __call__(self, *inputs: Tensor) -> tuple[Tensor, ...]:
+        raise NotImplementedError
+
+
+class TorchRunner(Runner):
+    backend = "torch"
+
+    def __init__(self, module: nn.Module, channels_last: bool = False) -> None:
+        self.module = module.eval()
+        self.channels_last = channels_last
+        if channels_last:
+            self.module.to(memory_format=torch.channels_last)
+
+    def __call__(self, *inputs: Tensor) -> tuple[Tensor, ...]:
+        if self.channels_last:
+            inputs = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x for x in inputs)
+        with torch.inference_mode():
+            out = self.module(*inputs)
+        return (out,) if isinstance(out, Tensor) else tuple(out)
+
+
+def _numpy(x: Tensor) -> np.ndarray:
+    return np.ascontiguousarray(x.detach().cpu().numpy())
+
+
+class _CpuRunner(Runner):
+    """Shared by the ONNX runtimes: `threads` CPU threads, as intra-op threads of one call, or (`per_sample`)
+    as that many single-threaded calls at once, each on a share of the batch's samples.
+
+    Per sample is the faster use of the cores for a small network like COCO-SSD: a single-threaded call costs
+    a third less CPU than a two-threaded one of the same sample (no synchronisation inside the layers), and
+    every sample's result is the same whatever batch it came in, which replay's determinism wants.
+    """
+
+    def __init__(self, threads: int, per_sample: bool) -> None:
+        self.threads = max(1, threads)
+        self.per_sample = per_sample and self.threads > 1
+        self.pool: ThreadPoolExecutor | None = None
+        if self.per_sample:
+            self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix=self.backend)
+
+    def _run(self, worker: int, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def __call__(self, *inputs: Tensor) -> tuple[Tensor, ...]:
+        arrays = [_numpy(x) for x in inputs]
+        n = len(arrays[0])
+        if self.pool is None or n == 1:
+            outs = self._run(0, arrays)
+        else:
+            parts = np.array_split(np.arange(n), min(n, self.threads))
+            futures = [self.pool.submit(self._run_share, w, arrays, idx) for w, idx in enumerate(parts)]
+            results = [f.result() for f in futures]
+            outs = [np.concatenate(cols) for cols in zip(*results)]
+        return tuple(torch.from_numpy(o) for o in outs)
+
+    def _run_share(self, worker: int, arrays: list[np.ndarray], idx: np.ndarray) -> list[np.ndarray]:
+        rows = [self._run(worker, [a[i : i + 1] for a in arrays]) for i in idx]
+        return [np.concatenate(cols) for cols in zip(*rows)]
+
+
+class OnnxRuntimeRunner(_CpuRunner):
+    backend = "onnxruntime"
+
+    def __init__(self, path: Path | str, threads: int, per_sample: bool = False) -> None:
+        import onnxruntime as ort
+
+        super().__init__(threads, per_sample)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1 if self.per_sample else self.threads
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        # Idle worker threads must not spin: the other stages of the pipeline need those cores.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # One session serves every worker thread: run() is thread-safe.
+        self.session = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    def _run(self, worker: int, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        return list(self.session.run(self.outputs, dict(zip(self.inputs, arrays))))
+
+
+class OpenVinoRunner(_CpuRunner):
+    backend = "openvino"
+
+    def __init__(self, path: Path | str, threads: int, per_sample: bool = False) -> None:
+        import openvino as ov
+
+        super().__init__(threads, per_sample)
+        core = ov.Core()
+        # f32: OpenVINO would pick bf16 on CPUs that have it, which moves scores by 1e-2 (parity is 1e-3).
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": self.threads}
+        if self.per_sample:  # one stream per worker, each single-threaded
+            config.update({"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": self.threads})
+        else:
+            config.update({"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1})
+        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        self.requests = [self.compiled.create_infer_request() for _ in range(self.threads if self.per_sample else 1)]
+        self.n_out = len(self.compiled.outputs)
+
+    def _run(self, worker: int, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        result = self.requests[worker].infer(arrays)
+        # The request reuses its output buffers on the next call: copy.
+        return [np.array(result[i], copy=True) for i in range(self.n_out)]
+
+
+def _bucket(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
+class CudaGraphRunner(Runner):
+    """fp16 on a CUDA device; each padded input shape is captured once as a CUDA graph and replayed.
+
+    Shapes vary only in the batch (rounded up to a power of two) for fixed-size models; a model with other
+    dynamic axes (`graphs=False`) runs eagerly in fp16. Outputs are float32, like the other backends.
+    """
+
+    backend = "cuda"
+
+    def __init__(self, module: nn.Module, device: torch.device, graphs: bool = True, max_graphs: int = 16) -> None:
+        self.module = module.eval().to(device)
+        self.device = device
+        self.graphs_on = graphs
+        self.max_graphs = max_graphs
+        self.graphs: dict[tuple[Any, ...], tuple[Any, list[Tensor], tuple[Tensor, ...]]] = {}
+
+    def _eager(self, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, cache_enabled=False):
+            out = self.module(*inputs)
+        out = (out,) if isinstance(out, Tensor) else tuple(out)
+        return tuple(o.float() if o.is_floating_point() else o for o in out)
+
+    def __call__(self, *inputs: Tensor) -> tuple[Tensor, ...]:
+        inputs = tuple(x.to(self.device, non_blocking=True) for x in inputs)
+        n = inputs[0].shape[0]
+        if not self.graphs_on:
+            return self._eager(inputs)
+        b = _bucket(n)
+        key = tuple((b, *x.shape[1:], x.dtype) for x in inputs)
+        entry = self.graphs.get(key)
+        if entry is None:
+            if len(self.graphs) >= self.max_graphs:
+                return self._eager(inputs)
+            entry = self._capture(inputs, b)
+            self.graphs[key] = entry
+        graph, static_in, static_out = entry
+        for s, x in zip(static_in, inputs):
+            s[:n].copy_(x)
+            if n < b:
+                s[n:].zero_()
+        graph.replay()
+        return tuple(o[:n].clone() for o in static_out)
+
+    def _capture(self, inputs: Sequence[Tensor], b: int) -> tuple[Any, list[Tensor], tuple[Tensor, ...]]:
+        static_in = [torch.zeros((b, *x.shape[1:]), dtype=x.dtype, device=self.device) for x in inputs]
+        for s, x in zip(static_in, inputs):
+            s[: x.shape[0]].copy_(x)
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            for _ in range(3):  # warm-up on a side stream, as capture requires
+                self._eager(static_in)
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self._eager(static_in)
+        return graph, static_in, static_out
+
+
+def compile_module(
+    module: nn.Module,
+    examples: Sequence[Tensor],
+    *,
+    name: str,
+    backend: str = "auto",
+    device: torch.device | str = "cpu",
+    cpu_default: CpuRuntime = "onnxruntime",
+    threads: int | None = None,
+    channels_last: bool = True,
+    dynamic: dict[int, dict[int, str]] | None = None,
+    extra: str = "",
+    per_sample: bool = False,
+) -> Runner:
+    """Runs `module` on the backend asked for (see the module docstring); `examples` are CPU tensors of
+    the inputs (any batch size), used for the export and its cache key. `threads`: CPU threads of the ONNX
+    runtimes (default: torch's thread count); `per_sample`: use them as parallel single-sample calls."""
+    device = torch.device(device)
+    chosen = resolve_backend(backend, device, cpu_default)
+    module = module.eval()
+    if chosen == "torch":
+        return TorchRunner(module.to(device), channels_last=channels_last)
+    if chosen == "cuda":
+        return CudaGraphRunner(module, device, graphs=not dynamic)
+    try:
+        path = export_onnx(module.cpu(), [x.cpu() for x in examples], name, extra, dynamic)
+    except Exception as exc:  # an op the exporter does not know: the model still runs, in eager torch
+        if backend != "auto":
+            raise ValueError(f"{name} cannot be exported for {chosen}: {str(exc).splitlines()[0][:300]}") from None
+        log.warning("%s cannot be exported to ONNX (%s): it runs in eager torch", name, str(exc).splitlines()[0][:300])
+        return TorchRunner(module.to(device), channels_last=channels_last)
+    n = threads or torch.get_num_threads()
+    runner = OnnxRuntimeRunner if chosen == "onnxruntime" else OpenVinoRunner
+    return runner(path, n, per_sample)
+
+
+def load_onnx(path: str | Path, backend: str, device: torch.device, threads: int | None = None) -> Runner:
+    """A user's own ONNX file on onnxruntime or openvino (auto: onnxruntime)."""
+    chosen = resolve_backend(backend, device, "onnxruntime") if backend != "torch" else "onnxruntime"
+    if chosen in ("cuda", "torch"):
+        chosen = "onnxruntime"
+    n = threads or torch.get_num_threads()
+    return OnnxRuntimeRunner(path, n) if chosen == "onnxruntime" else OpenVinoRunner(path, n)
+
+
+RunnerFactory = Callable[..., Runner]

@@ -1,0 +1,165 @@
+"""The backend layer: every model on every backend against eager torch, on real frames; the export cache.
+
+CUDA cases need a GPU and are skipped without one (nothing here mocks a GPU); bench/gpu.py runs them on a
+lent device.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from pipeline.protocol import Frame
+from stages.infer import backend as bk
+from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions
+from stages.track.appearance import AppearanceEncoder
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_videos"
+CPU_BACKENDS = [b for b in ("onnxruntime", "openvino") if bk.available(b)]
+ALL = CPU_BACKENDS + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def _frames(name: str, picks: list[int]) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(SAMPLES / name))
+    out, i = [], 0
+    while len(out) < len(picks):
+        ok, img = cap.read()
+        assert ok, f"{name} ended before frame {picks[len(out)]}"
+        if i in picks:
+            out.append(img)
+        i += 1
+    cap.release()
+    return out
+
+
+@pytest.fixture(scope="module")
+def real_frames() -> list[np.ndarray]:
+    return _frames("vtest.avi", [0, 150, 400, 700]) + _frames("bikes.mp4", [10, 120, 200])
+
+
+def _as_frames(images: list[np.ndarray]) -> list[Frame]:
+    return [Frame("s", i, i / 10, 0.0, im.shape[1], im.shape[0], im) for i, im in enumerate(images)]
+
+
+@pytest.fixture(scope="module")
+def ssd_reference(real_frames: list[np.ndarray]) -> tuple[CocoSsdDetector, list]:
+    det = CocoSsdDetector(CocoSsdOptions(backend="torch", device="cpu", score_threshold=0.2))
+    return det, [det.detect([f])[0] for f in _as_frames(real_frames)]
+
+
+@pytest.mark.parametrize("backend", ALL)
+def test_coco_ssd_matches_eager_torch(backend: str, real_frames: list[np.ndarray], ssd_reference: tuple) -> None:
+    ref_det, ref = ssd_reference
+    device = "cuda" if backend == "cuda" else "cpu"
+    det = CocoSsdDetector(CocoSsdOptions(backend=backend, device=device, score_threshold=0.2))
+    assert det.backend == backend
+    frames = _as_frames(real_frames)
+    # Raw network outputs: every score within 1e-3 (fp16 on CUDA: 1e-2), batched as the stage batches.
+    with torch.inference_mode():
+        got_scores, got_boxes = det.forward_images([f.image for f in frames[:4]])
+        ref_scores, ref_boxes = ref_det.forward_images([f.image for f in frames[:4]])
+    tol = 1e-2 if backend == "cuda" else 1e-3
+    assert float((got_scores.float().cpu() - ref_scores).abs().max()) < tol
+    assert float((got_boxes.float().cpu() - ref_boxes).abs().max()) < tol
+    # After thresholds and NMS: the same detections, frame by frame and in a batch of several frames.
+    batched = det.detect(frames)
+    total = 0
+    for f, r, b in zip(frames, ref, batched):
+        (one,) = det.detect([f])
+        for got in (one, b):
+            assert len(got) == len(r), f"frame {f.seq}: {len(got)} detections, eager torch {len(r)}"
+            assert np.array_equal(got.class_ids, r.class_ids)
+            np.testing.assert_allclose(got.scores, r.scores, atol=tol)
+            np.testing.assert_allclose(got.boxes, r.boxes, atol=0.05 if backend != "cuda" else 1.0)
+        total += len(r)
+    assert total > 20  # real content: the frames hold people and vehicles
+
+
+def test_coco_ssd_default_backend_is_the_measured_fastest() -> None:
+    det = CocoSsdDetector(CocoSsdOptions(device="cpu"))
+    from stages.infer.coco_ssd import CPU_RUNTIME
+
+    assert det.backend == (CPU_RUNTIME if bk.available(CPU_RUNTIME) else "torch")
+    # bf16 on the CPU comes from torch's autocast only.
+    assert CocoSsdDetector(CocoSsdOptions(device="cpu", precision="bf16")).backend == "torch"
+    with pytest.raises(ValueError, match="runs on backend torch only"):
+        CocoSsdDetector(CocoSsdOptions(device="cpu", precision="bf16", backend=CPU_BACKENDS[0]))
+
+
+@pytest.mark.parametrize("backend", ALL)
+def test_appearance_matches_eager_torch(backend: str, real_frames: list[np.ndarray], ssd_reference: tuple) -> None:
+    _, ref_dets = ssd_reference
+    images = real_frames[:3]
+    boxes = [d.boxes[:40] for d in ref_dets[:3]]
+    assert sum(len(b) for b in boxes) > 10
+    device = "cuda" if backend == "cuda" else "cpu"
+    ref = AppearanceEncoder(None, device="cpu", precision="float32", backend="torch").embed(images, boxes)
+    enc = AppearanceEncoder(None, device=device, precision="float32", backend=backend)
+    assert enc.backend == backend
+    got = enc.embed(images, boxes)
+    tol = 1e-2 if backend == "cuda" else 1e-3
+    for g, r in zip(got, ref):
+        assert g.shape == r.shape
+        assert float(np.abs(g - r).max()) < tol
+
+
+class _Tiny(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x)).mean(dim=(2, 3))
+
+
+@pytest.mark.skipif(not CPU_BACKENDS, reason="no ONNX runtime installed")
+def test_exports_are_cached_by_weights_and_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIDPIPE_CACHE_DIR", str(tmp_path))
+    torch.manual_seed(0)
+    model = _Tiny()
+    x = torch.rand(3, 3, 8, 8)
+    r1 = bk.compile_module(model, (x[:1],), name="tiny", backend=CPU_BACKENDS[0])
+    files = sorted(tmp_path.glob("tiny-*.onnx"))
+    assert len(files) == 1
+    mtime = files[0].stat().st_mtime_ns
+    np.testing.assert_allclose(r1(x)[0].numpy(), model(x).detach().numpy(), atol=1e-5)
+    bk.compile_module(model, (x[:2],), name="tiny", backend=CPU_BACKENDS[0])  # another batch: same export
+    assert sorted(tmp_path.glob("tiny-*.onnx")) == files and files[0].stat().st_mtime_ns == mtime
+    with torch.no_grad():
+        model.conv.bias.add_(1.0)  # new weights: a new export, never the old one
+    r3 = bk.compile_module(model, (x[:1],), name="tiny", backend=CPU_BACKENDS[0])
+    assert len(list(tmp_path.glob("tiny-*.onnx"))) == 2
+    np.testing.assert_allclose(r3(x)[0].numpy(), model(x).detach().numpy(), atol=1e-5)
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no temporary files left behind
+
+
+def test_backend_names_are_checked() -> None:
+    cpu = torch.device("cpu")
+    with pytest.raises(ValueError, match="unknown backend"):
+        bk.resolve_backend("tensorrt-ish", cpu, "onnxruntime")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="needs a CUDA device"):
+            bk.resolve_backend("cuda", cpu, "onnxruntime")
+    assert bk.resolve_backend("auto", cpu, "onnxruntime") in ("onnxruntime", "torch")
+    assert bk.resolve_backend("torch", cpu, "openvino") == "torch"
+
+
+class _NotExportable(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.adaptive_avg_pool2d(x, (4, 1)).flatten(1)  # 6 rows into 4: no ONNX export
+
+
+@pytest.mark.skipif(not CPU_BACKENDS, reason="no ONNX runtime installed")
+def test_a_model_that_cannot_be_exported_runs_in_torch_under_auto(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIDPIPE_CACHE_DIR", str(tmp_path))
+    x = torch.rand(2, 3, 6, 3)
+    runner = bk.compile_module(_NotExportable(), (x,), name="odd", backend="auto", cpu_default=CPU_BACKENDS[0])
+    assert runner.backend == "torch"
+    np.testing.assert_allclose(runner(x)[0].numpy(), _NotExportable()(x).numpy())
+    with pytest.raises(ValueError, match="cannot be exported"):
+        bk.compile_module(_NotExportable(), (x,), name="odd", backend=CPU_BACKENDS[0])
