@@ -26,7 +26,7 @@ import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
@@ -348,15 +348,3 @@ def compile_module(
     n = threads or torch.get_num_threads()
     runner = OnnxRuntimeRunner if chosen == "onnxruntime" else OpenVinoRunner
     return runner(path, n, per_sample)
-
-
-def load_onnx(path: str | Path, backend: str, device: torch.device, threads: int | None = None) -> Runner:
-    """A user's own ONNX file on onnxruntime or openvino (auto: onnxruntime)."""
-    chosen = resolve_backend(backend, device, "onnxruntime") if backend != "torch" else "onnxruntime"
-    if chosen in ("cuda", "torch"):
-        chosen = "onnxruntime"
-    n = threads or torch.get_num_threads()
-    return OnnxRuntimeRunner(path, n) if chosen == "onnxruntime" else OpenVinoRunner(path, n)
-
-
-RunnerFactory = Callable[..., Runner]
