@@ -16,8 +16,8 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -42,17 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=30)
     a = p.parse_args(argv)
 
-    import cv2
     import torch
 
     from pipeline.protocol import Frame
     from stages.infer import backend as bk
     from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions
     from stages.track.appearance import AppearanceEncoder
+    from stages.track.tracklets import read_frames
 
     cores = os.cpu_count() or 1
-    cap = cv2.VideoCapture(str(ROOT / "sample_videos" / "vtest.avi"))
-    images = [cap.read()[1] for _ in range(8)]
+    images = [img for _, img in read_frames(ROOT / "sample_videos" / "vtest.avi", 0, 8)]
     frames = [Frame("s", i, i / 10, 0.0, 768, 576, im) for i, im in enumerate(images)]
     backends = [b for b in ("torch", "onnxruntime", "openvino") if bk.available(b)]
     print(f"{cores} CPUs, torch {torch.__version__}; ms per frame (COCO-SSD) or per call (appearance), median of {a.repeats}")

@@ -93,18 +93,9 @@ def make_plan(dry: bool, window_s: float | None, max_streams: int) -> Plan:
 
 def read_video(n: int) -> list[np.ndarray]:
     """The first n frames of vtest.avi (BGR, 768x576)."""
-    cap = cv2.VideoCapture(str(VIDEO))
-    if not cap.isOpened():
-        raise FileNotFoundError(f"cannot open {VIDEO}")
-    out: list[np.ndarray] = []
-    try:
-        while len(out) < n:
-            ok, img = cap.read()
-            if not ok:
-                break
-            out.append(img)
-    finally:
-        cap.release()
+    from stages.track.tracklets import read_frames
+
+    out = [img for _, img in read_frames(VIDEO, 0, n)]
     if not out:
         raise RuntimeError(f"no frames decoded from {VIDEO}")
     return out

@@ -167,8 +167,9 @@ class StageScraper:
         path = Path(self.out_dir) / "config.yaml"
         if not path.exists():
             return None
-        from pipeline.config import parse_config
         import yaml
+
+        from pipeline.config import parse_config
 
         try:
             cfg = parse_config(yaml.safe_load(path.read_text()), "bench")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -18,6 +17,7 @@ from pipeline.protocol import Frame
 from stages.infer import backend as bk
 from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions
 from stages.track.appearance import AppearanceEncoder
+from stages.track.tracklets import read_frames
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_videos"
 CPU_BACKENDS = [b for b in ("onnxruntime", "openvino") if bk.available(b)]
@@ -25,16 +25,7 @@ ALL = CPU_BACKENDS + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def _frames(name: str, picks: list[int]) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(SAMPLES / name))
-    out, i = [], 0
-    while len(out) < len(picks):
-        ok, img = cap.read()
-        assert ok, f"{name} ended before frame {picks[len(out)]}"
-        if i in picks:
-            out.append(img)
-        i += 1
-    cap.release()
-    return out
+    return [img for i, img in read_frames(SAMPLES / name, 0, max(picks) + 1) if i in picks]
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +154,13 @@ def test_a_model_that_cannot_be_exported_runs_in_torch_under_auto(tmp_path: Path
     np.testing.assert_allclose(runner(x)[0].numpy(), _NotExportable()(x).numpy())
     with pytest.raises(ValueError, match="cannot be exported"):
         bk.compile_module(_NotExportable(), (x,), name="odd", backend=CPU_BACKENDS[0])
+
+
+def test_coco_ssd_forward_on_rgb_tensors_matches_bgr_frames(real_frames: list[np.ndarray]) -> None:
+    det = CocoSsdDetector(CocoSsdOptions(device="cpu", score_threshold=0.2))
+    bgr = real_frames[:2]
+    rgb = torch.from_numpy(np.stack([im[:, :, ::-1] for im in bgr]).copy())
+    with torch.inference_mode():
+        s_rgb, b_rgb = det.forward(rgb)
+        s_bgr, b_bgr = det.forward_images(bgr)
+    assert torch.equal(s_rgb, s_bgr) and torch.equal(b_rgb, b_bgr)

@@ -1,7 +1,7 @@
 """The COCO-SSD detector (SSDLite MobileNetV2 trained on COCO) as a primary detector of the infer stage.
 
 It runs through the backend layer (`stages/infer/backend.py`): the network that computes only the kept
-classes (`SsdDetectorNet`) on ONNX Runtime on the CPU by default, CUDA graphs in fp16 on a GPU, eager torch
+classes (`SsdDetectorNet`) on OpenVINO on the CPU by default, CUDA graphs in fp16 on a GPU, eager torch
 when asked for (or for bf16 on the CPU, which only torch's autocast gives). The resize taps are gathered where
 the frames are (with the BGR->RGB swap folded into the gather); the blend and normalisation are the network's
 first ops, so every backend runs them.
@@ -64,22 +64,29 @@ class CocoSsdDetector(CnnDetector):
             SsdDetectorNet(model, columns), example, name="coco_ssd", backend=self.backend, device=self.device,
             channels_last=options.channels_last, extra=f"columns={columns}", per_sample=True,
         )  # fmt: skip
-        self._taps: dict[tuple[int, int], tuple[Tensor, Tensor, Tensor, Tensor]] = {}
+        self._taps: dict[tuple[int, int, bool], tuple[Tensor, Tensor, Tensor, Tensor]] = {}
 
-    def forward_images(self, images: list[np.ndarray]) -> tuple[Tensor, Tensor]:
-        h, w = images[0].shape[:2]
-        taps = self._taps.get((h, w))
+    def _taps_for(self, h: int, w: int, bgr: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Tap indices and weights of a frame size, on the device, computed once per size and colour order."""
+        taps = self._taps.get((h, w, bgr))
         if taps is None:
-            taps = self._taps[(h, w)] = legacy_taps(h, w, INPUT_SIZE, bgr=True)
-        rows, cols, dy, dx = taps
-        if self.device.type == "cuda":  # upload the frames, gather on the GPU
-            frames = torch.from_numpy(np.stack(images)).pin_memory().to(self.device, non_blocking=True)
-            gathered = gather_taps(frames, rows.to(self.device), cols.to(self.device))
-        else:  # gather each frame where it lies: no stacked copy of the whole frames
-            gathered = torch.cat([gather_taps(torch.from_numpy(img)[None], rows, cols) for img in images])
-        n = len(images)
+            taps = self._taps[(h, w, bgr)] = tuple(t.to(self.device) for t in legacy_taps(h, w, INPUT_SIZE, bgr=bgr))  # type: ignore[assignment]
+        return taps
+
+    def _run(self, gathered: Tensor, dy: Tensor, dx: Tensor) -> tuple[Tensor, Tensor]:
+        n = gathered.shape[0]
         scores, boxes = self.net(gathered, dy.expand(n, -1), dx.expand(n, -1))
         return scores.to(self.device), boxes.to(self.device)
 
-    def forward(self, rgb: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - forward_images is the entry
-        raise NotImplementedError
+    def forward_images(self, images: list[np.ndarray]) -> tuple[Tensor, Tensor]:
+        h, w = images[0].shape[:2]
+        if self.device.type == "cuda":  # upload the frames, gather on the GPU
+            return self.forward(torch.from_numpy(np.stack(images)).pin_memory().to(self.device, non_blocking=True), bgr=True)
+        rows, cols, dy, dx = self._taps_for(h, w, bgr=True)
+        # Gather each frame where it lies: no stacked copy of the whole frames.
+        return self._run(torch.cat([gather_taps(torch.from_numpy(img)[None], rows, cols) for img in images]), dy, dx)
+
+    def forward(self, rgb: Tensor, bgr: bool = False) -> tuple[Tensor, Tensor]:
+        """uint8 frames [B, H, W, 3] on the device (RGB, or BGR with `bgr`) -> scores of the kept columns, boxes."""
+        rows, cols, dy, dx = self._taps_for(rgb.shape[1], rgb.shape[2], bgr)
+        return self._run(gather_taps(rgb, rows, cols), dy, dx)

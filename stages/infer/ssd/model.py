@@ -92,7 +92,7 @@ class SsdDetectorNet(nn.Module):
         self.class_heads = nn.ModuleList(_pruned_head(h, columns) for h in model.class_heads)
         self.register_buffer("anchors", model.anchors.clone())
 
-    def forward(self, taps: Tensor, dy: Tensor, dx: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+    def forward(self, taps: Tensor, dy: Tensor, dx: Tensor) -> tuple[Tensor, Tensor]:
         x = blend_taps(taps, dy, dx) * PIXEL_SCALE - PIXEL_SHIFT
         x = x.permute(0, 3, 1, 2)  # NHWC -> NCHW, a channels_last-strided view
         weight = self.features.stem.weight

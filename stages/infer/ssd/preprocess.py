@@ -36,7 +36,7 @@ def legacy_taps(
 
     Returns (rows [2h]: the upper then the lower source row of each output row; cols [2 * w * 3]: the left then
     the right source byte of each output pixel's channel in a flattened row; dy [h] and dx [w * 3]: the weights
-    of the lower row and the right column). `swap_rb` order is handled by the caller through `cols`.
+    of the lower row and the right column). `bgr`: the frames are BGR and the taps come out RGB.
     """
     oh, ow = size
     y0, y1, dy = _legacy_taps(height, oh, torch.device(device))
