@@ -12,7 +12,6 @@ next to it, the figure the issue set as the floor. Medians of `--repeats` timed 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -47,10 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.protocol import Frame
     from stages.infer import backend as bk
     from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions
+    from stages.infer.device import cpu_cores
     from stages.track.appearance import AppearanceEncoder
     from stages.track.tracklets import read_frames
 
-    cores = os.cpu_count() or 1
+    cores = cpu_cores()
     images = [img for _, img in read_frames(ROOT / "sample_videos" / "vtest.avi", 0, 8)]
     frames = [Frame("s", i, i / 10, 0.0, 768, 576, im) for i, im in enumerate(images)]
     backends = [b for b in ("torch", "onnxruntime", "openvino") if bk.available(b)]

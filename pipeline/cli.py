@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import os
 import random
 import re
+import signal
 import socket
 import sys
 import tempfile
@@ -284,7 +286,26 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging(args.log_level)
     logging.getLogger("vidpipe").setLevel(args.log_level.upper())
-    return int(args.func(args) or 0)
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: what a hung process is waiting on.
+    # The launcher replaces this with a handler that also hands the signal on to its stages.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    code = int(args.func(args) or 0)
+    if args.func is cmd_stage and argv is None:
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> None:
+    """End a stage process that has finished: its sockets, files and metrics server are closed by now.
+
+    Skipping the interpreter's teardown keeps a native runtime's worker threads (OpenVINO's TBB arena,
+    ONNX Runtime's pools, OpenMP) from holding a finished stage up while they are torn down: the
+    launcher waits for every stage to exit, so a stage stuck there would hang the whole replay.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ hold; in live mode every stage is stopped at once.
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import logging
 import os
 import signal
@@ -105,10 +106,27 @@ class Launcher:
             log.info("stopping the pipeline (%s)", "sources first, then draining" if self.config.mode == "replay" else "all stages")
         self.stopping.set()
 
+    def dump_stacks(self, *_args: object) -> None:
+        """SIGUSR1: the launcher, then each stage in turn, print their threads' stacks to stderr.
+
+        Stages print theirs from faulthandler's signal handler (registered by the CLI), so even a stage stuck in
+        native code answers. One at a time, each under a heading, so that their lines do not interleave.
+        """
+        sys.stderr.write(f"--- stacks of the launcher (pid {os.getpid()})\n")
+        sys.stderr.flush()
+        faulthandler.dump_traceback(all_threads=True)
+        for c in self.children:
+            if c.proc and c.proc.poll() is None:
+                sys.stderr.write(f"--- stacks of {c.label} (pid {c.proc.pid})\n")
+                sys.stderr.flush()
+                c.proc.send_signal(signal.SIGUSR1)
+                time.sleep(0.3)
+
     def run(self, on_tick: Callable[[], None] | None = None) -> int:
         """Runs until every stage has finished, or a stop is requested; returns the exit status."""
         signal.signal(signal.SIGINT, self.request_stop)
         signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGUSR1, self.dump_stacks)
         # Downstream first, so that sockets that bind exist before senders connect.
         for child in reversed(self.children):
             self._start(child)

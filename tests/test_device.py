@@ -6,10 +6,13 @@ check the choice itself; the CUDA forward pass is not exercised here.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
-from stages.infer.device import autocast, resolve_precision, select_device
+from stages.infer.device import autocast, cpu_cores, resolve_precision, select_device
 
 
 def test_auto_is_cpu_in_fp32_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -45,3 +48,16 @@ def test_bf16_autocast_on_the_cpu_runs_convolutions_in_bf16() -> None:
         assert conv(torch.zeros(1, 3, 8, 8)).dtype == torch.bfloat16
     with torch.inference_mode(), autocast(torch.device("cpu"), torch.float32):
         assert conv(torch.zeros(1, 3, 8, 8)).dtype == torch.float32
+
+
+def test_cpu_cores_follows_the_affinity_mask_and_the_cgroup_quota(tmp_path: Path) -> None:
+    mask = len(os.sched_getaffinity(0))
+    unlimited = tmp_path / "unlimited"
+    unlimited.write_text("max 100000\n")
+    assert cpu_cores(unlimited) == mask
+    assert cpu_cores(tmp_path / "absent") == mask
+    quota = tmp_path / "quota"
+    quota.write_text("150000 100000\n")  # a pod limit of 1.5 CPUs: two threads, not the host's count
+    assert cpu_cores(quota) == min(mask, 2)
+    quota.write_text("10000 100000\n")  # 0.1 CPU still runs one thread
+    assert cpu_cores(quota) == 1

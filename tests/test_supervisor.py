@@ -75,3 +75,34 @@ def test_a_stage_that_keeps_crashing_stops_the_pipeline_after_max_restarts(tmp_p
     assert time.monotonic() - t0 < 20  # no drain into a pipeline that cannot run
     assert result.stderr.count("ERROR vidpipe.broken: stage failed") == 3
     assert "broken exited with status 1, 3 times in a row: giving up" in result.stderr
+
+
+def test_sigusr1_prints_where_every_process_waits_and_the_run_goes_on(tmp_path: Path, sock_dir: Path, samples: Path) -> None:
+    # What an operator does with a pipeline that seems hung: `kill -USR1 <launcher pid>`.
+    out = tmp_path / "out"
+    stages = [
+        {"name": "decode", "kind": "decode"},
+        {"name": "slow", "kind": "tests.helpers.slow_stage:SlowStage", "batch": {"max_size": 1}, "options": {"seconds_per_frame": 0.05}},
+        {"name": "record", "kind": "record", "options": {"out_dir": str(out), "video": False}},
+    ]
+    streams = [{"id": "car", "source": str(samples / "carphone_pristine.mp4")}]
+    cfg = write_config(tmp_path / "c.yaml", streams, out, port_base=None, run_dir=sock_dir, stages=stages)
+    log_path = tmp_path / "log.txt"
+    proc = vidpipe("run", str(cfg), log_path=log_path)
+    try:
+        wait_for(lambda: log_path.read_text().count("started (pid") == 3, 60, what="three stages started")
+        time.sleep(1)
+        proc.send_signal(signal.SIGUSR1)
+        rc = proc.wait(120)
+    finally:
+        stop(proc)
+    log = log_path.read_text()
+    assert rc == 0, log[-3000:]
+    # The launcher and its three stages each printed their threads, one after the other.
+    assert log.count("Current thread 0x") == 4, log[-6000:]
+    for who in ("the launcher", "decode[car]", "slow", "record"):
+        assert f"--- stacks of {who} (pid " in log
+    slow = log.split("--- stacks of slow")[1].split("--- stacks of")[0]
+    assert "in _run_processor" in slow, slow  # its main loop (most likely asleep in SlowStage.process)
+    summary = json.loads((out / "summary.json").read_text())["streams"]["car"]
+    assert summary["status"] == "complete" and summary["frames"] == 120, summary

@@ -3,12 +3,31 @@
 from __future__ import annotations
 
 import contextlib
+import math
+import os
+from pathlib import Path
 from typing import Iterator, Literal
 
 import torch
 
 DeviceSpec = str  # "auto", "cpu", "cuda", "cuda:1"
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
+
+
+def cpu_cores(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """The CPUs this process may really use: its affinity mask, capped by a cgroup v2 CPU quota.
+
+    os.cpu_count() is the whole host's count: in a container or a Kubernetes pod limited to 2 CPUs on a
+    64-core node it would give the models 64 threads, which the quota then throttles.
+    """
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = cgroup.read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota readable: the affinity mask is the limit
+    return max(1, n)
 
 
 def select_device(spec: DeviceSpec) -> torch.device:

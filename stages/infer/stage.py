@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any, Literal
 
 import torch
@@ -17,7 +16,7 @@ from pipeline.stage import Stage, StageContext
 from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions
 from stages.infer.custom import CustomDetector, CustomOptions
 from stages.infer.detector import Detector
-from stages.infer.device import select_device
+from stages.infer.device import cpu_cores, select_device
 from stages.infer.faces.runner import FaceRunner, FacesOptions
 from stages.infer.gate import GateOptions, MotionGate, fill_gated
 from stages.infer.motion import MotionDetector, MotionOptions
@@ -60,7 +59,7 @@ class InferStage(Stage):
     def __init__(self, ctx: StageContext) -> None:
         super().__init__(ctx)
         o: InferOptions = self.options
-        torch.set_num_threads(o.torch_threads or os.cpu_count() or 1)
+        torch.set_num_threads(o.torch_threads or cpu_cores())
         self.detector: Detector
         if o.detector == "motion":
             self.detector = MotionDetector(o.motion)

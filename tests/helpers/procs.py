@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -52,23 +53,43 @@ def vidpipe(*args: str, log_path: Path | None = None, env: dict[str, str] | None
 
 
 def run_vidpipe(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `vidpipe ARGS` to the end, capturing its output. On a timeout every process of the pipeline
+    prints its threads' stacks (SIGUSR1) before it is stopped, and the assertion shows them: a hang in
+    CI then says where it waited."""
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
     full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-P", "-m", "pipeline.cli", *args], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout
-    )
+    cmd = [sys.executable, "-P", "-m", "pipeline.cli", *args]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=out, stderr=err)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            dump_stacks_and_stop(proc)
+            err.seek(0)
+            raise AssertionError(f"vidpipe {' '.join(args)} ran over {timeout}s; its stderr ends:\n" + err.read().decode(errors="replace")[-20000:])
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(cmd, proc.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace"))
+
+
+def dump_stacks_and_stop(proc: subprocess.Popen[bytes]) -> None:
+    """A hung pipeline: its launcher and stages print their stacks to stderr (SIGUSR1), then it is stopped."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(3)
+    stop(proc, signal.SIGINT, timeout=60)
 
 
 def run_logged(*args: str, log_path: Path, timeout: float = 300) -> tuple[int, str]:
     """Run `vidpipe ARGS` to the end with its output in log_path; on a timeout the process is
-    stopped and the assertion shows the end of its log (what each stage did), not just the timeout."""
+    stopped and the assertion shows the end of its log (what each stage did, and where each waited)."""
     proc = vidpipe(*args, log_path=log_path)
     try:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
-        stop(proc, signal.SIGINT, timeout=60)
-        raise AssertionError(f"vidpipe {' '.join(args)} ran over {timeout}s; its log ends:\n" + log_path.read_text()[-6000:])
+        dump_stacks_and_stop(proc)
+        raise AssertionError(f"vidpipe {' '.join(args)} ran over {timeout}s; its log ends:\n" + log_path.read_text()[-20000:])
     return proc.returncode, log_path.read_text()
 
 
