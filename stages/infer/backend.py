@@ -228,6 +228,16 @@ class OnnxRuntimeRunner(_CpuRunner):
 
 
 class OpenVinoRunner(_CpuRunner):
+    """OpenVINO on the CPU.
+
+    Per sample, each worker thread has a compiled model of its own: one stream, one thread, the batch fixed
+    at 1, so that a synchronous call runs in the calling thread and the workers share no executor. The other
+    way (one compiled model with a stream per worker, THROUGHPUT hint) deadlocks now and then on 2-core
+    machines when requests specialise a shape at once inside the shared TBB arenas: seen hanging our CI, and
+    Ultralytics' (ultralytics/ultralytics#25921). Each model is run once at start-up, one after the other, so
+    no first-call specialisation happens while the stage is serving frames.
+    """
+
     backend = "openvino"
 
     def __init__(self, path: Path | str, threads: int, per_sample: bool = False) -> None:
@@ -236,14 +246,30 @@ class OpenVinoRunner(_CpuRunner):
         super().__init__(threads, per_sample)
         core = ov.Core()
         # f32: OpenVINO would pick bf16 on CPUs that have it, which moves scores by 1e-2 (parity is 1e-3).
-        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": self.threads}
-        if self.per_sample:  # one stream per worker, each single-threaded
-            config.update({"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": self.threads})
+        # No pinning: the stages of a pipeline share the cores, and the worker threads are ours.
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
+                                  "ENABLE_CPU_PINNING": False}
+        if self.per_sample:
+            self.compiled = [core.compile_model(self._batch_of_one(core.read_model(str(path))), "CPU",
+                                                {**config, "INFERENCE_NUM_THREADS": 1}) for _ in range(self.threads)]
         else:
-            config.update({"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1})
-        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
-        self.requests = [self.compiled.create_infer_request() for _ in range(self.threads if self.per_sample else 1)]
-        self.n_out = len(self.compiled.outputs)
+            self.compiled = [core.compile_model(core.read_model(str(path)), "CPU", {**config, "INFERENCE_NUM_THREADS": self.threads})]
+        self.requests = [c.create_infer_request() for c in self.compiled]
+        self.n_out = len(self.compiled[0].outputs)
+        if self.per_sample and all(i.get_partial_shape().is_static for i in self.requests[0].model_inputs):
+            for request in self.requests:
+                request.infer([np.zeros(tuple(i.shape), dtype=i.element_type.to_dtype()) for i in request.model_inputs])
+
+    @staticmethod
+    def _batch_of_one(model: Any) -> Any:
+        """The model with every input's batch axis fixed at 1 (other axes as exported)."""
+        shapes = {}
+        for port in model.inputs:
+            shape = port.get_partial_shape()
+            shape[0] = 1
+            shapes[port] = shape
+        model.reshape(shapes)
+        return model
 
     def _run(self, worker: int, arrays: list[np.ndarray]) -> list[np.ndarray]:
         result = self.requests[worker].infer(arrays)
