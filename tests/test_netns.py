@@ -4,8 +4,10 @@ through a bridge, replaying a clip; the JSONL equals a single-host replay of the
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -55,8 +57,19 @@ def test_stages_on_three_hosts_over_tcp_give_the_single_host_results(tmp_path: P
             argv = [sys.executable, "-P", "-m", "pipeline.cli", "stage", name, "--config", str(cfg), *extra]
             with open(tmp_path / f"{name}.log", "wb") as log:
                 procs.append(subprocess.Popen(hosts.command(host, argv), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + 300
         for (name, _, _), p in zip(placement, procs):
-            assert p.wait(300) == 0, f"{name}: " + (tmp_path / f"{name}.log").read_text()[-3000:]
+            try:
+                code = p.wait(max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                # A hang: every stage still running prints where its threads wait (SIGUSR1), and all logs are shown.
+                for q in procs:
+                    if q.poll() is None:
+                        q.send_signal(signal.SIGUSR1)
+                time.sleep(2)
+                logs = "".join(f"\n--- {n}.log\n" + (tmp_path / f"{n}.log").read_text()[-4000:] for n, _, _ in placement)
+                raise AssertionError(f"{name} did not finish within 300 s" + logs) from None
+            assert code == 0, f"{name}: " + (tmp_path / f"{name}.log").read_text()[-3000:]
     finally:
         for p in procs:
             if p.poll() is None:
