@@ -75,7 +75,9 @@ class MetricsServer:
         self.httpd = ThreadingHTTPServer((host, port), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="metrics", daemon=True)
+        # close() waits for the serving loop to notice: at the default 0.5 s poll that was half a second
+        # added to the end of every replay.
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="metrics", daemon=True)
         self.thread.start()
 
     def close(self) -> None:

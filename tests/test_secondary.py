@@ -14,7 +14,8 @@ from pydantic import ValidationError
 from pipeline.categories import category_id
 from pipeline.detections import Detections
 from pipeline.protocol import Frame, decode, encode
-from stages.infer.secondary import SecondaryRunner, validate_secondary
+from stages.infer.secondary import SecondaryRunner
+from stages.infer.secondary_model import validate_secondary
 from tests.helpers.secondary_models import MeanColour
 
 MEAN = "tests.helpers.secondary_models:MeanColour"

@@ -34,7 +34,6 @@ from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
 
-BackendName = Literal["auto", "torch", "onnxruntime", "openvino", "cuda"]
 CpuRuntime = Literal["torch", "onnxruntime", "openvino"]
 BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "openvino", "cuda")
 OPSET = 17
@@ -249,11 +248,19 @@ class OpenVinoRunner(_CpuRunner):
         # No pinning: the stages of a pipeline share the cores, and the worker threads are ours.
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
                                   "ENABLE_CPU_PINNING": False}
+        # Compiled models are cached beside the exports (OpenVINO keys them by model, settings and CPU): a
+        # stage's start-up compiles in less than half the time.
+        cache = str(Path(path).parent / "openvino")
+        model = core.read_model(str(path))
         if self.per_sample:
-            self.compiled = [core.compile_model(self._batch_of_one(core.read_model(str(path))), "CPU",
-                                                {**config, "INFERENCE_NUM_THREADS": 1}) for _ in range(self.threads)]
-        else:
-            self.compiled = [core.compile_model(core.read_model(str(path)), "CPU", {**config, "INFERENCE_NUM_THREADS": self.threads})]
+            model = self._batch_of_one(model)
+        config["INFERENCE_NUM_THREADS"] = 1 if self.per_sample else self.threads
+        n = self.threads if self.per_sample else 1
+        try:
+            self.compiled = [core.compile_model(model, "CPU", {**config, "CACHE_DIR": cache}) for _ in range(n)]
+        except RuntimeError as exc:  # a cache that cannot be written (disk full, read-only home): compile without
+            log.warning("OpenVINO's model cache at %s failed (%s): compiling without it", cache, str(exc).splitlines()[0][:200])
+            self.compiled = [core.compile_model(model, "CPU", config) for _ in range(n)]
         self.requests = [c.create_infer_request() for c in self.compiled]
         self.n_out = len(self.compiled[0].outputs)
         if self.per_sample and all(i.get_partial_shape().is_static for i in self.requests[0].model_inputs):

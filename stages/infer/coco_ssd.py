@@ -13,12 +13,12 @@ import warnings
 
 import numpy as np
 import torch
-from pydantic import Field
 from torch import Tensor
 
 from pipeline.categories import category_id
 from stages.infer.backend import compile_module, resolve_backend
 from stages.infer.detector import CnnDetector, CnnOptions
+from stages.infer.options import CocoSsdOptions
 from stages.infer.ssd.model import DEFAULT_WEIGHTS, INPUT_SIZE, NUM_CLASSES, SsdDetectorNet, load_model
 from stages.infer.ssd.preprocess import gather_taps, legacy_taps
 
@@ -30,10 +30,6 @@ COCO_TO_CATEGORY: dict[int, str] = {
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 # Fastest CPU runtime for this network, measured by bench/backends.py (README, Performance).
 CPU_RUNTIME = "openvino"
-
-
-class CocoSsdOptions(CnnOptions):
-    weights: str | None = Field(None, description="state_dict of SSDLiteMobileNetV2; null: the bundled COCO weights.")
 
 
 def ssd_backend(options: CnnOptions, device: torch.device, dtype: torch.dtype) -> str:

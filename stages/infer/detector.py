@@ -16,14 +16,13 @@ from collections import defaultdict
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor
 
 from pipeline.categories import CATEGORIES, category_id
 from pipeline.detections import Detections
 from pipeline.protocol import Frame
-from stages.infer.backend import BackendName
-from stages.infer.device import Precision, autocast, resolve_precision, select_device
+from stages.infer.device import autocast, resolve_precision, select_device
+from stages.infer.options import CnnOptions
 from stages.infer.ssd.nms import select_detections
 
 
@@ -34,40 +33,6 @@ class Detector(ABC):
 
     def reset(self, stream: str) -> None:
         """Forget per-stream state (the stream ended)."""
-
-
-class CnnOptions(BaseModel):
-    """Settings every CNN detector shares."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N.")
-    backend: BackendName = Field(
-        "auto", description="auto: the fastest measured for the device (see Performance); torch, onnxruntime, openvino or cuda to force one."
-    )
-    precision: Precision = Field("auto", description="auto: fp16 on CUDA, fp32 on the CPU; bf16 is opt-in.")
-    channels_last: bool = Field(True, description="NHWC memory format for the convolutions (faster on CPU and GPU).")
-    score_threshold: float = Field(0.5, gt=0, lt=1, description="Lowest score kept, for classes without their own.")
-    class_thresholds: dict[str, float] = Field(default_factory=dict, description="Per-category score thresholds, e.g. {person: 0.4}.")
-    classes: list[str] | None = Field(None, description="Categories to keep (default: every category the model maps to).")
-    nms_iou: float = Field(0.5, gt=0, le=1, description="Boxes of one class overlapping more than this are merged by NMS.")
-    max_detections: int = Field(100, ge=1, le=10_000, description="Most detections kept per frame.")
-
-    @field_validator("class_thresholds")
-    @classmethod
-    def _thresholds(cls, v: dict[str, float]) -> dict[str, float]:
-        for name, t in v.items():
-            category_id(name)  # raises with the list of known names
-            if not 0 < t < 1:
-                raise ValueError(f"threshold of {name} must be between 0 and 1, got {t}")
-        return v
-
-    @field_validator("classes")
-    @classmethod
-    def _classes(cls, v: list[str] | None) -> list[str] | None:
-        for name in v or []:
-            category_id(name)
-        return v
 
 
 class CnnDetector(Detector):

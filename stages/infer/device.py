@@ -6,12 +6,13 @@ import contextlib
 import math
 import os
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Iterator
 
 import torch
 
+from stages.infer.options import Precision
+
 DeviceSpec = str  # "auto", "cpu", "cuda", "cuda:1"
-Precision = Literal["auto", "fp32", "fp16", "bf16"]
 
 
 def cpu_cores(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:

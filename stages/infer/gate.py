@@ -13,19 +13,10 @@ input to 300x300: the cost per forward is the same for a crop as for the frame.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from pipeline.detections import Detections
 from pipeline.protocol import Frame
-from stages.infer.motion import MotionDetector, MotionOptions
-
-
-class GateOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    enabled: bool = Field(False, description="Skip the CNN on frames without motion (fixed cameras).")
-    refresh_frames: int = Field(25, ge=1, description="Run the CNN at least every this many frames of a stream.")
-    motion: MotionOptions = Field(default_factory=MotionOptions, description="Settings of the motion detector that gates.")
+from stages.infer.motion import MotionDetector
+from stages.infer.options import GateOptions
 
 
 class MotionGate:

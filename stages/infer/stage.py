@@ -2,54 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
-import torch
 from prometheus_client import Counter, Histogram
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from pipeline.categories import category_name
 from pipeline.detections import Detections
 from pipeline.metrics import PREFIX
 from pipeline.protocol import Frame
 from pipeline.stage import Stage, StageContext
-from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions
-from stages.infer.custom import CustomDetector, CustomOptions
-from stages.infer.detector import Detector
-from stages.infer.device import cpu_cores, select_device
-from stages.infer.faces.runner import FaceRunner, FacesOptions
-from stages.infer.gate import GateOptions, MotionGate, fill_gated
-from stages.infer.motion import MotionDetector, MotionOptions
-from stages.infer.secondary import SecondaryList, SecondaryRunner
+from stages.infer.options import InferOptions
 
-
-class InferOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    detector: Literal["coco_ssd", "motion", "custom"] = Field("coco_ssd", description="Primary detector.")
-    coco_ssd: CocoSsdOptions = Field(default_factory=CocoSsdOptions, description="Settings of the COCO-SSD detector.")
-    custom: CustomOptions | None = Field(
-        None, validate_default=True, description="Your own TorchScript or ONNX model (detector: custom); see Bring your own detector."
-    )
-    motion: MotionOptions = Field(default_factory=MotionOptions, description="Settings of the motion detector.")
-    motion_gate: GateOptions = Field(default_factory=GateOptions, description="Skip the CNN on frames without motion.")
-    torch_threads: int | None = Field(
-        None, ge=1, le=256, description="CPU threads of the models (torch and the ONNX runtimes); default: one per core."
-    )
-    faces: FacesOptions | None = Field(
-        None, description="Face detection (MTCNN), watchlist recognition and blurring; see Faces. null: off."
-    )
-    secondary: SecondaryList = Field(
-        default_factory=list, description="Models run on crops of the detections (faces, signs, posture): see stages/infer/secondary.py."
-    )
-
-    @field_validator("custom")
-    @classmethod
-    def _custom_given(cls, v: CustomOptions | None, info: ValidationInfo) -> CustomOptions | None:
-        # A field validator (not a model one), so the problem is reported at options.custom.
-        if v is None and info.data.get("detector") == "custom":
-            raise ValueError("required when detector is custom: options.custom describes the model (path, layout, class_map, input_size)")
-        return v
+if TYPE_CHECKING:
+    from stages.infer.detector import Detector
+    from stages.infer.faces.runner import FaceRunner
+    from stages.infer.gate import MotionGate
+    from stages.infer.secondary import SecondaryRunner
 
 
 class InferStage(Stage):
@@ -58,6 +26,18 @@ class InferStage(Stage):
 
     def __init__(self, ctx: StageContext) -> None:
         super().__init__(ctx)
+        # The models are imported here, not at the top: the CLI and the other stages read InferOptions
+        # without loading torch.
+        import torch
+
+        from stages.infer.coco_ssd import CocoSsdDetector
+        from stages.infer.custom import CustomDetector
+        from stages.infer.device import cpu_cores, select_device
+        from stages.infer.faces.runner import FaceRunner
+        from stages.infer.gate import MotionGate
+        from stages.infer.motion import MotionDetector
+        from stages.infer.secondary import SecondaryRunner
+
         o: InferOptions = self.options
         torch.set_num_threads(o.torch_threads or cpu_cores())
         self.detector: Detector
@@ -70,7 +50,7 @@ class InferStage(Stage):
         else:
             self.detector = CocoSsdDetector(o.coco_ssd)
             self.log.info("detector %s on %s (%s)", o.detector, self.detector.device, self.detector.dtype)
-        self.gate = MotionGate(o.motion_gate) if o.motion_gate.enabled and o.detector != "motion" else None
+        self.gate: MotionGate | None = MotionGate(o.motion_gate) if o.motion_gate.enabled and o.detector != "motion" else None
         self._last: dict[str, Detections] = {}
         r = ctx.metrics.registry
         self.detections = Counter(f"{PREFIX}_detections", "Objects detected, by class.", ["stage", "stream", "class"], registry=r)
@@ -79,14 +59,14 @@ class InferStage(Stage):
             f"{PREFIX}_secondary_crops", "Detections of a secondary model's classes: run, or skipped (by min_score, min_size, max_crops).",
             ["stage", "model", "outcome"], registry=r,
         )
-        self.secondary = None
+        self.secondary: SecondaryRunner | None = None
         if o.secondary:
             device = getattr(self.detector, "device", None) or select_device("auto")
             self.secondary = SecondaryRunner(
                 o.secondary, device, on_count=lambda model, outcome, n: crops.labels(ctx.name, model, outcome).inc(n)
             )
 
-        self.faces = None
+        self.faces: FaceRunner | None = None
         if o.faces is not None:
             device = getattr(self.detector, "device", None) or select_device("auto")
             faces_seen = Counter(f"{PREFIX}_faces", "Faces detected.", ["stage", "stream"], registry=r)
@@ -107,6 +87,8 @@ class InferStage(Stage):
         if self.gate is None:
             results = self.detector.detect(batch)
         else:
+            from stages.infer.gate import fill_gated  # imported with MotionGate already
+
             ran = self.gate.needs_cnn(batch)
             cnn = self.detector.detect([f for f, r in zip(batch, ran) if r]) if any(ran) else []
             results = fill_gated(batch, ran, cnn, self._last)

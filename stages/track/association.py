@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 # An assignment cost no match may have: gated-out pairs get it, and the solver never picks them
 # unless it must, after which they are rejected by the threshold.
@@ -38,6 +37,8 @@ def linear_assignment(cost: np.ndarray, threshold: float) -> tuple[np.ndarray, n
     n, m = cost.shape
     if n == 0 or m == 0:
         return np.zeros((0, 2), np.int64), np.arange(n), np.arange(m)
+    from scipy.optimize import linear_sum_assignment  # 0.3 s to import: only in the process that tracks
+
     rows, cols = linear_sum_assignment(np.minimum(cost, INFEASIBLE))
     keep = cost[rows, cols] <= threshold
     matches = np.stack([rows[keep], cols[keep]], axis=1).astype(np.int64)

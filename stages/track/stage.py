@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -15,10 +14,12 @@ from pipeline.detections import Detections
 from pipeline.metrics import PREFIX
 from pipeline.protocol import Frame
 from pipeline.stage import Stage, StageContext
-from stages.infer.backend import BackendName
-from stages.infer.device import select_device
+from stages.infer.options import BackendName
 from stages.track.reorder import ReorderBuffer
 from stages.track.tracker import StepInput, Tracker, TrackerSettings
+
+if TYPE_CHECKING:
+    import torch
 
 
 class TrackOptions(BaseModel):
@@ -121,6 +122,11 @@ class TrackStage(Stage):
 
     def __init__(self, ctx: StageContext) -> None:
         super().__init__(ctx)
+        # torch is imported here, not at the top: the CLI reads TrackOptions without loading it.
+        import torch
+
+        from stages.infer.device import select_device
+
         o: TrackOptions = self.options
         torch.set_num_threads(o.torch_threads or 1)
         self.device = select_device(o.device)

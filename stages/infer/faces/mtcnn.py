@@ -49,14 +49,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
+from stages.infer.options import MtcnnOptions
 from stages.infer.ssd.nms import _greedy_keep, box_iou
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "mtcnn.pt"
@@ -69,52 +68,6 @@ ONET_SIZE = 48
 # Most pixels of same-size frames P-Net takes in one call (a vtest frame is 0.44 Mpixel).
 PNET_BATCH_PIXELS_CPU = 1 << 19
 PNET_BATCH_PIXELS_CUDA = 1 << 25
-
-Probability = Annotated[float, Field(ge=0, le=1)]
-
-
-class MtcnnOptions(BaseModel):
-    """Settings of the MTCNN cascade; the defaults are facenet-pytorch's (and the paper code's), except the last two."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    min_face_size: float = Field(
-        20,
-        ge=8,
-        le=10_000,
-        description="Smallest face side searched for, in pixels: the pyramid's largest level scales the frame by "
-        "12 / min_face_size (P-Net's window is 12 pixels). Halving it roughly quadruples P-Net's work.",
-    )
-    thresholds: tuple[Probability, Probability, Probability] = Field(
-        (0.6, 0.7, 0.7),
-        description="Face-probability thresholds of P-Net, R-Net and O-Net (P-Net keeps >=, the others >).",
-    )
-    scale_factor: float = Field(
-        0.709,
-        gt=0.1,
-        le=0.95,
-        description="Ratio between successive pyramid levels (0.709 ~ 1/sqrt(2): each level halves the pixel count).",
-    )
-    nms_thresholds: tuple[Probability, Probability, Probability, Probability] = Field(
-        (0.5, 0.7, 0.7, 0.7),
-        description="NMS overlap thresholds: P-Net within one pyramid level (IoU), P-Net across levels (IoU), "
-        "R-Net (IoU), O-Net (intersection over the smaller box, with MATLAB's +1 pixel sizes). A box overlapping "
-        "a better one by more than this is dropped.",
-    )
-    score_threshold: Probability = Field(
-        0.9,
-        description="Lowest O-Net probability reported. Between O-Net's own cut (thresholds[2], 0.7) and 0.9 lie "
-        "false detections on dark or textured background (0.78 on Megamind frame 165) and also small real faces "
-        "(0.83 for a 9-pixel face in vtest frame 500): 0.9 trades some of those faces for fewer false ones. "
-        "Set it to thresholds[2] or lower to get every face the cascade finds, as facenet-pytorch reports them.",
-    )
-    max_faces: int = Field(100, ge=1, le=10_000, description="Most faces reported per image, the highest scores first.")
-
-    @model_validator(mode="after")
-    def _check(self) -> MtcnnOptions:
-        if not all(0 < t < 1 for t in self.thresholds):
-            raise ValueError(f"thresholds must lie strictly between 0 and 1, got {self.thresholds}")
-        return self
 
 
 class ProposalNet(nn.Module):

@@ -11,42 +11,22 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Literal
+from typing import Callable
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.blur import blur_regions
 from pipeline.categories import category_id
 from pipeline.detections import Detections
 from pipeline.protocol import Frame
-from stages.infer.faces.mtcnn import Mtcnn, MtcnnOptions
-from stages.infer.faces.watchlist import WatchlistOptions
+from stages.infer.faces.mtcnn import Mtcnn
+from stages.infer.options import FacesOptions
 from stages.infer.ssd.nms import box_iou, nms
 
 FACE = category_id("face")
 PERSON = category_id("person")
 IDENTITY, DISTANCE = "face.identity", "face.distance"
-
-
-class FacesOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    on: Literal["frames", "persons"] = Field(
-        "frames", description="Look for faces in whole frames, or in the head region of person detections (cheaper in wide scenes)."
-    )
-    person_min_height: int = Field(48, ge=8, description="persons: person boxes shorter than this (pixels) are not searched.")
-    person_min_score: float = Field(0.4, ge=0, le=1, description="persons: person detections below this score are not searched.")
-    mtcnn: MtcnnOptions = Field(default_factory=MtcnnOptions, description="The MTCNN face detector's settings.")
-    watchlist: WatchlistOptions | None = Field(None, description="Recognise faces against these identities (needs the [faces] extra).")
-    reencode_after_s: float = Field(
-        1.0, ge=0, description="A face overlapping one encoded less than this long ago in its stream keeps that identity "
-        "instead of being encoded again (encoding costs ~80 ms a face on a CPU); 0: encode every face in every frame.",
-    )
-    blur: Literal["none", "all", "unlisted"] = Field(
-        "none", description="Blur every face, or every face but watchlist matches, in the frames handed on (and so in everything downstream)."
-    )
 
 
 class FaceRunner:

@@ -1,0 +1,75 @@
+"""What a process loads before it can work: checking a config, or starting a stage that runs no model, must not
+import torch (about 2 s and 200 MiB), so `vidpipe replay` starts its stages sooner and a decode process per
+camera stays small."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.helpers.procs import ROOT
+
+HEAVY = ("torch", "onnxruntime", "openvino", "scipy.optimize")
+ENV = dict(os.environ, PYTHONPATH=str(ROOT))  # this checkout, whatever is installed
+
+
+def loaded_after(code: str) -> set[str]:
+    """The heavy modules a fresh interpreter has imported after running `code`."""
+    probe = code + f"\nimport sys\nprint('loaded:' + ','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-P", "-c", probe], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    last = out.stdout.strip().splitlines()[-1]
+    assert last.startswith("loaded:"), out.stdout
+    return set(filter(None, last[len("loaded:") :].split(",")))
+
+
+def full_config(tmp_path: Path) -> Path:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "streams": [{"id": "vtest", "source": str(ROOT / "sample_videos" / "vtest.avi")}],
+        "stages": [
+            {"name": "decode", "kind": "decode"},
+            {"name": "infer", "kind": "infer", "options": {"coco_ssd": {"backend": "openvino", "classes": ["person"]},
+                                                          "motion_gate": {"enabled": True}, "faces": {"on": "persons"}}},
+            {"name": "track", "kind": "track", "options": {"backend": "onnxruntime"}},
+            {"name": "record", "kind": "record", "options": {"out_dir": str(tmp_path / "out")}},
+        ],
+    }))  # fmt: skip
+    return cfg
+
+
+def test_checking_a_whole_config_imports_no_model_runtime(tmp_path: Path) -> None:
+    cfg = full_config(tmp_path)
+    assert loaded_after(f"from pipeline.config import load_config\nload_config({str(cfg)!r})") == set()
+
+
+def test_a_bad_infer_option_is_still_reported_without_torch(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "streams": [{"id": "a", "source": str(ROOT / "sample_videos" / "vtest.avi")}],
+        "stages": [{"name": "decode", "kind": "decode"},
+                   {"name": "infer", "kind": "infer", "options": {"coco_ssd": {"backend": "tensorrt", "class_thresholds": {"unicorn": 0.5}}}}],
+    }))  # fmt: skip
+    code = (
+        "from pipeline.config import ConfigError, load_config\n"
+        f"try:\n    load_config({str(cfg)!r})\nexcept ConfigError as exc:\n    print(exc)\nelse:\n    raise SystemExit('no error')"
+    )
+    out = subprocess.run([sys.executable, "-P", "-c", code + "\nimport sys\nprint('torch' in sys.modules)"], cwd=ROOT, env=ENV,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "stages[1].options.coco_ssd.backend" in out.stdout and "unicorn" in out.stdout
+    assert out.stdout.strip().endswith("False")
+
+
+def test_stages_without_models_import_none(tmp_path: Path) -> None:
+    cfg = full_config(tmp_path)
+    for kind in ("decode", "record"):
+        code = (
+            f"from pipeline.config import load_config\nfrom pipeline.registry import resolve_stage\n"
+            f"cfg = load_config({str(cfg)!r}, only_stage={kind!r})\nresolve_stage({kind!r})"
+        )
+        assert loaded_after(code) == set(), kind
