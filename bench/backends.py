@@ -2,7 +2,8 @@
 """Every model of the project on every backend of this machine, same run: what `backend: auto` is chosen from.
 
 Per model and backend: milliseconds per frame (COCO-SSD, real vtest.avi frames, thresholds and NMS included)
-or per call (appearance CNN, 20 and 50 person-sized crops of one frame), with 1 thread and with every core,
+or per call (appearance CNN, 20 and 50 person-sized crops of one frame; MTCNN, the whole cascade on one
+frame), with 1 thread and with every core,
 and for COCO-SSD the reference ONNX graph (`../shared/reference/coco_ssd_mobilenet_v2.onnx`) in onnxruntime
 next to it, the figure the issue set as the floor. Medians of `--repeats` timed calls after a warm-up.
 
@@ -47,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     from stages.infer import backend as bk
     from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions
     from stages.infer.device import cpu_cores
+    from stages.infer.faces.mtcnn import Mtcnn
+    from stages.infer.options import MtcnnOptions
     from stages.track.appearance import AppearanceEncoder
     from stages.track.tracklets import read_frames
 
@@ -54,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     images = [img for _, img in read_frames(ROOT / "sample_videos" / "vtest.avi", 0, 8)]
     frames = [Frame("s", i, i / 10, 0.0, 768, 576, im) for i, im in enumerate(images)]
     backends = [b for b in ("torch", "onnxruntime", "openvino") if bk.available(b)]
-    print(f"{cores} CPUs, torch {torch.__version__}; ms per frame (COCO-SSD) or per call (appearance), median of {a.repeats}")
+    print(f"{cores} CPUs, torch {torch.__version__}; ms per frame (COCO-SSD, MTCNN) or per call (appearance), median of {a.repeats}")
     rows: list[tuple[str, str, str, float]] = []
     for threads in sorted({1, cores}):
         torch.set_num_threads(threads)
@@ -80,8 +83,12 @@ def main(argv: list[str] | None = None) -> int:
             for be in backends:
                 enc = AppearanceEncoder(None, precision="float32", backend=be, threads=threads)
                 rows.append(("appearance", be, f"{threads} thr, {n} crops", _median_ms(lambda: enc.embed([images[0]], [boxes]), a.repeats)))
+        for be in backends:
+            # The whole cascade on a 768x576 frame (P-Net on 9 pyramid levels, then R-Net and O-Net on its boxes).
+            mtcnn = Mtcnn(MtcnnOptions(backend=be), torch.device("cpu"))
+            rows.append(("mtcnn", be, f"{threads} thr, batch 1", _median_ms(lambda: mtcnn.detect_numpy(images[:1]), max(3, a.repeats // 2))))
     width = max(len(r[1]) for r in rows)
-    for model in ("coco_ssd", "appearance"):
+    for model in ("coco_ssd", "appearance", "mtcnn"):
         print(f"\n{model}")
         for m, be, setting, ms in rows:
             if m == model:

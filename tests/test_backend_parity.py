@@ -1,4 +1,4 @@
-"""The backend layer: every model on every backend against eager torch, on real frames; the export cache.
+"""The backend layer: every model (COCO-SSD, the appearance CNN, MTCNN) on every backend against eager torch, on real frames; the export cache.
 
 CUDA cases need a GPU and are skipped without one (nothing here mocks a GPU); bench/gpu.py runs them on a
 lent device.
@@ -16,6 +16,8 @@ import torch
 from pipeline.protocol import Frame
 from stages.infer import backend as bk
 from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions
+from stages.infer.faces.mtcnn import Mtcnn
+from stages.infer.options import MtcnnOptions
 from stages.track.appearance import AppearanceEncoder
 from stages.track.tracklets import read_frames
 
@@ -109,6 +111,43 @@ class _Tiny(torch.nn.Module):
 
 
 @pytest.mark.skipif(not CPU_BACKENDS, reason="no ONNX runtime installed")
+@pytest.mark.parametrize("backend", ALL)
+def test_mtcnn_matches_eager_torch(backend: str) -> None:
+    # Faces near and far: carphone's driver, vtest's pedestrians (small faces), and a frame with none.
+    images = _frames("carphone_pristine.mp4", [0, 60]) + _frames("vtest.avi", [500]) + _frames("bikes.mp4", [10])
+    device = torch.device("cuda" if backend == "cuda" else "cpu")
+    options = {"score_threshold": 0.7, "min_face_size": 10.0}
+    ref = Mtcnn(MtcnnOptions(backend="torch", **options), torch.device("cpu"))
+    got = Mtcnn(MtcnnOptions(backend=backend, **options), device)
+    tol = 1e-2 if backend == "cuda" else 1e-3
+    # Each network on the shapes the cascade gives it: P-Net on two pyramid levels, R-Net and O-Net on crops.
+    g = torch.Generator().manual_seed(0)
+    for name, shape in (("pnet", (2, 3, 67, 89)), ("pnet", (1, 3, 145, 193)), ("rnet", (37, 3, 24, 24)), ("onet", (5, 3, 48, 48))):
+        x = torch.rand(shape, generator=g) * 2 - 1
+        with torch.inference_mode():
+            want = getattr(ref, name)(x.contiguous(memory_format=torch.channels_last))
+            have = getattr(got, name)(x.contiguous(memory_format=torch.channels_last))
+        for w, h in zip(want, have):
+            assert w.shape == h.shape, name
+            assert float((w - h.float().cpu()).abs().max()) < tol, name
+    # The whole cascade: the same faces, in one batch of frames of different sizes.
+    want_faces = ref.detect_numpy(images)
+    have_faces = got.detect_numpy(images)
+    assert sum(len(s) for _, s, _ in want_faces) >= 3
+    for (wb, ws, wp), (hb, hs, hp) in zip(want_faces, have_faces):
+        assert len(hs) == len(ws)
+        np.testing.assert_allclose(hs, ws, atol=tol)
+        np.testing.assert_allclose(hb, wb, atol=50 * tol)  # pixels: offsets times the box side
+        np.testing.assert_allclose(hp, wp, atol=50 * tol)
+
+
+def test_mtcnn_default_backend_is_the_measured_fastest() -> None:
+    from stages.infer.faces.mtcnn import CPU_RUNTIME
+
+    got = Mtcnn(MtcnnOptions(), torch.device("cpu"))
+    assert {r.backend for r in (got.pnet, got.rnet, got.onet)} == {CPU_RUNTIME if bk.available(CPU_RUNTIME) else "torch"}
+
+
 def test_exports_are_cached_by_weights_and_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VIDPIPE_CACHE_DIR", str(tmp_path))
     torch.manual_seed(0)

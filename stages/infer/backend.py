@@ -188,6 +188,8 @@ class _CpuRunner(Runner):
         raise NotImplementedError
 
     def __call__(self, *inputs: Tensor) -> tuple[Tensor, ...]:
+        if len(inputs[0]) == 0:  # the runtimes reject an empty batch: one zero sample, its outputs without rows
+            return tuple(o[:0] for o in self(*(torch.zeros((1, *x.shape[1:]), dtype=x.dtype) for x in inputs)))
         arrays = [_numpy(x) for x in inputs]
         n = len(arrays[0])
         if self.pool is None or n == 1:

@@ -225,6 +225,9 @@ class MtcnnOptions(BaseModel):
         "Set it to thresholds[2] or lower to get every face the cascade finds, as facenet-pytorch reports them.",
     )
     max_faces: int = Field(100, ge=1, le=10_000, description="Most faces reported per image, the highest scores first.")
+    backend: BackendName = Field(
+        "auto", description="Backend of the three networks: auto (fastest measured for the device: eager torch on the CPU), torch, onnxruntime, openvino or cuda."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> MtcnnOptions:

@@ -55,6 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stages.infer.backend import compile_module
 from stages.infer.options import MtcnnOptions
 from stages.infer.ssd.nms import _greedy_keep, box_iou
 
@@ -68,6 +69,9 @@ ONET_SIZE = 48
 # Most pixels of same-size frames P-Net takes in one call (a vtest frame is 0.44 Mpixel).
 PNET_BATCH_PIXELS_CPU = 1 << 19
 PNET_BATCH_PIXELS_CUDA = 1 << 25
+# Fastest for the whole cascade on the CPU (bench/backends.py): OpenVINO runs P-Net alone in half the time,
+# but the pyramid gives it a new input shape on every call, and re-fitting to it costs more than it saves.
+CPU_RUNTIME = "torch"
 
 
 class ProposalNet(nn.Module):
@@ -317,6 +321,14 @@ class Mtcnn:
         self.options = options
         self.device = torch.device(device)
         self.nets = load_nets(weights, self.device)
+        # Through the backend layer; P-Net is fully convolutional: its export keeps height and width dynamic.
+        self.pnet, self.rnet, self.onet = (
+            compile_module(
+                getattr(self.nets, name), [torch.zeros(1, 3, size, size)], name=f"mtcnn_{name}", backend=options.backend,
+                device=self.device, cpu_default=CPU_RUNTIME, dynamic={0: {2: "height", 3: "width"}} if name == "pnet" else None,
+            )
+            for name, size in (("pnet", 4 * PNET_WINDOW), ("rnet", RNET_SIZE), ("onet", ONET_SIZE))
+        )  # fmt: skip
 
     def detect_numpy(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """detect() for HxWx3 uint8 BGR numpy frames: per frame boxes [N, 4], scores [N], landmarks [N, 5, 2]
@@ -353,7 +365,7 @@ class Mtcnn:
             sizes = torch.tensor([im.shape[:2] for im in images], dtype=torch.int64, device=dev).reshape(-1, 2)
             # R-Net
             boxes, image, crops = self._crops(integral, sizes, boxes, image, RNET_SIZE)
-            prob, offsets = self.nets.rnet(_normalise(crops))
+            prob, offsets = self.rnet(_normalise(crops))
             keep = prob > o.thresholds[1]
             boxes, scores, image, offsets = boxes[keep], prob[keep], image[keep], offsets[keep]
             keep = grouped_nms(boxes, scores, image, o.nms_thresholds[2])
@@ -362,7 +374,7 @@ class Mtcnn:
         if len(boxes):
             # O-Net
             boxes, image, crops = self._crops(integral, sizes, boxes, image, ONET_SIZE)
-            prob, offsets, marks = self.nets.onet(_normalise(crops))
+            prob, offsets, marks = self.onet(_normalise(crops))
             keep = prob > o.thresholds[2]
             boxes, scores, image, offsets, marks = boxes[keep], prob[keep], image[keep], offsets[keep], marks[keep]
             # Landmarks as fractions of the crop, whose left edge is x1 - 1 and width x2 - x1 + 1.
@@ -404,7 +416,7 @@ class Mtcnn:
                 index = torch.tensor(members, dtype=torch.int64, device=dev)
                 for scale in pyramid_scales(h, w, o.min_face_size, o.scale_factor):
                     level = F.interpolate(batch, size=(int(h * scale + 1), int(w * scale + 1)), mode="area")
-                    prob, offsets = self.nets.pnet(_normalise(level).contiguous(memory_format=torch.channels_last))
+                    prob, offsets = self.pnet(_normalise(level).contiguous(memory_format=torch.channels_last))
                     hit = prob >= o.thresholds[0]
                     where = hit.nonzero()  # [M, 3] (member, row, column)
                     if not len(where):
