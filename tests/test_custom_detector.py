@@ -24,6 +24,7 @@ from pipeline.categories import category_name
 from pipeline.config import ConfigError, load_config
 from pipeline.detections import Detections
 from pipeline.protocol import Frame
+from stages.infer import backend as bk
 from stages.infer.custom import CustomDetector, CustomOptions
 from stages.infer.stage import InferOptions
 from tests.helpers.configs import write_config
@@ -286,10 +287,14 @@ def ssd(path: Path, **kw: Any) -> CustomOptions:
     return CustomOptions.model_validate(base)
 
 
+ONNX_BACKENDS = [b for b in ("onnxruntime", "openvino") if bk.available(b)]
+
+
+@pytest.mark.parametrize("backend", ONNX_BACKENDS)
 @pytest.mark.parametrize("batch", ["batch", 1], ids=["dynamic-batch", "fixed-batch-1"])
-def test_onnx_ssd_two_outputs_nhwc_uint8_bgr(tmp_path: Path, batch: str | int) -> None:
-    det = CustomDetector(ssd(make_ssd_onnx(tmp_path / "ssd.onnx", batch)))
-    assert det.format == "onnx" and det.dtype == torch.float32
+def test_onnx_ssd_two_outputs_nhwc_uint8_bgr(tmp_path: Path, batch: str | int, backend: str) -> None:
+    det = CustomDetector(ssd(make_ssd_onnx(tmp_path / "ssd.onnx", batch), backend=backend))
+    assert det.format == "onnx" and det.dtype == torch.float32 and det.backend == backend
     results = det.detect([frame(seq=i) for i in range(3)])
     for d in results:
         # yxyx normalised -> pixels; background dropped; a car on the person's box survives per-class NMS;
@@ -390,6 +395,25 @@ def test_torch_onnx_export_of_the_torchscript_model_gives_the_same_detections(tm
     from_onnx = CustomDetector(custom(path)).detect(frames)
     for a, b in zip(from_ts, from_onnx):
         assert_detections(b, rows_of(a), px=0.01)
+
+
+@pytest.mark.parametrize("backend", ["torch", *ONNX_BACKENDS])
+def test_torchscript_model_on_every_backend_gives_the_same_detections(yolo_ts: Path, backend: str) -> None:
+    """The backend layer exports the TorchScript module to ONNX for onnxruntime and OpenVINO; auto keeps eager torch."""
+    frames = [frame(), frame(320, 240, seq=1), frame(bgr=(200, 10, 10), seq=2)]
+    want = CustomDetector(custom(yolo_ts)).detect(frames)
+    det = CustomDetector(custom(yolo_ts, backend=backend))
+    assert det.backend == backend
+    got = det.detect(frames)
+    assert sum(len(d) for d in want) >= 6
+    for a, b in zip(want, got):
+        assert_detections(b, rows_of(a), px=0.01)
+
+
+def test_an_onnx_model_has_no_eager_torch_backend(tmp_path: Path) -> None:
+    assert CustomDetector(ssd(make_ssd_onnx(tmp_path / "ssd.onnx", "batch"))).backend == "onnxruntime"  # auto on the CPU
+    with pytest.raises(ValueError, match="an ONNX model has no torch form"):
+        CustomDetector(ssd(make_ssd_onnx(tmp_path / "ssd.onnx", "batch"), backend="torch"))
 
 
 # -- errors ----------------------------------------------------------------------------------------

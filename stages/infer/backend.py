@@ -26,7 +26,7 @@ import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -119,7 +119,7 @@ def export_onnx(module: nn.Module, examples: Sequence[Tensor], name: str, extra:
     with torch.inference_mode():
         outs = module(*examples)
     n_out = 1 if isinstance(outs, Tensor) else len(outs)
-    outputs = [f"out{i}" for i in range(n_out)]
+    outputs = [str(k) for k in outs] if isinstance(outs, dict) else [f"out{i}" for i in range(n_out)]
     axes: dict[str, dict[int, str]] = {n: {0: "batch"} for n in inputs + outputs}
     for i, extra_axes in (dynamic or {}).items():
         axes[inputs[i]].update(extra_axes)
@@ -139,9 +139,14 @@ def export_onnx(module: nn.Module, examples: Sequence[Tensor], name: str, extra:
 
 
 class Runner:
-    """A compiled model: `runner(*inputs)` -> tuple of outputs, torch tensors batched along dim 0."""
+    """A compiled model: `runner(*inputs)` -> tuple of outputs, torch tensors batched along dim 0.
+
+    `output_names`: the outputs' names in that order, where the model has them (ONNX graphs, torch modules
+    that return a dict; known after the first call for those), else None.
+    """
 
     backend: str = ""
+    output_names: list[str] | None = None
 
     def __call__(self, *inputs: Tensor) -> tuple[Tensor, ...]:
         raise NotImplementedError
@@ -154,14 +159,40 @@ class TorchRunner(Runner):
         self.module = module.eval()
         self.channels_last = channels_last
         if channels_last:
-            self.module.to(memory_format=torch.channels_last)
+            try:
+                self.module.to(memory_format=torch.channels_last)
+            except Exception:  # some TorchScript modules refuse; the inputs' layout still applies
+                pass
 
     def __call__(self, *inputs: Tensor) -> tuple[Tensor, ...]:
         if self.channels_last:
             inputs = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x for x in inputs)
         with torch.inference_mode():
             out = self.module(*inputs)
-        return (out,) if isinstance(out, Tensor) else tuple(out)
+        return _as_tuple(self, out)
+
+
+def _as_tuple(runner: Runner, out: Any) -> tuple[Tensor, ...]:
+    """A module's outputs as a tuple; a dict's keys become the runner's output names."""
+    if isinstance(out, Tensor):
+        return (out,)
+    if isinstance(out, dict):
+        runner.output_names = [str(k) for k in out]
+        return tuple(out.values())
+    if isinstance(out, (tuple, list)) and all(isinstance(t, Tensor) for t in out):
+        return tuple(out)
+    raise ValueError(f"model returned {type(out).__name__}; expected a tensor, a tuple of tensors or a dict of them")
+
+
+class InputSpec(NamedTuple):
+    """An ONNX graph's input: name, numpy dtype name, shape (None for a dynamic axis)."""
+
+    name: str
+    dtype: str
+    shape: list[int | None]
+
+
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(float16)": "float16", "tensor(int64)": "int64", "tensor(int32)": "int32"}
 
 
 def _numpy(x: Tensor) -> np.ndarray:
@@ -183,6 +214,7 @@ class _CpuRunner(Runner):
         self.pool: ThreadPoolExecutor | None = None
         if self.per_sample:
             self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix=self.backend)
+        self.one_at_a_time = False  # a graph exported with a fixed batch of 1 gets the samples in turn
 
     def _run(self, worker: int, arrays: list[np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
@@ -192,8 +224,10 @@ class _CpuRunner(Runner):
             return tuple(o[:0] for o in self(*(torch.zeros((1, *x.shape[1:]), dtype=x.dtype) for x in inputs)))
         arrays = [_numpy(x) for x in inputs]
         n = len(arrays[0])
-        if self.pool is None or n == 1:
+        if n == 1 or (self.pool is None and not self.one_at_a_time):
             outs = self._run(0, arrays)
+        elif self.pool is None:
+            outs = self._run_share(0, arrays, np.arange(n))
         else:
             parts = np.array_split(np.arange(n), min(n, self.threads))
             futures = [self.pool.submit(self._run_share, w, arrays, idx) for w, idx in enumerate(parts)]
@@ -209,7 +243,7 @@ class _CpuRunner(Runner):
 class OnnxRuntimeRunner(_CpuRunner):
     backend = "onnxruntime"
 
-    def __init__(self, path: Path | str, threads: int, per_sample: bool = False) -> None:
+    def __init__(self, path: Path | str, threads: int, per_sample: bool = False, providers: list[Any] | None = None) -> None:
         import onnxruntime as ort
 
         super().__init__(threads, per_sample)
@@ -220,9 +254,14 @@ class OnnxRuntimeRunner(_CpuRunner):
         # Idle worker threads must not spin: the other stages of the pipeline need those cores.
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         # One session serves every worker thread: run() is thread-safe.
-        self.session = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(path), sess_options=so, providers=providers or ["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
-        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.outputs = self.output_names = [o.name for o in self.session.get_outputs()]
+        self.input_specs = [
+            InputSpec(i.name, _ORT_TYPES.get(i.type, i.type), [d if isinstance(d, int) else None for d in i.shape])
+            for i in self.session.get_inputs()
+        ]
+        self.one_at_a_time = any(spec.shape[:1] == [1] for spec in self.input_specs)
 
     def _run(self, worker: int, arrays: list[np.ndarray]) -> list[np.ndarray]:
         return list(self.session.run(self.outputs, dict(zip(self.inputs, arrays))))
@@ -265,6 +304,13 @@ class OpenVinoRunner(_CpuRunner):
             self.compiled = [core.compile_model(model, "CPU", config) for _ in range(n)]
         self.requests = [c.create_infer_request() for c in self.compiled]
         self.n_out = len(self.compiled[0].outputs)
+        self.output_names = [next(iter(o.get_names()), f"out{i}") for i, o in enumerate(self.compiled[0].outputs)]
+        self.input_specs = [
+            InputSpec(next(iter(i.get_names()), f"in{k}"), i.get_element_type().to_dtype().name,
+                      [d.get_length() if d.is_static else None for d in i.get_partial_shape()])
+            for k, i in enumerate(self.compiled[0].inputs)
+        ]  # fmt: skip
+        self.one_at_a_time = not self.per_sample and any(spec.shape[:1] == [1] for spec in self.input_specs)
         if self.per_sample and all(i.get_partial_shape().is_static for i in self.requests[0].model_inputs):
             for request in self.requests:
                 request.infer([np.zeros(tuple(i.shape), dtype=i.element_type.to_dtype()) for i in request.model_inputs])
@@ -383,3 +429,39 @@ def compile_module(
     n = threads or torch.get_num_threads()
     runner = OnnxRuntimeRunner if chosen == "onnxruntime" else OpenVinoRunner
     return runner(path, n, per_sample)
+
+
+def load_onnx(
+    path: Path | str,
+    *,
+    backend: str = "auto",
+    device: torch.device | str = "cpu",
+    cpu_default: CpuRuntime = "onnxruntime",
+    threads: int | None = None,
+) -> Runner:
+    """A model that exists only as an ONNX file (a user's own detector): run by onnxruntime or OpenVINO on the
+    CPU, or by ONNX Runtime's CUDA provider on a GPU (`cuda`); there is no torch form to run eagerly.
+    ValueError names the file and the problem when it does not load."""
+    device = torch.device(device)
+    if backend == "torch":
+        raise ValueError("an ONNX model has no torch form: use backend auto, onnxruntime, openvino or cuda")
+    chosen = "cuda" if backend == "cuda" or (backend == "auto" and device.type == "cuda") else resolve_backend(backend, torch.device("cpu"), cpu_default)
+    if chosen == "torch":  # auto without the preferred runtime: the other one, if it is there
+        others = [b for b in ("onnxruntime", "openvino") if available(b)]
+        if not others:
+            raise ValueError("ONNX models need onnxruntime or openvino: pip install onnxruntime")
+        chosen = others[0]
+    n = threads or torch.get_num_threads()
+    try:
+        if chosen == "cuda":
+            if device.type != "cuda":
+                raise ValueError("backend cuda needs a CUDA device (device: auto or cuda)")
+            providers: list[Any] = [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
+            runner: Runner = OnnxRuntimeRunner(path, n, providers=providers)
+            runner.backend = "cuda"
+            return runner
+        return OnnxRuntimeRunner(path, n) if chosen == "onnxruntime" else OpenVinoRunner(path, n)
+    except ValueError:
+        raise
+    except Exception as exc:  # the runtimes' own errors: a file that is not ONNX, an op they do not know
+        raise ValueError(f"cannot load {str(path)!r} as ONNX ({chosen}): {str(exc).strip().splitlines()[0][:300]}") from None

@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 
 from pipeline.categories import category_id
-from stages.infer.backend import compile_module, resolve_backend
-from stages.infer.detector import CnnDetector, CnnOptions
+from stages.infer.backend import compile_module
+from stages.infer.detector import CnnDetector, cnn_backend
 from stages.infer.options import CocoSsdOptions
 from stages.infer.ssd.model import DEFAULT_WEIGHTS, INPUT_SIZE, NUM_CLASSES, SsdDetectorNet, load_model
 from stages.infer.ssd.preprocess import gather_taps, legacy_taps
@@ -32,16 +32,6 @@ warnings.filterwarnings("ignore", message="The given NumPy array is not writable
 CPU_RUNTIME = "openvino"
 
 
-def ssd_backend(options: CnnOptions, device: torch.device, dtype: torch.dtype) -> str:
-    """The backend a detector runs on: bf16 on the CPU and fp32 on CUDA need eager torch (autocast)."""
-    if options.backend == "auto" and (dtype != torch.float32) == (device.type == "cpu"):
-        return "torch"
-    chosen = resolve_backend(options.backend, device, CPU_RUNTIME)
-    if chosen in ("onnxruntime", "openvino") and dtype != torch.float32:
-        raise ValueError(f"precision {options.precision} runs on backend torch only; {chosen} runs fp32")
-    return chosen
-
-
 class CocoSsdDetector(CnnDetector):
     def __init__(self, options: CocoSsdOptions) -> None:
         # Score column j is COCO id j + 1.
@@ -53,7 +43,7 @@ class CocoSsdDetector(CnnDetector):
         self.column_category = self.column_category[columns]
         self.column_threshold = self.column_threshold[columns]
         self.kept_columns = torch.arange(len(columns), device=self.device)
-        self.backend = ssd_backend(options, self.device, self.dtype)
+        self.backend = cnn_backend(options, self.device, self.dtype, CPU_RUNTIME)
         rows, cols, dy, dx = legacy_taps(576, 768, INPUT_SIZE, bgr=True)
         example = (gather_taps(torch.zeros(1, 576, 768, 3, dtype=torch.uint8), rows, cols), dy[None], dx[None])
         self.net = compile_module(

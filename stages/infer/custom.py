@@ -21,17 +21,18 @@ At load the model runs once on a dummy input and its output shapes are checked a
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from pipeline.categories import category_id
-from stages.infer.detector import CnnDetector
+from stages.infer.backend import InputSpec, Runner, compile_module, load_onnx
+from stages.infer.detector import CnnDetector, cnn_backend
 from stages.infer.device import autocast, select_device
 from stages.infer.options import CustomOptions
 
@@ -48,92 +49,32 @@ def import_onnxruntime() -> Any:
     return onnxruntime
 
 
-class _TorchScriptRunner:
-    def __init__(self, o: CustomOptions, device: torch.device) -> None:
-        try:
-            self.model = torch.jit.load(str(Path(o.path).expanduser()), map_location=device).eval()
-        except Exception as exc:
-            hint = " (a state_dict or a pickled module is not TorchScript: save with torch.jit.script(model).save(path))"
-            if Path(o.path).suffix.lower() == ".pt2":
-                hint = " (a torch.export .pt2 archive is not TorchScript: save with torch.jit.script(model).save(path), or export to ONNX)"
-            raise ValueError(f"cannot load {o.path!r} as TorchScript: {str(exc).splitlines()[0]}{hint}") from None
-        self.channels_last = o.channels_last and o.input_layout == "nchw"
-        if self.channels_last:
-            try:
-                self.model.to(memory_format=torch.channels_last)
-            except Exception:  # some scripted modules refuse; the input's layout still applies
-                pass
-        self.names = o.output_names
-
-    def __call__(self, x: Tensor) -> list[Tensor]:
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        out = self.model(x)
-        if isinstance(out, Tensor):
-            return [out]
-        if isinstance(out, dict):
-            if self.names is None:
-                return list(out.values())
-            missing = [n for n in self.names if n not in out]
-            if missing:
-                raise ValueError(f"model has no output named {', '.join(missing)}; it returns {', '.join(out)}")
-            return [out[n] for n in self.names]
-        if isinstance(out, (tuple, list)) and all(isinstance(t, Tensor) for t in out):
-            if self.names is not None:
-                raise ValueError("output_names needs a model that returns a dict; this one returns a tuple (use boxes_output)")
-            return list(out)
-        raise ValueError(f"model returned {type(out).__name__}; expected a tensor, a tuple of tensors or a dict of them")
+def load_torchscript(o: CustomOptions, device: torch.device) -> torch.nn.Module:
+    """The TorchScript module of `o.path`; ValueError with a hint when the file is something else."""
+    try:
+        return torch.jit.load(str(Path(o.path).expanduser()), map_location=device).eval()
+    except Exception as exc:
+        hint = " (a state_dict or a pickled module is not TorchScript: save with torch.jit.script(model).save(path))"
+        if Path(o.path).suffix.lower() == ".pt2":
+            hint = " (a torch.export .pt2 archive is not TorchScript: save with torch.jit.script(model).save(path), or export to ONNX)"
+        raise ValueError(f"cannot load {o.path!r} as TorchScript: {str(exc).splitlines()[0]}{hint}") from None
 
 
-class _OnnxRunner:
-    def __init__(self, o: CustomOptions, device: torch.device) -> None:
-        ort = import_onnxruntime()
-        providers = ["CPUExecutionProvider"]
-        if device.type == "cuda":
-            providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = torch.get_num_threads()
-        so.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(Path(o.path).expanduser()), sess_options=so, providers=providers)
-        except Exception as exc:
-            raise ValueError(f"cannot load {o.path!r} as ONNX: {str(exc).splitlines()[0]}") from None
-        inputs = self.session.get_inputs()
-        if len(inputs) != 1:
-            raise ValueError(f"ONNX model has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); one image input is supported")
-        inp = inputs[0]
-        self.input_name = inp.name
-        want_type = "tensor(float)" if o.input_dtype == "float32" else "tensor(uint8)"
-        if inp.type != want_type:
-            raise ValueError(f"ONNX input {inp.name!r} is {inp.type}, but input_dtype is {o.input_dtype} ({want_type})")
-        shape = list(inp.shape)
-        w, h = o.input_size
-        want = [None, 3, h, w] if o.input_layout == "nchw" else [None, h, w, 3]
-        if len(shape) != 4 or any(isinstance(d, int) and e is not None and d != e for d, e in zip(shape, want)):
-            raise ValueError(
-                f"ONNX input {inp.name!r} is shaped {shape}; input_size {list(o.input_size)} and input_layout "
-                f"{o.input_layout} make [B, {', '.join(map(str, want[1:]))}]"
-            )
-        # A model exported with a fixed batch of 1 gets the frames one at a time.
-        self.one_at_a_time = shape[0] == 1
-        outputs = [x.name for x in self.session.get_outputs()]
-        if o.output_names is not None:
-            missing = [n for n in o.output_names if n not in outputs]
-            if missing:
-                raise ValueError(f"ONNX model has no output named {', '.join(missing)}; its outputs: {', '.join(outputs)}")
-            self.output_names = list(o.output_names)
-        else:
-            self.output_names = outputs
-        self.device = device
-
-    def __call__(self, x: Tensor) -> list[Tensor]:
-        arr = x.detach().contiguous().cpu().numpy()
-        if self.one_at_a_time and len(arr) > 1:
-            parts = [self.session.run(self.output_names, {self.input_name: arr[i : i + 1]}) for i in range(len(arr))]
-            outs = [np.concatenate(cols) for cols in zip(*parts)]
-        else:
-            outs = self.session.run(self.output_names, {self.input_name: arr})
-        return [torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in outs]
+def check_onnx_input(o: CustomOptions, specs: list[InputSpec]) -> None:
+    """The ONNX graph must take one image input of the declared dtype, layout and size."""
+    if len(specs) != 1:
+        raise ValueError(f"ONNX model has {len(specs)} inputs ({', '.join(i.name for i in specs)}); one image input is supported")
+    inp = specs[0]
+    if inp.dtype != o.input_dtype:
+        raise ValueError(f"ONNX input {inp.name!r} is tensor({inp.dtype.replace('32', '')}), but input_dtype is {o.input_dtype} "
+                         f"(tensor({o.input_dtype.replace('32', '')}))")  # fmt: skip
+    w, h = o.input_size
+    want = [None, 3, h, w] if o.input_layout == "nchw" else [None, h, w, 3]
+    if len(inp.shape) != 4 or any(d is not None and e is not None and d != e for d, e in zip(inp.shape, want)):
+        raise ValueError(
+            f"ONNX input {inp.name!r} is shaped {inp.shape}; input_size {list(o.input_size)} and input_layout "
+            f"{o.input_layout} make [B, {', '.join(map(str, want[1:]))}]"
+        )
 
 
 def _shape(t: Tensor) -> list[int]:
@@ -153,18 +94,45 @@ class CustomDetector(CnnDetector):
                 o = o.model_copy(update={"device": "cpu"})
         columns = [category_id(c) if c is not None else None for c in o.class_map]
         super().__init__(o, columns)
-        if o.model_format == "onnx":
-            self.dtype = torch.float32  # onnxruntime runs the exported precision; no autocast around it
-            self.runner: _TorchScriptRunner | _OnnxRunner = _OnnxRunner(o, self.device)
-        else:
-            self.runner = _TorchScriptRunner(o, self.device)
         self.format = o.model_format
         self.box_format = o.model_box_format
         self.normalized = o.model_normalized
         w, h = o.input_size
         self._mean = torch.tensor(o.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(o.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        # Through the backend layer: an ONNX file on onnxruntime (auto on the CPU), OpenVINO or ONNX Runtime's
+        # CUDA provider; a TorchScript module in eager torch (auto on the CPU: a user's graph may not export),
+        # fp16 CUDA graphs on a GPU, or exported to ONNX for onnxruntime or OpenVINO when asked for.
+        self.runner: Runner
+        if o.model_format == "onnx":
+            self.dtype = torch.float32  # the runtimes run the exported precision; no autocast around them
+            self.runner = load_onnx(Path(o.path).expanduser(), backend=o.backend, device=self.device)
+            check_onnx_input(o, self.runner.input_specs)  # type: ignore[attr-defined]
+        else:
+            module = load_torchscript(o, self.device)
+            with torch.inference_mode():
+                example, _ = self._preprocess(torch.zeros((1, h, w, 3), dtype=torch.uint8, device=self.device))
+            self.runner = compile_module(
+                module, [example.cpu()], name="custom", backend=cnn_backend(o, self.device, self.dtype, "torch"),
+                device=self.device, cpu_default="torch", channels_last=o.channels_last and o.input_layout == "nchw",
+                extra="file=" + hashlib.sha256(Path(o.path).expanduser().read_bytes()).hexdigest(),
+            )  # fmt: skip
+        self.backend = self.runner.backend
         self._check_outputs(w, h)
+
+    def _outputs(self, x: Tensor) -> list[Tensor]:
+        """The model's outputs on x, those named by output_names when it is set, on the detector's device."""
+        o: CustomOptions = self.o  # type: ignore[assignment]
+        outs = list(self.runner(x))
+        names = self.runner.output_names
+        if o.output_names is not None:
+            if names is None:
+                raise ValueError("output_names needs a model that returns a dict; this one returns a tuple (use boxes_output)")
+            missing = [n for n in o.output_names if n not in names]
+            if missing:
+                raise ValueError(f"model has no output named {', '.join(missing)}; its outputs: {', '.join(names)}")
+            outs = [outs[names.index(n)] for n in o.output_names]
+        return [t.to(self.device) for t in outs]
 
     # -- checks ---------------------------------------------------------------------------------
 
@@ -174,7 +142,7 @@ class CustomDetector(CnnDetector):
         try:
             with torch.inference_mode(), autocast(self.device, self.dtype):
                 x, _ = self._preprocess(dummy)
-                outputs = self.runner(x)
+                outputs = self._outputs(x)
         except ValueError:
             raise
         except Exception as exc:
@@ -254,7 +222,7 @@ class CustomDetector(CnnDetector):
     def forward(self, rgb: Tensor) -> tuple[Tensor, Tensor]:
         o: CustomOptions = self.o  # type: ignore[assignment]
         x, (px, py, cw, ch) = self._preprocess(rgb)
-        boxes, scores = self._select(self.runner(x), batch=rgb.shape[0])
+        boxes, scores = self._select(self._outputs(x), batch=rgb.shape[0])
         scores = scores.float()
         if o.scores == "logits":
             scores = torch.sigmoid(scores)

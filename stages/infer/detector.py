@@ -22,6 +22,7 @@ from pipeline.categories import CATEGORIES, category_id
 from pipeline.detections import Detections
 from pipeline.protocol import Frame
 from stages.infer.device import autocast, resolve_precision, select_device
+from stages.infer.backend import CpuRuntime, resolve_backend
 from stages.infer.options import CnnOptions
 from stages.infer.ssd.nms import select_detections
 
@@ -113,3 +114,13 @@ class CnnDetector(Detector):
                 )
             )
         return results
+
+
+def cnn_backend(options: CnnOptions, device: torch.device, dtype: torch.dtype, cpu_runtime: CpuRuntime) -> str:
+    """The backend a CNN detector runs on: bf16 on the CPU and fp32 on CUDA need eager torch (autocast)."""
+    if options.backend == "auto" and (dtype != torch.float32) == (device.type == "cpu"):
+        return "torch"
+    chosen = resolve_backend(options.backend, device, cpu_runtime)
+    if chosen in ("onnxruntime", "openvino") and dtype != torch.float32:
+        raise ValueError(f"precision {options.precision} runs on backend torch only; {chosen} runs fp32")
+    return chosen
