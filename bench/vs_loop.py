@@ -6,14 +6,14 @@ The loop (`--loop-worker`, about 20 lines below): OpenCV decode, the reference C
 chain's threshold) and ByteTrack from Roboflow's `trackers` 2.6.1. The pipeline: `vidpipe replay VIDEO` with the
 default chain (decode -> COCO-SSD -> track -> record), a subprocess, wall clock from start to exit.
 
-Both run as child processes of this one, alternately, for `--rounds` rounds (default 3). Printed per run: fps,
-CPU seconds of its whole process tree, peak memory (the largest sum of the tree's RSS, sampled every 50 ms), then
+Both run as child processes of this one, alternately, for `--rounds` rounds (default 5: the loop's speed is
+bimodal here, see the README's Performance section). Printed per run: fps, CPU seconds of its whole process tree, peak memory (the largest sum of the tree's RSS, sampled every 50 ms), then
 the medians and the ratio vidpipe / loop. Then the per-stage breakdown, read from the stages' own /metrics
 (scraped while the replay runs): CPU ms per frame (`process_cpu_seconds_total` over `vidpipe_frames_in_total`,
 steady state: from the first scrape that saw frames to the last) and peak RSS per stage process.
 
     pip install --no-deps trackers==2.6.1 && pip install supervision==0.31.2 onnxruntime
-    python bench/vs_loop.py [--video V] [--rounds 3] [--config C]
+    python bench/vs_loop.py [--video V] [--rounds 5] [--config C]
 """
 
 from __future__ import annotations
@@ -234,7 +234,7 @@ def run_vidpipe(video: str, config: str | None, tmp: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--video", default=str(DEFAULT_VIDEO))
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--config", help="a vidpipe config to replay with (default: the default chain)")
     p.add_argument("--loop-worker", metavar="VIDEO", help=argparse.SUPPRESS)
     p.add_argument("--reference", default=str(REFERENCE), help=argparse.SUPPRESS)
