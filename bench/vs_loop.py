@@ -9,8 +9,9 @@ default chain (decode -> COCO-SSD -> track -> record), a subprocess, wall clock 
 Both run as child processes of this one, alternately, for `--rounds` rounds (default 5: the loop's speed is
 bimodal here, see the README's Performance section). Printed per run: fps, CPU seconds of its whole process
 tree, peak memory (the largest sum of the tree's RSS, sampled every 50 ms), then the medians and the ratio
-vidpipe / loop. Then the per-stage breakdown, read from the stages' own /metrics (scraped while the replay runs): CPU ms per frame (`process_cpu_seconds_total` over `vidpipe_frames_in_total`,
-steady state: from the first scrape that saw frames to the last) and peak RSS per stage process.
+vidpipe / loop. Then the per-stage breakdown, read from the stages' own /metrics (scraped while the replay
+runs): CPU ms per frame (`process_cpu_seconds_total` over `vidpipe_frames_in_total`, steady state: from the
+first scrape that saw frames to the last) and peak RSS per stage process.
 
     pip install --no-deps trackers==2.6.1 && pip install supervision==0.31.2 onnxruntime
     python bench/vs_loop.py [--video V] [--rounds 5] [--config C]
