@@ -272,7 +272,7 @@ class InferOptions(BaseModel):
         None, description="Face detection (MTCNN), watchlist recognition and blurring; see Faces. null: off."
     )
     secondary: SecondaryList = Field(
-        default_factory=list, description="Models run on crops of the detections (faces, signs, posture): see stages/infer/secondary.py."
+        default_factory=list, description="Models run on crops of the detections (faces, signs, posture): see stages/infer/secondary_model.py."
     )
 
     @field_validator("custom")

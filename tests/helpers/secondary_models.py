@@ -6,7 +6,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from stages.infer.secondary import SecondaryModel
+from stages.infer.secondary_model import SecondaryModel
 
 
 class CropOptions(BaseModel):
