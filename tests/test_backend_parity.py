@@ -35,6 +35,11 @@ def real_frames() -> list[np.ndarray]:
     return _frames("vtest.avi", [0, 150, 400, 700]) + _frames("bikes.mp4", [10, 120, 200])
 
 
+def _tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A detector's output as a CPU float tensor: numpy from a CPU runtime, a tensor from torch or CUDA."""
+    return torch.as_tensor(x).float().cpu()
+
+
 def _as_frames(images: list[np.ndarray]) -> list[Frame]:
     return [Frame("s", i, i / 10, 0.0, im.shape[1], im.shape[0], im) for i, im in enumerate(images)]
 
@@ -57,8 +62,8 @@ def test_coco_ssd_matches_eager_torch(backend: str, real_frames: list[np.ndarray
         got_scores, got_boxes = det.forward_images([f.image for f in frames[:4]])
         ref_scores, ref_boxes = ref_det.forward_images([f.image for f in frames[:4]])
     tol = 1e-2 if backend == "cuda" else 1e-3
-    assert float((got_scores.float().cpu() - ref_scores).abs().max()) < tol
-    assert float((got_boxes.float().cpu() - ref_boxes).abs().max()) < tol
+    assert float((_tensor(got_scores) - _tensor(ref_scores)).abs().max()) < tol
+    assert float((_tensor(got_boxes) - _tensor(ref_boxes)).abs().max()) < tol
     # After thresholds and NMS: the same detections, frame by frame and in a batch of several frames.
     batched = det.detect(frames)
     total = 0
@@ -202,4 +207,4 @@ def test_coco_ssd_forward_on_rgb_tensors_matches_bgr_frames(real_frames: list[np
     with torch.inference_mode():
         s_rgb, b_rgb = det.forward(rgb)
         s_bgr, b_bgr = det.forward_images(bgr)
-    assert torch.equal(s_rgb, s_bgr) and torch.equal(b_rgb, b_bgr)
+    assert torch.equal(_tensor(s_rgb), _tensor(s_bgr)) and torch.equal(_tensor(b_rgb), _tensor(b_bgr))

@@ -17,10 +17,10 @@ HEAVY = ("torch", "onnxruntime", "openvino", "scipy.optimize")
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))  # this checkout, whatever is installed
 
 
-def loaded_after(code: str) -> set[str]:
+def loaded_after(code: str, env: dict[str, str] | None = None) -> set[str]:
     """The heavy modules a fresh interpreter has imported after running `code`."""
     probe = code + f"\nimport sys\nprint('loaded:' + ','.join(m for m in {HEAVY!r} if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-P", "-c", probe], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-P", "-c", probe], cwd=ROOT, env={**ENV, **(env or {})}, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     last = out.stdout.strip().splitlines()[-1]
     assert last.startswith("loaded:"), out.stdout
@@ -73,3 +73,19 @@ def test_stages_without_models_import_none(tmp_path: Path) -> None:
             f"cfg = load_config({str(cfg)!r}, only_stage={kind!r})\nresolve_stage({kind!r})"
         )
         assert loaded_after(code) == set(), kind
+
+
+def test_coco_ssd_on_a_cpu_runtime_runs_without_torch_once_exported(tmp_path: Path) -> None:
+    """The first start exports the network (torch needed); from then on the infer process finds the export by
+    the key of its files and runs it with numpy and the runtime alone."""
+    code = (
+        "import numpy as np\nfrom pipeline.protocol import Frame\nfrom stages.infer.coco_ssd import CocoSsdDetector\n"
+        "from stages.infer.options import CocoSsdOptions\nfrom stages.track.tracklets import read_frames\n"
+        f"images = [im for _, im in read_frames({str(ROOT / 'sample_videos' / 'vtest.avi')!r}, 0, 3)]\n"
+        "det = CocoSsdDetector(CocoSsdOptions(device='auto'))\n"
+        "found = det.detect([Frame('s', i, 0.0, 0.0, 768, 576, im) for i, im in enumerate(images)])\n"
+        "assert det.backend in ('openvino', 'onnxruntime') and all(len(d) for d in found), (det.backend, found)"
+    )
+    cache = {"VIDPIPE_CACHE_DIR": str(tmp_path / "cache")}
+    assert "torch" in loaded_after(code, cache)  # the export is made
+    assert loaded_after(code, cache) == {"openvino"}

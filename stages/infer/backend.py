@@ -11,12 +11,15 @@ A model is written once as torch modules; `compile_module` runs it on
 
 `auto` picks, per model, the backend measured fastest for the device (`bench/backends.py` measures every
 model on every backend; the figures are in the README): CUDA on a GPU, else the CPU runtime the model names.
-Every backend takes and returns torch tensors, batched along dim 0 of every input and output.
+Every backend takes and returns torch tensors, batched along dim 0 of every input and output; the ONNX runtimes
+also take numpy arrays and then return numpy arrays. `compile_cached` finds a model's export by a key computed from
+its files, so a process whose models all run on a CPU runtime never builds them, and never imports torch.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import io
 import logging
@@ -26,11 +29,15 @@ import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, NamedTuple, Sequence
 
 import numpy as np
-import torch
-from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
+
+Array = Any  # a torch Tensor or a numpy array
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +61,22 @@ def available(backend: str) -> bool:
     if backend == "torch":
         return True
     if backend == "cuda":
+        import torch
+
         return torch.cuda.is_available()
     return importlib.util.find_spec(_PACKAGES[backend]) is not None
 
 
-def resolve_backend(backend: str, device: torch.device, cpu_default: CpuRuntime) -> str:
+def _device_type(device: Any) -> str:
+    return device.split(":")[0] if isinstance(device, str) else str(device.type)
+
+
+def resolve_backend(backend: str, device: torch.device | str, cpu_default: CpuRuntime) -> str:
     """The backend that runs: `auto` is cuda on a CUDA device, else the model's fastest CPU runtime, falling
     back to torch when that runtime is not installed. A backend asked for by name must fit the device."""
+    kind = _device_type(device)
     if backend == "auto":
-        if device.type == "cuda":
+        if kind == "cuda":
             return "cuda"
         if available(cpu_default):
             return cpu_default
@@ -70,10 +84,10 @@ def resolve_backend(backend: str, device: torch.device, cpu_default: CpuRuntime)
         return "torch"
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: one of auto, {', '.join(BACKENDS)}")
-    if backend == "cuda" and device.type != "cuda":
+    if backend == "cuda" and kind != "cuda":
         raise ValueError("backend cuda needs a CUDA device (device: auto or cuda)")
     if backend in ("onnxruntime", "openvino"):
-        if device.type != "cpu":
+        if kind != "cpu":
             raise ValueError(f"backend {backend} runs on the CPU: set device: cpu, or use backend cuda on a GPU")
         if not available(backend):
             raise ValueError(f"backend {backend} asked for, but the {_PACKAGES[backend]} package is not installed")
@@ -82,6 +96,8 @@ def resolve_backend(backend: str, device: torch.device, cpu_default: CpuRuntime)
 
 def model_hash(module: nn.Module, examples: Sequence[Tensor], extra: str = "") -> str:
     """sha256 of what an export depends on: weights and buffers, class, input shapes (bar the batch) and settings."""
+    import torch
+
     h = hashlib.sha256()
     h.update(f"{type(module).__module__}.{type(module).__qualname__}|{extra}|{OPSET}|{EXPORT_VERSION}|{torch.__version__}".encode())
     for x in examples:
@@ -102,23 +118,41 @@ def model_hash(module: nn.Module, examples: Sequence[Tensor], extra: str = "") -
     return h.hexdigest()
 
 
+def file_key(files: Iterable[Path], extra: str = "") -> str:
+    """An export key from what a model is made of, read without building it: the bytes of its weights and of its
+    code's files, plus `extra` (what else shapes the export: kept columns, input shapes), the export settings and
+    torch's version (the exporter). Used with compile_cached."""
+    h = hashlib.sha256()
+    h.update(f"{extra}|{OPSET}|{EXPORT_VERSION}|torch {importlib.metadata.version('torch')}".encode())
+    for f in sorted(Path(f) for f in files):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _export_path(name: str, key: str) -> Path:
+    return cache_dir() / f"{name}-{key[:20]}.onnx"
+
+
 def export_onnx(module: nn.Module, examples: Sequence[Tensor], name: str, extra: str = "",
-                dynamic: dict[int, dict[int, str]] | None = None) -> Path:
+                dynamic: dict[int, dict[int, str]] | None = None, key: str | None = None) -> Path:
     """The module exported to ONNX (batch axis dynamic), from the cache when it is there already.
 
     `dynamic` adds further dynamic axes per input index (e.g. height and width of a fully convolutional net).
     Written to a temporary file and renamed, so processes that export at once never read half a file.
     """
-    key = model_hash(module, examples, extra + repr(sorted((dynamic or {}).items())))
-    folder = cache_dir()
-    path = folder / f"{name}-{key[:20]}.onnx"
+    import torch
+
+    key = key or model_hash(module, examples, extra + repr(sorted((dynamic or {}).items())))
+    path = _export_path(name, key)
     if path.exists():
         return path
+    folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
     inputs = [f"in{i}" for i in range(len(examples))]
     with torch.inference_mode():
         outs = module(*examples)
-    n_out = 1 if isinstance(outs, Tensor) else len(outs)
+    n_out = 1 if isinstance(outs, torch.Tensor) else len(outs)
     outputs = [str(k) for k in outs] if isinstance(outs, dict) else [f"out{i}" for i in range(n_out)]
     axes: dict[str, dict[int, str]] = {n: {0: "batch"} for n in inputs + outputs}
     for i, extra_axes in (dynamic or {}).items():
@@ -148,7 +182,7 @@ class Runner:
     backend: str = ""
     output_names: list[str] | None = None
 
-    def __call__(self, *inputs: Tensor) -> tuple[Tensor, ...]:
+    def __call__(self, *inputs: Array) -> tuple[Array, ...]:
         raise NotImplementedError
 
 
@@ -156,6 +190,8 @@ class TorchRunner(Runner):
     backend = "torch"
 
     def __init__(self, module: nn.Module, channels_last: bool = False) -> None:
+        import torch
+
         self.module = module.eval()
         self.channels_last = channels_last
         if channels_last:
@@ -165,6 +201,8 @@ class TorchRunner(Runner):
                 pass
 
     def __call__(self, *inputs: Tensor) -> tuple[Tensor, ...]:
+        import torch
+
         if self.channels_last:
             inputs = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x for x in inputs)
         with torch.inference_mode():
@@ -174,6 +212,8 @@ class TorchRunner(Runner):
 
 def _as_tuple(runner: Runner, out: Any) -> tuple[Tensor, ...]:
     """A module's outputs as a tuple; a dict's keys become the runner's output names."""
+    from torch import Tensor
+
     if isinstance(out, Tensor):
         return (out,)
     if isinstance(out, dict):
@@ -195,7 +235,9 @@ class InputSpec(NamedTuple):
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(float16)": "float16", "tensor(int64)": "int64", "tensor(int32)": "int32"}
 
 
-def _numpy(x: Tensor) -> np.ndarray:
+def _numpy(x: Array) -> np.ndarray:
+    if isinstance(x, np.ndarray):
+        return np.ascontiguousarray(x)
     return np.ascontiguousarray(x.detach().cpu().numpy())
 
 
@@ -219,10 +261,20 @@ class _CpuRunner(Runner):
     def _run(self, worker: int, arrays: list[np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
 
-    def __call__(self, *inputs: Tensor) -> tuple[Tensor, ...]:
-        if len(inputs[0]) == 0:  # the runtimes reject an empty batch: one zero sample, its outputs without rows
-            return tuple(o[:0] for o in self(*(torch.zeros((1, *x.shape[1:]), dtype=x.dtype) for x in inputs)))
+    def __call__(self, *inputs: Array) -> tuple[Array, ...]:
+        """Numpy arrays in, numpy arrays out; torch tensors in, CPU torch tensors out."""
         arrays = [_numpy(x) for x in inputs]
+        if len(arrays[0]) == 0:  # the runtimes reject an empty batch: one zero sample, its outputs without rows
+            outs = [o[:0] for o in self._call([np.zeros((1, *a.shape[1:]), a.dtype) for a in arrays])]
+        else:
+            outs = self._call(arrays)
+        if all(isinstance(x, np.ndarray) for x in inputs):
+            return tuple(outs)
+        import torch
+
+        return tuple(torch.from_numpy(o) for o in outs)
+
+    def _call(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         n = len(arrays[0])
         if n == 1 or (self.pool is None and not self.one_at_a_time):
             outs = self._run(0, arrays)
@@ -233,7 +285,7 @@ class _CpuRunner(Runner):
             futures = [self.pool.submit(self._run_share, w, arrays, idx) for w, idx in enumerate(parts)]
             results = [f.result() for f in futures]
             outs = [np.concatenate(cols) for cols in zip(*results)]
-        return tuple(torch.from_numpy(o) for o in outs)
+        return outs
 
     def _run_share(self, worker: int, arrays: list[np.ndarray], idx: np.ndarray) -> list[np.ndarray]:
         rows = [self._run(worker, [a[i : i + 1] for a in arrays]) for i in idx]
@@ -346,6 +398,9 @@ class CudaGraphRunner(Runner):
     backend = "cuda"
 
     def __init__(self, module: nn.Module, device: torch.device, graphs: bool = True, max_graphs: int = 16) -> None:
+        import torch
+
+        self.torch = torch
         self.module = module.eval().to(device)
         self.device = device
         self.graphs_on = graphs
@@ -353,9 +408,10 @@ class CudaGraphRunner(Runner):
         self.graphs: dict[tuple[Any, ...], tuple[Any, list[Tensor], tuple[Tensor, ...]]] = {}
 
     def _eager(self, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
+        torch = self.torch
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, cache_enabled=False):
             out = self.module(*inputs)
-        out = (out,) if isinstance(out, Tensor) else tuple(out)
+        out = (out,) if isinstance(out, torch.Tensor) else tuple(out)
         return tuple(o.float() if o.is_floating_point() else o for o in out)
 
     def __call__(self, *inputs: Tensor) -> tuple[Tensor, ...]:
@@ -380,6 +436,7 @@ class CudaGraphRunner(Runner):
         return tuple(o[:n].clone() for o in static_out)
 
     def _capture(self, inputs: Sequence[Tensor], b: int) -> tuple[Any, list[Tensor], tuple[Tensor, ...]]:
+        torch = self.torch
         static_in = [torch.zeros((b, *x.shape[1:]), dtype=x.dtype, device=self.device) for x in inputs]
         for s, x in zip(static_in, inputs):
             s[: x.shape[0]].copy_(x)
@@ -395,6 +452,36 @@ class CudaGraphRunner(Runner):
         return graph, static_in, static_out
 
 
+_threads: int | None = None
+
+
+def set_threads(n: int) -> None:
+    """The CPU threads of this process's models: the ONNX runtimes' default, and torch's, now if it is loaded,
+    else when it loads (OMP_NUM_THREADS, which torch reads then)."""
+    global _threads
+    _threads = n
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+
+
+def default_threads() -> int:
+    """CPU threads of the ONNX runtimes when none are given: what set_threads said, else torch's thread count
+    where torch is loaded, else the CPUs this process may use."""
+    if _threads is not None:
+        return _threads
+    if "torch" in sys.modules:
+        return int(sys.modules["torch"].get_num_threads())
+    from stages.infer.device import cpu_cores
+
+    return cpu_cores()
+
+
+def _cpu_runner(chosen: str, path: Path, threads: int | None, per_sample: bool) -> Runner:
+    runner = OnnxRuntimeRunner if chosen == "onnxruntime" else OpenVinoRunner
+    return runner(path, threads or default_threads(), per_sample)
+
+
 def compile_module(
     module: nn.Module,
     examples: Sequence[Tensor],
@@ -408,10 +495,14 @@ def compile_module(
     dynamic: dict[int, dict[int, str]] | None = None,
     extra: str = "",
     per_sample: bool = False,
+    key: str | None = None,
 ) -> Runner:
     """Runs `module` on the backend asked for (see the module docstring); `examples` are CPU tensors of
-    the inputs (any batch size), used for the export and its cache key. `threads`: CPU threads of the ONNX
-    runtimes (default: torch's thread count); `per_sample`: use them as parallel single-sample calls."""
+    the inputs (any batch size), used for the export and its cache key (`key`, when given, is that key instead of
+    a hash of the module). `threads`: CPU threads of the ONNX runtimes (default: default_threads());
+    `per_sample`: use them as parallel single-sample calls."""
+    import torch
+
     device = torch.device(device)
     chosen = resolve_backend(backend, device, cpu_default)
     module = module.eval()
@@ -420,15 +511,37 @@ def compile_module(
     if chosen == "cuda":
         return CudaGraphRunner(module, device, graphs=not dynamic)
     try:
-        path = export_onnx(module.cpu(), [x.cpu() for x in examples], name, extra, dynamic)
+        path = export_onnx(module.cpu(), [x.cpu() for x in examples], name, extra, dynamic, key)
     except Exception as exc:  # an op the exporter does not know: the model still runs, in eager torch
         if backend != "auto":
             raise ValueError(f"{name} cannot be exported for {chosen}: {str(exc).splitlines()[0][:300]}") from None
         log.warning("%s cannot be exported to ONNX (%s): it runs in eager torch", name, str(exc).splitlines()[0][:300])
         return TorchRunner(module.to(device), channels_last=channels_last)
-    n = threads or torch.get_num_threads()
-    runner = OnnxRuntimeRunner if chosen == "onnxruntime" else OpenVinoRunner
-    return runner(path, n, per_sample)
+    return _cpu_runner(chosen, path, threads, per_sample)
+
+
+def compile_cached(
+    build: Callable[[], tuple[nn.Module, Sequence[Tensor]]],
+    *,
+    key: str,
+    name: str,
+    backend: str = "auto",
+    device: str = "cpu",
+    cpu_default: CpuRuntime = "onnxruntime",
+    threads: int | None = None,
+    channels_last: bool = True,
+    per_sample: bool = False,
+) -> Runner:
+    """compile_module for a model whose export key is known from its files (file_key): when it runs on a CPU
+    runtime and its export is cached, `build` (which makes the module and its example inputs) is never called,
+    and torch is never imported. Otherwise the module is built and compiled as by compile_module, its export
+    filed under `key`."""
+    chosen = resolve_backend(backend, device, cpu_default)
+    if chosen in ("onnxruntime", "openvino") and _export_path(name, key).exists():
+        return _cpu_runner(chosen, _export_path(name, key), threads, per_sample)
+    module, examples = build()
+    return compile_module(module, examples, name=name, backend=backend, device=device, cpu_default=cpu_default,
+                          threads=threads, channels_last=channels_last, per_sample=per_sample, key=key)  # fmt: skip
 
 
 def load_onnx(
@@ -442,21 +555,22 @@ def load_onnx(
     """A model that exists only as an ONNX file (a user's own detector): run by onnxruntime or OpenVINO on the
     CPU, or by ONNX Runtime's CUDA provider on a GPU (`cuda`); there is no torch form to run eagerly.
     ValueError names the file and the problem when it does not load."""
-    device = torch.device(device)
     if backend == "torch":
         raise ValueError("an ONNX model has no torch form: use backend auto, onnxruntime, openvino or cuda")
-    chosen = "cuda" if backend == "cuda" or (backend == "auto" and device.type == "cuda") else resolve_backend(backend, torch.device("cpu"), cpu_default)
+    on_cuda = _device_type(device) == "cuda"
+    chosen = "cuda" if backend == "cuda" or (backend == "auto" and on_cuda) else resolve_backend(backend, "cpu", cpu_default)
     if chosen == "torch":  # auto without the preferred runtime: the other one, if it is there
         others = [b for b in ("onnxruntime", "openvino") if available(b)]
         if not others:
             raise ValueError("ONNX models need onnxruntime or openvino: pip install onnxruntime")
         chosen = others[0]
-    n = threads or torch.get_num_threads()
+    n = threads or default_threads()
     try:
         if chosen == "cuda":
-            if device.type != "cuda":
+            if not on_cuda:
                 raise ValueError("backend cuda needs a CUDA device (device: auto or cuda)")
-            providers: list[Any] = [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
+            index = int(str(device).partition(":")[2] or 0)
+            providers: list[Any] = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
             runner: Runner = OnnxRuntimeRunner(path, n, providers=providers)
             runner.backend = "cuda"
             return runner

@@ -5,22 +5,28 @@ classes (`SsdDetectorNet`) on OpenVINO on the CPU by default, CUDA graphs in fp1
 when asked for (or for bf16 on the CPU, which only torch's autocast gives). The resize taps are gathered where
 the frames are (with the BGR->RGB swap folded into the gather); the blend and normalisation are the network's
 first ops, so every backend runs them.
+
+On a CPU runtime the whole detector is numpy and the runtime: the export is found by a key made from the
+weights and the network's source files (backend.file_key), so once it is cached the infer process never
+builds the torch model, nor imports torch.
 """
 
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from pipeline.categories import category_id
-from stages.infer.backend import compile_module
+from stages.infer.backend import CpuRuntime, compile_cached, file_key
 from stages.infer.detector import CnnDetector, cnn_backend
 from stages.infer.options import CocoSsdOptions
-from stages.infer.ssd.model import DEFAULT_WEIGHTS, INPUT_SIZE, NUM_CLASSES, SsdDetectorNet, load_model
-from stages.infer.ssd.preprocess import gather_taps, legacy_taps
+from stages.infer.ssd import taps
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 # COCO ids this pipeline has categories for; the other 72 COCO classes are dropped.
 COCO_TO_CATEGORY: dict[int, str] = {
@@ -29,7 +35,13 @@ COCO_TO_CATEGORY: dict[int, str] = {
 # Frames off the wire are read-only buffers; the gather only reads them, so no copy is made to please torch.
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 # Fastest CPU runtime for this network, measured by bench/backends.py (README, Performance).
-CPU_RUNTIME = "openvino"
+CPU_RUNTIME: CpuRuntime = "openvino"
+# As stages.infer.ssd.model's (read here without importing torch).
+SSD_DIR = Path(__file__).resolve().parent / "ssd"
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "coco_ssd_mobilenet_v2.pt"
+NUM_CLASSES = 90
+INPUT_SIZE = (300, 300)
+EXAMPLE_FRAME = (576, 768)  # the export's example input (the batch and the taps' values do not matter)
 
 
 class CocoSsdDetector(CnnDetector):
@@ -37,42 +49,71 @@ class CocoSsdDetector(CnnDetector):
         # Score column j is COCO id j + 1.
         all_columns = [category_id(COCO_TO_CATEGORY[j + 1]) if j + 1 in COCO_TO_CATEGORY else None for j in range(NUM_CLASSES)]
         super().__init__(options, all_columns)
-        model = load_model(options.weights or DEFAULT_WEIGHTS)
         # Only the kept columns are computed: the network's column i is the model's column columns[i].
         columns = self.kept_model_columns()
-        self.column_category = self.column_category[columns]
-        self.column_threshold = self.column_threshold[columns]
-        self.kept_columns = torch.arange(len(columns), device=self.device)
-        self.backend = cnn_backend(options, self.device, self.dtype, CPU_RUNTIME)
-        rows, cols, dy, dx = legacy_taps(576, 768, INPUT_SIZE, bgr=True)
-        example = (gather_taps(torch.zeros(1, 576, 768, 3, dtype=torch.uint8), rows, cols), dy[None], dx[None])
-        self.net = compile_module(
-            SsdDetectorNet(model, columns), example, name="coco_ssd", backend=self.backend, device=self.device,
-            channels_last=options.channels_last, extra=f"columns={columns}", per_sample=True,
+        self.set_columns(self.column_category[columns], self.column_threshold[columns])
+        self.backend = cnn_backend(options, self.device_name, self.precision, CPU_RUNTIME)
+        self.numpy_path = self.backend in ("onnxruntime", "openvino")
+        weights = Path(options.weights or DEFAULT_WEIGHTS)
+        key = file_key([weights, *SSD_DIR.glob("*.py")], f"coco_ssd columns={columns} frame={EXAMPLE_FRAME}")
+
+        def build() -> tuple[Any, list[Any]]:
+            import torch
+
+            from stages.infer.ssd.model import SsdDetectorNet, load_model
+            from stages.infer.ssd.preprocess import gather_taps, legacy_taps
+
+            rows, cols, dy, dx = legacy_taps(*EXAMPLE_FRAME, INPUT_SIZE, bgr=True)
+            example = [gather_taps(torch.zeros(1, *EXAMPLE_FRAME, 3, dtype=torch.uint8), rows, cols), dy[None], dx[None]]
+            return SsdDetectorNet(load_model(weights), columns), example
+
+        self.net = compile_cached(
+            build, key=key, name="coco_ssd", backend=self.backend, device=self.device_name, cpu_default=CPU_RUNTIME,
+            channels_last=options.channels_last, per_sample=True,
         )  # fmt: skip
-        self._taps: dict[tuple[int, int, bool], tuple[Tensor, Tensor, Tensor, Tensor]] = {}
+        self._taps: dict[tuple[int, int, bool], Any] = {}
 
-    def _taps_for(self, h: int, w: int, bgr: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Tap indices and weights of a frame size, on the device, computed once per size and colour order."""
-        taps = self._taps.get((h, w, bgr))
-        if taps is None:
-            taps = self._taps[(h, w, bgr)] = tuple(t.to(self.device) for t in legacy_taps(h, w, INPUT_SIZE, bgr=bgr))  # type: ignore[assignment]
-        return taps
+    def _taps_for(self, h: int, w: int, bgr: bool) -> Any:
+        """Tap indices and weights of a frame size, computed once per size and colour order: numpy arrays on the
+        numpy path, else tensors on the device."""
+        found = self._taps.get((h, w, bgr))
+        if found is None:
+            found = taps.legacy_taps(h, w, INPUT_SIZE, bgr)
+            if not self.numpy_path:
+                import torch
 
-    def _run(self, gathered: Tensor, dy: Tensor, dx: Tensor) -> tuple[Tensor, Tensor]:
+                found = tuple(torch.from_numpy(t).to(self.device) for t in found)
+            self._taps[(h, w, bgr)] = found
+        return found
+
+    def _run(self, gathered: Any, dy: Any, dx: Any) -> tuple[Any, Any]:
         n = gathered.shape[0]
+        if self.numpy_path:
+            return self.net(gathered, np.broadcast_to(dy, (n, len(dy))), np.broadcast_to(dx, (n, len(dx))))
         scores, boxes = self.net(gathered, dy.expand(n, -1), dx.expand(n, -1))
         return scores.to(self.device), boxes.to(self.device)
 
-    def forward_images(self, images: list[np.ndarray]) -> tuple[Tensor, Tensor]:
+    def forward_images(self, images: list[np.ndarray]) -> tuple[Any, Any]:
+        """BGR uint8 frames of one size -> scores of the kept columns and boxes (numpy on the numpy path)."""
         h, w = images[0].shape[:2]
+        if self.numpy_path:
+            rows, cols, dy, dx = self._taps_for(h, w, bgr=True)
+            # Gather each frame where it lies: no stacked copy of the whole frames.
+            return self._run(np.concatenate([taps.gather_taps(img[None], rows, cols) for img in images]), dy, dx)
+        import torch
+
+        from stages.infer.ssd.preprocess import gather_taps
+
         if self.device.type == "cuda":  # upload the frames, gather on the GPU
             return self.forward(torch.from_numpy(np.stack(images)).pin_memory().to(self.device, non_blocking=True), bgr=True)
         rows, cols, dy, dx = self._taps_for(h, w, bgr=True)
-        # Gather each frame where it lies: no stacked copy of the whole frames.
         return self._run(torch.cat([gather_taps(torch.from_numpy(img)[None], rows, cols) for img in images]), dy, dx)
 
-    def forward(self, rgb: Tensor, bgr: bool = False) -> tuple[Tensor, Tensor]:
+    def forward(self, rgb: Tensor, bgr: bool = False) -> tuple[Any, Any]:
         """uint8 frames [B, H, W, 3] on the device (RGB, or BGR with `bgr`) -> scores of the kept columns, boxes."""
         rows, cols, dy, dx = self._taps_for(rgb.shape[1], rgb.shape[2], bgr)
+        if self.numpy_path:
+            return self._run(taps.gather_taps(rgb.cpu().numpy(), rows, cols), dy, dx)
+        from stages.infer.ssd.preprocess import gather_taps
+
         return self._run(gather_taps(rgb, rows, cols), dy, dx)

@@ -113,7 +113,7 @@ class CustomDetector(CnnDetector):
             with torch.inference_mode():
                 example, _ = self._preprocess(torch.zeros((1, h, w, 3), dtype=torch.uint8, device=self.device))
             self.runner = compile_module(
-                module, [example.cpu()], name="custom", backend=cnn_backend(o, self.device, self.dtype, "torch"),
+                module, [example.cpu()], name="custom", backend=cnn_backend(o, self.device_name, self.precision, "torch"),
                 device=self.device, cpu_default="torch", channels_last=o.channels_last and o.input_layout == "nchw",
                 extra="file=" + hashlib.sha256(Path(o.path).expanduser().read_bytes()).hexdigest(),
             )  # fmt: skip

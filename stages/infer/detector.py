@@ -6,6 +6,11 @@ the network runs under inference mode (and autocast where asked), then per-class
 score thresholds, per-class NMS, and the mapping of the model's score columns
 onto the pipeline's categories. A subclass says only how its network turns
 uint8 RGB frames into scores and boxes.
+
+A detector whose network runs on a CPU runtime (onnxruntime, OpenVINO) may return numpy arrays from forward():
+the thresholds and NMS then run in numpy (stages/infer/ssd/nms_numpy.py, the same results), and such a detector
+never imports torch. `device` and `dtype` are torch objects made on first use; `device_name` and
+`precision` say the same without torch.
 """
 
 from __future__ import annotations
@@ -13,18 +18,21 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from collections import defaultdict
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from pipeline.categories import CATEGORIES, category_id
 from pipeline.detections import Detections
 from pipeline.protocol import Frame
-from stages.infer.device import autocast, resolve_precision, select_device
 from stages.infer.backend import CpuRuntime, resolve_backend
+from stages.infer.device import device_name, precision_name
 from stages.infer.options import CnnOptions
-from stages.infer.ssd.nms import select_detections
+from stages.infer.ssd import nms_numpy
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
 
 
 class Detector(ABC):
@@ -42,37 +50,69 @@ class CnnDetector(Detector):
     def __init__(self, options: CnnOptions, column_categories: list[int | None]) -> None:
         """column_categories[j]: the pipeline category of the model's score column j, None to drop it."""
         self.o = options
-        self.device = select_device(options.device)
-        self.dtype = resolve_precision(options.precision, self.device)
+        self.device_name = device_name(options.device)
+        self.precision = precision_name(options.precision, self.device_name)
         wanted = {category_id(c) for c in options.classes} if options.classes is not None else set(range(len(CATEGORIES)))
-        self.column_category = torch.tensor([c if c is not None and c in wanted else -1 for c in column_categories])
-        thresholds = [
-            options.class_thresholds.get(CATEGORIES[c], options.score_threshold) if c >= 0 else 2.0
-            for c in self.column_category.tolist()
-        ]
-        self.column_threshold = torch.tensor(thresholds, dtype=torch.float32, device=self.device)
-        self.column_category = self.column_category.to(self.device)
-        self.kept_columns = torch.nonzero(self.column_category >= 0).flatten()
-        if not len(self.kept_columns):
+        categories = np.array([c if c is not None and c in wanted else -1 for c in column_categories], np.int64)
+        self.set_columns(categories, np.array(
+            [options.class_thresholds.get(CATEGORIES[c], options.score_threshold) if c >= 0 else 2.0 for c in categories],
+            np.float32,
+        ))  # fmt: skip
+        if not (categories >= 0).any():
             raise ValueError("no model class maps to the categories asked for in `classes`")
-        self.min_threshold = float(self.column_threshold[self.kept_columns].min())
         self.backend = "torch"  # a subclass that compiles its network through the backend layer says which
+        self._device: torch.device | None = None
+        self._dtype: torch.dtype | None = None
+        self._torch_columns: tuple[Tensor, Tensor] | None = None
+
+    def set_columns(self, categories: np.ndarray, thresholds: np.ndarray) -> None:
+        """The category (-1: dropped) and score threshold of each of the network's score columns."""
+        self.column_category = categories
+        self.column_threshold = thresholds
+        kept = categories >= 0
+        self.min_threshold = float(thresholds[kept].min()) if kept.any() else 1.0
+        self._torch_columns = None
+
+    @property
+    def device(self) -> torch.device:
+        if self._device is None:
+            import torch
+
+            self._device = torch.device(self.device_name)
+        return self._device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        if self._dtype is None:
+            import torch
+
+            self._dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.precision]
+        return self._dtype
+
+    @dtype.setter
+    def dtype(self, value: torch.dtype) -> None:
+        import torch
+
+        self._dtype = value
+        self.precision = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[value]
 
     def kept_model_columns(self) -> list[int]:
         """The model's score columns that map to a category the pipeline keeps."""
-        return self.kept_columns.tolist()
+        return np.nonzero(self.column_category >= 0)[0].tolist()
 
-    def forward_images(self, images: list[np.ndarray]) -> tuple[Tensor, Tensor]:
+    def forward_images(self, images: list[np.ndarray]) -> tuple[Any, Any]:
         """BGR uint8 frames of one size -> forward(): stacked, uploaded as uint8, colour swapped on the device."""
+        import torch
+
         batch = torch.from_numpy(np.stack(images))
         if self.device.type == "cuda":
             batch = batch.pin_memory().to(self.device, non_blocking=True)
         return self.forward(batch.flip(-1))  # BGR (OpenCV) -> RGB, on the device
 
     @abstractmethod
-    def forward(self, rgb: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, rgb: Tensor) -> tuple[Any, Any]:
         """uint8 RGB [B, H, W, 3] on the device -> scores [B, A, C] in [0, 1] and boxes [B, A, 4]
-        normalised to the frame as (ymin, xmin, ymax, xmax)."""
+        normalised to the frame as (ymin, xmin, ymax, xmax); numpy arrays or tensors."""
 
     def detect(self, frames: list[Frame]) -> list[Detections]:
         by_size: dict[tuple[int, ...], list[int]] = defaultdict(list)
@@ -81,23 +121,62 @@ class CnnDetector(Detector):
                 raise ValueError(f"frame {f.stream}#{f.seq} carries no pixels (forward_pixels is off upstream)")
             by_size[f.image.shape].append(i)
         out: list[Detections] = [Detections()] * len(frames)
-        with torch.inference_mode():
-            for shape, indices in by_size.items():
-                for i, det in zip(indices, self._detect_same_size([frames[i].image for i in indices], shape)):  # type: ignore[misc]
-                    out[i] = det
+        for shape, indices in by_size.items():
+            for i, det in zip(indices, self._detect_same_size([frames[i].image for i in indices], shape)):  # type: ignore[misc]
+                out[i] = det
         return out
 
     def _detect_same_size(self, images: list[np.ndarray], shape: tuple[int, ...]) -> list[Detections]:
         if len(shape) != 3 or shape[2] != 3:
             raise ValueError(f"CNN detectors take 3-channel frames, got shape {shape}")
-        # Precision is the backend's business except in eager torch, where autocast applies it.
-        with autocast(self.device, self.dtype) if self.backend == "torch" else contextlib.nullcontext():
+        if self.backend in ("onnxruntime", "openvino"):
             scores, boxes = self.forward_images(images)
+            if isinstance(scores, np.ndarray):
+                return self._select_numpy(scores, boxes, shape)
+            return self._select_torch(scores, boxes, shape)
+        import torch
+
+        from stages.infer.device import autocast
+
+        with torch.inference_mode():
+            # Precision is the backend's business except in eager torch, where autocast applies it.
+            with autocast(self.device, self.dtype) if self.backend == "torch" else contextlib.nullcontext():
+                scores, boxes = self.forward_images(images)
+            return self._select_torch(scores, boxes, shape)
+
+    def _select_numpy(self, scores: np.ndarray, boxes: np.ndarray, shape: tuple[int, ...]) -> list[Detections]:
+        """Thresholds, NMS and the category mapping in numpy: step for step _select_torch's arithmetic."""
+        scores = scores.astype(np.float32, copy=False)
+        # Columns the pipeline does not keep can never pass; the others need their own threshold.
+        scores = np.where(scores >= self.column_threshold, scores, np.float32(0))
+        h, w = shape[:2]
+        scale = np.array([h, w, h, w], np.float32)
+        results = []
+        for kept_boxes, kept_scores, columns in nms_numpy.select_detections(
+            scores, boxes.astype(np.float32, copy=False), self.min_threshold, self.o.nms_iou, self.o.max_detections
+        ):
+            xyxy = (kept_boxes * scale)[:, [1, 0, 3, 2]]
+            xyxy[:, [0, 2]] = np.clip(xyxy[:, [0, 2]], 0, w)
+            xyxy[:, [1, 3]] = np.clip(xyxy[:, [1, 3]], 0, h)
+            results.append(Detections(xyxy, kept_scores, self.column_category[columns]))
+        return results
+
+    def _select_torch(self, scores: Tensor, boxes: Tensor, shape: tuple[int, ...]) -> list[Detections]:
+        import torch
+
+        from stages.infer.ssd.nms import select_detections
+
+        if self._torch_columns is None:
+            self._torch_columns = (
+                torch.from_numpy(self.column_category).to(self.device),
+                torch.from_numpy(self.column_threshold).to(self.device),
+            )
+        column_category, column_threshold = self._torch_columns
         scores = scores.float()
         # Columns the pipeline does not keep can never pass; the others need their own threshold.
-        scores = torch.where(scores >= self.column_threshold, scores, torch.zeros_like(scores))
+        scores = torch.where(scores >= column_threshold, scores, torch.zeros_like(scores))
         h, w = shape[:2]
-        scale = torch.tensor([h, w, h, w], dtype=torch.float32, device=self.device)
+        scale = torch.tensor([h, w, h, w], dtype=torch.float32, device=scores.device)
         results = []
         for kept_boxes, kept_scores, columns in select_detections(
             scores, boxes.float(), self.min_threshold, self.o.nms_iou, self.o.max_detections
@@ -110,17 +189,19 @@ class CnnDetector(Detector):
                 Detections(
                     xyxy.cpu().numpy(),
                     kept_scores.cpu().numpy(),
-                    self.column_category[columns].cpu().numpy(),
+                    column_category.to(scores.device)[columns].cpu().numpy(),
                 )
             )
         return results
 
 
-def cnn_backend(options: CnnOptions, device: torch.device, dtype: torch.dtype, cpu_runtime: CpuRuntime) -> str:
-    """The backend a CNN detector runs on: bf16 on the CPU and fp32 on CUDA need eager torch (autocast)."""
-    if options.backend == "auto" and (dtype != torch.float32) == (device.type == "cpu"):
+def cnn_backend(options: CnnOptions, device: str, precision: str, cpu_runtime: CpuRuntime) -> str:
+    """The backend a CNN detector runs on (device and precision by name, as CnnDetector.device_name and
+    .precision): bf16 on the CPU and fp32 on CUDA need eager torch (autocast)."""
+    on_cpu = not device.startswith("cuda")
+    if options.backend == "auto" and (precision != "fp32") == on_cpu:
         return "torch"
     chosen = resolve_backend(options.backend, device, cpu_runtime)
-    if chosen in ("onnxruntime", "openvino") and dtype != torch.float32:
+    if chosen in ("onnxruntime", "openvino") and precision != "fp32":
         raise ValueError(f"precision {options.precision} runs on backend torch only; {chosen} runs fp32")
     return chosen

@@ -1,4 +1,8 @@
-"""Where and in what precision the CNN detectors run: CUDA in fp16 when present, the CPU in fp32 otherwise."""
+"""Where and in what precision the CNN detectors run: CUDA in fp16 when present, the CPU in fp32 otherwise.
+
+torch is imported only where a torch object is asked for: on a machine without an NVIDIA driver, `device_name` and
+`precision_name` answer without it, so a model on a CPU runtime never loads torch.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,15 @@ import contextlib
 import math
 import os
 from pathlib import Path
-from typing import Iterator
-
-import torch
+from typing import TYPE_CHECKING, Iterator
 
 from stages.infer.options import Precision
+
+if TYPE_CHECKING:
+    import torch
+
+# What a CUDA device needs on Linux before torch can see one: without any of these, `auto` is the CPU.
+NVIDIA_DRIVER_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia/version")
 
 DeviceSpec = str  # "auto", "cpu", "cuda", "cuda:1"
 
@@ -31,8 +39,34 @@ def cpu_cores(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
     return max(1, n)
 
 
+def cuda_driver_present() -> bool:
+    """Whether an NVIDIA driver is loaded (and CUDA_VISIBLE_DEVICES does not hide every device)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return any(os.path.exists(f) for f in NVIDIA_DRIVER_FILES)
+
+
+def device_name(spec: DeviceSpec) -> str:
+    """select_device(spec) as a string ("cpu", "cuda:0"), without torch where no CUDA device can be present."""
+    if spec == "cpu" or (spec == "auto" and not cuda_driver_present()):
+        return "cpu"
+    return str(select_device(spec))
+
+
+def precision_name(precision: Precision, device: str) -> str:
+    """resolve_precision's answer by name (fp32, fp16, bf16), for a device name; torch-free."""
+    on_cuda = device.startswith("cuda")
+    if precision == "auto":
+        return "fp16" if on_cuda else "fp32"
+    if precision == "fp16" and not on_cuda:
+        raise ValueError("precision fp16 needs a CUDA device; on the CPU use fp32 or bf16")
+    return precision
+
+
 def select_device(spec: DeviceSpec) -> torch.device:
     """`auto` is the first CUDA device when one is present, else the CPU; names are checked."""
+    import torch
+
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -52,16 +86,16 @@ def select_device(spec: DeviceSpec) -> torch.device:
 def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype:
     """fp16 on CUDA and fp32 on the CPU by default. bf16 on the CPU is opt-in: it is faster where the
     CPU has bf16 instructions but moves raw scores by up to 0.1 (bench/detect.py measures it)."""
-    if precision == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if precision == "fp16" and device.type == "cpu":
-        raise ValueError("precision fp16 needs a CUDA device; on the CPU use fp32 or bf16")
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    import torch
+
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision_name(precision, str(device))]
 
 
 @contextlib.contextmanager
 def autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
     """Mixed precision for the network, fp32 where autocast keeps it (sigmoid, box decoding)."""
+    import torch
+
     if dtype == torch.float32:
         yield
         return

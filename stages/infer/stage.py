@@ -26,31 +26,36 @@ class InferStage(Stage):
 
     def __init__(self, ctx: StageContext) -> None:
         super().__init__(ctx)
-        # The models are imported here, not at the top: the CLI and the other stages read InferOptions
-        # without loading torch.
-        import torch
-
-        from stages.infer.coco_ssd import CocoSsdDetector
-        from stages.infer.custom import CustomDetector
-        from stages.infer.device import cpu_cores, select_device
-        from stages.infer.faces.runner import FaceRunner
-        from stages.infer.gate import MotionGate
-        from stages.infer.motion import MotionDetector
-        from stages.infer.secondary import SecondaryRunner
+        # Each model is imported where it is used: the CLI and the other stages read InferOptions without
+        # loading torch, and COCO-SSD on a CPU runtime runs without it (stages/infer/coco_ssd.py).
+        from stages.infer.backend import set_threads
+        from stages.infer.device import cpu_cores
 
         o: InferOptions = self.options
-        torch.set_num_threads(o.torch_threads or cpu_cores())
+        set_threads(o.torch_threads or cpu_cores())
         self.detector: Detector
         if o.detector == "motion":
+            from stages.infer.motion import MotionDetector
+
             self.detector = MotionDetector(o.motion)
         elif o.detector == "custom":
+            from stages.infer.custom import CustomDetector
+
             assert o.custom is not None  # the options' validator makes sure
             self.detector = CustomDetector(o.custom)
-            self.log.info("detector custom (%s, %s) on %s (%s)", o.custom.model_format, o.custom.path, self.detector.device, self.detector.dtype)
+            self.log.info("detector custom (%s, %s) on %s (%s, %s)", o.custom.model_format, o.custom.path,
+                          self.detector.device_name, self.detector.precision, self.detector.backend)  # fmt: skip
         else:
+            from stages.infer.coco_ssd import CocoSsdDetector
+
             self.detector = CocoSsdDetector(o.coco_ssd)
-            self.log.info("detector %s on %s (%s)", o.detector, self.detector.device, self.detector.dtype)
-        self.gate: MotionGate | None = MotionGate(o.motion_gate) if o.motion_gate.enabled and o.detector != "motion" else None
+            self.log.info("detector %s on %s (%s, %s)", o.detector, self.detector.device_name, self.detector.precision, self.detector.backend)
+        if o.motion_gate.enabled and o.detector != "motion":
+            from stages.infer.gate import MotionGate
+
+            self.gate: MotionGate | None = MotionGate(o.motion_gate)
+        else:
+            self.gate = None
         self._last: dict[str, Detections] = {}
         r = ctx.metrics.registry
         self.detections = Counter(f"{PREFIX}_detections", "Objects detected, by class.", ["stage", "stream", "class"], registry=r)
@@ -61,6 +66,9 @@ class InferStage(Stage):
         )
         self.secondary: SecondaryRunner | None = None
         if o.secondary:
+            from stages.infer.device import select_device
+            from stages.infer.secondary import SecondaryRunner
+
             device = getattr(self.detector, "device", None) or select_device("auto")
             self.secondary = SecondaryRunner(
                 o.secondary, device, on_count=lambda model, outcome, n: crops.labels(ctx.name, model, outcome).inc(n)
@@ -68,6 +76,9 @@ class InferStage(Stage):
 
         self.faces: FaceRunner | None = None
         if o.faces is not None:
+            from stages.infer.device import select_device
+            from stages.infer.faces.runner import FaceRunner
+
             device = getattr(self.detector, "device", None) or select_device("auto")
             faces_seen = Counter(f"{PREFIX}_faces", "Faces detected.", ["stage", "stream"], registry=r)
             matches = Counter(f"{PREFIX}_watchlist_matches", "Faces recognised as a watchlist identity.", ["stage", "stream", "identity"], registry=r)

@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stages.infer.backend import compile_module
+from stages.infer.backend import CpuRuntime, compile_module
 from stages.infer.options import MtcnnOptions
 from stages.infer.ssd.nms import _greedy_keep, box_iou
 
@@ -71,7 +71,7 @@ PNET_BATCH_PIXELS_CPU = 1 << 19
 PNET_BATCH_PIXELS_CUDA = 1 << 25
 # Fastest for the whole cascade on the CPU (bench/backends.py): OpenVINO runs P-Net alone in half the time,
 # but the pyramid gives it a new input shape on every call, and re-fitting to it costs more than it saves.
-CPU_RUNTIME = "torch"
+CPU_RUNTIME: CpuRuntime = "torch"
 
 
 class ProposalNet(nn.Module):

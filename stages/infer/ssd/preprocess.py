@@ -13,39 +13,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from stages.infer.ssd.taps import legacy_taps as numpy_taps
+
 # float32(1/127.5) and 1.0, the constants of the graph's Preprocessor/mul and Preprocessor/sub.
 PIXEL_SCALE = 0.007843137718737125
 PIXEL_SHIFT = 1.0
 
 
-def _legacy_taps(in_size: int, out_size: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-    """Lower and upper source index and the upper weight of each output position (TF LegacyScaler)."""
-    # TF computes the scale and the source coordinate in float32; do the same to pick the same taps.
-    scale = torch.tensor(in_size / out_size, dtype=torch.float32)
-    src = torch.arange(out_size, dtype=torch.float32) * scale
-    lo = src.floor().to(torch.int64)
-    hi = torch.clamp(lo + 1, max=in_size - 1)
-    frac = src - lo.to(torch.float32)
-    return lo.to(device), hi.to(device), frac.to(device)
-
-
 def legacy_taps(
     height: int, width: int, size: tuple[int, int], device: torch.device | str = "cpu", bgr: bool = False
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Where TF1 ResizeBilinear samples a [height, width, 3] frame for an output of `size` (h, w).
-
-    Returns (rows [2h]: the upper then the lower source row of each output row; cols [2 * w * 3]: the left then
-    the right source byte of each output pixel's channel in a flattened row; dy [h] and dx [w * 3]: the weights
-    of the lower row and the right column). `bgr`: the frames are BGR and the taps come out RGB.
-    """
-    oh, ow = size
-    y0, y1, dy = _legacy_taps(height, oh, torch.device(device))
-    x0, x1, dx = _legacy_taps(width, ow, torch.device(device))
-    channel = torch.arange(3, device=device)
-    if bgr:  # the colour swap costs nothing as part of the gather
-        channel = channel.flip(0)
-    cols = torch.cat([(x0[:, None] * 3 + channel).flatten(), (x1[:, None] * 3 + channel).flatten()])
-    return torch.cat([y0, y1]), cols, dy, dx.repeat_interleave(3)
+    """stages.infer.ssd.taps.legacy_taps as tensors on `device`: (rows, cols, dy, dx), see there."""
+    return tuple(torch.from_numpy(t).to(device) for t in numpy_taps(height, width, size, bgr))  # type: ignore[return-value]
 
 
 def gather_taps(images: Tensor, rows: Tensor, cols: Tensor) -> Tensor:

@@ -1,0 +1,40 @@
+"""Where TF1's ResizeBilinear(align_corners=False, half_pixel_centers=False) samples a frame, in numpy.
+
+The tap indices and weights depend only on the frame size, so they are computed once per size; the gather of the
+source pixels runs where the frames are (numpy here, torch in stages.infer.ssd.preprocess). The arithmetic is
+float32, as TF's, so that both pick the same taps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _axis_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lower and upper source index and the upper weight of each output position (TF LegacyScaler)."""
+    scale = np.float32(in_size / out_size)
+    src = np.arange(out_size, dtype=np.float32) * scale
+    lo = np.floor(src).astype(np.int64)
+    hi = np.minimum(lo + 1, in_size - 1)
+    frac = src - lo.astype(np.float32)
+    return lo, hi, frac
+
+
+def legacy_taps(height: int, width: int, size: tuple[int, int], bgr: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The taps of a [height, width, 3] frame for an output of `size` (h, w): rows [2h] (the upper then the lower
+    source row of each output row), cols [2 * w * 3] (the left then the right source byte of each output
+    pixel's channel in a flattened row), dy [h] and dx [w * 3] (the weights of the lower row and the right
+    column), float32. `bgr`: the frames are BGR and the taps come out RGB."""
+    oh, ow = size
+    y0, y1, dy = _axis_taps(height, oh)
+    x0, x1, dx = _axis_taps(width, ow)
+    channel = np.arange(3)[::-1] if bgr else np.arange(3)  # the colour swap costs nothing as part of the gather
+    cols = np.concatenate([(x0[:, None] * 3 + channel).ravel(), (x1[:, None] * 3 + channel).ravel()])
+    return np.concatenate([y0, y1]), cols, dy, np.repeat(dx, 3)
+
+
+def gather_taps(images: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """uint8 NHWC frames [B, H, W, C] -> the source pixels of every tap, [B, len(rows), len(cols)]: whole rows
+    first (cheap), then the columns of the flattened rows."""
+    flat = images.reshape(images.shape[0], images.shape[1], -1)[:, rows]
+    return flat[:, :, cols]
