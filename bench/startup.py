@@ -55,17 +55,16 @@ def record_url(out_dir: Path) -> str | None:
     """The record stage's /metrics, from the effective config the replay writes into its output folder."""
     import yaml
 
+    from pipeline.config import ConfigError, parse_config
+
     path = out_dir / "config.yaml"
     if not path.exists():
         return None
     try:
-        data = yaml.safe_load(path.read_text())
-        names = [st["name"] for st in data["stages"]]
-        # One process per stage here (one stream): the launcher numbers them in stage order from port_base.
-        port = data["metrics"]["port_base"] + names.index("record")
-        return f"http://{data['metrics'].get('host', '127.0.0.1')}:{port}/metrics"
-    except (KeyError, ValueError, TypeError, yaml.YAMLError):
-        return None
+        cfg = parse_config(yaml.safe_load(path.read_text()), "bench")
+    except (ConfigError, yaml.YAMLError):
+        return None  # still being written
+    return f"http://{cfg.metrics.host}:{cfg.metrics_port('record', None)}/metrics"
 
 
 def frames_in(url: str) -> float:

@@ -24,6 +24,7 @@ from stages.infer.backend import CpuRuntime, compile_cached, file_key
 from stages.infer.detector import CnnDetector, cnn_backend
 from stages.infer.options import CocoSsdOptions
 from stages.infer.ssd import taps
+from stages.infer.ssd.spec import DEFAULT_WEIGHTS, INPUT_SIZE, NUM_CLASSES
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -36,11 +37,7 @@ COCO_TO_CATEGORY: dict[int, str] = {
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 # Fastest CPU runtime for this network, measured by bench/backends.py (README, Performance).
 CPU_RUNTIME: CpuRuntime = "openvino"
-# As stages.infer.ssd.model's (read here without importing torch).
-SSD_DIR = Path(__file__).resolve().parent / "ssd"
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "coco_ssd_mobilenet_v2.pt"
-NUM_CLASSES = 90
-INPUT_SIZE = (300, 300)
+SSD_DIR = Path(__file__).resolve().parent / "ssd"  # the network's code: part of its export key
 EXAMPLE_FRAME = (576, 768)  # the export's example input (the batch and the taps' values do not matter)
 
 

@@ -16,11 +16,7 @@ from stages.infer.ssd.box_coding import decode_boxes
 from stages.infer.ssd.layers import ConvSame
 from stages.infer.ssd.mobilenet_v2 import FEATURE_CHANNELS, MobileNetV2Features
 from stages.infer.ssd.preprocess import PIXEL_SCALE, PIXEL_SHIFT, blend_taps, preprocess
-
-INPUT_SIZE = (300, 300)
-NUM_CLASSES = 90  # COCO ids 1..90 (80 in use); the graph's class 0 is background
-NUM_ANCHORS = 1917
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "coco_ssd_mobilenet_v2.pt"
+from stages.infer.ssd.spec import DEFAULT_WEIGHTS, INPUT_SIZE, NUM_CLASSES
 
 
 class PredictionHead(nn.Module):
