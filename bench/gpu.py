@@ -258,6 +258,7 @@ def analyze_stage(n: int, size: tuple[int, int]) -> Any:
 
     from pipeline.config import parse_config
     from pipeline.metrics import StageMetrics
+    from pipeline.protocol import StreamStart
     from pipeline.stage import StageContext
     from stages.analyze.stage import AnalyzeStage
 
@@ -277,7 +278,10 @@ def analyze_stage(n: int, size: tuple[int, int]) -> Any:
     log = logging.getLogger("bench.gpu.analyze")
     log.setLevel(logging.ERROR)  # "geometry scaled to the frame size" is expected here
     ctx = StageContext("analyze", cfg, cfg.stage("analyze"), AnalyzeStage.Options.model_validate(options), StageMetrics("analyze"), log)
-    return AnalyzeStage(ctx)
+    analyze = AnalyzeStage(ctx)
+    for epoch, sid in enumerate(ids, 1):  # what the runtime does when each stream starts
+        ctx.streams.begin(analyze, sid, StreamStart(epoch, live=True))
+    return analyze
 
 
 def run_streams(n: int, plan: Plan, pool: list[np.ndarray], detector: Any, tracker: Any, encoder: Any) -> StreamResult:
@@ -338,7 +342,7 @@ def run_streams(n: int, plan: Plan, pool: list[np.ndarray], detector: Any, track
             counted += n
             loops += 1
             spent += (tb - ta, tc - tb, done - tc)
-            alerts += sum(len(f.attrs.get("alerts", ())) for f in out)
+            alerts += sum(len(f.analytics.alerts) for f in out if f.analytics is not None)
     ms = spent / max(loops, 1) * 1000
     a = np.array(ages) if ages else np.array([np.inf])
     return StreamResult(

@@ -199,7 +199,7 @@ def sender_main(conn: Any) -> None:
         w, h = RESOLUTIONS[res]
         if not hdr_bytes:  # as long as vidpipe's header for the same frame
             hdr_bytes = len(encode(Frame("cam0", 1000, 40.0, time.monotonic_ns() / 1e9, w, h, pool[0],
-                                         detections=dets, stamps=[("decode", 0.0)]))[0])
+                                         detections=dets))[0])
         pad = bytes(max(0, hdr_bytes - BASE_HDR.size))
         if impl == "vidpipe":
             tx = Sender(ctx, endpoint, hwm=HWM)
@@ -214,7 +214,7 @@ def sender_main(conn: Any) -> None:
             img = pool[seq % POOL]
             if tx is not None:
                 ts = time.monotonic_ns() / 1e9
-                frame = Frame("cam0", seq, seq / 25.0, ts, w, h, img, detections=dets, stamps=[("decode", ts)])
+                frame = Frame("cam0", seq, seq / 25.0, ts, w, h, img, detections=dets)
                 while not tx.send(frame, True, timeout_ms=POLL_MS):
                     pass
             else:
@@ -320,7 +320,7 @@ def _codec_cost(base_us: dict[tuple[str, str], float]) -> None:
 
     def vidpipe() -> None:
         ts = time.monotonic_ns() / 1e9
-        parts = encode(Frame("cam0", 1, 0.04, ts, 1280, 720, img, detections=dets, stamps=[("decode", ts)]))
+        parts = encode(Frame("cam0", 1, 0.04, ts, 1280, 720, img, detections=dets))
         m = decode([Part(parts[0]), Part(parts[1])])
         m.image[0, 0, 0]
 
@@ -332,7 +332,7 @@ def _codec_cost(base_us: dict[tuple[str, str], float]) -> None:
     n = 2000
     t_b = min(timeit.repeat(baseline, number=n, repeat=5)) / n * 1e6
     t_v = min(timeit.repeat(vidpipe, number=n, repeat=5)) / n * 1e6
-    hdr = len(encode(Frame("cam0", 1, 0.04, 0.0, 1280, 720, img, detections=dets, stamps=[("decode", 0.0)]))[0])
+    hdr = len(encode(Frame("cam0", 1, 0.04, 0.0, 1280, 720, img, detections=dets))[0])
     shares = ", ".join(f"{res} {tr} {(t_v - t_b) / us * 100:.1f}%" for (res, tr), us in base_us.items() if us)
     print(f"Header codec, in-process and hot: vidpipe Frame encode+decode ({hdr}-byte msgpack header, {N_BOXES} boxes) "
           f"{t_v:.1f} us vs struct header {t_b:.1f} us ({t_v / t_b:.0f}x);\n"

@@ -45,7 +45,17 @@ class Alert:
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> "Alert":
+        if not isinstance(data, dict):
+            raise ValueError("an alert must be a map")
         return cls(**data)
+
+    def to_record(self) -> dict[str, Any]:
+        """The alert as record writes it: without its stream (the line has it), snapshot and wall-clock
+        times, which would make two replays of the same input differ."""
+        out = asdict(self)
+        for key in ("stream", "capture_ts", "snapshot", "raised_ts"):
+            del out[key]
+        return out
 
     def to_json(self, snapshot: bool = True) -> dict[str, Any]:
         """A JSON-ready map; the snapshot as base64 under `snapshot_jpeg` (left out when `snapshot` is False)."""

@@ -64,6 +64,11 @@ class StreamConfig(Strict):
     )
     reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig, description="Reopening of live sources.")
 
+    @property
+    def live(self) -> bool:
+        """A camera, URL or device: it numbers its frames from 0 again on every restart. Files do not restart."""
+        return isinstance(self.source, int) or "://" in self.source
+
     @field_validator("id")
     @classmethod
     def _id(cls, v: str) -> str:

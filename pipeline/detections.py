@@ -2,7 +2,14 @@
 
 The hot path never builds a list of per-object dicts; stages append rows with
 `concat`, filter with a boolean mask, and add named extra columns (face identity,
-sign class, posture) that travel with the core columns.
+sign class, posture) that travel with the core columns. Every per-row fact is a column,
+so it survives filtering with its row:
+
+- `parent` (extra column, int32) is a row index into the same detections (a face's person),
+  -1 for none; filtering and concatenation keep it pointing at the same row (or -1 once that
+  row is gone), so no stage ever holds a row number that another stage's filter made stale.
+- `labels` names the codes of an integer extra column (a categorical column: the watchlist
+  identities of `face.identity`, later sign classes); -1 is "none".
 """
 
 from __future__ import annotations
@@ -12,6 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+# Extra columns other stages read, named once here.
+PARENT = "parent"  # int32 row index of the row this one belongs to (a face's person); kept right through filtering
+FACE_IDENTITY = "face.identity"  # int32 watchlist identity (its name in `labels`), -1: nobody listed
+FACE_DISTANCE = "face.distance"  # float32 encoding distance to that identity, NaN when not compared
 
 CORE_DTYPES: dict[str, np.dtype] = {
     "boxes": np.dtype(np.float32),  # [N, 4] x1, y1, x2, y2 in pixels of the frame
@@ -28,6 +40,7 @@ class Detections:
     class_ids: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int32))
     track_ids: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    labels: dict[str, list[str]] = field(default_factory=dict)  # names of the codes of integer extra columns
 
     def __post_init__(self) -> None:
         self.boxes = np.ascontiguousarray(self.boxes, CORE_DTYPES["boxes"]).reshape(-1, 4)
@@ -43,19 +56,43 @@ class Detections:
         for name, col in self.extra.items():
             if len(col) != n:
                 raise ValueError(f"extra column {name!r} has {len(col)} rows, boxes has {n}")
+        parent = self.extra.get(PARENT)
+        if parent is not None:
+            if parent.dtype != np.int32:
+                raise ValueError(f"column {PARENT!r} must be int32 row indices, not {parent.dtype}")
+            if len(parent) and (parent.min() < -1 or parent.max() >= n):
+                raise ValueError(f"column {PARENT!r} points outside the {n} rows")
+        for name, names in self.labels.items():
+            col = self.extra.get(name)
+            if col is None or col.dtype.kind not in "iu":
+                raise ValueError(f"labels given for {name!r}, which is not an integer extra column")
+            if len(col) and (col.min() < -1 or col.max() >= len(names)):
+                raise ValueError(f"column {name!r} has codes outside its {len(names)} labels")
 
     def __len__(self) -> int:
         return len(self.boxes)
 
     def __getitem__(self, index: Any) -> "Detections":
-        """Rows selected by a boolean mask, an index array or a slice."""
+        """Rows selected by a boolean mask, an index array or a slice (`parent` follows its rows)."""
+        extra = {k: v[index] for k, v in self.extra.items()}
+        if PARENT in extra:
+            kept = np.arange(len(self))[index]
+            new_row = np.full(len(self) + 1, -1, np.int32)  # old row -> new row; the extra slot maps -1 to -1
+            new_row[kept] = np.arange(len(kept), dtype=np.int32)
+            extra[PARENT] = new_row[extra[PARENT]]
         return Detections(
             self.boxes[index],
             self.scores[index],
             self.class_ids[index],
             self.track_ids[index],
-            {k: v[index] for k, v in self.extra.items()},
+            extra,
+            {k: list(v) for k, v in self.labels.items()},
         )
+
+    def label(self, column: str, row: int) -> str | None:
+        """The name of a categorical column's code at `row` (None for -1)."""
+        code = int(self.extra[column][row])
+        return self.labels[column][code] if code >= 0 else None
 
     @staticmethod
     def concat(parts: list["Detections"]) -> "Detections":
@@ -65,12 +102,29 @@ class Detections:
         names = set(parts[0].extra)
         if any(set(p.extra) != names for p in parts):
             raise ValueError("cannot concatenate detections with different extra columns")
+        extra = {k: [p.extra[k] for p in parts] for k in sorted(names)}
+        if PARENT in extra:  # row indices move by the rows before each part
+            starts = np.cumsum([0] + [len(p) for p in parts[:-1]])
+            extra[PARENT] = [np.where(col >= 0, col + start, -1).astype(np.int32) for col, start in zip(extra[PARENT], starts)]
+        labels: dict[str, list[str]] = {}
+        for k in sorted({k for p in parts for k in p.labels}):
+            # One vocabulary per column: the parts' names in order of first appearance, codes mapped onto it.
+            merged: list[str] = []
+            for p in parts:
+                merged += [n for n in p.labels.get(k, []) if n not in merged]
+            labels[k] = merged
+            for i, p in enumerate(parts):
+                own = p.labels.get(k, [])
+                if own != merged[: len(own)]:
+                    lut = np.array([merged.index(n) for n in own] + [-1], extra[k][i].dtype)
+                    extra[k][i] = lut[extra[k][i]]
         return Detections(
             np.concatenate([p.boxes for p in parts]),
             np.concatenate([p.scores for p in parts]),
             np.concatenate([p.class_ids for p in parts]),
             np.concatenate([p.track_ids for p in parts]),
-            {k: np.concatenate([p.extra[k] for p in parts]) for k in sorted(names)},
+            {k: np.concatenate(cols) for k, cols in extra.items()},
+            labels,
         )
 
     def to_wire(self) -> dict[str, Any]:
@@ -84,6 +138,8 @@ class Detections:
         out: dict[str, Any] = {k: _pack(v) for k, v in cols.items()}
         if self.extra:
             out["extra"] = {k: _pack(v) for k, v in self.extra.items()}
+        if self.labels:
+            out["labels"] = {k: list(v) for k, v in self.labels.items()}
         return out
 
     @staticmethod
@@ -96,7 +152,10 @@ class Detections:
                 raise ValueError(f"detections lack column {name!r}")
             cols[name] = _unpack(wire[name], name, expect=dtype)
         extra = {k: _unpack(v, k) for k, v in (wire.get("extra") or {}).items()}
-        return Detections(cols["boxes"], cols["scores"], cols["class_ids"], cols["track_ids"], extra)
+        labels = wire.get("labels") or {}
+        if not (isinstance(labels, dict) and all(isinstance(v, list) and all(isinstance(n, str) for n in v) for v in labels.values())):
+            raise ValueError("detections' labels must map a column to a list of names")
+        return Detections(cols["boxes"], cols["scores"], cols["class_ids"], cols["track_ids"], extra, labels)
 
 
 _DTYPE_CACHE: dict[Any, np.dtype] = {}

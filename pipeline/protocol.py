@@ -4,20 +4,27 @@ A message is `[header]` or `[header, pixels]`. The header is a msgpack map; the
 pixels are the raw frame buffer, sent and received without a copy. Frames and
 control messages (end of stream, stream started, heartbeat) share the sockets so
 that ordering between them is kept per sender.
+
+Everything in a message is typed: per-row facts are `Detections` columns, frame-level
+results are `Analytics`, and each control kind has its own payload class. A stream's
+`epoch` (in every frame and control) changes when its source restarts, so stages follow
+restarts from the header instead of guessing them from frame numbers.
+
+Version 2: typed payloads and epochs (version 1 carried free `attrs` maps).
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Sequence, Union
 
 import msgpack
 import numpy as np
 
+from pipeline.analytics import Analytics
 from pipeline.detections import Detections
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 PIXEL_FORMATS: dict[str, int] = {"bgr24": 3, "gray8": 1}
 
@@ -49,11 +56,60 @@ class Frame:
     image: np.ndarray | None = None  # HxWxC uint8; read-only when received zero-copy
     pixel_format: str = "bgr24"
     detections: Detections = field(default_factory=Detections)
-    stamps: list[tuple[str, float]] = field(default_factory=list)  # (stage, wall time) per hop
-    attrs: dict[str, Any] = field(default_factory=dict)  # small named values (no arrays)
+    epoch: int = 0  # the stream's epoch (see StreamStart)
+    analytics: Analytics | None = None  # set by the analyze stage
 
-    def stamp(self, stage: str) -> None:
-        self.stamps.append((stage, time.time()))
+
+class _Payload:
+    """A control payload: a flat dataclass of plain values, sent as a map."""
+
+    def to_wire(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}  # type: ignore[call-overload]
+
+    @classmethod
+    def from_wire(cls, wire: Any) -> Any:
+        if not isinstance(wire, dict):
+            raise ValueError(f"{cls.__name__} must be a map")
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in wire.items() if k in known})  # newer senders' extra fields are ignored
+
+
+@dataclass
+class StreamStart(_Payload):
+    """A source (re)started: the first message of every epoch."""
+
+    epoch: int  # a new one each time the source starts; larger than the last (milliseconds of the start)
+    source: str = ""  # the source as it may be logged (no password)
+    live: bool = False  # a camera, URL or device (its frame numbers start from 0 on every restart); files are not
+    fps: float | None = None  # frames per second of the source (after any cap)
+    frames: int | None = None  # frames the source holds, when known (files, folders)
+    attempt: int = 1  # which connection attempt this is (live sources)
+
+
+@dataclass
+class StreamEnd(_Payload):
+    """The stream ended: no more frames of it will come."""
+
+    frames: int | None = None  # frames the source delivered
+    source: str = ""
+    error: str | None = None  # why it ended early
+    stopped: bool = False  # ended by a stop of the pipeline, not by the source
+    restarted: bool = False  # only its epoch ended: the source started again (never sent, given to stages)
+
+    @property
+    def outcome(self) -> str:
+        return "error" if self.error else "stopped" if self.stopped else "restarted" if self.restarted else "complete"
+
+
+@dataclass
+class Heartbeat(_Payload):
+    """A live source is still there while its stream is down."""
+
+    up: bool = False
+    attempt: int = 0
+
+
+PAYLOADS: dict[str, type[_Payload]] = {KIND_STARTED: StreamStart, KIND_EOS: StreamEnd, KIND_HEARTBEAT: Heartbeat}
 
 
 @dataclass
@@ -61,7 +117,26 @@ class Control:
     kind: str  # one of CONTROL_KINDS
     stream: str = ""
     sender: str = ""
-    attrs: dict[str, Any] = field(default_factory=dict)  # e.g. eos: {"frames": n, "error": "..."}
+    payload: Any = None  # the kind's payload class (StreamStart, StreamEnd, Heartbeat)
+    epoch: int = 0
+
+    def __post_init__(self) -> None:
+        if self.payload is None:
+            self.payload = StreamStart(self.epoch) if self.kind == KIND_STARTED else PAYLOADS[self.kind]()
+        if not isinstance(self.payload, PAYLOADS[self.kind]):
+            raise TypeError(f"a {self.kind} message carries a {PAYLOADS[self.kind].__name__}, not {type(self.payload).__name__}")
+        if isinstance(self.payload, StreamStart):
+            self.epoch = self.payload.epoch
+
+    @property
+    def start(self) -> StreamStart:
+        assert isinstance(self.payload, StreamStart), self.kind
+        return self.payload
+
+    @property
+    def end(self) -> StreamEnd:
+        assert isinstance(self.payload, StreamEnd), self.kind
+        return self.payload
 
 
 Message = Union[Frame, Control]
@@ -70,7 +145,7 @@ Message = Union[Frame, Control]
 def encode(msg: Message, with_pixels: bool = True) -> list[Any]:
     """Multipart parts for `msg`; the pixel part is the image's own buffer (no copy)."""
     if isinstance(msg, Control):
-        header = {"v": PROTOCOL_VERSION, "k": msg.kind, "s": msg.stream, "from": msg.sender, "a": msg.attrs}
+        header = {"v": PROTOCOL_VERSION, "k": msg.kind, "s": msg.stream, "e": msg.epoch, "from": msg.sender, "p": msg.payload.to_wire()}
         return [msgpack.packb(header, use_bin_type=True)]
     header = {
         "v": PROTOCOL_VERSION,
@@ -82,11 +157,12 @@ def encode(msg: Message, with_pixels: bool = True) -> list[Any]:
         "w": msg.width,
         "h": msg.height,
         "pf": msg.pixel_format,
-        "st": [list(s) for s in msg.stamps],
-        "a": msg.attrs,
+        "e": msg.epoch,
     }
     if len(msg.detections) or msg.detections.extra:
         header["d"] = msg.detections.to_wire()  # absent means none: the hop before infer is cheaper
+    if msg.analytics is not None:
+        header["an"] = msg.analytics.to_wire()
     parts: list[Any] = [msgpack.packb(header, use_bin_type=True)]
     if with_pixels and msg.image is not None:
         img = msg.image
@@ -114,7 +190,8 @@ def decode(parts: Sequence[Any]) -> Message:
         if kind in CONTROL_KINDS:
             if len(parts) != 1:
                 raise ProtocolError("malformed", f"{kind} message carries a payload")
-            return Control(kind, str(header.get("s", "")), str(header.get("from", "")), dict(header.get("a") or {}))
+            payload = PAYLOADS[kind].from_wire(header.get("p") or {})
+            return Control(kind, str(header.get("s", "")), str(header.get("from", "")), payload, int(header.get("e", 0)))
         if kind != KIND_FRAME:
             raise ProtocolError("malformed", f"unknown message kind {kind!r}")
         return _decode_frame(header, parts[1] if len(parts) == 2 else None)
@@ -148,8 +225,8 @@ def _decode_frame(h: dict[str, Any], pixels: Any) -> Frame:
         image=image,
         pixel_format=fmt,
         detections=Detections.from_wire(h["d"]) if "d" in h else Detections(),
-        stamps=[(str(s), float(t)) for s, t in h.get("st", [])],
-        attrs=dict(h.get("a") or {}),
+        epoch=int(h.get("e", 0)),
+        analytics=Analytics.from_wire(h["an"]) if "an" in h else None,
     )
 
 

@@ -24,7 +24,7 @@ import zmq
 from pipeline.batching import Batcher
 from pipeline.config import PipelineConfig
 from pipeline.metrics import MetricsServer, StageMetrics
-from pipeline.protocol import KIND_EOS, KIND_HEARTBEAT, Control, Frame, ProtocolError
+from pipeline.protocol import KIND_EOS, KIND_HEARTBEAT, KIND_STARTED, Control, Frame, ProtocolError, StreamEnd, StreamStart
 from pipeline.registry import resolve_stage
 from pipeline.stage import Source, Stage, StageContext
 from pipeline.transport import PUB, Receiver, Sender
@@ -134,7 +134,6 @@ class StageRunner:
                 return False
 
     def _emit(self, out: Sender | None, pub: Sender | None, frame: Frame) -> None:
-        frame.stamp(self.name)
         if out is not None:
             if not self._send(out, frame, blocking=not self.live):
                 reason = "send_timeout" if self.live else "drain_timeout"
@@ -169,9 +168,11 @@ class StageRunner:
         limit = self.config.live.source_queue
         m = self.metrics
         ended = False
+        epoch = 0
         try:
             for item in stage.frames():
                 m.beat()
+                epoch = max(epoch, item.epoch)  # heartbeats before a first start carry none
                 if isinstance(item, Control):
                     self._flush_source_queue(queue, out, pub, final=True)
                     ended = item.kind == KIND_EOS
@@ -191,7 +192,7 @@ class StageRunner:
                 self._flush_source_queue(queue, out, pub, final=False)
             if not ended:
                 self._flush_source_queue(queue, out, pub, final=True)
-                self._emit_control(out, pub, Control(KIND_EOS, self.stream, attrs={"stopped": self.ctx.stopping}))
+                self._emit_control(out, pub, Control(KIND_EOS, self.stream, payload=StreamEnd(stopped=self.ctx.stopping), epoch=epoch))
         finally:
             self._close_outputs(out, pub)
 
@@ -209,12 +210,10 @@ class StageRunner:
         """Hand on queued frames without waiting (live); at the end, wait up to the send timeout for each."""
         while queue:
             frame = queue[0]
-            frame.stamp(self.name)
             ok = True
             if out is not None:
                 ok = out.send(frame, self.stage_config.forward_pixels, timeout_ms=self.config.live.send_timeout_ms if final else 0)
             if not ok:
-                frame.stamps.pop()
                 if final:
                     queue.popleft()
                     self.metrics.frames_shed.labels(self.name, frame.stream, "send_timeout").inc()
@@ -276,21 +275,27 @@ class StageRunner:
                     if self.live and age > max_age:
                         m.frames_shed.labels(self.name, msg.stream, "stale").inc()
                         continue
+                    if not self._admit(stage, batcher, msg.stream, msg.epoch, None, out, pub):
+                        m.frames_shed.labels(self.name, msg.stream, "old_epoch").inc()
+                        continue
                     for batch in batcher.add(msg, time.monotonic()):
                         self._run_batch(stage, batch, out, pub)
                 elif msg.kind == KIND_EOS:
-                    for batch in batcher.flush_stream(msg.stream):
-                        self._run_batch(stage, batch, out, pub)
-                    for frame in stage.flush(msg.stream):
-                        self._emit(out, pub, frame)
-                    info = stage.end_stream(msg.stream, dict(msg.attrs))
-                    outcome = "error" if info.get("error") else "stopped" if info.get("stopped") else "complete"
-                    m.streams_ended.labels(self.name, msg.stream, outcome).inc()
-                    self._emit_control(out, pub, Control(KIND_EOS, msg.stream, attrs=info))
+                    # A stream that ends before its first frame (a file that cannot be opened) is begun here,
+                    # so the stage always sees start_stream before end_stream.
+                    if not self._admit(stage, batcher, msg.stream, msg.epoch, None, out, pub):
+                        continue  # the end of an epoch left behind already (its source restarted)
+                    self._end_epoch(stage, batcher, msg.stream, msg.end, out, pub)
+                    m.streams_ended.labels(self.name, msg.stream, msg.end.outcome).inc()
+                    self._emit_control(out, pub, msg)
                     ended.add(msg.stream)
                     if expected <= ended:
                         self.log.info("all %d streams ended", len(expected))
                         break
+                elif msg.kind == KIND_STARTED:
+                    if self._admit(stage, batcher, msg.stream, msg.epoch, msg.start, out, pub):
+                        ended.discard(msg.stream)
+                        self._emit_control(out, pub, msg)
                 else:
                     self._emit_control(out, pub, msg)
             shed_reason = "shutdown" if self.live else None
@@ -308,6 +313,43 @@ class StageRunner:
         finally:
             receiver.close()
             self._close_outputs(out, pub)
+
+    # -- stream lifecycle ------------------------------------------------------------------
+
+    def _admit(self, stage: Stage, batcher: Batcher, stream: str, epoch: int, start: StreamStart | None,
+               out: Sender | None, pub: Sender | None) -> bool:
+        """Places a message of `epoch` in its stream's lifecycle; False when that epoch was left behind.
+
+        A new epoch ends the one the stage holds (its batched and held frames go first) and starts the new
+        one; a "started" message of the epoch already begun by its frames (they can overtake it through
+        parallel upstream workers) only fills in what the source said of itself.
+        """
+        streams = self.ctx.streams
+        where = streams.classify(stream, epoch)
+        if where == "old":
+            return False
+        if where == "current":
+            slot = streams.slots[stream]
+            if start is not None and not slot.announced:
+                slot.start, slot.announced = start, True
+            return True
+        if stream in streams:
+            self.log.info("stream %s restarted (epoch %d -> %d)", stream, streams.epoch(stream), epoch)
+            self._end_epoch(stage, batcher, stream, StreamEnd(restarted=True), out, pub)
+        announced = start is not None
+        if start is None:  # joined mid-stream: all that is known is in the config
+            cfg = next((s for s in self.config.streams if s.id == stream), None)
+            start = StreamStart(epoch, live=bool(cfg and cfg.live))
+        streams.begin(stage, stream, start, announced)
+        return True
+
+    def _end_epoch(self, stage: Stage, batcher: Batcher, stream: str, end: StreamEnd, out: Sender | None, pub: Sender | None) -> None:
+        """The stream's current epoch is over: what is batched and held for it goes on, then the stage is told."""
+        for batch in batcher.flush_stream(stream):
+            self._run_batch(stage, batch, out, pub)
+        for frame in stage.flush(stream):
+            self._emit(out, pub, frame)
+        self.ctx.streams.finish(stage, stream, end)
 
     def _run_batch(self, stage: Stage, batch: list[Frame], out: Sender | None, pub: Sender | None) -> None:
         m = self.metrics

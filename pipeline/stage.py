@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 from pydantic import BaseModel, ConfigDict
 
-from pipeline.protocol import Control, Frame
+from pipeline.protocol import Control, Frame, StreamEnd, StreamStart
+from pipeline.streams import Streams
 
 if TYPE_CHECKING:
     from pipeline.config import PipelineConfig, StageConfig
@@ -30,6 +31,7 @@ class StageContext:
     log: logging.Logger
     stream: str | None = None  # set for per-stream processes (decode)
     stop_event: threading.Event = field(default_factory=threading.Event)
+    streams: Streams = field(default_factory=Streams)  # the framework's record of each stream's epoch and state
 
     @property
     def mode(self) -> str:
@@ -46,6 +48,8 @@ class Stage:
     `process` gets frames from any streams (in live mode) or from one stream in
     sequence order (in replay mode) and returns the frames to hand on, usually the
     same objects with metadata added. A stage that returns nothing is a sink.
+    Every frame it gets belongs to its stream's current epoch: `start_stream` came
+    before it, and `end_stream` comes after the epoch's last frame.
     If `process` raises, the runtime retries the frames one at a time and counts
     and skips the ones that still raise, so it must tolerate being called again
     with frames it has partly seen.
@@ -71,9 +75,17 @@ class Stage:
         """Frames still held for `stream` (None: all streams, on the way out), handed on before its end of stream."""
         return []
 
-    def end_stream(self, stream: str, info: dict[str, Any]) -> dict[str, Any]:
-        """Called after the last frame of `stream`; may add to the end-of-stream info passed on."""
-        return info
+    def start_stream(self, stream: str, start: StreamStart) -> Any:
+        """A stream begins, or begins again with a new epoch (its source restarted), before its first frame.
+
+        Returns the stage's state for it, which the framework keeps as `self.ctx.streams.state(stream)`
+        until `end_stream`. `start` says what is known of the source (a stage that joins mid-stream gets
+        only the epoch and whether the source is live).
+        """
+        return None
+
+    def end_stream(self, stream: str, end: StreamEnd) -> None:
+        """Called after the last frame of `stream`'s epoch (`end.restarted`: a new epoch follows)."""
 
     def close(self) -> None:
         """Release resources; called once on the way out, also after errors."""

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from pipeline.config import StreamConfig
-from pipeline.protocol import KIND_EOS, KIND_HEARTBEAT, KIND_STARTED, Control, Frame
+from pipeline.protocol import KIND_EOS, KIND_HEARTBEAT, KIND_STARTED, Control, Frame, Heartbeat, StreamEnd, StreamStart
 from pipeline.stage import Source
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -64,6 +64,7 @@ class DecodeStage(Source):
         self.kind_of_source = source_kind(self.stream.source)
         self.realtime = ctx.config.realtime(self.stream)
         self.seq = 0
+        self.epoch = 0  # set at each start of the source
         self._last_slot = -1
         self._up = ctx.metrics.stream_up.labels(ctx.name, self.stream.id)
 
@@ -97,23 +98,30 @@ class DecodeStage(Source):
             width=image.shape[1],
             height=image.shape[0],
             image=image,
-            attrs={"fps": round(self.stream.fps or native_fps, 3)},
+            epoch=self.epoch,
         )
         self.seq += 1
         return frame
 
     def _heartbeat(self, attempt: int) -> Control:
         """Tells downstream that this source is alive while its stream is down."""
-        return Control(KIND_HEARTBEAT, self.stream.id, attrs={"up": False, "attempt": attempt})
+        return Control(KIND_HEARTBEAT, self.stream.id, payload=Heartbeat(False, attempt), epoch=self.epoch)
+
+    def _started(self, native_fps: float | None, frames: int | None = None, attempt: int = 1) -> Control:
+        """Says the source is delivering. The epoch is set at the first start of this process, whose frames
+        are numbered from 0: a restarted decoder has a new one, so every stage downstream knows its frame
+        numbers start again. A live source that reconnects within the process keeps its epoch and goes on
+        numbering (the frames in between never came)."""
+        if not self.epoch:
+            self.epoch = time.time_ns() // 1_000_000
+        fps = self.stream.fps or native_fps
+        start = StreamStart(self.epoch, redact(self.stream.source), self.stream.live, None if fps is None else round(fps, 3), frames, attempt)
+        return Control(KIND_STARTED, self.stream.id, payload=start)
 
     def _eos(self, error: str | None = None) -> Control:
         self._up.set(0)
-        attrs: dict[str, object] = {"frames": self.seq, "source": redact(self.stream.source)}
-        if error:
-            attrs["error"] = error
-        if self.ctx.stopping:
-            attrs["stopped"] = True
-        return Control(KIND_EOS, self.stream.id, attrs=attrs)
+        end = StreamEnd(self.seq, redact(self.stream.source), error or None, self.ctx.stopping)
+        return Control(KIND_EOS, self.stream.id, payload=end, epoch=self.epoch)
 
     # -- the stream ----------------------------------------------------------------------
 
@@ -139,7 +147,7 @@ class DecodeStage(Source):
             raise SourceError("open_failed", f"image folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         fps = self.stream.fps or FOLDER_DEFAULT_FPS
         self._up.set(1)
-        yield Control(KIND_STARTED, self.stream.id, attrs={"source": str(folder), "images": len(files)})
+        yield self._started(self.stream.fps or FOLDER_DEFAULT_FPS, len(files))
         start = time.monotonic()
         index = 0
         while not self.ctx.stopping:
@@ -176,7 +184,7 @@ class DecodeStage(Source):
         path = str(self.stream.source)
         cap, count, fps = self._open_file(path)
         self._up.set(1)
-        yield Control(KIND_STARTED, self.stream.id, attrs={"source": path, "frames": count, "fps": fps})
+        yield self._started(fps, count or None)
         start = time.monotonic()
         offset = 0.0  # pts carried over loops
         try:
@@ -256,7 +264,7 @@ class DecodeStage(Source):
             native = native if 0 < native < 1000 else 25.0
             self.log.info("stream %s: opened %s (%.1f fps)", self.stream.id, redact(self.stream.source), native)
             self._up.set(1)
-            yield Control(KIND_STARTED, self.stream.id, attrs={"source": redact(self.stream.source), "attempt": attempt})
+            yield self._started(native, attempt=attempt)
             got = 0
             try:
                 while not self.ctx.stopping:

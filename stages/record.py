@@ -18,10 +18,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.categories import CATEGORIES, category_name
-from pipeline.protocol import Frame
+from pipeline.protocol import Frame, StreamEnd, StreamStart
 from pipeline.stage import Stage, StageContext
-
-ALERT_KEYS = ("id", "rule", "kind", "severity", "track_ids", "seq", "pts", "message", "details", "boxes")
 CODECS = {"mp4v": ".mp4", "MJPG": ".avi", "VP90": ".webm"}
 
 
@@ -83,10 +81,7 @@ def frame_record(frame: Frame) -> dict[str, Any]:
         "height": frame.height,
         "objects": objects,
     }
-    analytics = {k: frame.attrs[k] for k in ("crossings", "counts", "occupancy") if k in frame.attrs}
-    if frame.attrs.get("alerts"):
-        # The alert minus its snapshot and wall-clock times (they would make replays differ).
-        analytics["alerts"] = [{k: a[k] for k in ALERT_KEYS} for a in frame.attrs["alerts"]]
+    analytics = frame.analytics.to_record() if frame.analytics is not None else None
     if analytics:
         record["analytics"] = analytics
     return record
@@ -105,7 +100,9 @@ class StreamOutput:
     by_class: dict[str, int] = field(default_factory=dict)
     first_pts: float | None = None
     last_pts: float | None = None
-    ended: dict[str, Any] | None = None
+    fps: float | None = None  # of the current epoch's source
+    epochs: int = 0  # epochs begun (a restarted source begins another)
+    ended: StreamEnd | None = None
 
 
 class RecordStage(Stage):
@@ -121,21 +118,31 @@ class RecordStage(Stage):
         self._warned_no_pixels = False
         self.closed = False
 
+    def start_stream(self, stream: str, start: StreamStart) -> None:
+        out = self.outputs.get(stream)
+        if out is None or out.ended is not None:  # a stream that ended and starts again counts afresh
+            out = self.outputs[stream] = StreamOutput(stream)
+        out.epochs += 1
+        out.fps = start.fps
+
     def _output(self, frame: Frame) -> StreamOutput:
-        out = self.outputs.get(frame.stream)
-        if out is None or out.ended is not None:
-            out = StreamOutput(frame.stream)
-            self.outputs[frame.stream] = out
-            if self.options.jsonl:
-                out.jsonl_path = str(self.out_dir / f"{frame.stream}.jsonl")
-                # Live: a restarted record stage adds to what the last one wrote; replay starts afresh.
-                out.jsonl = open(out.jsonl_path, "a" if self.ctx.mode == "live" else "w", encoding="utf-8")
+        out = self.outputs[frame.stream]
+        if self.options.jsonl and out.jsonl is None:
+            out.jsonl_path = str(self.out_dir / f"{frame.stream}.jsonl")
+            # Live: a restarted record stage adds to what the last one wrote; replay starts afresh, and a
+            # source that restarted within it (a new epoch) adds to the same file.
+            append = self.ctx.mode == "live" or out.epochs > 1
+            out.jsonl = open(out.jsonl_path, "a" if append else "w", encoding="utf-8")
         if self.options.video and out.video is None and frame.image is not None:
             ext = CODECS[self.options.codec]
-            # Live: one video per start (a video file cannot be appended to); replay: one per stream.
-            stamp = time.strftime("-%Y%m%d-%H%M%S", time.localtime()) if self.ctx.mode == "live" else ""
+            # Live: one video per start (a video file cannot be appended to); replay: one per stream, and one
+            # more per restart of its source.
+            if self.ctx.mode == "live":
+                stamp = time.strftime("-%Y%m%d-%H%M%S", time.localtime())
+            else:
+                stamp = f"-{out.epochs}" if out.epochs > 1 else ""
             out.video_path = str(self.out_dir / f"{frame.stream}{stamp}{ext}")
-            fps = float(frame.attrs.get("fps") or 25.0)
+            fps = out.fps or 25.0
             out.video = cv2.VideoWriter(out.video_path, cv2.VideoWriter_fourcc(*self.options.codec), fps, (frame.width, frame.height))
             if not out.video.isOpened():
                 raise RuntimeError(f"cannot write video {out.video_path} with codec {self.options.codec}")
@@ -171,16 +178,15 @@ class RecordStage(Stage):
             out.video.release()
             out.video = None
 
-    def end_stream(self, stream: str, info: dict[str, Any]) -> dict[str, Any]:
-        out = self.outputs.get(stream)
-        if out is None:
-            out = self.outputs[stream] = StreamOutput(stream)
+    def end_stream(self, stream: str, end: StreamEnd) -> None:
+        out = self.outputs[stream]
         self._finish(out)
-        out.ended = info
-        if info.get("error"):
-            self.log.error("stream %s ended with an error: %s", stream, info["error"])
+        if end.restarted:
+            return  # the next epoch goes on in the same outputs
+        out.ended = end
+        if end.error:
+            self.log.error("stream %s ended with an error: %s", stream, end.error)
         self._write_summary()
-        return info
 
     def close(self) -> None:
         self.closed = True
@@ -192,9 +198,9 @@ class RecordStage(Stage):
         streams = {}
         outputs = {s.id: StreamOutput(s.id) for s in self.ctx.config.streams} | self.outputs
         for sid, out in sorted(outputs.items()):
-            ended = out.ended or {}
+            ended = out.ended or StreamEnd()
             if out.ended is not None:
-                status = "error" if ended.get("error") else "stopped" if ended.get("stopped") else "complete"
+                status = ended.outcome
             else:  # no end of stream seen (yet)
                 status = "stopped" if self.closed else "running"
             streams[sid] = {
@@ -204,9 +210,9 @@ class RecordStage(Stage):
                 "objects_by_class": {k: out.by_class[k] for k in CATEGORIES if k in out.by_class},
                 "first_pts": out.first_pts,
                 "last_pts": out.last_pts,
-                "source_frames": ended.get("frames"),
+                "source_frames": ended.frames,
                 "status": status,
-                "error": ended.get("error"),
+                "error": ended.error,
                 "video": out.video_path,
                 "jsonl": out.jsonl_path,
             }

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from pipeline.alert import alert_id
 from pipeline.categories import category_id
-from pipeline.detections import Detections
+from pipeline.detections import FACE_DISTANCE, FACE_IDENTITY, Detections
 from stages.analyze.options import AnalyzeOptions, StreamAnalyticsConfig
 from stages.analyze.scene import Scene
 
@@ -224,11 +224,12 @@ def test_watchlist_fires_per_identity_after_min_frames_then_cools_down() -> None
     face = box(500, 300, 30, 40)
     fired = []
     for seq in range(120):
-        d = Detections(boxes=np.array([face], np.float32), scores=[0.99], class_ids=[category_id("face")], track_ids=[-1])
         # "ann" is matched in frames 10 and 30 only (a one-off lookalike each time), then from 50 on.
         hit = seq in (10, 30) or seq >= 50
-        faces = [{"row": 0, "identity": "ann", "distance": 0.41}] if hit else []
-        res = sc.update(seq, seq / FPS, 1000, 1000, d, faces)
+        d = Detections(boxes=np.array([face], np.float32), scores=[0.99], class_ids=[category_id("face")], track_ids=[-1],
+                       extra={FACE_IDENTITY: np.array([0 if hit else -1], np.int32), FACE_DISTANCE: np.array([0.41], np.float32)},
+                       labels={FACE_IDENTITY: ["ann"]})
+        res = sc.update(seq, seq / FPS, 1000, 1000, d)
         fired += [(seq, f.details["identity"], f.boxes) for f in res.firings]
     # two frames in a row; after the 5 s cooldown, two frames again
     assert [f[:2] for f in fired] == [(51, "ann"), (102, "ann")]

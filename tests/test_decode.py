@@ -37,9 +37,11 @@ def test_file_fps_cap_and_resize(samples: Path) -> None:
     assert [f.seq for f in frames] == list(range(50))
     assert np.allclose(np.diff([f.pts for f in frames]), 0.2)
     assert frames[0].image.shape == (136, 320, 3) and (frames[0].width, frames[0].height) == (320, 136)
-    assert frames[0].attrs["fps"] == 5
     assert [c.kind for c in controls] == [KIND_STARTED, KIND_EOS]
-    assert controls[-1].attrs["frames"] == 50 and "error" not in controls[-1].attrs
+    start = controls[0].start
+    assert start.fps == 5 and start.frames == 250 and not start.live and start.epoch > 0
+    assert all(f.epoch == start.epoch for f in frames) and controls[-1].epoch == start.epoch
+    assert controls[-1].end.frames == 50 and controls[-1].end.error is None
 
 
 def test_image_folder_skips_unreadable_images(tmp_path: Path) -> None:
@@ -51,12 +53,12 @@ def test_image_folder_skips_unreadable_images(tmp_path: Path) -> None:
     assert [int(f.image[0, 0, 0]) for f in frames] == [0, 40, 120]
     assert [f.pts for f in frames] == [0.0, 0.5, 1.0]
     assert metrics.decode_errors.labels("decode", "f", "bad_image")._value.get() == 1
-    assert controls[-1].kind == KIND_EOS and controls[-1].attrs["frames"] == 3
+    assert controls[-1].kind == KIND_EOS and controls[-1].end.frames == 3
 
 
 def test_empty_folder_is_an_error(tmp_path: Path) -> None:
     frames, controls, _ = run_decode({"id": "f", "source": str(tmp_path)})
-    assert frames == [] and "holds no images" in controls[-1].attrs["error"]
+    assert frames == [] and "holds no images" in (controls[-1].end.error or "")
 
 
 def test_loop_continues_pts_and_seq(samples: Path) -> None:

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import zmq
 
-from pipeline.detections import Detections
-from pipeline.protocol import KIND_EOS, PROTOCOL_VERSION, Control, Frame, ProtocolError, decode, encode
+from pipeline.alert import Alert
+from pipeline.analytics import Analytics
+from pipeline.detections import PARENT, Detections
+from pipeline.protocol import KIND_EOS, KIND_STARTED, PROTOCOL_VERSION, Control, Frame, ProtocolError, StreamEnd, StreamStart, decode, encode
 
 
 def make_frame(n: int = 3) -> Frame:
@@ -19,9 +21,13 @@ def make_frame(n: int = 3) -> Frame:
         scores=rng.uniform(0, 1, n),
         class_ids=np.arange(n),
         track_ids=np.arange(n) + 10,
-        extra={"identity": np.arange(n, dtype=np.int32), "posture": rng.uniform(size=(n, 2)).astype(np.float32)},
+        extra={"identity": np.arange(n, dtype=np.int32) % 3 - 1, "posture": rng.uniform(size=(n, 2)).astype(np.float32)},
+        labels={"identity": ["alice", "bob"]},
     )
-    return Frame("cam", 7, 0.7, 1234.5, 64, 48, image, detections=det, stamps=[("decode", 1.0)], attrs={"fps": 10.0})
+    alert = Alert("0123", "cam", "door", "zone_intrusion", "warning", [10], 7, 0.7, 1234.5, "cam: person #10 in door",
+                  {"zone": "door"}, [[1.0, 2.0, 3.0, 4.0]], b"\xff\xd8jpeg")
+    analytics = Analytics({"gate": [(10, "in")]}, {"gate": {"in": 3, "out": 1}}, {"door": 1}, [alert])
+    return Frame("cam", 7, 0.7, 1234.5, 64, 48, image, detections=det, epoch=1700000000123, analytics=analytics)
 
 
 def test_frame_round_trip_keeps_everything() -> None:
@@ -37,7 +43,9 @@ def test_frame_round_trip_keeps_everything() -> None:
         assert getattr(g.detections, col).dtype == getattr(f.detections, col).dtype
     assert set(g.detections.extra) == {"identity", "posture"}
     assert np.array_equal(g.detections.extra["posture"], f.detections.extra["posture"])
-    assert g.stamps == [("decode", 1.0)] and g.attrs == {"fps": 10.0}
+    assert g.detections.labels == {"identity": ["alice", "bob"]} and g.detections.label("identity", 2) == "bob"
+    assert g.epoch == 1700000000123
+    assert g.analytics == f.analytics  # typed: crossings, counts, occupancy and the alert with its snapshot bytes
 
 
 def test_frame_without_pixels_and_control_messages() -> None:
@@ -46,8 +54,33 @@ def test_frame_without_pixels_and_control_messages() -> None:
     assert len(parts) == 1
     g = decode(parts)
     assert isinstance(g, Frame) and g.image is None and len(g.detections) == 0
-    c = decode(encode(Control(KIND_EOS, "cam", "decode", {"frames": 10, "error": "truncated"})))
-    assert isinstance(c, Control) and c.kind == KIND_EOS and c.attrs == {"frames": 10, "error": "truncated"}
+    c = decode(encode(Control(KIND_EOS, "cam", "decode", StreamEnd(10, error="truncated"), epoch=5)))
+    assert isinstance(c, Control) and c.kind == KIND_EOS and c.end == StreamEnd(10, error="truncated") and c.epoch == 5
+    assert c.end.outcome == "error"
+    s = decode(encode(Control(KIND_STARTED, "cam", "decode", StreamStart(42, "rtsp://u:***@cam", True, 12.5))))
+    assert isinstance(s, Control) and s.start == StreamStart(42, "rtsp://u:***@cam", True, 12.5) and s.epoch == 42
+
+
+def test_parent_rows_follow_their_rows_through_filtering_and_concatenation() -> None:
+    # person 0.45, car 0.9, face 0.99 (of the person), face 0.97 (of nobody)
+    d = Detections(np.arange(16).reshape(4, 4), [0.45, 0.9, 0.99, 0.97], [0, 2, 9, 9],
+                   extra={PARENT: np.array([-1, -1, 0, -1], np.int32)})
+    assert d[np.array([False, True, True, True])].extra[PARENT].tolist() == [-1, -1, -1]  # its person is gone
+    kept = d[np.array([2, 0])]
+    assert kept.extra[PARENT].tolist() == [1, -1] and kept.boxes[1].tolist() == d.boxes[0].tolist()
+    both = Detections.concat([d, kept])
+    assert both.extra[PARENT].tolist() == [-1, -1, 0, -1, 5, -1]
+    with pytest.raises(ValueError, match="points outside"):
+        Detections(np.zeros((1, 4)), [1.0], [0], extra={PARENT: np.array([3], np.int32)})
+
+
+def test_labelled_columns_merge_their_names_on_concatenation() -> None:
+    a = Detections(np.zeros((2, 4)), [1, 1], [9, 9], extra={"id": np.array([1, -1], np.int32)}, labels={"id": ["x", "y"]})
+    b = Detections(np.zeros((1, 4)), [1], [9], extra={"id": np.array([0], np.int32)}, labels={"id": ["z"]})
+    c = Detections.concat([a, b])
+    assert c.labels == {"id": ["x", "y", "z"]} and [c.label("id", i) for i in range(3)] == ["y", None, "z"]
+    with pytest.raises(ValueError, match="outside its 1 labels"):
+        Detections(np.zeros((1, 4)), [1], [9], extra={"id": np.array([1], np.int32)}, labels={"id": ["z"]})
 
 
 def test_zero_copy_receive_over_a_real_socket() -> None:
@@ -68,7 +101,7 @@ def test_zero_copy_receive_over_a_real_socket() -> None:
 
 def header(**kw: object) -> bytes:
     h = {"v": PROTOCOL_VERSION, "k": "frame", "s": "cam", "n": 0, "pts": 0.0, "ct": 0.0, "w": 4, "h": 2, "pf": "bgr24",
-         "st": [], "d": Detections().to_wire(), "a": {}}
+         "e": 1, "d": Detections().to_wire()}
     h.update(kw)
     return msgpack.packb(h)
 
@@ -87,7 +120,12 @@ def header(**kw: object) -> bytes:
         ([header(n="x")], "malformed", "bad frame header"),
         ([header(d={"boxes": ["<f4", [1, 4], b"\x00" * 3]})], "malformed", "bad frame header"),
         ([header(d={"boxes": ["|O", [1], b"x"], "scores": 1})], "malformed", "unsupported dtype"),
-        ([msgpack.packb({"v": 1, "k": "eos"}), b"x"], "malformed", "carries a payload"),
+        ([msgpack.packb({"v": PROTOCOL_VERSION, "k": "eos"}), b"x"], "malformed", "carries a payload"),
+        ([msgpack.packb({"v": 1, "k": "eos", "a": {"frames": 3}})], "version", "protocol version 1"),
+        ([msgpack.packb({"v": PROTOCOL_VERSION, "k": "started", "p": {"source": "x"}})], "malformed", "epoch"),
+        ([header(an={"v": 7})], "malformed", "analytics version 7"),
+        ([header(an={"v": 1, "al": [{"id": "x"}]})], "malformed", "bad frame header"),
+        ([header(d={**Detections().to_wire(), "labels": {"id": [1]}})], "malformed", "labels"),
     ],
 )
 def test_malformed_messages_are_rejected_with_a_reason(parts: list[bytes], reason: str, fragment: str) -> None:

@@ -119,13 +119,22 @@ def test_identity_is_kept_through_a_crossing_and_a_short_occlusion() -> None:
     assert matched[gt_ids[0]][0] != matched[gt_ids[1]][0]
 
 
-def test_a_stream_numbered_from_zero_again_starts_fresh_tracks_with_new_ids() -> None:
-    tracker = Tracker(KalmanMotion())
+def test_a_new_epoch_starts_fresh_tracks_with_new_ids_and_no_guessing() -> None:
+    events: list[str] = []
+    tracker = Tracker(KalmanMotion(), on_event=lambda stream, event: events.append(event))
     box = np.array([[100, 100, 140, 200]], np.float32)
     ids = []
-    for seq in [*range(0, 10), *range(0, 10)]:  # the decoder restarted after frame 9
+    tracker.start_stream("cam")
+    for i, seq in enumerate([*range(0, 10), *range(0, 10)]):
+        if i == 10:  # the decoder restarted after frame 9: the framework ends the epoch and starts the next
+            tracker.end_stream("cam")
+            tracker.start_stream("cam")
         d = Detections(boxes=box, scores=[0.9], class_ids=[1])
         (out,) = tracker.step([StepInput("cam", seq, d, None)])
         ids.append(int(out.track_ids[0]))
     first, second = set(ids[:10]) - {-1}, set(ids[10:]) - {-1}
     assert len(first) == 1 and len(second) == 1 and first != second  # a new track, not a reused id
+    assert events.count("restarted") == 1
+    # Frame numbers going back without a new epoch are an error, not a restart to guess.
+    with pytest.raises(ValueError, match="not after frame 9"):
+        tracker.step([StepInput("cam", 3, Detections(boxes=box, scores=[0.9], class_ids=[1]), None)])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from prometheus_client import Counter, Histogram
@@ -74,7 +75,8 @@ class AlertStage(Stage):
     def process(self, batch: list[Frame]) -> list[Frame]:
         received: list[Alert] = []
         for frame in batch:
-            received += [Alert.from_wire(a) for a in frame.attrs.get("alerts") or []]
+            if frame.analytics is not None:
+                received += frame.analytics.alerts
         if received:
             new = self.outbox.add(received, time.time())
             for a in new:
@@ -87,8 +89,8 @@ class AlertStage(Stage):
             for w in self.workers:
                 w.wake()
             for frame in batch:  # downstream gets the alerts, not the JPEG bytes again
-                if frame.attrs.get("alerts"):
-                    frame.attrs["alerts"] = [{**a, "snapshot": None} for a in frame.attrs["alerts"]]
+                if frame.analytics is not None and frame.analytics.alerts:
+                    frame.analytics.alerts = [replace(a, snapshot=None) for a in frame.analytics.alerts]
         return batch
 
     def close(self) -> None:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from pipeline.detections import Detections
+from pipeline.detections import FACE_DISTANCE, FACE_IDENTITY, PARENT, Detections
 from stages.analyze.geometry import Line, Zone
 from stages.analyze.ground_plane import GroundPlane
 from stages.analyze.line_counter import LineCounter, anchors
@@ -67,8 +66,8 @@ class Scene:
             self.ground = GroundPlane.load(image, gp.ground, (width, height))
         self.size = (width, height)
 
-    def update(self, seq: int, pts: float, width: int, height: int, dets: Detections, faces: list[dict[str, Any]] | None = None) -> FrameResult:
-        """One frame: `faces` are the watchlist matches the infer stage named (`frame.attrs["faces"]`)."""
+    def update(self, seq: int, pts: float, width: int, height: int, dets: Detections) -> FrameResult:
+        """One frame's confirmed tracks, and its watchlist matches (face rows with an identity)."""
         self._fit(width, height)
         keep = dets.track_ids >= 0  # only confirmed tracks feed the analytics
         ids, classes, boxes = dets.track_ids[keep], dets.class_ids[keep], dets.boxes[keep].astype(np.float64)
@@ -81,12 +80,7 @@ class Scene:
             m.add(pts, g)
         inside = {n: z.contains(feet) if len(feet) else np.zeros(0, bool) for n, z in self.zones.items()}
         crossings = {n: c.update(seq, pts, ids, boxes) for n, c in self.counters.items()}
-        matches = [
-            FaceMatch(str(m["identity"]), float(m["distance"]), dets.boxes[m["row"]].astype(np.float64).round(2).tolist(), int(dets.track_ids[m["row"]]))
-            for m in faces or []
-            if 0 <= int(m.get("row", -1)) < len(dets)
-        ]
-        view = FrameView(seq, pts, ids, classes, boxes, inside, self.motion, crossings, "m/s" if self.ground else "px/s", matches)
+        view = FrameView(seq, pts, ids, classes, boxes, inside, self.motion, crossings, "m/s" if self.ground else "px/s", face_matches(dets))
         firings = [f for rule in self.rules for f in rule.step(view)]
         for tid in [t for t, m in self.motion.items() if pts - m.last_seen > self.forget_after_s]:
             del self.motion[tid]
@@ -97,3 +91,20 @@ class Scene:
     def boxes_of(self, dets: Detections, track_ids: list[int]) -> list[list[float]]:
         rows = {int(t): i for i, t in enumerate(dets.track_ids)}
         return [np.round(dets.boxes[rows[t]].astype(np.float64), 2).tolist() for t in track_ids if t in rows]
+
+
+def face_matches(dets: Detections) -> list[FaceMatch]:
+    """The watchlist matches of a frame: each face row with an identity, with the face's own box and the
+    track id of its person (the face row's own when it has no tracked person)."""
+    if FACE_IDENTITY not in dets.extra:
+        return []
+    parent = dets.extra.get(PARENT)
+    out = []
+    for row in np.flatnonzero(dets.extra[FACE_IDENTITY] >= 0).tolist():
+        track_id = int(dets.track_ids[row])
+        if parent is not None and parent[row] >= 0 and dets.track_ids[parent[row]] >= 0:
+            track_id = int(dets.track_ids[parent[row]])
+        name = dets.label(FACE_IDENTITY, row)
+        distance = float(dets.extra[FACE_DISTANCE][row]) if FACE_DISTANCE in dets.extra else float("nan")
+        out.append(FaceMatch(str(name), round(distance, 4), dets.boxes[row].astype(np.float64).round(2).tolist(), track_id))
+    return out

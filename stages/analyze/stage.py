@@ -1,8 +1,11 @@
 """The analyze stage: per stream, zones, lines and rules over confirmed tracks; raises alerts.
 
-Adds to each analysed frame's attrs: `crossings` (line crossings completed in it), `counts` (running
-crossing counts per line and direction), `occupancy` (confirmed tracks per zone) and `alerts` (what
-fired, with a JPEG snapshot), which the alert stage writes to its durable outbox.
+Sets each analysed frame's `analytics`: the line crossings completed in it, the running crossing counts
+per line and direction, the confirmed tracks per zone, and the alerts that fired (with a JPEG
+snapshot), which the alert stage writes to its durable outbox.
+
+A stream's scene lives for one epoch of its source: when the source restarts, the rules start afresh
+and the line counts go on.
 """
 
 from __future__ import annotations
@@ -12,19 +15,14 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 
 from pipeline.alert import Alert, alert_id
-from pipeline.config import StreamConfig
+from pipeline.analytics import Analytics
 from pipeline.metrics import PREFIX
-from pipeline.protocol import Frame
+from pipeline.protocol import Frame, StreamEnd, StreamStart
 from pipeline.stage import Stage, StageContext
 from stages.analyze.options import AnalyzeOptions
 from stages.analyze.rules import Firing
 from stages.analyze.scene import Scene
 from stages.analyze.snapshot import snapshot
-
-
-def is_camera(stream: StreamConfig) -> bool:
-    """Network and device sources restart their frame numbers with every pipeline start; files do not."""
-    return isinstance(stream.source, int) or "://" in stream.source
 
 
 class AnalyzeStage(Stage):
@@ -34,9 +32,7 @@ class AnalyzeStage(Stage):
     def __init__(self, ctx: StageContext) -> None:
         super().__init__(ctx)
         self.opts: AnalyzeOptions = self.options
-        self.streams = {s.id: s for s in ctx.config.streams}
-        self.scenes: dict[str, Scene] = {}
-        self.epochs: dict[str, int] = {}
+        self.counts: dict[str, dict[str, dict[str, int]]] = {}  # per stream, line counts carried over restarts
         self.last_seq: dict[str, int] = {}
         self._warned: set[str] = set()
         r = ctx.metrics.registry
@@ -44,42 +40,42 @@ class AnalyzeStage(Stage):
         self.m_occupancy = Gauge(f"{PREFIX}_zone_occupancy", "Confirmed tracks in a zone, in the last analysed frame.", ["stage", "stream", "zone"], registry=r)
         self.m_firings = Counter(f"{PREFIX}_rule_firings", "Rule firings, by outcome (raised, or suppressed by the cooldown).", ["stage", "stream", "rule", "outcome"], registry=r)
 
-    def _scene(self, stream: str) -> Scene | None:
-        scene = self.scenes.get(stream)
-        if scene is None and stream in self.opts.streams:
-            scene = self.scenes[stream] = Scene(self.opts.streams[stream], self.opts.forget_after_s, self.opts.speed_window_s)
+    def start_stream(self, stream: str, start: StreamStart) -> Scene | None:
+        """A new scene per epoch: rules start afresh, line counts go on from the last epoch's."""
+        self.last_seq.pop(stream, None)
+        if stream not in self.opts.streams:
+            return None
+        scene = Scene(self.opts.streams[stream], self.opts.forget_after_s, self.opts.speed_window_s)
+        scene.carried_counts = self.counts.get(stream, {})
         return scene
 
-    def _epoch(self, frame: Frame) -> int:
-        """0 for files (ids repeat across replays, as they should); the stream's start second for cameras."""
-        if frame.stream not in self.epochs:
-            cfg = self.streams.get(frame.stream)
-            self.epochs[frame.stream] = int(round(frame.capture_ts - frame.pts)) if cfg is not None and is_camera(cfg) else 0
-        return self.epochs[frame.stream]
+    def end_stream(self, stream: str, end: StreamEnd) -> None:
+        scene: Scene | None = self.ctx.streams.state(stream)
+        if scene is not None and end.restarted:
+            self.counts[stream] = {n: dict(c.counts) for n, c in scene.counters.items()} or scene.carried_counts
+        elif not end.restarted:
+            self.counts.pop(stream, None)
+
+    def _alert_epoch(self, stream: str) -> int:
+        """0 for files: a replay of the same file raises the same ids, as it should. A live source numbers its
+        frames from 0 at every start, so its ids take the epoch."""
+        start = self.ctx.streams.start(stream)
+        return start.epoch if start.live else 0
 
     def process(self, batch: list[Frame]) -> list[Frame]:
         for frame in batch:
-            scene = self._scene(frame.stream)
+            scene: Scene | None = self.ctx.streams.state(frame.stream)
             if scene is None:
                 continue
-            last = self.last_seq.get(frame.stream, -1)
-            if frame.seq < 64 and last >= 128:
-                # The source numbers from 0 again (a restarted decoder): the rules start afresh, the line
-                # counts go on, and a camera's alert ids get the new start time.
-                self.log.info("stream %s starts again at frame %d (was at %d)", frame.stream, frame.seq, last)
-                counts = {n: dict(c.counts) for n, c in scene.counters.items()}
-                scene = self.scenes[frame.stream] = Scene(self.opts.streams[frame.stream], self.opts.forget_after_s, self.opts.speed_window_s)
-                scene.carried_counts = counts
-                self.epochs.pop(frame.stream, None)
-            elif frame.seq <= last:
-                continue  # seen already (a batch retried after an error) or late: it keeps what it has
+            if frame.seq <= self.last_seq.get(frame.stream, -1):
+                continue  # seen already (a batch retried after an error): it keeps what it has
             self.last_seq[frame.stream] = frame.seq
             self._analyse(scene, frame)
         return batch
 
     def _analyse(self, scene: Scene, frame: Frame) -> None:
         suppressed = [r.suppressed for r in scene.rules]
-        res = scene.update(frame.seq, frame.pts, frame.width, frame.height, frame.detections, frame.attrs.get("faces"))
+        res = scene.update(frame.seq, frame.pts, frame.width, frame.height, frame.detections)
         if scene.scale_warning and frame.stream not in self._warned:
             self._warned.add(frame.stream)
             self.log.warning("stream %s: %s", frame.stream, scene.scale_warning)
@@ -92,16 +88,14 @@ class AnalyzeStage(Stage):
                 self.m_crossings.labels(name, stream, line, direction).inc()
         for zone, n in res.occupancy.items():
             self.m_occupancy.labels(name, stream, zone).set(n)
-        if res.crossings:
-            frame.attrs["crossings"] = {line: [[t, d] for t, d in ev] for line, ev in res.crossings.items()}
-        if scene.counters:
-            frame.attrs["counts"] = {n: dict(c.counts) for n, c in scene.counters.items()}
-        if scene.zones:
-            frame.attrs["occupancy"] = res.occupancy
-        if res.firings:
-            frame.attrs["alerts"] = [self._alert(scene, frame, f).to_wire() for f in res.firings]
-            for f in res.firings:
-                self.m_firings.labels(name, stream, f.rule, "raised").inc()
+        frame.analytics = Analytics(
+            crossings=res.crossings,
+            counts={n: dict(c.counts) for n, c in scene.counters.items()} if scene.counters else None,
+            occupancy=res.occupancy if scene.zones else None,
+            alerts=[self._alert(scene, frame, f) for f in res.firings],
+        )
+        for f in res.firings:
+            self.m_firings.labels(name, stream, f.rule, "raised").inc()
 
     def _alert(self, scene: Scene, frame: Frame, f: Firing) -> Alert:
         boxes = f.boxes if f.boxes is not None else scene.boxes_of(frame.detections, f.track_ids)
@@ -116,7 +110,7 @@ class AnalyzeStage(Stage):
             self.log.warning("frames arrive without pixels (forward_pixels is off upstream): alerts carry no snapshot")
         details: dict[str, Any] = {k: v for k, v in f.details.items() if v is not None}
         return Alert(
-            id=alert_id(frame.stream, self._epoch(frame), f.rule, f.track_ids, frame.seq),
+            id=alert_id(frame.stream, self._alert_epoch(frame.stream), f.rule, f.track_ids, frame.seq),
             stream=frame.stream,
             rule=f.rule,
             kind=f.kind,

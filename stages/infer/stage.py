@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Histogram
 
 from pipeline.categories import category_name
 from pipeline.detections import Detections
 from pipeline.metrics import PREFIX
-from pipeline.protocol import Frame
+from pipeline.protocol import Frame, StreamEnd
 from pipeline.stage import Stage, StageContext
 from stages.infer.options import InferOptions
 
@@ -118,11 +118,10 @@ class InferStage(Stage):
                 self.detections.labels(self.ctx.name, frame.stream, category_name(cid)).inc()
         return batch
 
-    def end_stream(self, stream: str, info: dict[str, Any]) -> dict[str, Any]:
+    def end_stream(self, stream: str, end: StreamEnd) -> None:
         self.detector.reset(stream)
         if self.gate is not None:
             self.gate.reset(stream)
         self._last.pop(stream, None)
         if self.faces is not None:
             self.faces.end_stream(stream)
-        return info

@@ -4,6 +4,9 @@ Frames wait for the ones before them, within bounds: at most `window` frames per
 (live mode) none longer than `max_delay_s`. When a bound is hit the missing frames are given up: they
 were shed upstream, failed, or are too late to be useful; one that turns up afterwards is reported late.
 Replay passes no clock, so what is released depends on the arrival order and the bounds alone.
+
+Restarts are not guessed here: the framework ends a stream's epoch (`flush`) and begins the next
+(`start`), whose frames are numbered from 0 again.
 """
 
 from __future__ import annotations
@@ -29,28 +32,22 @@ class ReorderBuffer:
         self.streams: dict[str, _Stream] = {}
         self.late: list[Frame] = []  # frames that came after their place was given up: the caller counts them
         self.skipped = 0  # frames given up (never came in time), all streams
-        self.restarts = 0  # streams whose numbering started again
 
     def held(self, stream: str | None = None) -> int:
         if stream is not None:
             return len(self.streams[stream].heap) if stream in self.streams else 0
         return sum(len(s.heap) for s in self.streams.values())
 
+    def start(self, stream: str, from_start: bool) -> None:
+        """A stream (epoch) begins: at frame 0 when its start was announced, else (this stage joined it
+        midway) at the first frame that arrives."""
+        self.streams[stream] = _Stream(0 if from_start else None)
+
     def push(self, frame: Frame, now: float = 0.0) -> list[Frame]:
         """Add a frame; returns the frames now ready, in order."""
-        st = self.streams.setdefault(frame.stream, _Stream())
+        st = self.streams.setdefault(frame.stream, _Stream(0))  # streams start at frame 0 unless `start` says otherwise
         if st.next_seq is None:
-            # A stream starts at 0; a frame far beyond means this stage (re)started mid-stream.
-            st.next_seq = 0 if frame.seq < self.window else frame.seq
-        elif frame.seq < self.window and st.next_seq > 2 * self.window:
-            # Numbering started again (a restarted decoder counts from 0): hand on what the old run left
-            # held, then follow the new numbers, instead of calling every new frame late.
-            old = [f for _, _, f in sorted(st.heap, key=lambda e: e[0])]
-            st.heap.clear()
             st.next_seq = frame.seq
-            self.restarts += 1
-            heapq.heappush(st.heap, (frame.seq, now, frame))
-            return old + self._release(st, now)
         if frame.seq < st.next_seq or any(seq == frame.seq for seq, _, _ in st.heap):
             self.late.append(frame)
             return []

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pipeline.categories import category_id
 from pipeline.detections import Detections
 from pipeline.metrics import PREFIX
-from pipeline.protocol import Frame
+from pipeline.protocol import Frame, StreamEnd, StreamStart
 from pipeline.stage import Stage, StageContext
 from stages.infer.options import BackendName
 from stages.track.reorder import ReorderBuffer
@@ -167,11 +167,14 @@ class TrackStage(Stage):
             out += self._track(self.reorder.flush(s))
         return out + self._late()
 
-    def end_stream(self, stream: str, info: dict[str, Any]) -> dict[str, Any]:
-        self.tracker.end_stream(stream)  # a stream that ended frees its tracks
+    def start_stream(self, stream: str, start: StreamStart) -> None:
+        self.reorder.start(stream, from_start=self.ctx.streams.slots[stream].announced)
+        self.tracker.start_stream(stream)
+
+    def end_stream(self, stream: str, end: StreamEnd) -> None:
+        self.tracker.end_stream(stream)  # a stream (epoch) that ended frees its tracks
         for state in ("tentative", "confirmed", "lost"):
             self.tracks.labels(self.ctx.name, stream, state).set(0)
-        return info
 
     def _late(self) -> list[Frame]:
         """Frames whose place in the order was given up: handed on untracked, and counted."""

@@ -104,6 +104,7 @@ class Tracker:
         self.s = settings
         self.classes = classes  # None: every class is tracked
         self.streams: dict[str, StreamTracks] = {}
+        self.next_ids: dict[str, int] = {}  # per stream, the first id after its last ended epoch
         self.on_event = on_event or (lambda stream, event: None)  # metrics: created, confirmed, reidentified, removed
 
     def wants_embedding(self, det: Detections) -> np.ndarray:
@@ -116,8 +117,19 @@ class Tracker:
             keep &= np.isin(det.class_ids, list(self.classes))
         return keep
 
+    def start_stream(self, stream: str) -> None:
+        """A stream (or a new epoch of it: its source restarted, numbering from 0) begins: what was tracked
+        is gone from view as far as frame numbers can tell. Ids go on from where they were, never reused."""
+        fresh = self.streams[stream] = StreamTracks()
+        if stream in self.next_ids:
+            fresh.next_id = self.next_ids[stream]
+            self.on_event(stream, "restarted")
+
     def end_stream(self, stream: str) -> None:
-        self.streams.pop(stream, None)
+        """The stream's epoch ended: its tracks are freed; its next id is kept, so ids are never reused."""
+        st = self.streams.pop(stream, None)
+        if st is not None:
+            self.next_ids[stream] = st.next_id
 
     # -- one frame per stream ----------------------------------------------------------
 
@@ -133,12 +145,7 @@ class Tracker:
         for inp in inputs:
             st = self.streams.setdefault(inp.stream, StreamTracks())
             if st.last_frame is not None and inp.frame <= st.last_frame:
-                # The source numbers its frames from 0 again (it restarted): what was tracked is gone from
-                # view as far as frame numbers can tell. Ids go on from where they were, never reused.
-                fresh = StreamTracks()
-                fresh.next_id = st.next_id
-                st = self.streams[inp.stream] = fresh
-                self.on_event(inp.stream, "restarted")
+                raise ValueError(f"stream {inp.stream}: frame {inp.frame} is not after frame {st.last_frame} (a restarted source needs start_stream)")
             if st.first_frame is None:
                 st.first_frame = inp.frame
             st.last_frame = inp.frame

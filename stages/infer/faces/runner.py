@@ -2,9 +2,10 @@
 over the batch of frames; optional recognition against a watchlist; optional blurring.
 
 Face rows are appended to each frame's detections as class `face`, with the columns `face.identity`
-(watchlist index, -1: nobody listed) and `face.distance` (encoding distance to that identity, NaN when
-not compared). Matches are also named in `frame.attrs["faces"]` (`[{"row", "identity", "distance"}]`),
-which the analyze stage's `watchlist` rule turns into alerts.
+(watchlist identity, named in the detections' labels; -1: nobody listed), `face.distance` (encoding
+distance to that identity, NaN when not compared) and `parent` (the person row the face belongs to, -1
+when none), which stay right however later stages filter the rows. The analyze stage's `watchlist`
+rule turns the identified rows into alerts.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 
 from pipeline.blur import blur_regions
 from pipeline.categories import category_id
-from pipeline.detections import Detections
+from pipeline.detections import FACE_DISTANCE, FACE_IDENTITY, PARENT, Detections
 from pipeline.protocol import Frame
 from stages.infer.faces.mtcnn import Mtcnn
 from stages.infer.options import FacesOptions
@@ -26,7 +27,8 @@ from stages.infer.ssd.nms import box_iou, nms
 
 FACE = category_id("face")
 PERSON = category_id("person")
-IDENTITY, DISTANCE = "face.identity", "face.distance"
+IDENTITY, DISTANCE = FACE_IDENTITY, FACE_DISTANCE
+PARENT_MIN_INSIDE = 0.5  # whole-frame search: a face belongs to the person box holding at least this much of it
 
 
 class FaceRunner:
@@ -61,20 +63,20 @@ class FaceRunner:
         boxes, _scores, _marks = self.mtcnn.detect_numpy([image])[0]
         return boxes
 
-    def _find(self, batch: list[Frame]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(boxes [N,4], scores [N]) of the faces in each frame, in frame pixels."""
+    def _find(self, batch: list[Frame]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(boxes [N,4], scores [N], parent person rows [N]) of the faces in each frame, in frame pixels."""
         images: list[torch.Tensor] = []
-        owners: list[tuple[int, float, float]] = []  # (frame index, x offset, y offset) per image
+        owners: list[tuple[int, float, float, int]] = []  # (frame index, x offset, y offset, person row) per image
         for i, frame in enumerate(batch):
             if frame.image is None or frame.image.ndim != 3:
                 continue
             full = torch.from_numpy(np.ascontiguousarray(frame.image)).to(self.device)
             if self.o.on == "frames":
                 images.append(full)
-                owners.append((i, 0.0, 0.0))
+                owners.append((i, 0.0, 0.0, -1))
                 continue
             d = frame.detections
-            for (x1, y1, x2, y2), cid, score in zip(d.boxes.tolist(), d.class_ids.tolist(), d.scores.tolist()):
+            for row, ((x1, y1, x2, y2), cid, score) in enumerate(zip(d.boxes.tolist(), d.class_ids.tolist(), d.scores.tolist())):
                 h = y2 - y1
                 if cid != PERSON or score < self.o.person_min_score or h < self.o.person_min_height:
                     continue
@@ -86,40 +88,40 @@ class FaceRunner:
                 c, e = min(int(x2 + 0.1 * w), frame.width), min(int(y1 + min(h, max(0.45 * h, 0.9 * w))), frame.height)
                 if c - a >= 12 and e - b >= 12:
                     images.append(full[b:e, a:c])
-                    owners.append((i, float(a), float(b)))
-        found: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in batch]
+                    owners.append((i, float(a), float(b), row))
+        found: list[list[tuple[torch.Tensor, torch.Tensor, int]]] = [[] for _ in batch]
         if images:
-            for (i, dx, dy), (boxes, scores, _marks) in zip(owners, self.mtcnn.detect(images)):
+            for (i, dx, dy, row), (boxes, scores, _marks) in zip(owners, self.mtcnn.detect(images)):
                 if len(boxes):
-                    found[i].append((boxes + boxes.new_tensor([dx, dy, dx, dy]), scores))
+                    found[i].append((boxes + boxes.new_tensor([dx, dy, dx, dy]), scores, row))
         out = []
-        for parts in found:
+        for frame, parts in zip(batch, found):
             if not parts:
-                out.append((np.zeros((0, 4), np.float32), np.zeros(0, np.float32)))
+                out.append((np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32)))
                 continue
             boxes = torch.cat([p[0] for p in parts])
             scores = torch.cat([p[1] for p in parts])
+            rows = np.concatenate([np.full(len(p[0]), p[2], np.int32) for p in parts])
             keep = nms(boxes, scores, 0.5)  # overlapping person crops can see one face twice
-            out.append((boxes[keep].cpu().numpy().astype(np.float32), scores[keep].cpu().numpy().astype(np.float32)))
+            kept = boxes[keep].cpu().numpy().astype(np.float32)
+            parents = rows[keep.cpu().numpy()]
+            if self.o.on == "frames":
+                parents = person_of(kept, frame.detections)
+            out.append((kept, scores[keep].cpu().numpy().astype(np.float32), parents))
         return out
 
     def apply(self, batch: list[Frame]) -> None:
-        for frame, (boxes, scores) in zip(batch, self._find(batch)):
+        names = list(self.watchlist.names) if self.watchlist is not None else []
+        for frame, (boxes, scores, parents) in zip(batch, self._find(batch)):
             n = len(boxes)
             identity = np.full(n, -1, np.int32)
             distance = np.full(n, np.nan, np.float32)
             if n and self.watchlist is not None and frame.image is not None:
                 identity, distance = self._recognise(frame, boxes)
-            self._append(frame, boxes, scores, identity, distance)
+            self._append(frame, boxes, scores, identity, distance, parents, names)
             self.on_faces(frame.stream, n)
-            matches = []
-            base = len(frame.detections) - n
             for k in np.flatnonzero(identity >= 0).tolist():
-                name = self.watchlist.names[int(identity[k])] if self.watchlist else str(identity[k])
-                matches.append({"row": base + k, "identity": name, "distance": round(float(distance[k]), 4)})
-                self.on_match(frame.stream, name)
-            if matches:
-                frame.attrs["faces"] = matches
+                self.on_match(frame.stream, names[int(identity[k])])
             if self.o.blur != "none" and n and frame.image is not None:
                 hide = boxes if self.o.blur == "all" else boxes[identity < 0]
                 if len(hide):
@@ -154,16 +156,45 @@ class FaceRunner:
         self._recent.pop(stream, None)
 
     @staticmethod
-    def _append(frame: Frame, boxes: np.ndarray, scores: np.ndarray, identity: np.ndarray, distance: np.ndarray) -> None:
+    def _append(frame: Frame, boxes: np.ndarray, scores: np.ndarray, identity: np.ndarray, distance: np.ndarray,
+                parents: np.ndarray, names: list[str]) -> None:
         d = frame.detections
         n = len(boxes)
         extra_new: dict[str, np.ndarray] = {}
         for name, col in d.extra.items():  # other columns do not apply to faces
             extra_new[name] = np.full(n, -1 if col.dtype.kind == "i" else np.nan, col.dtype)
-        old = Detections(d.boxes, d.scores, d.class_ids, d.track_ids, dict(d.extra))
+        old = Detections(d.boxes, d.scores, d.class_ids, d.track_ids, dict(d.extra), dict(d.labels))
         old.extra.setdefault(IDENTITY, np.full(len(d), -1, np.int32))
         old.extra.setdefault(DISTANCE, np.full(len(d), np.nan, np.float32))
-        extra_new[IDENTITY], extra_new[DISTANCE] = identity, distance
-        new = Detections(boxes, scores, np.full(n, FACE, np.int32), np.full(n, -1, np.int64), extra_new)
-        frame.detections = Detections.concat([old, new]) if n else old
+        old.extra.setdefault(PARENT, np.full(len(d), -1, np.int32))
+        old.labels.setdefault(IDENTITY, names)
+        extra_new[IDENTITY], extra_new[DISTANCE], extra_new[PARENT] = identity, distance, np.full(n, -1, np.int32)
+        new = Detections(boxes, scores, np.full(n, FACE, np.int32), np.full(n, -1, np.int64), extra_new, {IDENTITY: names})
+        if not n:
+            frame.detections = old
+            return
+        both = Detections.concat([old, new])
+        both.extra[PARENT][len(old):] = parents  # the persons are among the old rows, which keep their indices
+        frame.detections = both
 
+
+
+def person_of(faces: np.ndarray, dets: Detections) -> np.ndarray:
+    """For faces found on the whole frame: the person row whose box holds most of each face (at least
+    PARENT_MIN_INSIDE of its area), -1 when none does."""
+    out = np.full(len(faces), -1, np.int32)
+    persons = np.flatnonzero(dets.class_ids == PERSON)
+    if not len(faces) or not len(persons):
+        return out
+    p = dets.boxes[persons]
+    x1 = np.maximum(faces[:, None, 0], p[None, :, 0])
+    y1 = np.maximum(faces[:, None, 1], p[None, :, 1])
+    x2 = np.minimum(faces[:, None, 2], p[None, :, 2])
+    y2 = np.minimum(faces[:, None, 3], p[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = np.maximum((faces[:, 2] - faces[:, 0]) * (faces[:, 3] - faces[:, 1]), 1e-6)
+    inside = inter / area[:, None]
+    best = inside.argmax(axis=1)
+    ok = inside[np.arange(len(faces)), best] >= PARENT_MIN_INSIDE
+    out[ok] = persons[best[ok]]
+    return out
