@@ -17,9 +17,9 @@ import pytest
 import zmq
 
 from pipeline.protocol import KIND_EOS, Control, Frame, decode, encode
-from stages.track.tracklets import read_frames
 from tests.helpers.configs import write_config
 from tests.helpers.procs import free_ports, metric, scrape, stop, vidpipe, wait_for
+from tools.tracklets import read_frames
 
 N_FRAMES = 60
 
