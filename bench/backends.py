@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from stages.infer.faces.mtcnn import Mtcnn
     from stages.infer.options import MtcnnOptions
     from stages.track.appearance import AppearanceEncoder
-    from stages.track.tracklets import read_frames
+    from tools.tracklets import read_frames
 
     cores = cpu_cores()
     images = [img for _, img in read_frames(ROOT / "sample_videos" / "vtest.avi", 0, 8)]

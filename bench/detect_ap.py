@@ -2,7 +2,7 @@
 """Detection quality of COCO-SSD on the hand-labelled frames: AP50 per class group, fp32 next to bf16.
 
 The labels are tests/data/labels/detections.json (24 frames of vtest.avi and bikes.mp4); how detections are
-matched and how AP is computed (IoU 0.5, ignored boxes, all-point interpolation) is in stages/infer/evaluate.py.
+matched and how AP is computed (IoU 0.5, ignored boxes, all-point interpolation) is in tools/detection_ap.py.
 
 The detector runs with score_threshold 0.05 so the precision/recall curve reaches low scores, and with
 max_detections 1000 instead of the pipeline's 100: at 0.05 a few bikes.mp4 frames would reach 100 and lose
@@ -28,7 +28,7 @@ sys.path.insert(0, ROOT)  # this checkout's pipeline/ and stages/, also without 
 
 from pipeline.detections import Detections  # noqa: E402
 from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions  # noqa: E402
-from stages.infer.evaluate import GROUPS, APResult, LabelledFrame, detect_frames, evaluate, load_labels  # noqa: E402
+from tools.detection_ap import GROUPS, APResult, LabelledFrame, detect_frames, evaluate, load_labels  # noqa: E402
 
 LABELS = os.path.join(ROOT, "tests", "data", "labels", "detections.json")
 SCORE_THRESHOLD = 0.05

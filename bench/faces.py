@@ -30,7 +30,7 @@ from pipeline.detections import Detections  # noqa: E402
 from pipeline.protocol import Frame  # noqa: E402
 from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions  # noqa: E402
 from stages.infer.faces.runner import FaceRunner, FacesOptions  # noqa: E402
-from stages.track import tracklets  # noqa: E402
+from tools import tracklets  # noqa: E402
 
 SAMPLES = ROOT / "sample_videos"
 

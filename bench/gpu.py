@@ -93,7 +93,7 @@ def make_plan(dry: bool, window_s: float | None, max_streams: int) -> Plan:
 
 def read_video(n: int) -> list[np.ndarray]:
     """The first n frames of vtest.avi (BGR, 768x576)."""
-    from stages.track.tracklets import read_frames
+    from tools.tracklets import read_frames
 
     out = [img for _, img in read_frames(VIDEO, 0, n)]
     if not out:

@@ -5,7 +5,7 @@
 
 Sequences:
   (a) semi-synthetic: real person and vehicle crops from the sample videos moving over real backgrounds,
-      with crossings, occlusions and frame-rate changes, and exact ground truth (stages/track/synthetic.py);
+      with crossings, occlusions and frame-rate changes, and exact ground truth (tools/synthetic.py);
   (b) vtest.avi frames 0-N, every person boxed by hand with an identity (tests/data/tracks/).
 Detections: the bundled COCO-SSD on every frame at score >= 0.1 (so ByteTrack's low-score stage has
 something to work with), persons only (the ground truth of (b) has persons only, and the backgrounds of (a)
@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from pipeline.categories import category_id  # noqa: E402
 from pipeline.detections import Detections  # noqa: E402
 from pipeline.protocol import Frame  # noqa: E402
-from stages.track.tracklets import load_detections, save_detections  # noqa: E402
+from tools.tracklets import load_detections, save_detections  # noqa: E402
 
 PERSON = category_id("person")
 MIN_VISIBILITY = 0.25
@@ -61,7 +61,7 @@ class Sequence:
 
 
 def synthetic_sequences(only: str | None, tuning: bool = False) -> list[Sequence]:
-    from stages.track.synthetic import evaluation_specs, make_sequence, sprite_bank, tuning_specs
+    from tools.synthetic import evaluation_specs, make_sequence, sprite_bank, tuning_specs
 
     bank = sprite_bank(ROOT)
     out = []
@@ -75,7 +75,7 @@ def synthetic_sequences(only: str | None, tuning: bool = False) -> list[Sequence
 
 
 def vtest_sequence() -> Sequence:
-    from stages.track.tracklets import read_frames
+    from tools.tracklets import read_frames
 
     path = vtest_gt_path()
     rows = np.loadtxt(path, delimiter=",", ndmin=2)
@@ -118,7 +118,7 @@ TrackFn = Callable[[Sequence, list[Detections]], np.ndarray]
 
 def ours(motion: str = "lstm", appearance: bool = True) -> TrackFn:
     def run(seq: Sequence, dets: list[Detections]) -> np.ndarray:
-        from stages.track.offline import track_sequence
+        from tools.track_sequence import track_sequence
         from stages.track.stage import TrackOptions
 
         options = TrackOptions(motion=motion, appearance=appearance, classes=["person"], **OVERRIDES)

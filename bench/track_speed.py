@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from pipeline.categories import category_id  # noqa: E402
 from pipeline.detections import Detections  # noqa: E402
 from pipeline.protocol import Frame  # noqa: E402
-from stages.track.tracklets import read_frames  # noqa: E402
+from tools.tracklets import read_frames  # noqa: E402
 
 WARMUP = 10
 

@@ -20,7 +20,7 @@ from stages.track.appearance import (
     AppearanceNet,
     crop_batch,
 )
-from stages.track.tracklets import read_frames
+from tools.tracklets import read_frames
 
 VTEST = Path(__file__).resolve().parent.parent / "sample_videos" / "vtest.avi"
 # Picked by eye on frames 100 and 250 (xyxy pixels): the white van and the light-blue car are parked all

@@ -19,7 +19,7 @@ from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions
 from stages.infer.faces.mtcnn import Mtcnn
 from stages.infer.options import MtcnnOptions
 from stages.track.appearance import AppearanceEncoder
-from stages.track.tracklets import read_frames
+from tools.tracklets import read_frames
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_videos"
 CPU_BACKENDS = [b for b in ("onnxruntime", "openvino") if bk.available(b)]

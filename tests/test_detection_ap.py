@@ -1,4 +1,4 @@
-"""AP50 of stages.infer.evaluate on hand-made cases, and COCO-SSD's AP50 on the hand-labelled frames.
+"""AP50 of tools.detection_ap on hand-made cases, and COCO-SSD's AP50 on the hand-labelled frames.
 
 Hand-made boxes are 10x10 squares far apart unless a case needs overlap, so IoU is 1 on the box a
 detection copies and 0 elsewhere; expected values are worked out in the comments.
@@ -16,7 +16,7 @@ import pytest
 from pipeline.categories import category_id
 from pipeline.detections import Detections
 from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions
-from stages.infer.evaluate import (
+from tools.detection_ap import (
     FP,
     GROUPS,
     IGNORED,

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from stages.infer.evaluate import read_frames
 from stages.infer.faces.mtcnn import Mtcnn, MtcnnOptions
 from tests.helpers.procs import ROOT
+from tools.detection_ap import read_frames
 
 LABELS = json.loads((ROOT / "tests" / "data" / "faces" / "labels.json").read_text())
 # Hand boxes run from the hairline to the chin, MTCNN's from the brows: the same face overlaps by 0.5-0.8.

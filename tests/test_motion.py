@@ -92,7 +92,7 @@ def test_kalman_padding_and_empty() -> None:
 @pytest.fixture(scope="module")
 def lstm() -> MotionPredictor:
     if not DEFAULT_WEIGHTS.exists():
-        pytest.skip("no bundled motion weights: run python -m stages.track.train_motion")
+        pytest.skip("no bundled motion weights: run python -m tools.train_motion")
     return MotionPredictor()
 
 

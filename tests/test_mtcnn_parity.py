@@ -17,7 +17,6 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from stages.infer.faces.convert import _FC_INPUT, _RENAMES, check, convert_state
 from stages.infer.faces.mtcnn import (
     DEFAULT_WEIGHTS,
     Mtcnn,
@@ -36,6 +35,7 @@ from tests.data.make_mtcnn_reference import (
     frame_sha256,
     load_frames,
 )
+from tools.convert_mtcnn import _FC_INPUT, _RENAMES, check, convert_state
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "mtcnn_reference.npz"
 BOX_TOLERANCE = 0.01  # pixels, boxes and landmarks

@@ -80,7 +80,7 @@ def test_coco_ssd_on_a_cpu_runtime_runs_without_torch_once_exported(tmp_path: Pa
     the key of its files and runs it with numpy and the runtime alone."""
     code = (
         "import numpy as np\nfrom pipeline.protocol import Frame\nfrom stages.infer.coco_ssd import CocoSsdDetector\n"
-        "from stages.infer.options import CocoSsdOptions\nfrom stages.track.tracklets import read_frames\n"
+        "from stages.infer.options import CocoSsdOptions\nfrom tools.tracklets import read_frames\n"
         f"images = [im for _, im in read_frames({str(ROOT / 'sample_videos' / 'vtest.avi')!r}, 0, 3)]\n"
         "det = CocoSsdDetector(CocoSsdOptions(device='auto'))\n"
         "found = det.detect([Frame('s', i, 0.0, 0.0, 768, 576, im) for i, im in enumerate(images)])\n"
@@ -89,3 +89,20 @@ def test_coco_ssd_on_a_cpu_runtime_runs_without_torch_once_exported(tmp_path: Pa
     cache = {"VIDPIPE_CACHE_DIR": str(tmp_path / "cache")}
     assert "torch" in loaded_after(code, cache)  # the export is made
     assert loaded_after(code, cache) == {"openvino"}
+
+
+def test_the_tracker_imports_without_torch() -> None:
+    """The tracker, the track stage's module and its options load without torch: only the models (motion LSTM,
+    appearance CNN) need it, and they are imported when the stage builds them. With the Kalman motion model and
+    no appearance the tracker also runs without it."""
+    assert "torch" not in loaded_after("import stages.track, stages.track.stage, stages.track.tracker")
+    code = (
+        "import numpy as np\nfrom pipeline.detections import Detections\nfrom stages.track.stage import KalmanMotion\n"
+        "from stages.track.tracker import StepInput, Tracker\n"
+        "tracker = Tracker(KalmanMotion())\n"
+        "box = np.array([[10, 10, 50, 120]], np.float32)\n"
+        "for i in range(5):\n"
+        "    out = tracker.step([StepInput('s', i, Detections(box + 2 * i, np.array([0.9], np.float32), np.zeros(1, np.int32)), None)])\n"
+        "assert (out[0].track_ids > 0).all(), out"
+    )
+    assert "torch" not in loaded_after(code)

@@ -1,4 +1,4 @@
-"""Semi-synthetic tracking sequences (stages/track/synthetic.py): deterministic, and the ground truth
+"""Semi-synthetic tracking sequences (tools/synthetic.py): deterministic, and the ground truth
 matches what is drawn."""
 
 import dataclasses
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline.categories import category_id
-from stages.track import synthetic as syn
+from tools import synthetic as syn
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,12 @@ import pytest
 import zmq
 
 from pipeline.protocol import KIND_EOS, KIND_STARTED, Control, Frame, StreamEnd, StreamStart, decode, encode
-
-EPOCH = 1_700_000_000_000
-from stages.track.tracklets import read_frames
 from tests.helpers.configs import write_config
 from tests.helpers.procs import free_ports, metric, scrape, stop, vidpipe, wait_for
+from tools.tracklets import read_frames
 
 N_FRAMES = 60
+EPOCH = 1_700_000_000_000
 
 
 @pytest.fixture(scope="module")

@@ -87,10 +87,10 @@ def test_linear_assignment_respects_the_threshold() -> None:
 
 def test_identity_is_kept_through_a_crossing_and_a_short_occlusion() -> None:
     """Two people walk towards each other; one passes behind the other. Real detector, bundled models."""
-    from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions
     from pipeline.protocol import Frame
-    from stages.track.offline import track_sequence
-    from stages.track.synthetic import crossing_spec, make_sequence
+    from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions
+    from tools.synthetic import crossing_spec, make_sequence
+    from tools.track_sequence import track_sequence
 
     seq = make_sequence(crossing_spec())
     detector = CocoSsdDetector(CocoSsdOptions(device="cpu", score_threshold=0.1, classes=["person"]))

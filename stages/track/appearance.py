@@ -1,5 +1,5 @@
 """Appearance embeddings of detection crops: a truncated ImageNet MobileNetV2 plus a small head, fine-tuned on
-tracklets of the sample videos (stages/track/train_appearance.py) so that crops of one object lie close together.
+tracklets of the sample videos (tools/train_appearance.py) so that crops of one object lie close together.
 
 The tracker embeds every detection of every frame, so the cost is what matters: all crops of a batch of frames
 go through ONE forward. Frames are uploaded once as uint8 and the crops are cut and resized on the device with
@@ -8,10 +8,8 @@ one bilinear `grid_sample` per frame (all boxes of that frame at once), never wi
 
 from __future__ import annotations
 
-import argparse
 import copy
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -292,37 +290,3 @@ class AppearanceEncoder:
             emb = self.net(x).float().cpu().numpy()
         return list(np.split(emb, np.cumsum(counts)[:-1]))
 
-
-def _bench(argv: list[str] | None = None) -> None:
-    """Time embed() for N person-sized boxes of one vtest.avi frame (the tracker's per-frame cost)."""
-    from stages.track.tracklets import read_frames
-
-    p = argparse.ArgumentParser(description=_bench.__doc__)
-    p.add_argument("--weights", default=None)
-    p.add_argument("--precision", default="auto")
-    p.add_argument("--boxes", type=int, default=50)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=200)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    video = Path(__file__).resolve().parents[2] / "sample_videos" / "vtest.avi"
-    _, img = next(read_frames(video, 400, 401))
-    rng = np.random.default_rng(0)
-    wh = rng.uniform([20, 50], [60, 130], (args.boxes, 2))
-    xy = rng.uniform([0, 0], [768 - 20, 576 - 50], (args.boxes, 2))
-    boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
-    enc = AppearanceEncoder(args.weights, precision=args.precision)
-    for _ in range(20):
-        enc.embed([img], [boxes])
-    times = []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        enc.embed([img], [boxes])
-        times.append(time.perf_counter() - t0)
-    ms = 1000 * np.array(times)
-    print(f"{asdict(enc.config)}, {enc.dtype}: {args.boxes} crops, {args.threads} threads: min {ms.min():.2f}, "
-          f"p25 {np.percentile(ms, 25):.2f}, median {np.median(ms):.2f} ms")  # fmt: skip
-
-
-if __name__ == "__main__":
-    _bench()

@@ -317,7 +317,7 @@ class Mtcnn:
     """MTCNN face detector on one device: uint8 BGR frames in, boxes, scores and five landmarks per face out."""
 
     def __init__(self, options: MtcnnOptions, device: torch.device, weights: str | None = None) -> None:
-        """weights: a file made by `python -m stages.infer.faces.convert` (default: the packaged mtcnn.pt)."""
+        """weights: a file made by `python -m tools.convert_mtcnn` (default: the packaged mtcnn.pt)."""
         self.options = options
         self.device = torch.device(device)
         self.nets = load_nets(weights, self.device)

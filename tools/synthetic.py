@@ -20,7 +20,7 @@ What a sequence can hold:
 The same spec gives byte-identical frames and ground truth: one seeded numpy
 Generator drives everything, with no wall-clock or hash randomness.
 
-    python -m stages.track.synthetic --out DIR [--only NAME]
+    python -m tools.synthetic --out DIR [--only NAME]
 
 writes the evaluation set in MOT layout and prints a summary.
 """
@@ -41,7 +41,7 @@ import numpy as np
 
 from pipeline.categories import category_id
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 CAMPUS_SIZE = (768, 576)  # vtest.avi, (w, h)
 # Person sprites come only from these vtest frames: later frames train the appearance network.

