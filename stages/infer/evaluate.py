@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 
 from pipeline.boxes import box_iou
+from pipeline.categories import GROUPS as CATEGORY_GROUPS
 from pipeline.categories import category_id
 from pipeline.detections import Detections
 from pipeline.protocol import Frame
@@ -45,10 +46,7 @@ from stages.infer.detector import Detector
 IOU_THRESHOLD = 0.5
 
 # Class groups scored class-agnostically; per-class AP is the same with a one-class group.
-GROUPS: dict[str, frozenset[str]] = {
-    "people": frozenset({"person"}),
-    "vehicles": frozenset({"bicycle", "car", "motorcycle", "bus", "truck"}),
-}
+GROUPS: dict[str, frozenset[str]] = {name: frozenset(names) for name, names in CATEGORY_GROUPS.items()}
 
 # Outcome of each detection.
 TP, FP, IGNORED = 1, 0, -1

@@ -9,7 +9,7 @@ import numpy as np
 from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipeline.categories import category_id
+from pipeline.categories import category_id, check_categories
 from pipeline.detections import Detections
 from pipeline.metrics import PREFIX
 from pipeline.protocol import Frame
@@ -51,8 +51,7 @@ class TrackOptions(BaseModel):
     @field_validator("classes")
     @classmethod
     def _classes(cls, v: list[str] | None) -> list[str] | None:
-        for name in v or []:
-            category_id(name)  # raises with the list of known names
+        check_categories(v or [])
         return v
 
     def settings(self) -> TrackerSettings:
