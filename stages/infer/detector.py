@@ -25,9 +25,9 @@ import numpy as np
 from pipeline.boxes import select_detections
 from pipeline.categories import CATEGORIES, category_id
 from pipeline.detections import Detections
+from pipeline.device import device_name, precision_name
 from pipeline.protocol import Frame
 from stages.infer.backend import CpuRuntime, resolve_backend
-from stages.infer.device import device_name, precision_name
 from stages.infer.options import CnnOptions
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ class CnnDetector(Detector):
             return self._select_torch(scores, boxes, shape)
         import torch
 
-        from stages.infer.device import autocast
+        from pipeline.device import autocast
 
         with torch.inference_mode():
             # Precision is the backend's business except in eager torch, where autocast applies it.

@@ -12,13 +12,11 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from pipeline.categories import check_categories
+from pipeline.device import Precision
 from stages.infer.faces.watchlist import WatchlistOptions
 from stages.infer.secondary_model import SecondaryList
 
 BackendName = Literal["auto", "torch", "onnxruntime", "openvino", "cuda"]
-
-
-Precision = Literal["auto", "fp32", "fp16", "bf16"]
 
 
 class CnnOptions(BaseModel):

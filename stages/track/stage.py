@@ -124,7 +124,7 @@ class TrackStage(Stage):
         # torch is imported here, not at the top: the CLI reads TrackOptions without loading it.
         import torch
 
-        from stages.infer.device import select_device
+        from pipeline.device import select_device
 
         o: TrackOptions = self.options
         torch.set_num_threads(o.torch_threads or 1)
