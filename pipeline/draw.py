@@ -14,9 +14,11 @@ import numpy as np
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 Color = tuple[int, int, int]
+Box = Sequence[float] | np.ndarray  # x1, y1, x2, y2
+Point = Sequence[float] | np.ndarray  # x, y
 
 
-def draw_box(image: np.ndarray, box: Sequence[float], color: Color, thickness: int = 2) -> tuple[int, int, int, int]:
+def draw_box(image: np.ndarray, box: Box, color: Color, thickness: int = 2) -> tuple[int, int, int, int]:
     """The box's outline; returns its corners as drawn."""
     x1, y1, x2, y2 = (int(np.rint(v)) for v in box)  # half to even, as round()
     cv2.rectangle(image, (x1, y1), (x2, y2), color, thickness)
@@ -47,7 +49,7 @@ def draw_label(
 
 
 def draw_boxes(
-    image: np.ndarray, boxes: Sequence[Sequence[float]], colors: Sequence[Color], labels: Sequence[str] | None = None, thickness: int = 2
+    image: np.ndarray, boxes: Sequence[Box] | np.ndarray, colors: Sequence[Color], labels: Sequence[str] | None = None, thickness: int = 2
 ) -> None:
     """Each box in its colour, with its label (if given) on the box's colour just above it, or inside it at the frame's top."""
     for i, box in enumerate(boxes):
@@ -62,13 +64,13 @@ def draw_polygon(image: np.ndarray, points: np.ndarray, color: Color, thickness:
     cv2.polylines(image, [np.round(points).astype(np.int32)], True, color, thickness, cv2.LINE_AA)
 
 
-def draw_arrow(image: np.ndarray, a: Sequence[float], b: Sequence[float], color: Color, thickness: int = 2, tip: float = 0.05) -> None:
+def draw_arrow(image: np.ndarray, a: Point, b: Point, color: Color, thickness: int = 2, tip: float = 0.05) -> None:
     """An arrow from a to b (rounded), its tip `tip` of its length, anti-aliased."""
     pa, pb = (tuple(int(np.rint(v)) for v in p) for p in (a, b))
     cv2.arrowedLine(image, pa, pb, color, thickness, cv2.LINE_AA, tipLength=tip)
 
 
-def pixelate(image: np.ndarray, box: Sequence[float], grow: float = 0.15) -> None:
+def pixelate(image: np.ndarray, box: Box, grow: float = 0.15) -> None:
     """The box (grown by `grow` of its size on every side, clipped to the image) made unrecognisable: a mosaic of at
     most 6x6 cells, then a box blur to hide the cell edges. Regions under 2 pixels wide or high are left alone."""
     h, w = image.shape[:2]
