@@ -44,10 +44,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from pipeline.device import cpu_cores
     from pipeline.protocol import Frame
     from stages.infer import backend as bk
     from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions
-    from stages.infer.device import cpu_cores
     from stages.infer.faces.mtcnn import Mtcnn
     from stages.infer.options import MtcnnOptions
     from stages.track.appearance import AppearanceEncoder

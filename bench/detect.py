@@ -30,11 +30,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
+from pipeline.boxes import box_iou  # noqa: E402
 from pipeline.detections import Detections  # noqa: E402
 from pipeline.protocol import Frame  # noqa: E402
 from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions  # noqa: E402
 from stages.infer.gate import GateOptions, MotionGate, fill_gated  # noqa: E402
-from stages.infer.ssd.nms import box_iou  # noqa: E402
 
 
 def read_frames(video: Path, limit: int | None) -> list[Frame]:
@@ -75,7 +75,7 @@ def recall_of(reference: list[Detections], other: list[Detections]) -> tuple[int
         total += len(ref)
         if not len(ref) or not len(got):
             continue
-        iou = box_iou(torch.from_numpy(ref.boxes), torch.from_numpy(got.boxes)).numpy()
+        iou = box_iou(ref.boxes, got.boxes)
         iou[ref.class_ids[:, None] != got.class_ids[None, :]] = 0
         found += int((iou >= 0.5).any(axis=1).sum())
     return found, total

@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.categories import CATEGORIES, category_name
+from pipeline.draw import draw_boxes
 from pipeline.protocol import Frame, StreamEnd, StreamStart
 from pipeline.stage import Stage, StageContext
 CODECS = {"mp4v": ".mp4", "MJPG": ".avi", "VP90": ".webm"}
@@ -46,16 +47,11 @@ def annotate(image: np.ndarray, frame: Frame, labels: bool = True) -> np.ndarray
     """A copy of the image with the frame's detections drawn."""
     out = np.array(image, copy=True)  # the frame keeps its clean pixels for whoever reads it next
     d = frame.detections
-    for box, score, cid, tid in zip(d.boxes, d.scores, d.class_ids, d.track_ids):
-        x1, y1, x2, y2 = (int(round(v)) for v in box)
-        color = _color(int(cid), int(tid))
-        cv2.rectangle(out, (x1, y1), (x2, y2), color, 2)
-        if labels:
-            text = category_name(int(cid)) + (f" #{tid}" if tid >= 0 else "") + f" {score:.2f}"
-            (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
-            ty = max(y1, th + base + 2)
-            cv2.rectangle(out, (x1, ty - th - base - 2), (x1 + tw + 4, ty), color, -1)
-            cv2.putText(out, text, (x1 + 2, ty - base - 1), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    colors = [_color(int(cid), int(tid)) for cid, tid in zip(d.class_ids, d.track_ids)]
+    texts = None
+    if labels:
+        texts = [category_name(int(cid)) + (f" #{tid}" if tid >= 0 else "") + f" {score:.2f}" for score, cid, tid in zip(d.scores, d.class_ids, d.track_ids)]
+    draw_boxes(out, d.boxes, colors, texts)
     return out
 
 

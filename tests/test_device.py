@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from stages.infer.device import autocast, cpu_cores, resolve_precision, select_device
+from pipeline.device import autocast, cpu_cores, resolve_precision, select_device
 
 
 def test_auto_is_cpu_in_fp32_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:

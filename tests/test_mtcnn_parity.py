@@ -17,6 +17,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from pipeline.boxes import batched_nms_torch as batched_nms
 from stages.infer.faces.mtcnn import (
     DEFAULT_WEIGHTS,
     Mtcnn,
@@ -27,7 +28,6 @@ from stages.infer.faces.mtcnn import (
     min_overlap,
     pyramid_scales,
 )
-from stages.infer.ssd.nms import batched_nms
 from tests.data.make_mtcnn_reference import (
     CASES,
     FACTOR,

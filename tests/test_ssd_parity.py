@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.boxes import batched_nms_torch as batched_nms
+from pipeline.boxes import nms_torch as nms
+from pipeline.boxes import select_detections_torch as select_detections
 from stages.infer.ssd.anchors import generate_anchors
 from stages.infer.ssd.model import DEFAULT_WEIGHTS, load_model
-from stages.infer.ssd.nms import batched_nms, nms, select_detections
 from tests.data.make_ssd_reference import FRAMES, frame_sha256, load_frames
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "ssd_reference.npz"

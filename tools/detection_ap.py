@@ -36,6 +36,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pipeline.boxes import box_iou
+from pipeline.categories import GROUPS as CATEGORY_GROUPS
 from pipeline.categories import category_id
 from pipeline.detections import Detections
 from pipeline.protocol import Frame
@@ -44,10 +46,7 @@ from stages.infer.detector import Detector
 IOU_THRESHOLD = 0.5
 
 # Class groups scored class-agnostically; per-class AP is the same with a one-class group.
-GROUPS: dict[str, frozenset[str]] = {
-    "people": frozenset({"person"}),
-    "vehicles": frozenset({"bicycle", "car", "motorcycle", "bus", "truck"}),
-}
+GROUPS: dict[str, frozenset[str]] = {name: frozenset(names) for name, names in CATEGORY_GROUPS.items()}
 
 # Outcome of each detection.
 TP, FP, IGNORED = 1, 0, -1
@@ -127,17 +126,6 @@ class APResult:
 def _counts_at(scores: np.ndarray, tp_cum: np.ndarray, fp_cum: np.ndarray, threshold: float) -> tuple[int, int]:
     k = int(np.searchsorted(-scores, -threshold, side="right"))  # scores are descending: >= threshold first
     return (int(tp_cum[k - 1]), int(fp_cum[k - 1])) if k else (0, 0)
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix [N, M] of boxes (x1, y1, x2, y2); 0 where the union is empty."""
-    low = np.maximum(a[:, None, :2], b[None, :, :2])
-    high = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(high - low, 0, None).prod(axis=-1)
-    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(axis=-1)
-    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(axis=-1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def match_frame(dets: Scored, gt: GroundTruth, iou_threshold: float = IOU_THRESHOLD) -> np.ndarray:

@@ -12,11 +12,9 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.alert import Severity
-from pipeline.categories import CATEGORIES
+from pipeline.categories import VEHICLES, check_categories
 from stages.analyze.geometry import GeometryError, Line, Zone
 from stages.analyze.ground_plane import GroundPlane
-
-VEHICLES = ["bicycle", "car", "motorcycle", "bus", "truck"]
 
 
 class _Strict(BaseModel):
@@ -34,10 +32,7 @@ class GroundPlaneConfig(_Strict):
 
 
 def _check_classes(v: list[str] | None) -> list[str] | None:
-    if v is not None:
-        unknown = [c for c in v if c not in CATEGORIES]
-        if unknown:
-            raise ValueError(f"unknown class {', '.join(unknown)}; known: {', '.join(CATEGORIES)}")
+    check_categories(v or [])
     return v
 
 
@@ -112,7 +107,7 @@ class SpeedRule(_RuleBase):
 
 class StoppedVehicleRule(_RuleBase):
     type: Literal["stopped_vehicle"] = Field(description="Rule type.")
-    classes: list[str] | None = Field(VEHICLES, description="Categories that count as vehicles.")
+    classes: list[str] | None = Field(list(VEHICLES), description="Categories that count as vehicles.")
     zone: str | None = Field(None, description="Only inside this zone (default: anywhere).")
     max_speed: float = Field(5.0, ge=0, description="At or below this speed (pixels/s, or m/s with a ground plane) it is stopped.")
     for_s: float = Field(30.0, gt=0, description="How long it must stay stopped.")

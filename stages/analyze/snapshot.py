@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from pipeline.draw import draw_arrow, draw_box, draw_label, draw_polygon
 from stages.analyze.geometry import Line, Zone
 
 RED = (0, 0, 255)
@@ -24,15 +25,12 @@ def snapshot(
     if out.ndim == 2:
         out = cv2.cvtColor(out, cv2.COLOR_GRAY2BGR)
     if zone is not None:
-        cv2.polylines(out, [np.round(zone.polygon).astype(np.int32)], True, YELLOW, 2, cv2.LINE_AA)
+        draw_polygon(out, zone.polygon, YELLOW, 2)
     if line is not None:
-        a, b = (tuple(int(round(v)) for v in p) for p in (line.a, line.b))
-        cv2.arrowedLine(out, a, b, YELLOW, 2, cv2.LINE_AA, tipLength=0.05)
+        draw_arrow(out, line.a, line.b, YELLOW, 2, tip=0.05)
     for x1, y1, x2, y2 in boxes:
-        cv2.rectangle(out, (int(x1), int(y1)), (int(round(x2)), int(round(y2))), RED, 3)
-    (tw, th), base = cv2.getTextSize(title, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 2)
-    cv2.rectangle(out, (0, 0), (tw + 10, th + base + 10), (0, 0, 0), -1)
-    cv2.putText(out, title, (5, th + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2, cv2.LINE_AA)
+        draw_box(out, (int(x1), int(y1), x2, y2), RED, 3)  # the top-left corner truncated, as snapshots always drew it
+    draw_label(out, title, (0, 0), (0, 0, 0), (255, 255, 255), scale=0.6, thickness=2, pad=(5, 5))
     if out.shape[1] > max_width:
         scale = max_width / out.shape[1]
         out = cv2.resize(out, (max_width, int(round(out.shape[0] * scale))), interpolation=cv2.INTER_AREA)

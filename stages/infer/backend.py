@@ -472,7 +472,7 @@ def default_threads() -> int:
         return _threads
     if "torch" in sys.modules:
         return int(sys.modules["torch"].get_num_threads())
-    from stages.infer.device import cpu_cores
+    from pipeline.device import cpu_cores
 
     return cpu_cores()
 

@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pipeline.categories import category_id
+from pipeline.device import autocast, select_device
 from stages.infer.backend import InputSpec, Runner, compile_module, load_onnx
 from stages.infer.detector import CnnDetector, cnn_backend
-from stages.infer.device import autocast, select_device
 from stages.infer.options import CustomOptions
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ onto the pipeline's categories. A subclass says only how its network turns
 uint8 RGB frames into scores and boxes.
 
 A detector whose network runs on a CPU runtime (onnxruntime, OpenVINO) may return numpy arrays from forward():
-the thresholds and NMS then run in numpy (stages/infer/ssd/nms_numpy.py, the same results), and such a detector
+the thresholds and NMS then run in numpy (pipeline/boxes.py, the same results), and such a detector
 never imports torch. `device` and `dtype` are torch objects made on first use; `device_name` and
 `precision` say the same without torch.
 """
@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline.boxes import select_detections
 from pipeline.categories import CATEGORIES, category_id
 from pipeline.detections import Detections
+from pipeline.device import device_name, precision_name
 from pipeline.protocol import Frame
 from stages.infer.backend import CpuRuntime, resolve_backend
-from stages.infer.device import device_name, precision_name
 from stages.infer.options import CnnOptions
-from stages.infer.ssd import nms_numpy
 
 if TYPE_CHECKING:
     import torch
@@ -136,7 +136,7 @@ class CnnDetector(Detector):
             return self._select_torch(scores, boxes, shape)
         import torch
 
-        from stages.infer.device import autocast
+        from pipeline.device import autocast
 
         with torch.inference_mode():
             # Precision is the backend's business except in eager torch, where autocast applies it.
@@ -152,7 +152,7 @@ class CnnDetector(Detector):
         h, w = shape[:2]
         scale = np.array([h, w, h, w], np.float32)
         results = []
-        for kept_boxes, kept_scores, columns in nms_numpy.select_detections(
+        for kept_boxes, kept_scores, columns in select_detections(
             scores, boxes.astype(np.float32, copy=False), self.min_threshold, self.o.nms_iou, self.o.max_detections
         ):
             xyxy = (kept_boxes * scale)[:, [1, 0, 3, 2]]
@@ -164,7 +164,7 @@ class CnnDetector(Detector):
     def _select_torch(self, scores: Tensor, boxes: Tensor, shape: tuple[int, ...]) -> list[Detections]:
         import torch
 
-        from stages.infer.ssd.nms import select_detections
+        from pipeline.boxes import select_detections_torch
 
         if self._torch_columns is None:
             self._torch_columns = (
@@ -178,7 +178,7 @@ class CnnDetector(Detector):
         h, w = shape[:2]
         scale = torch.tensor([h, w, h, w], dtype=torch.float32, device=scores.device)
         results = []
-        for kept_boxes, kept_scores, columns in select_detections(
+        for kept_boxes, kept_scores, columns in select_detections_torch(
             scores, boxes.float(), self.min_threshold, self.o.nms_iou, self.o.max_detections
         ):
             yxyx = kept_boxes * scale

@@ -11,14 +11,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from pipeline.categories import category_id
+from pipeline.categories import check_categories
+from pipeline.device import Precision
 from stages.infer.faces.watchlist import WatchlistOptions
 from stages.infer.secondary_model import SecondaryList
 
 BackendName = Literal["auto", "torch", "onnxruntime", "openvino", "cuda"]
-
-
-Precision = Literal["auto", "fp32", "fp16", "bf16"]
 
 
 class CnnOptions(BaseModel):
@@ -41,8 +39,8 @@ class CnnOptions(BaseModel):
     @field_validator("class_thresholds")
     @classmethod
     def _thresholds(cls, v: dict[str, float]) -> dict[str, float]:
+        check_categories(v)
         for name, t in v.items():
-            category_id(name)  # raises with the list of known names
             if not 0 < t < 1:
                 raise ValueError(f"threshold of {name} must be between 0 and 1, got {t}")
         return v
@@ -50,8 +48,7 @@ class CnnOptions(BaseModel):
     @field_validator("classes")
     @classmethod
     def _classes(cls, v: list[str] | None) -> list[str] | None:
-        for name in v or []:
-            category_id(name)
+        check_categories(v or [])
         return v
 
 
@@ -101,7 +98,7 @@ class CustomOptions(CnnOptions):
         for i, name in enumerate(v):
             if name is not None:
                 try:
-                    category_id(name)
+                    check_categories([name])
                 except ValueError as exc:
                     raise ValueError(f"entry {i}: {exc} (or null to drop the column)") from None
         if all(name is None for name in v):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Callable, ClassVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from pipeline.categories import category_id
+from pipeline.categories import check_categories
 
 if TYPE_CHECKING:
     import torch
@@ -117,8 +117,7 @@ class SecondaryConfig(BaseModel):
     @field_validator("classes")
     @classmethod
     def _classes(cls, v: list[str]) -> list[str]:
-        for name in v:
-            category_id(name)  # raises with the list of known names
+        check_categories(v)
         return v
 
     @field_validator("options")

@@ -28,8 +28,8 @@ class InferStage(Stage):
         super().__init__(ctx)
         # Each model is imported where it is used: the CLI and the other stages read InferOptions without
         # loading torch, and COCO-SSD on a CPU runtime runs without it (stages/infer/coco_ssd.py).
+        from pipeline.device import cpu_cores
         from stages.infer.backend import set_threads
-        from stages.infer.device import cpu_cores
 
         o: InferOptions = self.options
         set_threads(o.torch_threads or cpu_cores())
@@ -66,7 +66,7 @@ class InferStage(Stage):
         )
         self.secondary: SecondaryRunner | None = None
         if o.secondary:
-            from stages.infer.device import select_device
+            from pipeline.device import select_device
             from stages.infer.secondary import SecondaryRunner
 
             device = getattr(self.detector, "device", None) or select_device("auto")
@@ -76,7 +76,7 @@ class InferStage(Stage):
 
         self.faces: FaceRunner | None = None
         if o.faces is not None:
-            from stages.infer.device import select_device
+            from pipeline.device import select_device
             from stages.infer.faces.runner import FaceRunner
 
             device = getattr(self.detector, "device", None) or select_device("auto")

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.boxes import box_iou
+
 # An assignment cost no match may have: gated-out pairs get it, and the solver never picks them
 # unless it must, after which they are rejected by the threshold.
 INFEASIBLE = 1e6
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of xyxy boxes a [N,4] and b [M,4]."""
-    if not len(a) or not len(b):
-        return np.zeros((len(a), len(b)), np.float32)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area_a = (a[:, 2:] - a[:, :2]).clip(0).prod(-1)
-    area_b = (b[:, 2:] - b[:, :2]).clip(0).prod(-1)
-    return (inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)).astype(np.float32)
+    """Pairwise IoU of xyxy boxes a [N,4] and b [M,4], in float32 whatever the boxes' dtype (the costs are float32)."""
+    return box_iou(a, b).astype(np.float32, copy=False)
 
 
 def cosine_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipeline.categories import category_id
+from pipeline.categories import category_id, check_categories
 from pipeline.detections import Detections
 from pipeline.metrics import PREFIX
 from pipeline.protocol import Frame, StreamEnd, StreamStart
@@ -51,8 +51,7 @@ class TrackOptions(BaseModel):
     @field_validator("classes")
     @classmethod
     def _classes(cls, v: list[str] | None) -> list[str] | None:
-        for name in v or []:
-            category_id(name)  # raises with the list of known names
+        check_categories(v or [])
         return v
 
     def settings(self) -> TrackerSettings:
@@ -125,7 +124,7 @@ class TrackStage(Stage):
         # torch is imported here, not at the top: the CLI reads TrackOptions without loading it.
         import torch
 
-        from stages.infer.device import select_device
+        from pipeline.device import select_device
 
         o: TrackOptions = self.options
         torch.set_num_threads(o.torch_threads or 1)

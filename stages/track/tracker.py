@@ -24,14 +24,13 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from pipeline.categories import category_id
+from pipeline.categories import LOOKALIKES, category_id
 from pipeline.detections import Detections
 from stages.track.association import INFEASIBLE, cosine_distance, iou_matrix, linear_assignment
 from stages.track.track import Track, TrackState
 
 # Detections of one group may continue each other's tracks: detectors flicker between these labels.
-CLASS_GROUPS: tuple[tuple[str, ...], ...] = (("car", "bus", "truck"), ("bicycle", "motorcycle"))
-_GROUP_OF = {category_id(name): gi for gi, names in enumerate(CLASS_GROUPS) for name in names}
+_GROUP_OF = {category_id(name): gi for gi, names in enumerate(LOOKALIKES) for name in names}
 
 
 def class_group(class_id: int) -> int:

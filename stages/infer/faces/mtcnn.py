@@ -37,7 +37,7 @@ Deliberate differences from facenet-pytorch:
 
 Everything runs in torch on the frames' device, under inference mode, in float32. P-Net runs per pyramid
 level on all frames of one size at once (on the CPU at most PNET_BATCH_PIXELS_CPU pixels per call: bigger
-batches fall out of the caches and get slower per frame). NMS is greedy as in stages.infer.ssd.nms
+batches fall out of the caches and get slower per frame). NMS is greedy as in pipeline.boxes
 (torchvision's semantics), walked in blocks so that thousands of P-Net windows need no N x N matrix. The
 R-Net and O-Net crops of the whole batch are cut in one gather each from integral images of the frames,
 which is area averaging over each crop's own bins, bit for bit what F.interpolate(mode="area") gives on
@@ -55,9 +55,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pipeline.boxes import box_iou_torch, greedy_keep_torch
 from stages.infer.backend import CpuRuntime, compile_module
 from stages.infer.options import MtcnnOptions
-from stages.infer.ssd.nms import _greedy_keep, box_iou
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "mtcnn.pt"
 PIXEL_MEAN = 127.5
@@ -226,13 +226,13 @@ def grouped_nms(
     scores: Tensor,
     groups: Tensor,
     threshold: float,
-    overlap: Callable[[Tensor, Tensor], Tensor] = box_iou,
+    overlap: Callable[[Tensor, Tensor], Tensor] = box_iou_torch,
     block: int = 1024,
 ) -> Tensor:
     """Indices kept by greedy NMS, highest score first: a box is dropped when its overlap with a kept box of its own
     group and a higher score (ties: input order) is above `threshold`.
 
-    With the default IoU this is stages.infer.ssd.nms.batched_nms (torchvision's semantics), built from the same
+    With the default IoU this is pipeline.boxes.batched_nms_torch (torchvision's semantics), built from the same
     pieces, but it walks the boxes in score order `block` at a time so that memory stays O(block * (block + kept))
     instead of O(N^2): P-Net can propose thousands of windows on a large frame or batch.
     """
@@ -248,7 +248,7 @@ def grouped_nms(
         if len(kept_boxes):  # boxes already kept are final: whatever they suppress is out
             alive = ~((overlap(kept_boxes, bb) > threshold) & (kept_groups[:, None] == gg[None, :])).any(dim=0)
         suppresses = torch.triu((overlap(bb, bb) > threshold) & (gg[:, None] == gg[None, :]), diagonal=1)
-        keep = _greedy_keep(suppresses & alive[:, None]) & alive  # a dead box suppresses nothing
+        keep = greedy_keep_torch(suppresses & alive[:, None]) & alive  # a dead box suppresses nothing
         kept.append(torch.nonzero(keep).squeeze(1) + start)
         kept_boxes, kept_groups = torch.cat((kept_boxes, bb[keep])), torch.cat((kept_groups, gg[keep]))
     return order[torch.cat(kept)]

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 
 from pipeline.blur import blur_regions
+from pipeline.boxes import box_iou_torch, nms_torch
 from pipeline.categories import category_id
 from pipeline.detections import FACE_DISTANCE, FACE_IDENTITY, PARENT, Detections
 from pipeline.protocol import Frame
 from stages.infer.faces.mtcnn import Mtcnn
 from stages.infer.options import FacesOptions
-from stages.infer.ssd.nms import box_iou, nms
 
 FACE = category_id("face")
 PERSON = category_id("person")
@@ -102,7 +102,7 @@ class FaceRunner:
             boxes = torch.cat([p[0] for p in parts])
             scores = torch.cat([p[1] for p in parts])
             rows = np.concatenate([np.full(len(p[0]), p[2], np.int32) for p in parts])
-            keep = nms(boxes, scores, 0.5)  # overlapping person crops can see one face twice
+            keep = nms_torch(boxes, scores, 0.5)  # overlapping person crops can see one face twice
             kept = boxes[keep].cpu().numpy().astype(np.float32)
             parents = rows[keep.cpu().numpy()]
             if self.o.on == "frames":
@@ -137,7 +137,7 @@ class FaceRunner:
         recent = [r for r in self._recent.get(frame.stream, []) if 0 <= frame.pts - r[3] < self.o.reencode_after_s]
         todo = []
         if recent:
-            overlap = box_iou(torch.from_numpy(boxes), torch.from_numpy(np.stack([r[0] for r in recent]))).numpy()
+            overlap = box_iou_torch(torch.from_numpy(boxes), torch.from_numpy(np.stack([r[0] for r in recent]))).numpy()
         for k in range(n):
             j = int(overlap[k].argmax()) if recent else -1
             if j >= 0 and overlap[k, j] >= 0.3:

@@ -1,4 +1,4 @@
-"""Where and in what precision the CNN detectors run: CUDA in fp16 when present, the CPU in fp32 otherwise.
+"""Where and in what precision a plugin's models run: CUDA in fp16 when present, the CPU in fp32 otherwise.
 
 torch is imported only where a torch object is asked for: on a machine without an NVIDIA driver, `device_name` and
 `precision_name` answer without it, so a model on a CPU runtime never loads torch.
@@ -9,10 +9,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
-
-from stages.infer.options import Precision
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     import torch
@@ -21,6 +20,8 @@ if TYPE_CHECKING:
 NVIDIA_DRIVER_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia/version")
 
 DeviceSpec = str  # "auto", "cpu", "cuda", "cuda:1"
+
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
 
 
 def cpu_cores(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
