@@ -36,7 +36,7 @@ class StageMetrics:
         self.batch_size = Histogram(f"{PREFIX}_batch_size", "Frames per processed batch.", ["stage"], buckets=_BATCH_BUCKETS, registry=r)
         self.stream_up = Gauge(f"{PREFIX}_stream_up", "1 while a stream delivers frames, 0 while it is down or ended.", ["stage", "stream"], registry=r)
         self.decode_errors = Counter(f"{PREFIX}_decode_errors", "Source open/read failures, by reason.", ["stage", "stream", "reason"], registry=r)
-        self.streams_ended = Counter(f"{PREFIX}_streams_ended", "End-of-stream messages handled, by outcome.", ["stage", "stream", "outcome"], registry=r)
+        self.streams_ended = Counter(f"{PREFIX}_streams_ended", "Streams (or epochs of them) ended, by outcome: complete, error, stopped, or restarted (the source started again with a new epoch).", ["stage", "stream", "outcome"], registry=r)
         self.last_seen = Gauge(f"{PREFIX}_stream_last_seen_timestamp_seconds", "Last frame or heartbeat of a stream received here.", ["stage", "stream"], registry=r)
         self.heartbeat = Gauge(f"{PREFIX}_heartbeat_timestamp_seconds", "Last time the stage loop ran.", ["stage"], registry=r)
         self.last_beat = time.time()

@@ -336,6 +336,7 @@ class StageRunner:
         if stream in streams:
             self.log.info("stream %s restarted (epoch %d -> %d)", stream, streams.epoch(stream), epoch)
             self._end_epoch(stage, batcher, stream, StreamEnd(restarted=True), out, pub)
+            self.metrics.streams_ended.labels(self.name, stream, "restarted").inc()
         announced = start is not None
         if start is None:  # joined mid-stream: all that is known is in the config
             cfg = next((s for s in self.config.streams if s.id == stream), None)
