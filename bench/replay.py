@@ -109,7 +109,7 @@ def run_motion_record(path: str, tmp: str) -> int:
     with open(os.path.join(tmp, "inproc.jsonl"), "w", encoding="utf-8") as jsonl:
         for img in _images(cap):
             h, w = img.shape[:2]
-            frame = Frame("s", n, n / fps, time.time(), w, h, img, attrs={"fps": fps})
+            frame = Frame("s", n, n / fps, time.time(), w, h, img)
             frame.detections = det.detect_image("s", img)
             jsonl.write(json.dumps(frame_record(frame), separators=(",", ":")) + "\n")
             if writer is None:
