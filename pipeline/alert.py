@@ -13,6 +13,8 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from pipeline import wire
+
 Severity = Literal["info", "warning", "critical"]
 
 
@@ -44,10 +46,29 @@ class Alert:
         return asdict(self)
 
     @classmethod
-    def from_wire(cls, data: dict[str, Any]) -> "Alert":
-        if not isinstance(data, dict):
-            raise ValueError("an alert must be a map")
-        return cls(**data)
+    def from_wire(cls, data: Any) -> "Alert":
+        """An alert off the wire, every field checked (a forged one is a ValueError naming the field)."""
+        data = wire.mapping(data, "alert", 32)
+        snapshot = data.get("snapshot")
+        if snapshot is not None and not isinstance(snapshot, bytes):
+            raise ValueError("alert snapshot must be bytes")
+        boxes = [[wire.number(v, "alert box") for v in wire.sequence(b, "alert box", 4)] for b in wire.sequence(data.get("boxes", []), "alert boxes", 1000)]
+        return cls(
+            id=wire.text(data["id"], "alert id", 64),
+            stream=wire.ident(data["stream"], "alert stream"),
+            rule=wire.text(data["rule"], "alert rule", 256),
+            kind=wire.text(data["kind"], "alert kind", 64),
+            severity=wire.text(data["severity"], "alert severity", 16),
+            track_ids=[wire.integer(t, "alert track id") for t in wire.sequence(data["track_ids"], "alert track ids", 1000)],
+            seq=wire.integer(data["seq"], "alert seq", 0),
+            pts=wire.number(data["pts"], "alert pts"),
+            capture_ts=wire.number(data["capture_ts"], "alert capture time"),
+            message=wire.text(data["message"], "alert message"),
+            details=wire.scalar(wire.mapping(data.get("details", {}), "alert details", 64), "alert details"),
+            boxes=boxes,
+            snapshot=snapshot,
+            raised_ts=None if data.get("raised_ts") is None else wire.number(data["raised_ts"], "alert raised time"),
+        )
 
     def to_record(self) -> dict[str, Any]:
         """The alert as record writes it: without its stream (the line has it), snapshot and wall-clock

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline import wire
 from pipeline.alert import Alert
 
 ANALYTICS_VERSION = 1
@@ -36,20 +37,22 @@ class Analytics:
         return out
 
     @staticmethod
-    def from_wire(wire: Any) -> "Analytics":
-        if not isinstance(wire, dict):
-            raise ValueError("analytics must be a map")
-        if wire.get("v") != ANALYTICS_VERSION:
-            raise ValueError(f"analytics version {wire.get('v')!r}, this stage reads {ANALYTICS_VERSION}")
-        crossings = {str(line): [(int(t), str(d)) for t, d in ev] for line, ev in (wire.get("x") or {}).items()}
-        counts = wire.get("c")
-        occupancy = wire.get("o")
-        return Analytics(
-            crossings,
-            None if counts is None else {str(k): {str(d): int(n) for d, n in v.items()} for k, v in counts.items()},
-            None if occupancy is None else {str(k): int(v) for k, v in occupancy.items()},
-            [Alert.from_wire(a) for a in wire.get("al") or []],
-        )
+    def from_wire(data: Any) -> "Analytics":
+        data = wire.mapping(data, "analytics", 8)
+        if data.get("v") != ANALYTICS_VERSION:
+            raise ValueError(f"analytics version {str(data.get('v'))[:20]}, this stage reads {ANALYTICS_VERSION}")
+        crossings = {}
+        for line, events in wire.mapping(data.get("x", {}), "crossings", 1000).items():
+            pairs = [wire.sequence(e, "crossing", 2) for e in wire.sequence(events, f"crossings of {line}", 10_000)]
+            crossings[wire.text(line, "line", 256)] = [(wire.integer(p[0], "track id"), wire.text(p[1], "direction", 16)) for p in pairs]
+        counts = occupancy = None
+        if data.get("c") is not None:
+            counts = {wire.text(k, "line", 256): {wire.text(d, "direction", 16): wire.integer(n, "count", 0) for d, n in wire.mapping(v, "counts", 8).items()}
+                      for k, v in wire.mapping(data["c"], "counts", 1000).items()}
+        if data.get("o") is not None:
+            occupancy = {wire.text(k, "zone", 256): wire.integer(v, "occupancy", 0) for k, v in wire.mapping(data["o"], "occupancy", 1000).items()}
+        alerts = [Alert.from_wire(a) for a in wire.sequence(data.get("al", []), "alerts", 1000)]
+        return Analytics(crossings, counts, occupancy, alerts)
 
     def to_record(self) -> dict[str, Any]:
         """The JSONL form (record): what follows from the input alone, so replays write the same bytes."""

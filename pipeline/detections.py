@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline import wire
 # Extra columns other stages read, named once here.
 PARENT = "parent"  # int32 row index of the row this one belongs to (a face's person); kept right through filtering
 FACE_IDENTITY = "face.identity"  # int32 watchlist identity (its name in `labels`), -1: nobody listed
@@ -143,23 +144,25 @@ class Detections:
         return out
 
     @staticmethod
-    def from_wire(wire: dict[str, Any]) -> "Detections":
-        if not isinstance(wire, dict):
-            raise ValueError("detections must be a map of columns")
+    def from_wire(data: Any) -> "Detections":
+        data = wire.mapping(data, "detections", 8)
         cols = {}
         for name, dtype in CORE_DTYPES.items():
-            if name not in wire:
+            if name not in data:
                 raise ValueError(f"detections lack column {name!r}")
-            cols[name] = _unpack(wire[name], name, expect=dtype)
-        extra = {k: _unpack(v, k) for k, v in (wire.get("extra") or {}).items()}
-        labels = wire.get("labels") or {}
-        if not (isinstance(labels, dict) and all(isinstance(v, list) and all(isinstance(n, str) for n in v) for v in labels.values())):
-            raise ValueError("detections' labels must map a column to a list of names")
+            cols[name] = _unpack(data[name], name, expect=dtype)
+        extra = {wire.text(k, "column name", 64): _unpack(v, str(k)) for k, v in wire.mapping(data.get("extra", {}), "extra columns", MAX_EXTRA).items()}
+        labels = {
+            wire.text(k, "labelled column", 64): [wire.text(n, f"label of {k}", 256) for n in wire.sequence(v, f"labels of {k}")]
+            for k, v in wire.mapping(data.get("labels", {}), "labels", MAX_EXTRA).items()
+        }
         return Detections(cols["boxes"], cols["scores"], cols["class_ids"], cols["track_ids"], extra, labels)
 
 
-_DTYPE_CACHE: dict[Any, np.dtype] = {}
-_ALLOWED_EXTRA = {"f4", "f8", "i4", "i8", "u1", "i2", "u2", "b1"}
+# The dtypes a column may travel as, by their exact wire strings (what _pack writes on this machine).
+_WIRE_DTYPES: dict[str, np.dtype] = {np.dtype(t).str: np.dtype(t) for t in ("f4", "f8", "i4", "i8", "u1", "i2", "u2", "b1")}
+MAX_ROWS = 1_000_000  # rows (and other dimensions) of a column received
+MAX_EXTRA = 64  # extra columns received
 
 
 def _pack(arr: np.ndarray) -> list[Any]:
@@ -170,22 +173,22 @@ def _pack(arr: np.ndarray) -> list[Any]:
 
 
 def _unpack(packed: Any, name: str, expect: np.dtype | None = None) -> np.ndarray:
-    try:
-        dtype_str, shape, raw = packed
-        dtype = _DTYPE_CACHE.get(dtype_str)
-        if dtype is None:
-            dtype = np.dtype(dtype_str)
-            if dtype.str.lstrip("<>|=") not in _ALLOWED_EXTRA:
-                raise LookupError
-            _DTYPE_CACHE[dtype_str] = dtype  # only allowed dtypes are cached: bounded
-        shape = tuple(map(int, shape))
-    except LookupError:
-        raise ValueError(f"column {name!r} has unsupported dtype {dtype_str!r}") from None
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"column {name!r} is malformed: {exc}") from None
+    """A column off the wire: [dtype, shape, bytes], each part checked before numpy sees it (numpy would
+    parse a dtype string as code and overflow on a huge shape)."""
+    if not (isinstance(packed, (list, tuple)) and len(packed) == 3):
+        raise ValueError(f"column {name!r} is malformed: expected [dtype, shape, bytes]")
+    dtype_str, shape, raw = packed
+    dtype = _WIRE_DTYPES.get(dtype_str) if isinstance(dtype_str, str) else None
+    if dtype is None:
+        raise ValueError(f"column {name!r} has unsupported dtype {str(dtype_str)[:20]!r}")
+    if not (isinstance(shape, (list, tuple)) and 1 <= len(shape) <= 3
+            and all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_ROWS for d in shape)):
+        raise ValueError(f"column {name!r} has a bad shape {str(shape)[:60]}")
+    if not isinstance(raw, (bytes, bytearray, memoryview)):
+        raise ValueError(f"column {name!r} is malformed: its data is not bytes")
     if expect is not None and dtype != expect:
         raise ValueError(f"column {name!r} has dtype {dtype}, expected {expect}")
     count = math.prod(shape)
     if count * dtype.itemsize != len(raw):
-        raise ValueError(f"column {name!r}: {len(raw)} bytes do not fill shape {shape} of {dtype}")
-    return np.frombuffer(raw, dtype).reshape(shape).copy()
+        raise ValueError(f"column {name!r}: {len(raw)} bytes do not fill shape {tuple(shape)} of {dtype}")
+    return np.frombuffer(raw, dtype).reshape(tuple(shape)).copy()

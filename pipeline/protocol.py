@@ -21,6 +21,7 @@ from typing import Any, Sequence, Union
 import msgpack
 import numpy as np
 
+from pipeline import wire
 from pipeline.analytics import Analytics
 from pipeline.detections import Detections
 
@@ -67,11 +68,12 @@ class _Payload:
         return {k: v for k, v in asdict(self).items() if v is not None}  # type: ignore[call-overload]
 
     @classmethod
-    def from_wire(cls, wire: Any) -> Any:
-        if not isinstance(wire, dict):
-            raise ValueError(f"{cls.__name__} must be a map")
-        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-        return cls(**{k: v for k, v in wire.items() if k in known})  # newer senders' extra fields are ignored
+    def from_wire(cls, data: Any) -> Any:
+        """Each field checked against its annotation; fields a newer sender adds are ignored."""
+        data = wire.mapping(data, cls.__name__, 64)
+        values = {f.name: wire.typed(data[f.name], str(f.type), f"{cls.__name__}.{f.name}")
+                  for f in fields(cls) if f.name in data}  # type: ignore[arg-type]
+        return cls(**values)
 
 
 @dataclass
@@ -190,21 +192,25 @@ def decode(parts: Sequence[Any]) -> Message:
         if kind in CONTROL_KINDS:
             if len(parts) != 1:
                 raise ProtocolError("malformed", f"{kind} message carries a payload")
-            payload = PAYLOADS[kind].from_wire(header.get("p") or {})
-            return Control(kind, str(header.get("s", "")), str(header.get("from", "")), payload, int(header.get("e", 0)))
+            payload = PAYLOADS[kind].from_wire(header.get("p", {}))
+            stream = wire.ident(header["s"], "stream") if header.get("s", "") != "" else ""
+            sender = wire.text(header.get("from", ""), "sender", 64)
+            return Control(kind, stream, sender, payload, wire.integer(header.get("e", 0), "epoch", 0))
         if kind != KIND_FRAME:
-            raise ProtocolError("malformed", f"unknown message kind {kind!r}")
+            raise ProtocolError("malformed", f"unknown message kind {str(kind)[:40]!r}")
         return _decode_frame(header, parts[1] if len(parts) == 2 else None)
     except ProtocolError:
         raise
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ProtocolError("malformed", f"bad frame header: {exc!r}") from None
+    except KeyError as exc:
+        raise ProtocolError("malformed", f"bad header: {exc.args[0]!r} is missing") from None
+    except Exception as exc:  # anything a forged value could still raise is a malformed message, never a crash
+        raise ProtocolError("malformed", f"bad header: {str(exc)[:300]}") from None
 
 
 def _decode_frame(h: dict[str, Any], pixels: Any) -> Frame:
-    width, height, fmt = int(h["w"]), int(h["h"]), str(h["pf"])
-    if not (0 < width <= MAX_DIMENSION and 0 < height <= MAX_DIMENSION):
-        raise ProtocolError("malformed", f"frame size {width}x{height} out of range")
+    width = wire.integer(h["w"], "width", 1, MAX_DIMENSION)
+    height = wire.integer(h["h"], "height", 1, MAX_DIMENSION)
+    fmt = wire.text(h["pf"], "pixel format", 16)
     if fmt not in PIXEL_FORMATS:
         raise ProtocolError("malformed", f"unknown pixel format {fmt!r}")
     image = None
@@ -216,16 +222,16 @@ def _decode_frame(h: dict[str, Any], pixels: Any) -> Frame:
             raise ProtocolError("size", f"pixel payload is {len(buf)} bytes, {width}x{height} {fmt} needs {expected}")
         image = np.frombuffer(buf, np.uint8).reshape((height, width, channels) if channels > 1 else (height, width))
     return Frame(
-        stream=str(h["s"]),
-        seq=int(h["n"]),
-        pts=float(h["pts"]),
-        capture_ts=float(h["ct"]),
+        stream=wire.ident(h["s"], "stream"),
+        seq=wire.integer(h["n"], "seq", 0),
+        pts=wire.number(h["pts"], "pts"),
+        capture_ts=wire.number(h["ct"], "capture time"),
         width=width,
         height=height,
         image=image,
         pixel_format=fmt,
         detections=Detections.from_wire(h["d"]) if "d" in h else Detections(),
-        epoch=int(h.get("e", 0)),
+        epoch=wire.integer(h.get("e", 0), "epoch", 0),
         analytics=Analytics.from_wire(h["an"]) if "an" in h else None,
     )
 
