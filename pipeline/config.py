@@ -125,6 +125,11 @@ class TransportConfig(Strict):
     hwm: int = Field(4, ge=1, le=100_000, description="ZeroMQ high-water mark (messages) on every socket.")
     run_dir: str | None = Field(None, description="Folder for ipc:// sockets; default under /tmp, per config file.")
     drain_timeout_s: float = Field(30.0, gt=0, description="How long a stopping stage may spend delivering what it holds.")
+    max_message_mb: float = Field(
+        128.0, gt=0, le=4096,
+        description="Largest message a stage receives (MiB; an 8K BGR frame is 95): ZeroMQ drops the connection of a peer "
+        "that sends a bigger one before it is read, so a forged size cannot make a stage allocate it.",
+    )
 
 
 class LiveConfig(Strict):

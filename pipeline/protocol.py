@@ -59,6 +59,7 @@ class Frame:
     detections: Detections = field(default_factory=Detections)
     epoch: int = 0  # the stream's epoch (see StreamStart)
     analytics: Analytics | None = None  # set by the analyze stage
+    sender: str = ""  # the stage that sent it (set by the runtime on the way out)
 
 
 class _Payload:
@@ -160,6 +161,7 @@ def encode(msg: Message, with_pixels: bool = True) -> list[Any]:
         "h": msg.height,
         "pf": msg.pixel_format,
         "e": msg.epoch,
+        "from": msg.sender,
     }
     if len(msg.detections) or msg.detections.extra:
         header["d"] = msg.detections.to_wire()  # absent means none: the hop before infer is cheaper
@@ -233,6 +235,7 @@ def _decode_frame(h: dict[str, Any], pixels: Any) -> Frame:
         detections=Detections.from_wire(h["d"]) if "d" in h else Detections(),
         epoch=wire.integer(h.get("e", 0), "epoch", 0),
         analytics=Analytics.from_wire(h["an"]) if "an" in h else None,
+        sender=wire.text(h.get("from", ""), "sender", 64),
     )
 
 

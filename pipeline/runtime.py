@@ -60,6 +60,7 @@ class StageRunner:
         self.live = config.mode == "live"
         self.zctx = zmq.Context.instance()
         self._stop_at: float | None = None
+        self._refused = 0
         port = metrics_port if metrics_port is not None else config.metrics_port(stage_name, stream)
         self.server: MetricsServer | None = None
         if port is not None:
@@ -134,6 +135,7 @@ class StageRunner:
                 return False
 
     def _emit(self, out: Sender | None, pub: Sender | None, frame: Frame) -> None:
+        frame.sender = self.name
         if out is not None:
             if not self._send(out, frame, blocking=not self.live):
                 reason = "send_timeout" if self.live else "drain_timeout"
@@ -210,6 +212,7 @@ class StageRunner:
         """Hand on queued frames without waiting (live); at the end, wait up to the send timeout for each."""
         while queue:
             frame = queue[0]
+            frame.sender = self.name
             ok = True
             if out is not None:
                 ok = out.send(frame, self.stage_config.forward_pixels, timeout_ms=self.config.live.send_timeout_ms if final else 0)
@@ -230,11 +233,14 @@ class StageRunner:
         endpoint = self.config.input_endpoint(self.name)
         if endpoint is None:
             raise ValueError(f"stage {self.name} has no input endpoint")
-        receiver = Receiver(self.zctx, endpoint, pattern=self.stage_config.input_pattern, hwm=self.config.transport.hwm)
+        t = self.config.transport
+        receiver = Receiver(self.zctx, endpoint, pattern=self.stage_config.input_pattern, hwm=t.hwm, max_message_bytes=int(t.max_message_mb * 2**20))
         out, pub = self._open_outputs()
         bc = self.stage_config.batch
         batcher = Batcher(bc.max_size, bc.max_wait_ms / 1000.0, deterministic=not self.live)
         expected = {s.id for s in self.config.streams}
+        senders = self._upstream()
+        self.metrics.disconnections.labels(self.name)  # the series exists from 0
         ended: set[str] = set()
         m = self.metrics
         max_age = self.config.live.max_frame_age_s
@@ -260,14 +266,21 @@ class StageRunner:
                     continue
                 if msg is not None:
                     idle_since = None
+                dropped = receiver.disconnections()
+                if dropped:
+                    m.disconnections.labels(self.name).inc(dropped)
                 for batch in batcher.due(time.monotonic()):
                     self._run_batch(stage, batch, out, pub)
                 for frame in stage.tick():
                     self._emit(out, pub, frame)
                 if msg is None:
                     continue
-                if msg.stream:
-                    m.last_seen.labels(self.name, msg.stream).set(time.time())
+                refused = self._refusal(msg, expected, senders)
+                if refused:
+                    m.messages_rejected.labels(self.name, refused[0]).inc()
+                    self._log_refusal(refused[1])
+                    continue
+                m.last_seen.labels(self.name, msg.stream).set(time.time())
                 if isinstance(msg, Frame):
                     m.frames_in.labels(self.name, msg.stream).inc()
                     age = time.time() - msg.capture_ts
@@ -313,6 +326,30 @@ class StageRunner:
         finally:
             receiver.close()
             self._close_outputs(out, pub)
+
+    # -- what a stage accepts -------------------------------------------------------------
+
+    def _upstream(self) -> set[str]:
+        """The stages this one may receive from: the one before it on the main path, any earlier one that
+        publishes for an observer."""
+        i = self.config.stage_index(self.name)
+        if self.stage_config.input_pattern == "sub":
+            return {s.name for s in self.config.stages[:i] if s.publish}
+        return {self.config.stages[i - 1].name} if i > 0 else set()
+
+    def _refusal(self, msg: Frame | Control, streams: set[str], senders: set[str]) -> tuple[str, str] | None:
+        """(metric reason, log line) when a message did not come from where this stage's messages come from."""
+        if msg.stream not in streams:
+            return "unknown_stream", f"a message of stream {msg.stream!r}, which is not in the config ({', '.join(sorted(streams))})"
+        if msg.sender not in senders:
+            return "sender", f"a message of stream {msg.stream} from {msg.sender!r}, not from {' or '.join(sorted(senders))}"
+        return None
+
+    def _log_refusal(self, text: str) -> None:
+        """The first ten refusals, then every thousandth: a flood of forged messages must not flood the log."""
+        self._refused += 1
+        if self._refused <= 10 or self._refused % 1000 == 0:
+            self.log.error("refused %s (%d refused so far)", text, self._refused)
 
     # -- stream lifecycle ------------------------------------------------------------------
 

@@ -49,10 +49,12 @@ def bound_ipc_path(endpoint: str, pattern: str) -> str | None:
     return addr[len("ipc://") :] if bind and addr.startswith("ipc://") else None
 
 
-def open_socket(ctx: zmq.Context, pattern: str, endpoint: str, hwm: int, linger_ms: int = 0) -> zmq.Socket:
+def open_socket(ctx: zmq.Context, pattern: str, endpoint: str, hwm: int, linger_ms: int = 0, max_message_bytes: int = -1) -> zmq.Socket:
     bind, addr = parse_endpoint(endpoint, pattern)
     sock = ctx.socket(_SOCKET_TYPES[pattern])
     sock.setsockopt(zmq.LINGER, linger_ms)
+    if max_message_bytes > 0:
+        sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)  # checked by ZeroMQ on the size field, before reading
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.RCVHWM, hwm)
     if pattern == SUB:
@@ -125,13 +127,29 @@ class Sender(_Socket):
 class Receiver(_Socket):
     """PULL (main path) or SUB (observer)."""
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, pattern: str = PULL, hwm: int = 4):
+    def __init__(self, ctx: zmq.Context, endpoint: str, pattern: str = PULL, hwm: int = 4, max_message_bytes: int = -1):
         if pattern not in (PULL, SUB):
             raise ValueError(f"receiver pattern must be pull or sub, not {pattern!r}")
         self.endpoint = endpoint
         self.pattern = pattern
-        self.sock = open_socket(ctx, pattern, endpoint, hwm)
+        self.sock = open_socket(ctx, pattern, endpoint, hwm, max_message_bytes=max_message_bytes)
         self.ipc_path = bound_ipc_path(endpoint, pattern)
+        # ZeroMQ drops a peer that sends more than the size cap without telling the application: its
+        # disconnections are how such a message is seen (and counted) at all.
+        self.monitor = self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+
+    def disconnections(self) -> int:
+        """Peers whose connection ended since the last call (gone away, or dropped for an oversized message)."""
+        n = 0
+        while self.monitor.poll(0):
+            self.monitor.recv_multipart()
+            n += 1
+        return n
+
+    def close(self) -> None:
+        self.sock.disable_monitor()
+        self.monitor.close()
+        super().close()
 
     def recv(self, timeout_ms: int) -> Message | None:
         """The next message, or None after timeout_ms. Raises ProtocolError for a bad message."""

@@ -64,7 +64,10 @@ class DecodeStage(Source):
         self.kind_of_source = source_kind(self.stream.source)
         self.realtime = ctx.config.realtime(self.stream)
         self.seq = 0
-        self.epoch = 0  # set at each start of the source
+        # This process's epoch of the stream, in milliseconds of its start: a restarted decoder numbers its
+        # frames from 0 again under a new epoch (even when its source then fails to open: its end of stream
+        # ends the old epoch downstream).
+        self.epoch = time.time_ns() // 1_000_000
         self._last_slot = -1
         self._up = ctx.metrics.stream_up.labels(ctx.name, self.stream.id)
 
@@ -108,12 +111,8 @@ class DecodeStage(Source):
         return Control(KIND_HEARTBEAT, self.stream.id, payload=Heartbeat(False, attempt), epoch=self.epoch)
 
     def _started(self, native_fps: float | None, frames: int | None = None, attempt: int = 1) -> Control:
-        """Says the source is delivering. The epoch is set at the first start of this process, whose frames
-        are numbered from 0: a restarted decoder has a new one, so every stage downstream knows its frame
-        numbers start again. A live source that reconnects within the process keeps its epoch and goes on
-        numbering (the frames in between never came)."""
-        if not self.epoch:
-            self.epoch = time.time_ns() // 1_000_000
+        """Says the source is delivering. A live source that reconnects within the process keeps its epoch and
+        goes on numbering (the frames in between never came)."""
         fps = self.stream.fps or native_fps
         start = StreamStart(self.epoch, redact(self.stream.source), self.stream.live, None if fps is None else round(fps, 3), frames, attempt)
         return Control(KIND_STARTED, self.stream.id, payload=start)

@@ -8,6 +8,7 @@ import urllib.request
 from pathlib import Path
 
 import cv2
+import numpy as np
 import msgpack
 import zmq
 
@@ -24,7 +25,7 @@ def test_stage_rejects_bad_messages_keeps_going_and_feeds_observers(tmp_path: Pa
          "publish": f"@tcp://127.0.0.1:{p_pub}", "metrics_port": p_metrics, "batch": {"max_size": 4}},
     ]
     cfg = write_config(tmp_path / "c.yaml", [{"id": "cam", "source": str(samples / "vtest.avi")}], tmp_path,
-                       mode="replay", port_base=None, stages=stages)
+                       mode="replay", port_base=None, stages=stages, transport={"max_message_mb": 4})
     proc = vidpipe("stage", "infer", "--config", str(cfg), log_path=tmp_path / "log.txt")
     ctx = zmq.Context()
     push, pull, sub = ctx.socket(zmq.PUSH), ctx.socket(zmq.PULL), ctx.socket(zmq.SUB)
@@ -41,11 +42,25 @@ def test_stage_rejects_bad_messages_keeps_going_and_feeds_observers(tmp_path: Pa
         push.send_multipart([b"\xc1 not msgpack"])
         push.send_multipart([msgpack.packb({"v": 99, "k": "frame"})])
         push.send_multipart([msgpack.packb({"v": PROTOCOL_VERSION, "k": "frame", "s": "cam"}), b"x"])
+        # Forged: an id that would escape a folder, a stream not in the config, a frame and an end of stream
+        # from a stage that is not this one's upstream. Each is refused and counted; the stream goes on.
+        tiny = np.zeros((4, 4, 3), np.uint8)
+        push.send_multipart(encode(Frame("../../x", 0, 0.0, time.time(), 4, 4, tiny, sender="decode")))
+        push.send_multipart(encode(Frame("other", 0, 0.0, time.time(), 4, 4, tiny, sender="decode")))
+        push.send_multipart(encode(Frame("cam", 0, 0.0, time.time(), 4, 4, tiny, sender="mallory")))
+        push.send_multipart(encode(Control(KIND_EOS, "cam", "mallory", StreamEnd(0))))
+        # Over transport.max_message_mb (4): ZeroMQ drops that sender's connection before reading it all.
+        big = ctx.socket(zmq.PUSH)
+        big.setsockopt(zmq.LINGER, 0)
+        big.connect(f"tcp://127.0.0.1:{p_in}")
+        big.send_multipart([b"\x00" * (64 << 20)])
+        wait_for(lambda: metric(scrape(p_metrics), "vidpipe_input_disconnections_total") >= 1, 30, what="oversized sender dropped")
+        big.close()
         cap = cv2.VideoCapture(str(samples / "vtest.avi"))
         for i in range(30):
             ok, img = cap.read()
             assert ok
-            push.send_multipart(encode(Frame("cam", i, i / 10, time.time(), img.shape[1], img.shape[0], img)), copy=False)
+            push.send_multipart(encode(Frame("cam", i, i / 10, time.time(), img.shape[1], img.shape[0], img, sender="decode")), copy=False)
         got: list[object] = []
 
         def receive(until_eos: bool, count: int = 0) -> None:
@@ -57,11 +72,13 @@ def test_stage_rejects_bad_messages_keeps_going_and_feeds_observers(tmp_path: Pa
 
         receive(False, 28)  # replay batches of 4: the last 2 frames wait for more or for the end of stream
         m = scrape(p_metrics)  # scraped while the stage runs: it exits once every stream has ended
-        assert metric(m, "vidpipe_messages_rejected_total", reason="malformed") == 2
+        assert metric(m, "vidpipe_messages_rejected_total", reason="malformed") == 3
         assert metric(m, "vidpipe_messages_rejected_total", reason="version") == 1
+        assert metric(m, "vidpipe_messages_rejected_total", reason="unknown_stream") == 1
+        assert metric(m, "vidpipe_messages_rejected_total", reason="sender") == 2
         assert metric(m, "vidpipe_frames_in_total", stream="cam") == 30
         assert metric(m, "vidpipe_batch_size_count", stage="infer") == 7
-        push.send_multipart(encode(Control(KIND_EOS, "cam", "test", StreamEnd(30))))
+        push.send_multipart(encode(Control(KIND_EOS, "cam", "decode", StreamEnd(30))))
         receive(True)
         frames = [f for f in got if isinstance(f, Frame)]
         assert [f.seq for f in frames] == list(range(30))

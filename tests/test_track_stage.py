@@ -67,13 +67,13 @@ def test_out_of_order_delivery_gives_the_same_tracks_and_an_ended_stream_frees_i
         order = bounded_shuffle(N_FRAMES, 6, random.Random(7))
         assert order != list(range(N_FRAMES))
         for stream in ("inorder", "shuffled"):  # each epoch begins with its "started" message
-            push.send_multipart(encode(Control(KIND_STARTED, stream, "test", StreamStart(EPOCH, fps=10.0))))
+            push.send_multipart(encode(Control(KIND_STARTED, stream, "decode", StreamStart(EPOCH, fps=10.0))))
         for i in range(N_FRAMES):
             for stream, seq in (("inorder", i), ("shuffled", order[i])):
                 f = vtest_frames[seq]
-                msg = Frame(stream, seq, f.pts, time.time(), f.width, f.height, f.image, detections=f.detections, epoch=EPOCH)
+                msg = Frame(stream, seq, f.pts, time.time(), f.width, f.height, f.image, detections=f.detections, epoch=EPOCH, sender="decode")
                 push.send_multipart(encode(msg), copy=False)
-        push.send_multipart(encode(Control(KIND_EOS, "inorder", "test", StreamEnd(N_FRAMES), epoch=EPOCH)))
+        push.send_multipart(encode(Control(KIND_EOS, "inorder", "decode", StreamEnd(N_FRAMES), epoch=EPOCH)))
 
         got: dict[str, list[Frame]] = {"inorder": [], "shuffled": []}
         ended: set[str] = set()
@@ -94,7 +94,7 @@ def test_out_of_order_delivery_gives_the_same_tracks_and_an_ended_stream_frees_i
             assert metric(m, "vidpipe_tracks", stream="inorder", state=state) == 0
         assert metric(m, "vidpipe_tracks", stream="shuffled", state="confirmed") >= 3
         assert metric(m, "vidpipe_reorder_frames_total", outcome="waited") > 0
-        push.send_multipart(encode(Control(KIND_EOS, "shuffled", "test", StreamEnd(N_FRAMES), epoch=EPOCH)))
+        push.send_multipart(encode(Control(KIND_EOS, "shuffled", "decode", StreamEnd(N_FRAMES), epoch=EPOCH)))
         receive("shuffled")
         assert proc.wait(30) == 0
     finally:
