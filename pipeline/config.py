@@ -123,7 +123,7 @@ class StageConfig(Strict):
 
 class TransportConfig(Strict):
     hwm: int = Field(4, ge=1, le=100_000, description="ZeroMQ high-water mark (messages) on every socket.")
-    run_dir: str | None = Field(None, description="Folder for ipc:// sockets; default under /tmp, per config file.")
+    run_dir: str | None = Field(None, description="Folder for ipc:// sockets (default: $XDG_RUNTIME_DIR/vidpipe-KEY, else /tmp/vidpipe-UID-KEY, KEY from the config). Created 0700; refused if it belongs to another user or others can enter it.")
     drain_timeout_s: float = Field(30.0, gt=0, description="How long a stopping stage may spend delivering what it holds.")
     max_message_mb: float = Field(
         128.0, gt=0, le=4096,
@@ -218,6 +218,9 @@ class PipelineConfig(Strict):
         if self.transport.run_dir:
             return self.transport.run_dir
         key = hashlib.sha1(repr(self.model_dump()).encode()).hexdigest()[:10]
+        runtime = os.environ.get("XDG_RUNTIME_DIR")  # per user, 0700, on tmpfs: where sockets belong
+        if runtime and os.path.isdir(runtime):
+            return f"{runtime}/vidpipe-{key}"
         return f"/tmp/vidpipe-{os.getuid()}-{key}"
 
     def process_names(self) -> list[tuple[str, str | None]]:

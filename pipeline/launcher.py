@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from pipeline.config import PipelineConfig
 from pipeline.metrics import PREFIX, MetricsServer
+from pipeline.transport import bound_ipc_path, ensure_private_dir
 
 log = logging.getLogger("vidpipe.launcher")
 
@@ -98,6 +99,18 @@ class Launcher:
         self.restarts.labels(child.stage, child.stream or "")
         log.info("started %s (pid %d)", child.label, child.proc.pid)
 
+    def _ipc_folders(self) -> set[str]:
+        """The folders of the ipc:// sockets the stages bind, checked once here so that a bad one is one clear
+        error, not every stage failing in turn."""
+        out = set()
+        for st in self.config.stages:
+            endpoint = self.config.input_endpoint(st.name)
+            if endpoint:
+                path = bound_ipc_path(endpoint, st.input_pattern)
+                if path:
+                    out.add(os.path.dirname(path) or ".")
+        return out
+
     def pids(self) -> dict[str, int]:
         return {c.label: c.proc.pid for c in self.children if c.proc and c.proc.poll() is None}
 
@@ -127,6 +140,12 @@ class Launcher:
         signal.signal(signal.SIGINT, self.request_stop)
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGUSR1, self.dump_stacks)
+        try:
+            for folder in self._ipc_folders():
+                ensure_private_dir(folder)
+        except PermissionError as exc:
+            log.error("%s", exc)
+            return 2
         # Downstream first, so that sockets that bind exist before senders connect.
         for child in reversed(self.children):
             self._start(child)

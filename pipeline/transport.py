@@ -9,6 +9,7 @@ binds and its SUBs connect. `ipc://` and `tcp://` go through the same code.
 from __future__ import annotations
 
 import os
+import stat
 from typing import Any
 
 import zmq
@@ -49,6 +50,23 @@ def bound_ipc_path(endpoint: str, pattern: str) -> str | None:
     return addr[len("ipc://") :] if bind and addr.startswith("ipc://") else None
 
 
+def ensure_private_dir(path: str) -> None:
+    """The folder of ipc:// sockets, made private: created 0700; an existing one must be ours and not open to
+    others, else another local user could have put their own socket where a stage will connect."""
+    try:
+        os.makedirs(path, mode=0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise PermissionError(f"ipc folder {path} is not a folder (a link or file put there?): refusing to use it")
+    if st.st_uid != os.getuid():
+        raise PermissionError(f"ipc folder {path} belongs to uid {st.st_uid}, not to this user ({os.getuid()}): refusing to use it")
+    if st.st_mode & 0o077:
+        raise PermissionError(f"ipc folder {path} has mode {stat.S_IMODE(st.st_mode):o}: others may reach its sockets; "
+                              f"make it 0700 (chmod 700 {path}) or use another transport.run_dir")
+
+
 def open_socket(ctx: zmq.Context, pattern: str, endpoint: str, hwm: int, linger_ms: int = 0, max_message_bytes: int = -1) -> zmq.Socket:
     bind, addr = parse_endpoint(endpoint, pattern)
     sock = ctx.socket(_SOCKET_TYPES[pattern])
@@ -75,7 +93,7 @@ def open_socket(ctx: zmq.Context, pattern: str, endpoint: str, hwm: int, linger_
     if bind:
         if addr.startswith("ipc://"):
             path = addr[len("ipc://") :]
-            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            ensure_private_dir(os.path.dirname(path) or ".")
             if os.path.exists(path):
                 os.unlink(path)  # a stale socket file from a killed process
         sock.bind(addr)

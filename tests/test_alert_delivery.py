@@ -121,7 +121,7 @@ def test_replay_and_live_runs_of_a_file_raise_the_same_alerts(tmp_path: Path, cl
         d = tmp_path / mode
         d.mkdir()
         run_dir = sock_dir / mode
-        run_dir.mkdir()
+        run_dir.mkdir(mode=0o700)
         cfg = vtest_analytics_config(d, clip, run_dir, mode=mode)
         t0 = time.monotonic()
         rc, log = run_logged("run", str(cfg), log_path=d / "run.log", timeout=240)
