@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
-import json
 import logging
 import os
 import random
@@ -15,6 +14,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +22,13 @@ import yaml
 
 from pipeline.config import ConfigError, PipelineConfig, load_config, parse_config
 
-DEFAULT_STAGES: list[dict[str, Any]] = [
-    {"name": "decode", "kind": "decode"},
-    # Low-score detections go on to the tracker, whose second stage uses them to keep tracks alive.
-    {"name": "infer", "kind": "infer", "forward_pixels": True, "options": {"coco_ssd": {"score_threshold": 0.2}}},
-    {"name": "track", "kind": "track"},
-    {"name": "record", "kind": "record"},
-]
+# The chain `vidpipe replay` runs without --config: data, not code (the stages it names are plugins).
+REPLAY_PRESET = "presets/replay.yaml"
+
+
+def default_stages() -> list[dict[str, Any]]:
+    data = yaml.safe_load(resources.files("pipeline").joinpath(REPLAY_PRESET).read_text())
+    return list(data["stages"])
 
 
 def _free_port_block(count: int, host: str = "127.0.0.1") -> int:
@@ -74,15 +74,24 @@ def build_replay_config(videos: list[str], config_path: str | None, out_dir: str
             if isinstance(src, str) and "://" not in src and not os.path.isabs(src):
                 s["source"] = str(base / src)
     else:
-        data = {"stages": [dict(s) for s in DEFAULT_STAGES]}
+        data = {"stages": default_stages()}
     data["mode"] = "replay"
     if videos:
         data["streams"] = [
             {"id": sid, "source": v if "://" in v else os.path.abspath(v)} for sid, v in zip(_stream_ids(videos), videos)
         ]
+    from pipeline.registry import resolve_stage
+
     for st in data.get("stages") or []:
-        if isinstance(st, dict) and st.get("kind") == "record":
-            st.setdefault("options", {})["out_dir"] = os.path.abspath(out_dir)
+        if isinstance(st, dict) and isinstance(st.get("kind"), str) and isinstance(st.get("options", {}), dict):
+            try:
+                cls = resolve_stage(st["kind"])
+            except (ImportError, ValueError):
+                continue  # parse_config reports it
+            options = dict(st.get("options", {}))
+            cls.replay_options(options, os.path.abspath(out_dir))
+            if options != st.get("options", {}):
+                st["options"] = options
     # A batch job should fail rather than retry forever when a stage cannot run at all.
     data.setdefault("supervisor", {}).setdefault("max_restarts", 3)
     transport = data.setdefault("transport", {})
@@ -139,7 +148,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         effective = Path(out_dir) / "config.yaml"
         effective.write_text(yaml.safe_dump(data, sort_keys=False))
         last = cfg.stages[-1].name
-        port = cfg.metrics_port(last, None) if not cfg.stage(last).kind == "decode" else None
+        port = cfg.metrics_port(last, None) if not cfg.is_source(last) else None
         totals = {s.id: _expected_frames(s.source) for s in cfg.streams}
         started = time.monotonic()
         show = not args.quiet and sys.stderr.isatty()
@@ -169,30 +178,24 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 1
     if rc != 0:
         return rc
-    status = _print_summary(Path(out_dir), elapsed)
+    status = _report(cfg, out_dir, elapsed)
     return 130 if launcher.stopping.is_set() else status
 
 
-def _print_summary(out_dir: Path, elapsed: float) -> int:
-    path = out_dir / "summary.json"
-    if not path.exists():
-        print(f"replay: no summary was written to {path}", file=sys.stderr)
+def _report(cfg: PipelineConfig, out_dir: str, elapsed: float) -> int:
+    """What the stages that write results say about them (record's summary table); 1 if none wrote any."""
+    from pipeline.registry import resolve_stage
+
+    statuses = []
+    for st in cfg.stages:
+        cls = resolve_stage(st.kind)
+        status = cls.replay_report(cls.Options.model_validate(st.options), elapsed)
+        if status is not None:
+            statuses.append(status)
+    if not statuses:
+        print(f"replay: no stage wrote results to {out_dir}", file=sys.stderr)
         return 1
-    summary = json.loads(path.read_text())
-    rows = [("stream", "frames", "objects", "status", "video", "jsonl")]
-    bad = 0
-    for sid, s in summary["streams"].items():
-        rows.append((sid, str(s["frames"]), str(s["objects"]), s["status"], s["video"] or "-", s["jsonl"] or "-"))
-        bad += s["status"] != "complete"
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-    for sid, s in summary["streams"].items():
-        if s["error"]:
-            print(f"error: {sid}: {s['error']}")
-    total = sum(s["frames"] for s in summary["streams"].values())
-    print(f"{total} frames in {elapsed:.1f}s ({total / max(elapsed, 1e-6):.1f} fps); results in {out_dir}")
-    return 1 if bad else 0
+    return max(statuses)
 
 
 def _load(path: str, only_stage: str | None = None) -> PipelineConfig | None:

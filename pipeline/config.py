@@ -158,7 +158,7 @@ class PipelineConfig(Strict):
     version: Literal[1] = Field(1, description="Config format version.")
     mode: Mode = Field("replay", description="replay: lossless and deterministic; live: latency first, sheds frames.")
     streams: list[StreamConfig] = Field(min_length=1, description="Camera feeds and files.")
-    stages: list[StageConfig] = Field(default_factory=list, description="Stages in data-flow order; the first is decode.")
+    stages: list[StageConfig] = Field(default_factory=list, description="Stages in data-flow order; the first is the source (decode).")
     transport: TransportConfig = Field(default_factory=TransportConfig, description="Sockets between stages.")
     live: LiveConfig = Field(default_factory=LiveConfig, description="Shedding rules of live mode.")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Where /metrics and /healthz are served.")
@@ -174,8 +174,6 @@ class PipelineConfig(Strict):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"stages: duplicate name {', '.join(dup)}")
-        if self.stages and self.stages[0].kind != "decode":
-            raise ValueError("stages: the first stage must be of kind decode")
         return self
 
     # -- derived wiring ---------------------------------------------------------------
@@ -223,11 +221,15 @@ class PipelineConfig(Strict):
             return f"{runtime}/vidpipe-{key}"
         return f"/tmp/vidpipe-{os.getuid()}-{key}"
 
+    def is_source(self, name: str) -> bool:
+        """The first stage is the source: parse_config checks that its kind has the source role and no other has."""
+        return self.stage_index(name) == 0
+
     def process_names(self) -> list[tuple[str, str | None]]:
-        """(stage, stream) for every process of the pipeline: one decode per stream, one of each other stage."""
+        """(stage, stream) for every process of the pipeline: one source per stream, one of each other stage."""
         out: list[tuple[str, str | None]] = []
         for st in self.stages:
-            if st.kind == "decode":
+            if self.is_source(st.name):
                 out += [(st.name, s.id) for s in self.streams]
             else:
                 out.append((st.name, None))
@@ -297,12 +299,21 @@ def parse_config(data: Any, source: str = "config", only_stage: str | None = Non
     from pipeline.registry import resolve_stage  # here: the registry imports stage modules
 
     for i, st in enumerate(cfg.stages):
-        if only_stage is not None and only_stage not in (st.name, st.kind):
+        # The first stage is always resolved: whether it is a source decides how many processes there are.
+        if only_stage is not None and only_stage not in (st.name, st.kind) and i > 0:
             continue
         try:
             cls = resolve_stage(st.kind)
         except (ImportError, ValueError) as exc:
             problems.append((f"stages[{i}].kind", str(exc)))
+            continue
+        if i == 0 and not cls.source:
+            problems.append(("", f"stages: the first stage must be a source (a Source stage kind such as decode), not {st.kind}"))
+            continue
+        if i > 0 and cls.source:
+            problems.append((f"stages[{i}].kind", f"{st.kind} is a source: only the first stage may be one"))
+            continue
+        if only_stage is not None and only_stage not in (st.name, st.kind):
             continue
         try:
             opts = cls.Options.model_validate(st.options)

@@ -1,4 +1,4 @@
-"""Runs a whole config as supervised OS processes, one per stage (one decode per stream).
+"""Runs a whole config as supervised OS processes, one per stage (one source per stream).
 
 A stage that exits with status 0 has finished its work (its streams ended) and is
 left alone; one that crashes or is killed is restarted with exponential backoff,
@@ -74,7 +74,7 @@ class Launcher:
         # that the next stage needs (stages share the machine's cores).
         self.env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         self.children = [
-            Child(stage, stream, config.stage(stage).kind == "decode") for stage, stream in config.process_names()
+            Child(stage, stream, config.is_source(stage)) for stage, stream in config.process_names()
         ]
         self.stopping = threading.Event()
         self.failed = False  # a stage kept crashing: the pipeline was stopped

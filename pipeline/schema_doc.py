@@ -15,11 +15,10 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from pipeline.config import PipelineConfig, StageConfig, StreamConfig
-from pipeline.registry import resolve_stage
+from pipeline.registry import STAGE_KINDS
 
 BEGIN = "<!-- config-reference:begin (python -m pipeline.schema_doc --write README.md) -->"
 END = "<!-- config-reference:end -->"
-STAGE_KINDS = ("decode", "infer", "track", "analyze", "alert", "record")
 
 
 def _type_name(tp: Any) -> str:
@@ -93,8 +92,7 @@ def reference() -> str:
     lines += model_table(PipelineConfig, "")
     lines += ["### `streams[]`", ""] + model_table(StreamConfig, "")
     lines += ["### `stages[]`", ""] + model_table(StageConfig, "")
-    for kind in STAGE_KINDS:
-        cls = resolve_stage(kind)
+    for kind, cls in STAGE_KINDS.all().items():
         lines += [f"### `options` of kind `{kind}`", ""]
         if cls.Options.model_fields:
             lines += model_table(cls.Options, "")

@@ -90,6 +90,17 @@ class Stage:
     def close(self) -> None:
         """Release resources; called once on the way out, also after errors."""
 
+    # -- hooks of `vidpipe replay`: called on the class, in the CLI process ----------------
+
+    @classmethod
+    def replay_options(cls, options: dict[str, Any], out_dir: str) -> None:
+        """Point a stage that writes results at the replay's results folder (`options` as written in the YAML)."""
+
+    @classmethod
+    def replay_report(cls, options: Any, elapsed: float) -> int | None:
+        """After a replay: print what the stage wrote; the exit status that implies, or None if it wrote nothing."""
+        return None
+
 
 class Source(Stage):
     """A stage that produces frames instead of receiving them (one process per stream)."""

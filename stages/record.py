@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,6 +190,34 @@ class RecordStage(Stage):
         for out in self.outputs.values():
             self._finish(out)
         self._write_summary()
+
+    @classmethod
+    def replay_options(cls, options: dict[str, Any], out_dir: str) -> None:
+        options["out_dir"] = out_dir
+
+    @classmethod
+    def replay_report(cls, options: RecordOptions, elapsed: float) -> int | None:
+        """The summary as a table on stdout; 1 when a stream did not complete (or no summary was written)."""
+        out_dir = Path(options.out_dir)
+        path = out_dir / "summary.json"
+        if not path.exists():
+            print(f"replay: no summary was written to {path}", file=sys.stderr)
+            return 1
+        summary = json.loads(path.read_text())
+        rows = [("stream", "frames", "objects", "status", "video", "jsonl")]
+        bad = 0
+        for sid, s in summary["streams"].items():
+            rows.append((sid, str(s["frames"]), str(s["objects"]), s["status"], s["video"] or "-", s["jsonl"] or "-"))
+            bad += s["status"] != "complete"
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for r in rows:
+            print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        for sid, s in summary["streams"].items():
+            if s["error"]:
+                print(f"error: {sid}: {s['error']}")
+        total = sum(s["frames"] for s in summary["streams"].values())
+        print(f"{total} frames in {elapsed:.1f}s ({total / max(elapsed, 1e-6):.1f} fps); results in {out_dir}")
+        return 1 if bad else 0
 
     def summary(self) -> dict[str, Any]:
         streams = {}

@@ -84,7 +84,7 @@ def test_duplicates_and_unknown_kinds(tmp_path: Path) -> None:
     assert problems(tmp_path, data) == [("", "streams: duplicate id cam1")]
     data["streams"].pop()
     data["stages"][2]["kind"] = "recorder"
-    assert problems(tmp_path, data) == [("stages[2].kind", "unknown stage kind 'recorder' (no module stages.recorder)")]
+    assert problems(tmp_path, data) == [("stages[2].kind", "unknown stage kind 'recorder'; known: alert, analyze, decode, infer, record, track (or module:Class)")]
 
 
 @pytest.mark.parametrize(
@@ -97,7 +97,7 @@ def test_duplicates_and_unknown_kinds(tmp_path: Path) -> None:
         ("streams: [{id: a, source: x.mp4, resize: [4, 4]}]\n", "streams[0].resize", "between 16 and 16384"),
         ("streams: [{id: a, source: x.mp4}]\nstages: [{name: decode, kind: decode, output: 'tcp://nohost'}]\n",
          "stages[0].output", "HOST:PORT"),
-        ("streams: [{id: a, source: x.mp4}]\nstages: [{name: infer, kind: infer}]\n", "", "first stage must be of kind decode"),
+        ("streams: [{id: a, source: x.mp4}]\nstages: [{name: infer, kind: infer}]\n", "", "first stage must be a source"),
         ("streams: []\n", "streams", "at least 1 item"),
     ],
 )
