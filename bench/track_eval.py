@@ -118,8 +118,8 @@ TrackFn = Callable[[Sequence, list[Detections]], np.ndarray]
 
 def ours(motion: str = "lstm", appearance: bool = True) -> TrackFn:
     def run(seq: Sequence, dets: list[Detections]) -> np.ndarray:
-        from tools.track_sequence import track_sequence
         from stages.track.stage import TrackOptions
+        from tools.track_sequence import track_sequence
 
         options = TrackOptions(motion=motion, appearance=appearance, classes=["person"], **OVERRIDES)
         tracked = track_sequence(seq.frames, dets, options)

@@ -260,7 +260,7 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _friendly(err: dict[str, Any]) -> str:
+def _friendly(err: Any) -> str:  # a pydantic ErrorDetails
     kind = err.get("type", "")
     if kind == "extra_forbidden":
         return "unknown key (not part of the schema; check its spelling)"

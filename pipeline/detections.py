@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import wire
+
 # Extra columns other stages read, named once here.
 PARENT = "parent"  # int32 row index of the row this one belongs to (a face's person); kept right through filtering
 FACE_IDENTITY = "face.identity"  # int32 watchlist identity (its name in `labels`), -1: nobody listed
@@ -64,10 +65,10 @@ class Detections:
             if len(parent) and (parent.min() < -1 or parent.max() >= n):
                 raise ValueError(f"column {PARENT!r} points outside the {n} rows")
         for name, names in self.labels.items():
-            col = self.extra.get(name)
-            if col is None or col.dtype.kind not in "iu":
+            coded = self.extra.get(name)
+            if coded is None or coded.dtype.kind not in "iu":
                 raise ValueError(f"labels given for {name!r}, which is not an integer extra column")
-            if len(col) and (col.min() < -1 or col.max() >= len(names)):
+            if len(coded) and (coded.min() < -1 or coded.max() >= len(names)):
                 raise ValueError(f"column {name!r} has codes outside its {len(names)} labels")
 
     def __len__(self) -> int:

@@ -26,8 +26,9 @@ P = TypeVar("P", bound=type)
 class Registry(Generic[P]):
     """The plugins of one family: subclasses of `base` whose `key` attribute is set, found in the modules of `package`."""
 
-    def __init__(self, family: str, base: P, package: str, key: str = "name") -> None:
+    def __init__(self, family: str, base: P, package: str, key: str = "name", entry: str | None = None) -> None:
         self.family = family
+        self.entry = entry  # a plugin that is a package keeps its class in this submodule (stages/analyze/stage.py)
         self.base = base
         self.package = package
         self.key = key
@@ -78,6 +79,9 @@ class Registry(Generic[P]):
                 return
             raise
         self._scan(module)
+        if self.entry and hasattr(module, "__path__"):
+            # The package itself imports nothing (its __init__ importing its own modules would be a cycle).
+            self._import(f"{module_name}.{self.entry}", missing_ok=True)
 
     def _scan(self, module: ModuleType) -> None:
         for obj in vars(module).values():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pipeline.plugins import Registry
 from pipeline.stage import Stage
 
-STAGE_KINDS: Registry[type[Stage]] = Registry("stage kind", Stage, "stages", key="kind")
+STAGE_KINDS: Registry[type[Stage]] = Registry("stage kind", Stage, "stages", key="kind", entry="stage")
 
 
 def resolve_stage(kind: str) -> type[Stage]:

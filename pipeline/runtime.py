@@ -58,7 +58,7 @@ class StageRunner:
         options = self.cls.Options.model_validate(self.stage_config.options)
         self.ctx = StageContext(stage_name, config, self.stage_config, options, self.metrics, self.log, stream)
         self.live = config.mode == "live"
-        self.zctx = zmq.Context.instance()
+        self.zctx: zmq.Context = zmq.Context.instance()
         self._stop_at: float | None = None
         self._refused = 0
         port = metrics_port if metrics_port is not None else config.metrics_port(stage_name, stream)

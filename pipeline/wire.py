@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # stream and stage ids: safe in file names and labels
@@ -87,7 +88,7 @@ def scalar(v: Any, what: str) -> Any:
     raise ValueError(f"{what} must be a plain value, not {type(v).__name__}")
 
 
-_READERS = {"int": integer, "float": number, "str": text, "bool": flag}
+_READERS: dict[str, Callable[[Any, str], Any]] = {"int": integer, "float": number, "str": text, "bool": flag}
 
 
 def typed(v: Any, annotation: str, what: str) -> Any:

@@ -22,6 +22,7 @@ from pipeline.categories import CATEGORIES, category_name
 from pipeline.draw import draw_boxes
 from pipeline.protocol import Frame, StreamEnd, StreamStart
 from pipeline.stage import Stage, StageContext
+
 CODECS = {"mp4v": ".mp4", "MJPG": ".avi", "VP90": ".webm"}
 
 

@@ -26,4 +26,7 @@ PY=${PYTHON:-python3}
 # torch first, pinned: an unpinned torch requirement would pull a multi-GB CUDA build.
 "$PY" -c 'import torch' 2>/dev/null || "$PY" -m pip install -q torch==2.13.0
 "$PY" -m pip install -q -e '.[test,faces]'
+# The style and types the code keeps (rule sets and settings in pyproject.toml): a finding fails the run.
+"$PY" -m ruff check .
+"$PY" -m mypy
 exec "$PY" -m pytest -q "$@"

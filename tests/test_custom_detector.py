@@ -239,7 +239,7 @@ def _save_onnx(path: Path, nodes: list[Any], inputs: list[Any], outputs: list[An
 def make_ssd_onnx(path: Path, batch: str | int = "batch") -> Path:
     """uint8 NHWC [B, 320, 320, 3] -> scores [B, N, 3] (background first), boxes [B, N, 4]: scores come first."""
     pytest.importorskip("onnxruntime")
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     n = len(SSD_ANCHORS)

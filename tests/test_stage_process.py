@@ -8,8 +8,8 @@ import urllib.request
 from pathlib import Path
 
 import cv2
-import numpy as np
 import msgpack
+import numpy as np
 import zmq
 
 from pipeline.protocol import KIND_EOS, PROTOCOL_VERSION, Control, Frame, StreamEnd, decode, encode

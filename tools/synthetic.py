@@ -357,7 +357,7 @@ def _bank_cached(root: str) -> SpriteBank:
     scene_masks = {
         "lamp_post": _rasterize([("poly", _POLE_SHAFT), ("poly", _POLE_SIGN), ("poly", _POLE_HEAD),
                                  ("line", _POLE_ARM, 3)]),
-        "tripod": _rasterize([("poly", _TRIPOD_HEAD)] + [("line", list(l), 3) for l in _TRIPOD_LINES]),
+        "tripod": _rasterize([("poly", _TRIPOD_HEAD)] + [("line", list(seg), 3) for seg in _TRIPOD_LINES]),
         "boulder": _rasterize([("poly", _BOULDER)], feather=1.2),
     }
     scene_layers = [_Layer(name, scene_masks[name], v, u, r) for name, (u, v, r) in _SCENE_BASES.items()]

@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import rankdata
 from torch import Tensor, nn
 
 from stages.track.appearance import DEFAULT_WEIGHTS, MEAN_RGB, STD_RGB, AppearanceConfig, AppearanceNet, crop_batch

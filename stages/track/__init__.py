@@ -2,7 +2,3 @@
 
 The stage kind lives in stages.track.stage.
 """
-
-from stages.track.stage import TrackStage
-
-__all__ = ["TrackStage"]
