@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
 
 from pipeline.alert import Alert
 
@@ -31,8 +33,13 @@ class DeliveryError(Exception):
 
 
 class Sink(ABC):
-    """One configured destination; `name` is its key in the outbox and its metric label."""
+    """One configured destination; `name` is its key in the outbox and its metric label.
 
+    A sink kind sets `type` (what the config's `type` names) and `Options` (its pydantic options, with a
+    `type: Literal[...]` field), in a module of its own in stages/alert/sinks/."""
+
+    type: ClassVar[str] = ""
+    Options: ClassVar[type[BaseModel]]
     name: str
 
     def __init__(self, name: str) -> None:

@@ -10,19 +10,39 @@ prefix, e.g. b"cam1/".
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 import zmq
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.alert import Alert
 from pipeline.transport import PUB, parse_endpoint
 from stages.alert.sink import DeliveryError, Sink, alert_json
-from stages.alert.sinks import ZmqPubOptions
 
 _HWM = 1000
 _LINGER_MS = 500  # on close, a moment to flush what is queued to connected subscribers
 
 
+class ZmqPubOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["zmq_pub"] = Field(description="A ZeroMQ PUB socket: fire-and-forget to whoever subscribes.")
+    endpoint: str = Field(
+        "tcp://127.0.0.1:5590", description="PUB endpoint; binds unless prefixed '>' (connect), as stage endpoints do."
+    )
+    include_snapshot: bool = Field(True, description="Send the JPEG snapshot, base64, as `snapshot_jpeg`.")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str) -> str:
+        parse_endpoint(v, "pub")
+        return v
+
+
 class ZmqPubSink(Sink):
+    type = "zmq_pub"
+    Options = ZmqPubOptions
+
     def __init__(self, name: str, options: ZmqPubOptions, ctx: zmq.Context | None = None) -> None:
         super().__init__(name)
         self.options = options

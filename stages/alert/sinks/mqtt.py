@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import os
 import socket
+import string
 import threading
 import time
+from typing import TYPE_CHECKING, Literal
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.alert import Alert
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as mqtt
+
 from stages.alert.sink import DeliveryError, Sink, alert_json
-from stages.alert.sinks import MqttOptions
 
 _TOPIC_UNSAFE = str.maketrans({"/": "_", "+": "_", "#": "_", "\0": "_"})
 
@@ -63,7 +67,53 @@ class _Connection:
             pass  # paho clears its thread handle as the thread ends: nothing left to join
 
 
+TOPIC_FIELDS = ("stream", "rule", "kind", "severity")  # fields of the alert a topic template may use
+
+
+class MqttOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["mqtt"] = Field(description="A publish to an MQTT broker (paho-mqtt, MQTT 3.1.1).")
+    host: str = Field(description="Broker host name or address.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port.")
+    topic: str = Field(
+        "vidpipe/alerts/{stream}/{rule}",
+        description="Topic template; may use {stream}, {rule}, {kind} and {severity} ('/', '+', '#' in values become '_').",
+    )
+    qos: Literal[0, 1, 2] = Field(1, description="MQTT QoS; with 1 or 2 an alert counts as delivered only once the broker acknowledged it.")
+    client_id: str | None = Field(None, description="MQTT client id; default vidpipe-<sink name>-<host>-<pid>.")
+    username: str | None = Field(None, description="User name, if the broker asks for one.")
+    password: str | None = Field(None, description="Password for `username`.")
+    keepalive: int = Field(30, ge=5, le=3600, description="Seconds between keep-alive pings.")
+    include_snapshot: bool = Field(True, description="Send the JPEG snapshot, base64, as `snapshot_jpeg`.")
+    connect_timeout_s: float = Field(5.0, gt=0, le=300, description="Longest a connection to the broker may take, CONNACK included.")
+    publish_timeout_s: float = Field(5.0, gt=0, le=300, description="Longest to wait for the broker's acknowledgement of one alert.")
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, v: str) -> str:
+        try:
+            names = [name for _, name, spec, conv in string.Formatter().parse(v) if name is not None]
+        except ValueError as exc:
+            raise ValueError(f"bad template: {exc}") from None
+        unknown = sorted({n for n in names if n not in TOPIC_FIELDS})
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(unknown)}: use {', '.join('{' + f + '}' for f in TOPIC_FIELDS)}")
+        if not v or "+" in v or "#" in v:
+            raise ValueError("must not be empty or contain the wildcards + and #")
+        return v
+
+    @model_validator(mode="after")
+    def _credentials(self) -> MqttOptions:
+        if self.password is not None and self.username is None:
+            raise ValueError("password needs a username")
+        return self
+
+
 class MqttSink(Sink):
+    type = "mqtt"
+    Options = MqttOptions
+
     def __init__(self, name: str, options: MqttOptions) -> None:
         super().__init__(name)
         self.options = options
@@ -75,6 +125,9 @@ class MqttSink(Sink):
         return self.options.topic.format(**{k: str(v).translate(_TOPIC_UNSAFE) for k, v in fields.items()})
 
     def _connect(self) -> _Connection:
+        import paho.mqtt.client as mqtt  # here: reading a config does not load paho
+        from paho.mqtt.enums import CallbackAPIVersion
+
         o = self.options
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -105,6 +158,8 @@ class MqttSink(Sink):
             conn.drop()
 
     def deliver(self, alert: Alert) -> None:
+        import paho.mqtt.client as mqtt
+
         o = self.options
         payload = alert_json(alert, o.include_snapshot)
         topic = self.topic(alert)

@@ -13,11 +13,13 @@ import email.utils
 import http.client
 import ssl
 import time
+from typing import Literal
 from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.alert import Alert
 from stages.alert.sink import DeliveryError, Sink, alert_json
-from stages.alert.sinks import WebhookOptions
 
 _RETRYABLE_4XX = {408, 425, 429}
 
@@ -35,7 +37,49 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
+_RESERVED_HEADERS = {"content-type", "content-length", "idempotency-key", "host"}  # set by the sink itself
+
+
+class WebhookOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["webhook"] = Field(description="An HTTP(S) POST of the alert as JSON.")
+    url: str = Field(description="http:// or https:// URL the alert is POSTed to; redirects are not followed.")
+    timeout_s: float = Field(5.0, gt=0, le=300, description="Longest connecting, sending or the answer may stall (a socket timeout).")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Extra request headers (e.g. Authorization); Content-Type and Idempotency-Key are set by the sink."
+    )
+    include_snapshot: bool = Field(True, description="Send the JPEG snapshot, base64, as `snapshot_jpeg`.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError as exc:
+            raise ValueError(f"bad port: {exc}") from None
+        return v
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            if not key or any(c in key for c in " :\r\n\t"):
+                raise ValueError(f"header name {key!r} is not valid")
+            if key.lower() in _RESERVED_HEADERS:
+                raise ValueError(f"header {key!r} is set by the sink")
+            if "\r" in value or "\n" in value:
+                raise ValueError(f"header {key!r}: value must be one line")
+        return v
+
+
 class WebhookSink(Sink):
+    type = "webhook"
+    Options = WebhookOptions
+
     def __init__(self, name: str, options: WebhookOptions) -> None:
         super().__init__(name)
         self.options = options

@@ -14,11 +14,12 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.alert import Alert
 from stages.alert.sink import DeliveryError, Sink, alert_json
-from stages.alert.sinks import JsonlOptions
 
 
 def _fsync_dir(path: Path) -> None:
@@ -30,7 +31,28 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class JsonlOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["jsonl"] = Field(description="One JSON line per alert, appended to a file.")
+    path: str = Field(description="The file (created with its folder if missing).")
+    snapshots_dir: str | None = Field(
+        None, description="Write snapshots to this folder as <id>.jpg and put `snapshot_path` in the line instead of base64."
+    )
+    fsync: bool = Field(True, description="fsync after every line, so an alert counted as delivered survives a power cut.")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+
 class JsonlSink(Sink):
+    type = "jsonl"
+    Options = JsonlOptions
+
     def __init__(self, name: str, options: JsonlOptions) -> None:
         super().__init__(name)
         self.options = options
