@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import ConfigError, parse_config
+from tests.helpers.mutations import mutate
 from tests.helpers.procs import ROOT
 
 VALID = yaml.safe_load((ROOT / "deploy" / "config" / "vtest-analytics.yaml").read_text())
@@ -23,26 +24,9 @@ VALUES = st.recursive(LEAVES, lambda kids: st.one_of(st.lists(kids, max_size=3),
 
 @st.composite
 def mutated(draw: st.DrawFn) -> Any:
-    def mutate(obj: Any) -> Any:
-        if isinstance(obj, (dict, list)) and obj and draw(st.integers(0, 3)):
-            keys = list(obj) if isinstance(obj, dict) else list(range(len(obj)))
-            key = draw(st.sampled_from(keys))
-            out = dict(obj) if isinstance(obj, dict) else list(obj)
-            action = draw(st.sampled_from(["replace", "deeper", "deeper", "drop", "add"]))
-            if action == "deeper":
-                out[key] = mutate(obj[key])
-            elif action == "drop":
-                del out[key]
-            elif action == "add" and isinstance(out, dict):
-                out[draw(st.text(max_size=8))] = draw(VALUES)
-            else:
-                out[key] = draw(VALUES)
-            return out
-        return draw(VALUES)
-
     data = VALID
     for _ in range(draw(st.integers(1, 3))):
-        data = mutate(data)
+        data = mutate(draw, data, VALUES)
     return data
 
 

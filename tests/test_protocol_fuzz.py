@@ -3,8 +3,6 @@ dropped or added, at any depth, by any msgpack value) raise only the documented 
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgpack
 import numpy as np
 from hypothesis import HealthCheck, given, settings
@@ -14,6 +12,7 @@ from pipeline.alert import Alert
 from pipeline.analytics import Analytics
 from pipeline.detections import PARENT, Detections
 from pipeline.protocol import KIND_EOS, KIND_HEARTBEAT, KIND_STARTED, Control, Frame, Heartbeat, ProtocolError, StreamEnd, StreamStart, decode, encode
+from tests.helpers.mutations import mutate
 
 
 def valid_messages() -> list[list[bytes]]:
@@ -43,25 +42,8 @@ def mutated(draw: st.DrawFn) -> list[bytes]:
     parts = draw(st.sampled_from(VALID))
     header = msgpack.unpackb(parts[0], raw=False)
 
-    def mutate(obj: Any) -> Any:
-        if isinstance(obj, (dict, list)) and obj and draw(st.booleans()):
-            keys = list(obj) if isinstance(obj, dict) else list(range(len(obj)))
-            key = draw(st.sampled_from(keys))
-            out = dict(obj) if isinstance(obj, dict) else list(obj)
-            action = draw(st.sampled_from(["replace", "deeper", "drop", "add"]))
-            if action == "deeper":
-                out[key] = mutate(obj[key])
-            elif action == "drop":
-                del out[key]
-            elif action == "add" and isinstance(out, dict):
-                out[draw(st.text(max_size=6))] = draw(VALUES)
-            else:
-                out[key] = draw(VALUES)
-            return out
-        return draw(VALUES)
-
     for _ in range(draw(st.integers(1, 3))):
-        header = mutate(header)
+        header = mutate(draw, header, VALUES)
     out = [msgpack.packb(header, use_bin_type=True)]
     if len(parts) > 1 and draw(st.booleans()):
         out.append(parts[1])
