@@ -28,14 +28,29 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU matrix [N, M] of corner boxes a [N, 4] and b [M, 4], in their dtype; 0 where the union is empty."""
     if not len(a) or not len(b):
         return np.zeros((len(a), len(b)), np.result_type(a, b, np.float32))
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    area_a, area_b = _area(a), _area(b)
+    inter = _intersection(a, b)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, _TINY), np.float32(0))
+
+
+def box_ioa(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[N, M]: how much of each box of a [N, 4] lies inside each box of b [M, 4] (intersection over a's area)."""
+    if not len(a) or not len(b):
+        return np.zeros((len(a), len(b)), np.result_type(a, b, np.float32))
+    area_a = _area(a)
+    return np.where(area_a[:, None] > 0, _intersection(a, b) / np.maximum(area_a[:, None], _TINY), np.float32(0))
+
+
+def _area(a: np.ndarray) -> np.ndarray:
+    return np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+
+
+def _intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     low = np.maximum(a[:, None, :2], b[None, :, :2])
     high = np.minimum(a[:, None, 2:], b[None, :, 2:])
     wh = np.clip(high - low, 0, None)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, _TINY), np.float32(0))
+    return wh[..., 0] * wh[..., 1]
 
 
 def batched_nms(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, iou_threshold: float) -> np.ndarray:

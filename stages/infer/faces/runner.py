@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from pipeline.blur import blur_regions
-from pipeline.boxes import box_iou_torch, nms_torch
+from pipeline.boxes import box_ioa, box_iou_torch, nms_torch
 from pipeline.categories import category_id
 from pipeline.detections import FACE_DISTANCE, FACE_IDENTITY, PARENT, Detections
 from pipeline.protocol import Frame
@@ -27,7 +27,6 @@ from stages.infer.options import FacesOptions
 
 FACE = category_id("face")
 PERSON = category_id("person")
-IDENTITY, DISTANCE = FACE_IDENTITY, FACE_DISTANCE
 PARENT_MIN_INSIDE = 0.5  # whole-frame search: a face belongs to the person box holding at least this much of it
 
 
@@ -164,12 +163,12 @@ class FaceRunner:
         for name, col in d.extra.items():  # other columns do not apply to faces
             extra_new[name] = np.full(n, -1 if col.dtype.kind == "i" else np.nan, col.dtype)
         old = Detections(d.boxes, d.scores, d.class_ids, d.track_ids, dict(d.extra), dict(d.labels))
-        old.extra.setdefault(IDENTITY, np.full(len(d), -1, np.int32))
-        old.extra.setdefault(DISTANCE, np.full(len(d), np.nan, np.float32))
+        old.extra.setdefault(FACE_IDENTITY, np.full(len(d), -1, np.int32))
+        old.extra.setdefault(FACE_DISTANCE, np.full(len(d), np.nan, np.float32))
         old.extra.setdefault(PARENT, np.full(len(d), -1, np.int32))
-        old.labels.setdefault(IDENTITY, names)
-        extra_new[IDENTITY], extra_new[DISTANCE], extra_new[PARENT] = identity, distance, np.full(n, -1, np.int32)
-        new = Detections(boxes, scores, np.full(n, FACE, np.int32), np.full(n, -1, np.int64), extra_new, {IDENTITY: names})
+        old.labels.setdefault(FACE_IDENTITY, names)
+        extra_new[FACE_IDENTITY], extra_new[FACE_DISTANCE], extra_new[PARENT] = identity, distance, np.full(n, -1, np.int32)
+        new = Detections(boxes, scores, np.full(n, FACE, np.int32), np.full(n, -1, np.int64), extra_new, {FACE_IDENTITY: names})
         if not n:
             frame.detections = old
             return
@@ -186,14 +185,7 @@ def person_of(faces: np.ndarray, dets: Detections) -> np.ndarray:
     persons = np.flatnonzero(dets.class_ids == PERSON)
     if not len(faces) or not len(persons):
         return out
-    p = dets.boxes[persons]
-    x1 = np.maximum(faces[:, None, 0], p[None, :, 0])
-    y1 = np.maximum(faces[:, None, 1], p[None, :, 1])
-    x2 = np.minimum(faces[:, None, 2], p[None, :, 2])
-    y2 = np.minimum(faces[:, None, 3], p[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = np.maximum((faces[:, 2] - faces[:, 0]) * (faces[:, 3] - faces[:, 1]), 1e-6)
-    inside = inter / area[:, None]
+    inside = box_ioa(faces, dets.boxes[persons])
     best = inside.argmax(axis=1)
     ok = inside[np.arange(len(faces)), best] >= PARENT_MIN_INSIDE
     out[ok] = persons[best[ok]]
