@@ -17,10 +17,11 @@ import urllib.request
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
-from pipeline.config import ConfigError, PipelineConfig, load_config, parse_config
+from pipeline.config import ConfigError, PipelineConfig, load_config, parse_config, redacted
 
 # The chain `vidpipe replay` runs without --config: data, not code (the stages it names are plugins).
 REPLAY_PRESET = "presets/replay.yaml"
@@ -53,7 +54,9 @@ def _free_port_block(count: int, host: str = "127.0.0.1") -> int:
 def _stream_ids(videos: list[str]) -> list[str]:
     ids: list[str] = []
     for v in videos:
-        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(v).stem if "://" not in v else v.split("://", 1)[1]) or "stream"
+        # A URL's id is its host and path: its credentials and query must not become a name in every output.
+        name = Path(v).stem if "://" not in v else (lambda u: (u.hostname or "") + u.path)(urlsplit(v))
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "stream"
         stem = stem.lstrip("_.-") or "stream"
         sid, n = stem[:60], 2
         while sid in ids:
@@ -101,6 +104,14 @@ def build_replay_config(videos: list[str], config_path: str | None, out_dir: str
     return data
 
 
+def _write_private(path: Path, data: dict[str, Any]) -> None:
+    """A YAML file only its owner can read (0600 from its creation, also when it existed before)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(data, f, sort_keys=False)
+
+
 def _scrape(url: str) -> dict[str, float]:
     """frames_in per stream of one stage, from its /metrics."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -145,8 +156,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
         except (OSError, yaml.YAMLError) as exc:
             print(f"replay: cannot read config: {exc}", file=sys.stderr)
             return 2
-        effective = Path(out_dir) / "config.yaml"
-        effective.write_text(yaml.safe_dump(data, sort_keys=False))
+        # The stages read the config with its secrets from the private run dir (gone with the run); the copy
+        # beside the results says what ran, without them.
+        effective = Path(run_dir) / "config.yaml"
+        _write_private(effective, data)
+        _write_private(Path(out_dir) / "config.yaml", redacted(data, cfg))
         last = cfg.stages[-1].name
         port = cfg.metrics_port(last, None) if not cfg.is_source(last) else None
         totals = {s.id: _expected_frames(s.source) for s in cfg.streams}

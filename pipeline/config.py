@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.secrets import expand_env, is_reference, redact_options, redact_url
 from pipeline.transport import parse_endpoint
 
 Mode = Literal["replay", "live"]
@@ -54,7 +55,7 @@ class ReconnectConfig(Strict):
 class StreamConfig(Strict):
     id: str = Field(description="Stream name used in results, metrics and alerts.")
     source: str | int = Field(
-        description="Video file, image folder, rtsp:// or http(s):// URL, or V4L2 device index (integer)."
+        description="Video file, image folder, rtsp:// or http(s):// URL, or V4L2 device index (integer); `${NAME}` is replaced by the environment variable NAME (a camera password), and the password of a URL is never logged or written."
     )
     fps: float | None = Field(None, gt=0, le=1000, description="Cap on frames per second taken from the source.")
     resize: tuple[int, int] | None = Field(None, description="Resize frames to [width, height].")
@@ -91,6 +92,9 @@ class StreamConfig(Strict):
                 raise ValueError("a device index must be 0 or more")
         elif not v.strip():
             raise ValueError("must not be empty")
+        else:
+            # rtsp://cam:${CAM_PASSWORD}@host/: the password stays out of the file (see pipeline/secrets.py).
+            v = expand_env(v)
         return v
 
 
@@ -332,6 +336,29 @@ def parse_config(data: Any, source: str = "config", only_stage: str | None = Non
     if problems:
         raise ConfigError(problems, source)
     return cfg
+
+
+def redacted(data: dict[str, Any], cfg: PipelineConfig) -> dict[str, Any]:
+    """The config document `data` (which `cfg` was validated from) as it may be written beside results: every
+    literal secret replaced, references (`${NAME}`, `file:PATH`) kept, the passwords and queries of source URLs out."""
+    out = dict(data)
+    streams = data.get("streams")
+    if isinstance(streams, list):
+        out["streams"] = [
+            {**s, "source": redact_url(s["source"])} if isinstance(s, dict) and isinstance(s.get("source"), str) and not is_reference(s["source"]) else s
+            for s in streams
+        ]
+    from pipeline.registry import resolve_stage  # here: the registry imports stage modules
+
+    stages = []
+    for raw, st in zip(data.get("stages") or [], cfg.stages):
+        if isinstance(raw, dict) and isinstance(raw.get("options"), dict):
+            options = resolve_stage(st.kind).Options.model_validate(st.options)
+            raw = {**raw, "options": redact_options(raw["options"], options)}
+        stages.append(raw)
+    if stages:
+        out["stages"] = stages
+    return out
 
 
 def load_config(path: str | os.PathLike[str], only_stage: str | None = None) -> PipelineConfig:

@@ -11,7 +11,7 @@ import types
 import typing
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 from pydantic_core import PydanticUndefined
 
 from pipeline.config import PipelineConfig, StageConfig, StreamConfig
@@ -37,6 +37,8 @@ def _type_name(tp: Any) -> str:
         return "null"
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         return "map"
+    if tp is SecretStr:
+        return "secret"  # a literal, ${NAME} or file:PATH (pipeline/secrets.py)
     return getattr(tp, "__name__", str(tp))
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from pipeline.config import StreamConfig
 from pipeline.protocol import KIND_EOS, KIND_HEARTBEAT, KIND_STARTED, Control, Frame, Heartbeat, StreamEnd, StreamStart
+from pipeline.secrets import redact_url
 from pipeline.stage import Source
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -38,13 +39,8 @@ def source_kind(source: str | int) -> str:
 
 
 def redact(source: str | int) -> str:
-    """The source as it may be logged: no password from rtsp://user:pass@host."""
-    text = str(source)
-    scheme, sep, rest = text.partition("://")
-    if sep and "@" in rest.split("/", 1)[0]:
-        creds, _, host = rest.partition("@")
-        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
-    return text
+    """The source as it may be logged or sent on: no password from rtsp://user:pass@host, no query string."""
+    return f"/dev/video{source}" if isinstance(source, int) else redact_url(source)
 
 
 class SourceError(Exception):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import string
 import threading
 import time
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.alert import Alert
+from pipeline.secrets import Secret
 
 if TYPE_CHECKING:
     import paho.mqtt.client as mqtt
@@ -70,6 +72,47 @@ class _Connection:
 TOPIC_FIELDS = ("stream", "rule", "kind", "severity")  # fields of the alert a topic template may use
 
 
+class MqttTls(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ca_file: str | None = Field(None, description="PEM file of the CA that signed the broker's certificate; default: the system's CAs.")
+    cert_file: str | None = Field(None, description="PEM client certificate, for a broker that authenticates clients by certificate.")
+    key_file: str | None = Field(None, description="PEM private key of `cert_file` (default: in `cert_file`).")
+    key_password: Secret | None = Field(None, description="Password of an encrypted `key_file` (secret: `${NAME}` or `file:PATH`).")
+    verify_hostname: bool = Field(True, description="Check that the broker's certificate names `host`; turn off only for a broker addressed by an IP its certificate lacks.")
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _readable(cls, v: str | None) -> str | None:
+        if v is not None and not os.access(os.path.expanduser(v), os.R_OK):
+            raise ValueError(f"cannot read {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _pair(self) -> MqttTls:
+        if (self.key_file is not None or self.key_password is not None) and self.cert_file is None:
+            raise ValueError("key_file and key_password belong to a client certificate: set cert_file too")
+        return self
+
+    def context(self) -> ssl.SSLContext:
+        """The TLS settings as an SSLContext (ValueError naming the file that does not load)."""
+        try:
+            ctx = ssl.create_default_context(cafile=os.path.expanduser(self.ca_file) if self.ca_file else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"tls.ca_file {self.ca_file!r}: {exc}") from None
+        ctx.check_hostname = self.verify_hostname
+        if self.cert_file is not None:
+            try:
+                ctx.load_cert_chain(
+                    os.path.expanduser(self.cert_file),
+                    os.path.expanduser(self.key_file) if self.key_file else None,
+                    self.key_password.get_secret_value() if self.key_password else None,
+                )
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"tls.cert_file {self.cert_file!r}: {exc}") from None
+        return ctx
+
+
 class MqttOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -83,7 +126,8 @@ class MqttOptions(BaseModel):
     qos: Literal[0, 1, 2] = Field(1, description="MQTT QoS; with 1 or 2 an alert counts as delivered only once the broker acknowledged it.")
     client_id: str | None = Field(None, description="MQTT client id; default vidpipe-<sink name>-<host>-<pid>.")
     username: str | None = Field(None, description="User name, if the broker asks for one.")
-    password: str | None = Field(None, description="Password for `username`.")
+    password: Secret | None = Field(None, description="Password for `username` (secret: `${NAME}` or `file:PATH`); use it over `tls`, or it crosses the network in clear.")
+    tls: MqttTls | None = Field(None, description="Connect over TLS (usually port 8883): the broker's CA, and a client certificate if it asks for one.")
     keepalive: int = Field(30, ge=5, le=3600, description="Seconds between keep-alive pings.")
     include_snapshot: bool = Field(True, description="Send the JPEG snapshot, base64, as `snapshot_jpeg`.")
     connect_timeout_s: float = Field(5.0, gt=0, le=300, description="Longest a connection to the broker may take, CONNACK included.")
@@ -138,11 +182,18 @@ class MqttSink(Sink):
         )
         client.connect_timeout = o.connect_timeout_s
         if o.username is not None:
-            client.username_pw_set(o.username, o.password)
+            client.username_pw_set(o.username, o.password.get_secret_value() if o.password is not None else None)
+        if o.tls is not None:
+            try:
+                client.tls_set_context(o.tls.context())
+            except ValueError as exc:
+                raise DeliveryError(f"broker {o.host}:{o.port}: {exc}", reason="tls") from exc
         conn = _Connection(client)
         where = f"broker {o.host}:{o.port}"
         try:
             client.connect(o.host, o.port, o.keepalive)
+        except ssl.SSLError as exc:  # the broker's certificate, or ours, refused
+            raise DeliveryError(f"{where}: TLS failed: {exc}", reason="tls") from exc
         except (OSError, ValueError) as exc:
             raise DeliveryError(f"{where}: cannot connect: {exc}", reason="broker") from exc
         client.loop_start()
