@@ -1,4 +1,4 @@
-"""The `vidpipe` command: replay, run, stage, check."""
+"""The `vidpipe` command: replay, run, stage, keys, check."""
 
 from __future__ import annotations
 
@@ -260,6 +260,43 @@ def cmd_stage(args: argparse.Namespace) -> int:
         return 2
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    from pipeline.curve import kubernetes_keys, make_keys
+
+    names = list(args.names)
+    if args.kubernetes and args.folder:
+        names.insert(0, args.folder)  # no folder with --kubernetes: the first word is a stage too
+    if args.config:
+        try:
+            data = yaml.safe_load(Path(args.config).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            print(f"keys: cannot read {args.config}: {exc}", file=sys.stderr)
+            return 2
+        names += [st["name"] for st in data.get("stages") or [] if isinstance(st, dict) and isinstance(st.get("name"), str)]
+    names = list(dict.fromkeys(names))
+    bad = [n for n in names if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", n)]  # as StageConfig.name
+    if not names or bad:
+        print(f"keys: give stage names (or --config){': not a stage name: ' + ', '.join(bad) if bad else ''}", file=sys.stderr)
+        return 2
+    if args.kubernetes:
+        print(kubernetes_keys(names, args.namespace), end="")
+        return 0
+    if not args.folder:
+        print("keys: give the keys folder (or --kubernetes)", file=sys.stderr)
+        return 2
+    os.makedirs(args.folder, mode=0o700, exist_ok=True)
+    try:
+        made = make_keys(args.folder, names)
+    except FileExistsError as exc:
+        print(f"keys: {exc}", file=sys.stderr)
+        return 2
+    for path in made:
+        print(path)
+    print("keys: copy the .key files to every host; each NAME.key_secret only to where stage NAME runs "
+          "(or put its secret in $VIDPIPE_CURVE_SECRET there)", file=sys.stderr)  # fmt: skip
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if cfg is None:
@@ -290,6 +327,16 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--stream", help="stream id (decode runs one process per stream)")
     r.add_argument("--metrics-port", type=int, help="override the /metrics port")
     r.set_defaults(func=cmd_stage)
+
+    r = sub.add_parser("keys", help="make CURVE key pairs for stages (transport.curve_keys): NAME.key public, NAME.key_secret private")
+    r.add_argument("folder", nargs="?", help="the keys folder (created 0700 if missing)")
+    r.add_argument("names", nargs="*", help="stage names (default: every stage of --config)")
+    r.add_argument("--config", help="a pipeline YAML: make a pair for each of its stages")
+    r.add_argument("--kubernetes", action="store_true",
+                   help="print a ConfigMap vidpipe-curve-public (NAME.key) and a Secret vidpipe-curve-secret (NAME.key_secret) "
+                   "instead of writing files: vidpipe keys --kubernetes --config C | kubectl apply -f -")  # fmt: skip
+    r.add_argument("--namespace", default="vidpipe", help="namespace of --kubernetes's objects (default: vidpipe)")
+    r.set_defaults(func=cmd_keys)
 
     r = sub.add_parser("check", help="validate a config; exit status 2 on errors")
     r.add_argument("config")

@@ -16,8 +16,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.curve import public_key_path
 from pipeline.secrets import expand_env, is_reference, redact_options, redact_url
-from pipeline.transport import parse_endpoint
+from pipeline.transport import is_loopback, parse_endpoint
 
 Mode = Literal["replay", "live"]
 
@@ -55,7 +56,7 @@ class ReconnectConfig(Strict):
 class StreamConfig(Strict):
     id: str = Field(description="Stream name used in results, metrics and alerts.")
     source: str | int = Field(
-        description="Video file, image folder, rtsp:// or http(s):// URL, or V4L2 device index (integer); `${NAME}` is replaced by the environment variable NAME (a camera password), and the password of a URL is never logged or written."
+        description="Video file, image folder, rtsp:// or http(s):// URL, or V4L2 device index (integer); `${NAME}` is replaced by the environment variable NAME in the source process only (a camera password); a URL's password is never logged or written."
     )
     fps: float | None = Field(None, gt=0, le=1000, description="Cap on frames per second taken from the source.")
     resize: tuple[int, int] | None = Field(None, description="Resize frames to [width, height].")
@@ -92,10 +93,12 @@ class StreamConfig(Strict):
                 raise ValueError("a device index must be 0 or more")
         elif not v.strip():
             raise ValueError("must not be empty")
-        else:
-            # rtsp://cam:${CAM_PASSWORD}@host/: the password stays out of the file (see pipeline/secrets.py).
-            v = expand_env(v)
         return v
+
+    def resolved_source(self) -> str | int:
+        """The source with `${NAME}` replaced from the environment (ValueError naming a variable that is not set).
+        Only the source process resolves it, so no other stage needs, or sees, a camera's credentials."""
+        return expand_env(self.source) if isinstance(self.source, str) else self.source
 
 
 class StageConfig(Strict):
@@ -133,6 +136,16 @@ class TransportConfig(Strict):
         128.0, gt=0, le=4096,
         description="Largest message a stage receives (MiB; an 8K BGR frame is 95): ZeroMQ drops the connection of a peer "
         "that sends a bigger one before it is read, so a forged size cannot make a stage allocate it.",
+    )
+
+
+    curve_keys: str | None = Field(
+        None, description="Folder of the stages' CURVE keys (`vidpipe keys FOLDER STAGE...`): every tcp:// socket is then authenticated and "
+        "encrypted, and a stage accepts only the stages the config wires to it. A stage's secret key may come from $VIDPIPE_CURVE_SECRET instead.",
+    )
+    allow_insecure_tcp: bool = Field(
+        False, description="Let stages bind tcp:// on an address other hosts can reach without curve_keys: anyone who reaches the port "
+        "can send frames, alerts and end-of-streams, and read a publish mirror. Only for a network closed by other means (a NetworkPolicy).",
     )
 
 
@@ -178,7 +191,35 @@ class PipelineConfig(Strict):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"stages: duplicate name {', '.join(dup)}")
+        self._check_tcp()
         return self
+
+    def _check_tcp(self) -> None:
+        """tcp:// reachable from other hosts needs CURVE keys (or the explicit allow_insecure_tcp)."""
+        t = self.transport
+        if t.curve_keys is not None:
+            folder = Path(t.curve_keys).expanduser()
+            if not folder.is_dir():
+                raise ValueError(f"transport.curve_keys: {t.curve_keys} is not a folder (make the keys with: vidpipe keys {t.curve_keys} STAGE...)")
+            missing = [st.name for st in self.stages if not public_key_path(folder, st.name).is_file()]
+            if missing:
+                raise ValueError(f"transport.curve_keys: no public key of {', '.join(missing)} in {t.curve_keys} "
+                                 f"(make them with: vidpipe keys {t.curve_keys} {' '.join(missing)})")  # fmt: skip
+            if sum(1 for st in self.stages if st.publish) > 1 and any(st.input_pattern == "sub" for st in self.stages):
+                raise ValueError("transport.curve_keys: an observer must know which publisher it subscribes to; with CURVE only one stage may publish")
+            return
+        if t.allow_insecure_tcp:
+            return
+        for i, st in enumerate(self.stages):
+            for key, spec, pattern in (("input", st.input, st.input_pattern), ("output", st.output, "push"), ("publish", st.publish, "pub")):
+                if spec is None:
+                    continue
+                bind, addr = parse_endpoint(spec, pattern)
+                if bind and addr.startswith("tcp://") and not is_loopback(addr):
+                    raise ValueError(
+                        f"stages[{i}].{key}: {spec} binds where other hosts can reach it, and nothing would check who connects: "
+                        "set transport.curve_keys (see `vidpipe keys`), bind 127.0.0.1, or set transport.allow_insecure_tcp: true"
+                    )
 
     # -- derived wiring ---------------------------------------------------------------
 
@@ -228,6 +269,18 @@ class PipelineConfig(Strict):
     def is_source(self, name: str) -> bool:
         """The first stage is the source: parse_config checks that its kind has the source role and no other has."""
         return self.stage_index(name) == 0
+
+    def upstream(self, name: str) -> list[str]:
+        """The stages `name` may receive from: the one before it on the main path; for an observer, the publishers."""
+        i = self.stage_index(name)
+        if self.stages[i].input_pattern == "sub":
+            return [s.name for s in self.stages[:i] if s.publish]
+        return [self.stages[i - 1].name] if i > 0 else []
+
+    def observers(self, name: str) -> list[str]:
+        """The stages that subscribe to what `name` publishes."""
+        i = self.stage_index(name)
+        return [s.name for s in self.stages[i + 1 :] if s.input_pattern == "sub"] if self.stages[i].publish else []
 
     def process_names(self) -> list[tuple[str, str | None]]:
         """(stage, stream) for every process of the pipeline: one source per stream, one of each other stage."""

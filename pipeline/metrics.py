@@ -31,6 +31,7 @@ class StageMetrics:
         self.frames_shed = Counter(f"{PREFIX}_frames_shed", "Frames dropped on purpose in live mode, by reason.", ["stage", "stream", "reason"], registry=r)
         self.frames_failed = Counter(f"{PREFIX}_frames_failed", "Frames whose processing raised; skipped.", ["stage", "stream"], registry=r)
         self.disconnections = Counter(f"{PREFIX}_input_disconnections", "Peers whose connection to this stage's input ended: gone away, or dropped by ZeroMQ for sending a message over transport.max_message_mb.", ["stage"], registry=r)
+        self.peers_refused = Counter(f"{PREFIX}_peers_refused", "Connections refused at the CURVE handshake: auth (a key that is not one of the stages wired here), handshake (no keys, or expecting another server).", ["stage", "reason"], registry=r)
         self.messages_rejected = Counter(f"{PREFIX}_messages_rejected", "Messages refused: not decodable (malformed, version, size), of a stream not in the config (unknown_stream), or not from this stage's upstream (sender).", ["stage", "reason"], registry=r)
         self.processing = Histogram(f"{PREFIX}_processing_seconds", "Time to process one batch.", ["stage"], buckets=_LATENCY_BUCKETS, registry=r)
         self.frame_age = Histogram(f"{PREFIX}_frame_age_seconds", "Now minus capture time, as a frame reaches this stage.", ["stage"], buckets=_AGE_BUCKETS, registry=r)

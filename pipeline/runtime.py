@@ -23,11 +23,12 @@ import zmq
 
 from pipeline.batching import Batcher
 from pipeline.config import PipelineConfig
+from pipeline.curve import Curve, ZapHandler, load_public, load_secret
 from pipeline.metrics import MetricsServer, StageMetrics
 from pipeline.protocol import KIND_EOS, KIND_HEARTBEAT, KIND_STARTED, Control, Frame, ProtocolError, StreamEnd, StreamStart
 from pipeline.registry import resolve_stage
 from pipeline.stage import Source, Stage, StageContext
-from pipeline.transport import PUB, Receiver, Sender
+from pipeline.transport import PUB, Receiver, Secure, Sender
 
 POLL_MS = 200
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
@@ -53,6 +54,11 @@ class StageRunner:
         if stream is not None and stream not in [s.id for s in config.streams]:
             raise ValueError(f"no stream named {stream!r} in the config")
         self.stream = stream
+        if stream is not None:
+            try:
+                next(s for s in config.streams if s.id == stream).resolved_source()
+            except ValueError as exc:  # a config problem: said once, not a crash the supervisor retries
+                raise ValueError(f"stream {stream}: source: {exc}") from None
         self.log = logging.getLogger(f"vidpipe.{stage_name}" + (f".{stream}" if stream else ""))
         self.metrics = StageMetrics(stage_name)
         options = self.cls.Options.model_validate(self.stage_config.options)
@@ -61,6 +67,9 @@ class StageRunner:
         self.zctx: zmq.Context = zmq.Context.instance()
         self._stop_at: float | None = None
         self._refused = 0
+        self._curve_keys: Curve | None = None
+        self._zap: ZapHandler | None = None
+        self._curve()  # a missing or unreadable key stops the stage before it opens anything
         port = metrics_port if metrics_port is not None else config.metrics_port(stage_name, stream)
         self.server: MetricsServer | None = None
         if port is not None:
@@ -104,6 +113,8 @@ class StageRunner:
             # Sockets are closed by now; terming the context waits (up to their linger) until
             # what they still queue has been handed to the peer. Exiting without this drops it:
             # the tail of a stream and its end-of-stream, whenever downstream was still busy.
+            if self._zap is not None:
+                self._zap.close()  # its socket too must close before the context can end
             self.zctx.term()
             if self.server:
                 self.server.close()
@@ -114,11 +125,50 @@ class StageRunner:
     def _open_outputs(self) -> tuple[Sender | None, Sender | None]:
         hwm = self.config.transport.hwm
         endpoint = self.config.output_endpoint(self.name)
-        out = Sender(self.zctx, endpoint, hwm=hwm, linger_ms=self._linger_ms()) if endpoint else None
+        out = None
+        if endpoint:
+            out = Sender(self.zctx, endpoint, hwm=hwm, linger_ms=self._linger_ms(), secure=self._client_of(self._downstream()))
         pub = None
         if self.stage_config.publish:
-            pub = Sender(self.zctx, self.stage_config.publish, pattern=PUB, hwm=hwm)
+            pub = Sender(self.zctx, self.stage_config.publish, pattern=PUB, hwm=hwm, secure=self._server("publish", self.config.observers(self.name)))
         return out, pub
+
+    # -- CURVE (pipeline/curve.py) ------------------------------------------------------------
+
+    def _downstream(self) -> str:
+        i = self.config.stage_index(self.name)
+        return self.config.stages[i + 1].name if i + 1 < len(self.config.stages) else ""
+
+    def _curve(self) -> Curve | None:
+        folder = self.config.transport.curve_keys
+        if folder is None:
+            return None
+        if self._curve_keys is None:
+            public, secret = load_secret(folder, self.name)
+            self._curve_keys = Curve(self.name, public, secret)
+        return self._curve_keys
+
+    def _server(self, domain: str, peers: list[str]) -> Secure | None:
+        """A CURVE server answering only `peers` (their public keys from the keys folder)."""
+        curve = self._curve()
+        if curve is None:
+            return None
+        folder = self.config.transport.curve_keys
+        assert folder is not None
+        keys = {load_public(folder, p): p for p in peers}
+        if self._zap is None:
+            self._zap = ZapHandler(self.zctx, curve)
+        return lambda sock: curve.server(sock, domain, keys)
+
+    def _client_of(self, server: str) -> Secure | None:
+        """A CURVE client that talks only to stage `server` (pinned by its public key)."""
+        curve = self._curve()
+        if curve is None or not server:
+            return None
+        folder = self.config.transport.curve_keys
+        assert folder is not None
+        key = load_public(folder, server)
+        return lambda sock: curve.client(sock, key)
 
     # -- sending -----------------------------------------------------------------------
 
@@ -174,6 +224,7 @@ class StageRunner:
         try:
             for item in stage.frames():
                 m.beat()
+                self._count_refused(pub)
                 epoch = max(epoch, item.epoch)  # heartbeats before a first start carry none
                 if isinstance(item, Control):
                     self._flush_source_queue(queue, out, pub, final=True)
@@ -234,12 +285,20 @@ class StageRunner:
         if endpoint is None:
             raise ValueError(f"stage {self.name} has no input endpoint")
         t = self.config.transport
-        receiver = Receiver(self.zctx, endpoint, pattern=self.stage_config.input_pattern, hwm=t.hwm, max_message_bytes=int(t.max_message_mb * 2**20))
+        upstream = self.config.upstream(self.name)
+        if self.stage_config.input_pattern == "sub":  # an observer is a client of the one publisher (config checks)
+            secure, server_name = self._client_of(upstream[0] if upstream else ""), (upstream[0] if upstream else None)
+        else:
+            secure, server_name = self._server("input", upstream), None
+        receiver = Receiver(
+            self.zctx, endpoint, pattern=self.stage_config.input_pattern, hwm=t.hwm, max_message_bytes=int(t.max_message_mb * 2**20),
+            secure=secure, server_name=server_name,
+        )  # fmt: skip
         out, pub = self._open_outputs()
         bc = self.stage_config.batch
         batcher = Batcher(bc.max_size, bc.max_wait_ms / 1000.0, deterministic=not self.live)
         expected = {s.id for s in self.config.streams}
-        senders = self._upstream()
+        senders = set(self.config.upstream(self.name))
         self.metrics.disconnections.labels(self.name)  # the series exists from 0
         ended: set[str] = set()
         m = self.metrics
@@ -269,6 +328,7 @@ class StageRunner:
                 dropped = receiver.disconnections()
                 if dropped:
                     m.disconnections.labels(self.name).inc(dropped)
+                self._count_refused(receiver, pub)
                 for batch in batcher.due(time.monotonic()):
                     self._run_batch(stage, batch, out, pub)
                 for frame in stage.tick():
@@ -329,13 +389,12 @@ class StageRunner:
 
     # -- what a stage accepts -------------------------------------------------------------
 
-    def _upstream(self) -> set[str]:
-        """The stages this one may receive from: the one before it on the main path, any earlier one that
-        publishes for an observer."""
-        i = self.config.stage_index(self.name)
-        if self.stage_config.input_pattern == "sub":
-            return {s.name for s in self.config.stages[:i] if s.publish}
-        return {self.config.stages[i - 1].name} if i > 0 else set()
+    def _count_refused(self, *sockets: Receiver | Sender | None) -> None:
+        for sock in sockets:
+            if sock is not None and sock.monitor is not None:
+                for reason, n in sock.refused().items():
+                    if n:
+                        self.metrics.peers_refused.labels(self.name, reason).inc(n)
 
     def _refusal(self, msg: Frame | Control, streams: set[str], senders: set[str]) -> tuple[str, str] | None:
         """(metric reason, log line) when a message did not come from where this stage's messages come from."""

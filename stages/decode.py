@@ -56,7 +56,8 @@ class DecodeStage(Source):
 
     def __init__(self, ctx) -> None:  # type: ignore[no-untyped-def]
         super().__init__(ctx)
-        self.stream: StreamConfig = next(s for s in ctx.config.streams if s.id == ctx.stream)
+        stream: StreamConfig = next(s for s in ctx.config.streams if s.id == ctx.stream)
+        self.stream = stream.model_copy(update={"source": stream.resolved_source()})
         self.kind_of_source = source_kind(self.stream.source)
         self.realtime = ctx.config.realtime(self.stream)
         self.seq = 0

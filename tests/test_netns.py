@@ -1,5 +1,6 @@
 """Stages on three hosts: each stage process in its own network namespace, the stages connected over TCP
-through a bridge, replaying a clip; the JSONL equals a single-host replay of the same clip."""
+through a bridge, authenticated and encrypted with CURVE keys, replaying a clip; the JSONL equals a
+single-host replay of the same clip."""
 
 from __future__ import annotations
 
@@ -48,9 +49,12 @@ def test_stages_on_three_hosts_over_tcp_give_the_single_host_results(tmp_path: P
         stages[2]["output"] = f">tcp://{c}:5703"
         stages[3]["input"] = "@tcp://*:5703"
         stages[3]["options"] = {"out_dir": str(tmp_path / "three")}
+        keys = tmp_path / "keys"  # one folder standing in for the copies on each host
+        made = run_vidpipe("keys", str(keys), *[s["name"] for s in STAGES])
+        assert made.returncode == 0, made.stderr
         cfg = tmp_path / "hosts.yaml"
-        cfg.write_text(yaml.safe_dump({"mode": "replay", "streams": [{"id": "vtest120", "source": str(clip)}],
-                                       "stages": stages, "metrics": {"port_base": None}}, sort_keys=False))
+        cfg.write_text(yaml.safe_dump({"mode": "replay", "streams": [{"id": "vtest120", "source": str(clip)}], "stages": stages,
+                                       "transport": {"curve_keys": str(keys)}, "metrics": {"port_base": None}}, sort_keys=False))
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         placement = [("record", 2, []), ("track", 1, []), ("infer", 1, []), ("decode", 0, ["--stream", "vtest120"])]
         for name, host, extra in placement:
