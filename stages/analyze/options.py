@@ -7,14 +7,11 @@ ground plane. A stream whose frames turn out to have another size gets its geome
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-from pipeline.alert import Severity
-from pipeline.categories import VEHICLES, check_categories
 from stages.analyze.geometry import GeometryError, Line, Zone
 from stages.analyze.ground_plane import GroundPlane
+from stages.analyze.rules import RuleConfig
 
 
 class _Strict(BaseModel):
@@ -31,113 +28,13 @@ class GroundPlaneConfig(_Strict):
     ground: list[tuple[float, float]] = Field(description="The same four points on the ground, [[X, Y], ...] in metres.")
 
 
-def _check_classes(v: list[str] | None) -> list[str] | None:
-    check_categories(v or [])
-    return v
-
-
-class _RuleBase(_Strict):
-    name: str = Field(description="Rule name: in alert ids, messages and the metric label `rule`.")
-    severity: Severity = Field("warning", description="Severity of its alerts.")
-    cooldown_s: float = Field(30.0, ge=0, description="After an alert, the same rule and object (or zone) stay quiet this long.")
-    classes: list[str] | None = Field(None, description="Categories the rule looks at (default: all tracked ones).")
-
-    _classes = field_validator("classes")(_check_classes)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not v or len(v) > 64 or any(c in v for c in "/#+ \t\n"):
-            raise ValueError("must be 1-64 characters without spaces, '/', '#' or '+' (it becomes an MQTT topic level)")
-        return v
-
-
-class ZoneIntrusionRule(_RuleBase):
-    type: Literal["zone_intrusion"] = Field(description="Rule type.")
-    zone: str = Field(description="Zone name.")
-    min_dwell_s: float = Field(1.0, ge=0, description="Time inside the zone before it counts (ignores brushing the edge).")
-    exit_after_s: float = Field(1.0, ge=0, description="Time outside (or unseen) before a visit ends; a flicker does not end it.")
-
-
-class LoiteringRule(_RuleBase):
-    type: Literal["loitering"] = Field(description="Rule type.")
-    zone: str = Field(description="Zone name.")
-    limit_s: float = Field(30.0, gt=0, description="Time inside the zone above which an object loiters.")
-    exit_after_s: float = Field(3.0, ge=0, description="Time outside (or unseen) before a visit ends.")
-
-
-class LineCrossingRule(_RuleBase):
-    type: Literal["line_crossing"] = Field(description="Rule type.")
-    severity: Severity = Field("info", description="Severity of its alerts.")
-    cooldown_s: float = Field(0.0, ge=0, description="After an alert, the same object's crossings stay quiet this long.")
-    line: str = Field(description="Line name.")
-    direction: Literal["in", "out", "any"] = Field("any", description="Crossings that fire: in (right to left of a -> b), out, or any.")
-
-
-class WrongWayRule(_RuleBase):
-    type: Literal["wrong_way"] = Field(description="Rule type.")
-    zone: str = Field(description="Zone where the direction applies (a lane).")
-    direction: tuple[float, float] = Field(description="Allowed direction of travel [dx, dy] in image coordinates (y down).")
-    max_angle_deg: float = Field(90.0, gt=0, lt=180, description="Movement more than this far from `direction` is wrong-way.")
-    min_speed: float = Field(20.0, ge=0, description="Below this speed (pixels/s, or m/s with a ground plane) direction is not judged.")
-    for_s: float = Field(1.0, ge=0, description="How long the wrong-way movement must last.")
-
-    @field_validator("direction")
-    @classmethod
-    def _direction(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if (v[0] ** 2 + v[1] ** 2) ** 0.5 < 1e-6:
-            raise ValueError("the direction vector must not be zero")
-        return v
-
-
-class OvercrowdingRule(_RuleBase):
-    type: Literal["overcrowding"] = Field(description="Rule type.")
-    zone: str = Field(description="Zone name.")
-    max_count: int = Field(ge=0, description="More objects than this in the zone is crowding.")
-    for_s: float = Field(5.0, ge=0, description="How long the count must stay above `max_count`.")
-
-
-class SpeedRule(_RuleBase):
-    type: Literal["speed"] = Field(description="Rule type.")
-    limit: float = Field(gt=0, description="Speed above which the rule fires.")
-    unit: Literal["px/s", "m/s"] = Field("px/s", description="m/s needs the stream's `ground_plane`.")
-    zone: str | None = Field(None, description="Only inside this zone (default: anywhere).")
-    for_s: float = Field(0.5, ge=0, description="How long the speed must stay above the limit.")
-
-
-class StoppedVehicleRule(_RuleBase):
-    type: Literal["stopped_vehicle"] = Field(description="Rule type.")
-    classes: list[str] | None = Field(list(VEHICLES), description="Categories that count as vehicles.")
-    zone: str | None = Field(None, description="Only inside this zone (default: anywhere).")
-    max_speed: float = Field(5.0, ge=0, description="At or below this speed (pixels/s, or m/s with a ground plane) it is stopped.")
-    for_s: float = Field(30.0, gt=0, description="How long it must stay stopped.")
-
-    _classes = field_validator("classes")(_check_classes)
-
-
-class WatchlistRule(_RuleBase):
-    type: Literal["watchlist"] = Field(description="Rule type.")
-    severity: Severity = Field("critical", description="Severity of its alerts.")
-    cooldown_s: float = Field(60.0, ge=0, description="After an alert, the same identity stays quiet this long.")
-    classes: list[str] | None = Field(None, description="Not used: the rule looks at recognised faces.")
-    identities: list[str] | None = Field(None, description="Watchlist identities that fire (default: any).")
-    min_frames: int = Field(2, ge=1, description="Matches of the identity within `within_s` before it fires (a one-frame lookalike does not).")
-    within_s: float = Field(1.0, gt=0, description="The window for `min_frames`.")
-
-
-Rule = Annotated[
-    Union[ZoneIntrusionRule, LoiteringRule, LineCrossingRule, WrongWayRule, OvercrowdingRule, SpeedRule, StoppedVehicleRule, WatchlistRule],
-    Field(discriminator="type"),
-]
-
-
 class StreamAnalyticsConfig(_Strict):
     frame_size: tuple[int, int] = Field(description="[width, height] the pixel coordinates refer to; other frame sizes are scaled.")
     relative: bool = Field(False, description="Coordinates are fractions of the frame (0..1) unless a shape says otherwise.")
     zones: dict[str, ShapeConfig] = Field(default_factory=dict, description="Polygon zones by name.")
     lines: dict[str, ShapeConfig] = Field(default_factory=dict, description="Directed lines by name.")
     ground_plane: GroundPlaneConfig | None = Field(None, description="Homography to metres on the ground (speeds in m/s).")
-    rules: list[Rule] = Field(default_factory=list, description="What raises alerts; see the rule types below.")
+    rules: list[RuleConfig] = Field(default_factory=list, description="What raises alerts; see the rule types below.")
     line_hysteresis: float = Field(8.0, ge=0, description="Pixels either side of a line that never decide a side (jitter).")
 
     @model_validator(mode="after")

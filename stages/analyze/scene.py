@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -12,7 +13,8 @@ from stages.analyze.ground_plane import GroundPlane
 from stages.analyze.line_counter import LineCounter, anchors
 from stages.analyze.motion import TrackMotion
 from stages.analyze.options import StreamAnalyticsConfig
-from stages.analyze.rules import FaceMatch, Firing, FrameView, RuleRunner, build_rule
+from stages.analyze.rule import FaceMatch, Firing, FrameView, Rule
+from stages.analyze.rules import build_rule
 
 
 @dataclass
@@ -32,7 +34,7 @@ class Scene:
         self.lines: dict[str, Line] = {}
         self.counters: dict[str, LineCounter] = {}
         self.ground: GroundPlane | None = None
-        self.rules: list[RuleRunner] = [build_rule(r) for r in cfg.rules]
+        self.rules: list[Rule[Any]] = [build_rule(r) for r in cfg.rules]
         self.motion: dict[int, TrackMotion] = {}
         self.scale_warning: str | None = None
         self.carried_counts: dict[str, dict[str, int]] = {}  # line counts from before a restart of the stream

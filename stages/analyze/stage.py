@@ -20,7 +20,7 @@ from pipeline.metrics import PREFIX
 from pipeline.protocol import Frame, StreamEnd, StreamStart
 from pipeline.stage import Stage, StageContext
 from stages.analyze.options import AnalyzeOptions
-from stages.analyze.rules import Firing
+from stages.analyze.rule import Firing
 from stages.analyze.scene import Scene
 from stages.analyze.snapshot import snapshot
 

@@ -1,0 +1,123 @@
+"""What every analytics rule is: options a config names by `type`, and a class that looks at one frame's
+confirmed tracks (with their zones, crossings and motion) and says what fires.
+
+A rule type is one module of stages/analyze/rules/, holding its options (a `RuleOptions` with a
+`type: Literal[...]` field) and its `Rule` subclass (with `type` and `Options` set); the registry there
+finds it. A firing is once per episode (see Sustain) and then quiet for the rule's cooldown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from pipeline.alert import Severity
+from pipeline.categories import category_id, category_name, check_categories
+from stages.analyze.motion import TrackMotion
+
+RESET_S = 1.0  # how long a speed/direction condition must be false before its episode ends
+
+
+@dataclass
+class FrameView:
+    """One frame of one stream, as the rules see it: confirmed tracks only."""
+
+    seq: int
+    pts: float
+    ids: np.ndarray  # [N] track ids
+    classes: np.ndarray  # [N] category ids
+    boxes: np.ndarray  # [N, 4] xyxy pixels
+    inside: dict[str, np.ndarray]  # zone -> [N] bool (anchor in zone)
+    motion: dict[int, TrackMotion]  # track id -> motion (pixels, or metres with a ground plane)
+    crossings: dict[str, list[tuple[int, str]]]  # line -> (track id, direction) completed in this frame
+    unit: str  # "px/s" or "m/s": the unit of motion speeds
+    faces: list[FaceMatch] = field(default_factory=list)  # watchlist matches in this frame (any track state)
+
+
+@dataclass
+class FaceMatch:
+    identity: str
+    distance: float
+    box: list[float]
+    track_id: int  # -1 when the face is not (yet) a confirmed track
+
+
+@dataclass
+class Firing:
+    rule: str
+    kind: str
+    severity: str
+    track_ids: list[int]
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+    boxes: list[list[float]] | None = None  # what to box in the snapshot, when not the tracks' boxes
+
+
+class RuleOptions(BaseModel):
+    """The options every rule has; a rule type's options add `type: Literal["..."]` and their own keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="Rule name: in alert ids, messages and the metric label `rule`.")
+    severity: Severity = Field("warning", description="Severity of its alerts.")
+    cooldown_s: float = Field(30.0, ge=0, description="After an alert, the same rule and object (or zone) stay quiet this long.")
+    classes: list[str] | None = Field(None, description="Categories the rule looks at (default: all tracked ones).")
+
+    @field_validator("classes")
+    @classmethod
+    def _classes(cls, v: list[str] | None) -> list[str] | None:
+        check_categories(v or [])
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not v or len(v) > 64 or any(c in v for c in "/#+ \t\n"):
+            raise ValueError("must be 1-64 characters without spaces, '/', '#' or '+' (it becomes an MQTT topic level)")
+        return v
+
+
+OptionsT = TypeVar("OptionsT", bound=RuleOptions)
+
+
+class Rule(Generic[OptionsT]):
+    """One configured rule: the class filter and the cooldown. A rule type sets `type` (what the config's
+    `type` names) and `Options`, and implements `step`."""
+
+    Options: ClassVar[type[RuleOptions]]  # before `type`, which would shadow the builtin here
+    type: ClassVar[str] = ""
+
+    def __init__(self, cfg: OptionsT) -> None:
+        self.cfg = cfg
+        self.class_ids = None if cfg.classes is None else {category_id(c) for c in cfg.classes}
+        self._last_fire: dict[Any, float] = {}
+        self.suppressed = 0  # firings swallowed by the cooldown
+
+    def selected(self, view: FrameView) -> np.ndarray:
+        if self.class_ids is None:
+            return np.ones(len(view.ids), bool)
+        return np.isin(view.classes, list(self.class_ids))
+
+    def fire(self, key: Any, pts: float, track_ids: list[int], message: str, **details: Any) -> Firing | None:
+        last = self._last_fire.get(key)
+        if last is not None and pts - last < self.cfg.cooldown_s:
+            self.suppressed += 1
+            return None
+        self._last_fire[key] = pts
+        return Firing(self.cfg.name, self.type, self.cfg.severity, track_ids, message, details)
+
+    def forget(self, pts: float, horizon_s: float) -> None:
+        keep = max(horizon_s, self.cfg.cooldown_s)
+        for k in [k for k, t in self._last_fire.items() if pts - t > keep]:
+            del self._last_fire[k]
+
+    def step(self, view: FrameView) -> list[Firing]:
+        raise NotImplementedError
+
+
+def describe(view: FrameView, i: int | np.integer[Any]) -> str:
+    """The object in row `i` as messages name it: "person #3"."""
+    return f"{category_name(int(view.classes[i]))} #{int(view.ids[i])}"
