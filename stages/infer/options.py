@@ -12,44 +12,10 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from pipeline.categories import check_categories
-from pipeline.device import Precision
+from stages.infer.backend import BackendName
+from stages.infer.detector import CnnOptions
 from stages.infer.faces.watchlist import WatchlistOptions
 from stages.infer.secondary_model import SecondaryList
-
-BackendName = Literal["auto", "torch", "onnxruntime", "openvino", "cuda"]
-
-
-class CnnOptions(BaseModel):
-    """Settings every CNN detector shares."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N.")
-    backend: BackendName = Field(
-        "auto", description="auto: the fastest measured for the device (see Performance); torch, onnxruntime, openvino or cuda to force one."
-    )
-    precision: Precision = Field("auto", description="auto: fp16 on CUDA, fp32 on the CPU; bf16 is opt-in.")
-    channels_last: bool = Field(True, description="NHWC memory format for the convolutions (faster on CPU and GPU).")
-    score_threshold: float = Field(0.5, gt=0, lt=1, description="Lowest score kept, for classes without their own.")
-    class_thresholds: dict[str, float] = Field(default_factory=dict, description="Per-category score thresholds, e.g. {person: 0.4}.")
-    classes: list[str] | None = Field(None, description="Categories to keep (default: every category the model maps to).")
-    nms_iou: float = Field(0.5, gt=0, le=1, description="Boxes of one class overlapping more than this are merged by NMS.")
-    max_detections: int = Field(100, ge=1, le=10_000, description="Most detections kept per frame.")
-
-    @field_validator("class_thresholds")
-    @classmethod
-    def _thresholds(cls, v: dict[str, float]) -> dict[str, float]:
-        check_categories(v)
-        for name, t in v.items():
-            if not 0 < t < 1:
-                raise ValueError(f"threshold of {name} must be between 0 and 1, got {t}")
-        return v
-
-    @field_validator("classes")
-    @classmethod
-    def _classes(cls, v: list[str] | None) -> list[str] | None:
-        check_categories(v or [])
-        return v
 
 
 class CocoSsdOptions(CnnOptions):
