@@ -25,7 +25,7 @@ from pipeline.config import ConfigError, load_config
 from pipeline.detections import Detections
 from pipeline.protocol import Frame
 from stages.infer import backend as bk
-from stages.infer.custom import CustomDetector, CustomOptions
+from stages.infer.detectors.custom import CustomDetector, CustomOptions
 from stages.infer.stage import InferOptions
 from tests.helpers.configs import write_config
 from tests.helpers.procs import run_vidpipe

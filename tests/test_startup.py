@@ -79,8 +79,8 @@ def test_coco_ssd_on_a_cpu_runtime_runs_without_torch_once_exported(tmp_path: Pa
     """The first start exports the network (torch needed); from then on the infer process finds the export by
     the key of its files and runs it with numpy and the runtime alone."""
     code = (
-        "import numpy as np\nfrom pipeline.protocol import Frame\nfrom stages.infer.coco_ssd import CocoSsdDetector\n"
-        "from stages.infer.options import CocoSsdOptions\nfrom tools.tracklets import read_frames\n"
+        "import numpy as np\nfrom pipeline.protocol import Frame\nfrom stages.infer.detectors.coco_ssd import CocoSsdDetector, CocoSsdOptions\n"
+        "from tools.tracklets import read_frames\n"
         f"images = [im for _, im in read_frames({str(ROOT / 'sample_videos' / 'vtest.avi')!r}, 0, 3)]\n"
         "det = CocoSsdDetector(CocoSsdOptions(device='auto'))\n"
         "found = det.detect([Frame('s', i, 0.0, 0.0, 768, 576, im) for i, im in enumerate(images)])\n"

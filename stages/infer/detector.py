@@ -7,6 +7,9 @@ score thresholds, per-class NMS, and the mapping of the model's score columns
 onto the pipeline's categories. A subclass says only how its network turns
 uint8 RGB frames into scores and boxes.
 
+`CnnOptions` are the settings every CNN detector shares; each detector, with its own options, is a module of
+stages/infer/detectors/.
+
 A detector whose network runs on a CPU runtime (onnxruntime, OpenVINO) may return numpy arrays from forward():
 the thresholds and NMS then run in numpy (pipeline/boxes.py, the same results), and such a detector
 never imports torch. `device` and `dtype` are torch objects made on first use; `device_name` and
@@ -18,7 +21,7 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -69,12 +72,23 @@ class CnnOptions(BaseModel):
 
 
 class Detector(ABC):
+    """A primary detector kind sets `type` (what the config's `detector.type` names) and `Options` (its pydantic
+    options, with a `type: Literal[...]` field defaulting to that name), in a module of its own in
+    stages/infer/detectors/; it is built with its validated options."""
+
+    Options: ClassVar[type[BaseModel]]  # before `type`, which from its line on names the attribute, not the builtin
+    type: ClassVar[str] = ""
+
     @abstractmethod
     def detect(self, frames: list[Frame]) -> list[Detections]:
         """Detections for each frame, in order; frames of one stream arrive in sequence order."""
 
     def reset(self, stream: str) -> None:
         """Forget per-stream state (the stream ended)."""
+
+    def describe(self) -> str:
+        """What the infer stage logs when it starts: the detector, and where and how it runs."""
+        return self.type
 
 
 class CnnDetector(Detector):
@@ -128,6 +142,9 @@ class CnnDetector(Detector):
 
         self._dtype = value
         self.precision = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[value]
+
+    def describe(self) -> str:
+        return f"{self.type} on {self.device_name} ({self.precision}, {self.backend})"
 
     def kept_model_columns(self) -> list[int]:
         """The model's score columns that map to a category the pipeline keeps."""
