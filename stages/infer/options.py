@@ -1,4 +1,5 @@
-"""The infer stage's settings: every option class of its detectors, in one module that imports no torch.
+"""The infer stage's settings, in one module that imports no torch: the detector's (each detector's options are
+in its module of stages/infer/detectors/), the motion gate's, the faces' and the secondary models'.
 
 The CLI checks a whole config before it starts any stage; with the options here it does so without loading
 torch (about 2 s), and so does every stage process that runs no model.
@@ -6,13 +7,15 @@ torch (about 2 s), and so does every stage process that runs no model.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from stages.infer.backend import BackendName
+from stages.infer.detectors import DetectorConfig, detector_mapping
 from stages.infer.detectors.coco_ssd import CocoSsdOptions
-from stages.infer.detectors.custom import CustomOptions
 from stages.infer.detectors.motion import MotionOptions
 from stages.infer.faces.watchlist import WatchlistOptions
 from stages.infer.secondary_model import SecondaryList
@@ -95,15 +98,28 @@ class FacesOptions(BaseModel):
     )
 
 
+# The per-detector sections infer options had before `detector` held the detector's own settings.
+_MOVED_SECTIONS = ("coco_ssd", "custom", "motion")
+
+
+def _moved(key: str, section: Any, detector: Any) -> str:
+    """What to write instead of the old section `key:` (with the old `detector:` value)."""
+    settings = section if isinstance(section, dict) else {}
+    new = yaml.safe_dump({"type": key, **settings}, default_flow_style=True, sort_keys=False, width=10_000).strip()
+    old = detector if isinstance(detector, str) else "coco_ssd"
+    if old != key:  # the old config ran another detector: this section did nothing
+        return f"detector settings moved, and these were unused (the detector was {old}): remove them, or write detector: {new} to run {key}"
+    return f"detector settings moved: write detector: {new}"
+
+
 class InferOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    detector: Literal["coco_ssd", "motion", "custom"] = Field("coco_ssd", description="Primary detector.")
-    coco_ssd: CocoSsdOptions = Field(default_factory=CocoSsdOptions, description="Settings of the COCO-SSD detector.")
-    custom: CustomOptions | None = Field(
-        None, validate_default=True, description="Your own TorchScript or ONNX model (detector: custom); see Bring your own detector."
+    detector: DetectorConfig = Field(
+        default_factory=CocoSsdOptions,
+        description="The primary detector: its type and settings, e.g. {type: coco_ssd, score_threshold: 0.4} "
+        "(each type's keys are below), or the type alone for its defaults (detector: motion).",
     )
-    motion: MotionOptions = Field(default_factory=MotionOptions, description="Settings of the motion detector.")
     motion_gate: GateOptions = Field(default_factory=GateOptions, description="Skip the CNN on frames without motion.")
     torch_threads: int | None = Field(
         None, ge=1, le=256, description="CPU threads of the models (torch and the ONNX runtimes); default: one per core."
@@ -115,10 +131,21 @@ class InferOptions(BaseModel):
         default_factory=list, description="Models run on crops of the detections (faces, signs, posture): see stages/infer/secondary_model.py."
     )
 
-    @field_validator("custom")
+    @model_validator(mode="before")
     @classmethod
-    def _custom_given(cls, v: CustomOptions | None, info: ValidationInfo) -> CustomOptions | None:
-        # A field validator (not a model one), so the problem is reported at options.custom.
-        if v is None and info.data.get("detector") == "custom":
-            raise ValueError("required when detector is custom: options.custom describes the model (path, layout, class_map, input_size)")
-        return v
+    def _old_sections(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        found = [k for k in _MOVED_SECTIONS if k in data]
+        if found:
+            # Raised as a ValidationError so that each problem is located at its own key (options.coco_ssd).
+            raise ValidationError.from_exception_data(cls.__name__, [
+                InitErrorDetails(type=PydanticCustomError("moved", "{msg}", {"msg": _moved(k, data[k], data.get("detector"))}), loc=(k,), input=data[k])
+                for k in found
+            ])  # fmt: skip
+        return data
+
+    @field_validator("detector", mode="before")
+    @classmethod
+    def _detector_name(cls, v: Any) -> Any:
+        return detector_mapping(v)

@@ -34,10 +34,9 @@ class InferStage(Stage):
 
         o: InferOptions = self.options
         set_threads(o.torch_threads or cpu_cores())
-        options = {"coco_ssd": o.coco_ssd, "custom": o.custom, "motion": o.motion}[o.detector]
-        self.detector: Detector = build_detector(options)  # type: ignore[arg-type]  # custom: the options' validator makes sure
+        self.detector: Detector = build_detector(o.detector)
         self.log.info("detector %s", self.detector.describe())
-        if o.motion_gate.enabled and o.detector != "motion":
+        if o.motion_gate.enabled and o.detector.type != "motion":  # motion gating motion would run MOG2 twice
             from stages.infer.gate import MotionGate
 
             self.gate: MotionGate | None = MotionGate(o.motion_gate)

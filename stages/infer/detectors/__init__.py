@@ -26,11 +26,15 @@ _ADAPTER: TypeAdapter[Any] = TypeAdapter(DetectorConfig)
 
 def detector_mapping(data: Any) -> Any:
     """A detector named alone (`detector: motion`) as the mapping it stands for: that detector, defaults.
-    A mapping without `type` is an error that lists the types (pydantic's own names no choices)."""
+    A missing or unknown `type` is an error that lists the known ones, in the words of the config."""
     if isinstance(data, str):
-        return {"type": data}
-    if isinstance(data, dict) and "type" not in data:
-        raise ValueError(f"needs a type: one of {', '.join(DETECTORS.names())} (e.g. detector: {{type: coco_ssd, score_threshold: 0.4}})")
+        data = {"type": data}
+    if isinstance(data, dict):
+        known = ", ".join(DETECTORS.names())
+        if "type" not in data:
+            raise ValueError(f"needs a type: one of {known} (e.g. detector: {{type: coco_ssd, score_threshold: 0.4}})")
+        if isinstance(data["type"], str) and data["type"] not in DETECTORS.all():
+            raise ValueError(f"unknown detector {data['type']!r}; known: {known}")
     return data
 
 
