@@ -2,7 +2,8 @@
 
 The model runs through `CnnDetector` like COCO-SSD: frames of one size are batched and uploaded as
 uint8, resized (torch bilinear, antialias off, optionally letterboxed) and normalised on the device,
-then the shared thresholds, per-class NMS and category mapping apply. What the config declares:
+then the shared thresholds, per-class NMS and category mapping apply. What the config declares
+(`detector: {type: custom, ...}`, checked by `CustomOptions`):
 
 - input: `input_size` [w, h], `input_layout` nchw|nhwc, `input_dtype` float32|uint8, `color` rgb|bgr,
   and for float32 input `(pixel * scale - mean) / std`;
@@ -17,6 +18,9 @@ TorchScript runs on the detector's device under its precision (autocast); ONNX r
 onnxruntime (an optional dependency: `pip install vidpipe[onnx]`), on the CPU or, when the device is
 CUDA and onnxruntime has the CUDA provider, on the GPU, always in the precision it was exported in.
 At load the model runs once on a dummy input and its output shapes are checked against the layout.
+
+torch is imported where the model is loaded and run, not with this module: reading a config imports every
+detector module (stages/infer/detectors/__init__.py), and that must not load torch.
 """
 
 from __future__ import annotations
