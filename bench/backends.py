@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.device import cpu_cores
     from pipeline.protocol import Frame
     from stages.infer import backend as bk
-    from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions
+    from stages.infer.detectors.coco_ssd import CocoSsdDetector, CocoSsdOptions
     from stages.infer.faces.mtcnn import Mtcnn
     from stages.infer.options import MtcnnOptions
     from stages.track.appearance import AppearanceEncoder

@@ -33,7 +33,7 @@ import yaml  # noqa: E402
 from pipeline.boxes import box_iou  # noqa: E402
 from pipeline.detections import Detections  # noqa: E402
 from pipeline.protocol import Frame  # noqa: E402
-from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions  # noqa: E402
+from stages.infer.detectors.coco_ssd import CocoSsdDetector, CocoSsdOptions  # noqa: E402
 from stages.infer.gate import GateOptions, MotionGate, fill_gated  # noqa: E402
 
 

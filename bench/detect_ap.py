@@ -27,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # this checkout's pipeline/ and stages/, also without an install
 
 from pipeline.detections import Detections  # noqa: E402
-from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions  # noqa: E402
+from stages.infer.detectors.coco_ssd import CocoSsdDetector, CocoSsdOptions  # noqa: E402
 from tools.detection_ap import GROUPS, APResult, LabelledFrame, detect_frames, evaluate, load_labels  # noqa: E402
 
 LABELS = os.path.join(ROOT, "tests", "data", "labels", "detections.json")

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.detections import Detections  # noqa: E402
 from pipeline.protocol import Frame  # noqa: E402
-from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions  # noqa: E402
+from stages.infer.detectors.coco_ssd import CocoSsdDetector, CocoSsdOptions  # noqa: E402
 from stages.infer.faces.runner import FaceRunner, FacesOptions  # noqa: E402
 from tools import tracklets  # noqa: E402
 

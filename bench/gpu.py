@@ -154,7 +154,7 @@ def free_device_memory(device: str) -> None:
 
 
 def build_detector(plan: Plan, backend: str) -> Any:
-    from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions
+    from stages.infer.detectors.coco_ssd import CocoSsdDetector, CocoSsdOptions
 
     return CocoSsdDetector(CocoSsdOptions(device=plan.device, backend=backend, precision="auto", score_threshold=SCORE_THRESHOLD))
 

@@ -4,7 +4,7 @@
 Per round, in rotating order:
 
   read             cv2.VideoCapture reads every frame (what the decode stage does), in this process
-  read+motion      the same plus stages.infer.motion.MotionDetector (default MotionOptions) on every frame
+  read+motion      the same plus stages.infer.detectors.motion.MotionDetector (default MotionOptions) on every frame
   read+motion+rec  the same plus what the record stage does per frame (annotate, mp4v VideoWriter, JSONL),
                    i.e. all of the replay's work in one process, without the framework
   replay           `python -m pipeline.cli --log-level WARNING replay VIDEO --out TMP --quiet`, a subprocess,
@@ -82,7 +82,7 @@ def run_read(path: str, _tmp: str) -> int:
 
 
 def run_motion(path: str, _tmp: str) -> int:
-    from stages.infer.motion import MotionDetector, MotionOptions
+    from stages.infer.detectors.motion import MotionDetector, MotionOptions
 
     det = MotionDetector(MotionOptions())
     n = 0
@@ -97,7 +97,7 @@ def run_motion_record(path: str, tmp: str) -> int:
     import cv2
 
     from pipeline.protocol import Frame
-    from stages.infer.motion import MotionDetector, MotionOptions
+    from stages.infer.detectors.motion import MotionDetector, MotionOptions
     from stages.record import CODECS, RecordOptions, annotate, frame_record
 
     o = RecordOptions()

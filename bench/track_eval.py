@@ -89,7 +89,7 @@ def detect(seq: Sequence, batch: int = 8) -> tuple[list[Detections], float]:
     """COCO-SSD persons at score >= 0.1 on every frame; also the detector's mean ms per frame (batch 1).
 
     Detections are cached by the frames' content (the detector is the slow part of a run)."""
-    from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions
+    from stages.infer.detectors.coco_ssd import CocoSsdDetector, CocoSsdOptions
 
     det = CocoSsdDetector(CocoSsdOptions(device="cpu", score_threshold=0.1, classes=["person"]))
     frames = [Frame(seq.name, i, i / seq.fps, 0.0, f.shape[1], f.shape[0], f) for i, f in enumerate(seq.frames)]

@@ -56,7 +56,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions
+    from stages.infer.detectors.coco_ssd import CocoSsdDetector, CocoSsdOptions
     from stages.track.stage import TrackOptions, build_tracker, embed_rows
     from stages.track.tracker import StepInput
 

@@ -1,8 +1,9 @@
-"""One way to register a plugin, for every family (stage kinds, detectors, analytics rules, alert sinks).
+"""One way to register a plugin, for every family (stage kinds, detectors, secondary models, analytics rules,
+alert sinks).
 
 A plugin is a class deriving from its family's base, with a non-empty key class attribute (the word a user
-writes in the config: a stage's `kind`, a rule's or a sink's `type`, a detector's `name`) and, usually, an
-`Options` pydantic model. The family finds its plugins in the
+writes in the config: a stage's or a secondary model's `kind`, a detector's, a rule's or a sink's `type`) and,
+usually, an `Options` pydantic model. The family finds its plugins in the
 modules of one package: a new file there is a new plugin, nothing else to edit. A user's own plugin outside
 the tree is named `package.module:Class`.
 
@@ -46,7 +47,8 @@ class Registry(Generic[P]):
         if name not in self._found:
             self.discover()
         if name not in self._found:
-            raise ValueError(f"unknown {self.family} {name!r}; known: {', '.join(self.names())} (or module:Class)")
+            known = ", ".join(self.names())
+            raise ValueError(f"unknown {self.family} {name!r}; " + (f"known: {known} (or module:Class)" if known else "none is built in: name yours as module:Class"))
         return self._found[name]
 
     def all(self) -> dict[str, P]:

@@ -53,18 +53,20 @@ def _default(field: Any) -> str:
     return f"`{json.dumps(field.default)}`"
 
 
-def _models_in(tp: Any, path: str) -> list[tuple[str, type[BaseModel]]]:
-    """Models nested in a field's type, with the key path a user writes: `a.`, `a.NAME.`, `a[].`."""
+def _models_in(tp: Any, path: str, choice: bool = False) -> list[tuple[str, type[BaseModel], bool]]:
+    """Models nested in a field's type, with the key path a user writes (`a.`, `a.NAME.`, `a[].`) and whether
+    the model is one choice of a union (a sink, a detector: its table is headed by its `type`)."""
     tp = _strip_annotated(tp)
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return [(f"{path}.", tp)]
+        return [(f"{path}.", tp, choice)]
     if origin in (typing.Union, types.UnionType):
-        return [m for a in args for m in _models_in(a, path)]
+        models = [a for a in args if _strip_annotated(a) is not type(None)]
+        return [m for a in models for m in _models_in(a, path, choice or len(models) > 1)]
     if origin is list and args:
-        return _models_in(args[0], f"{path}[]")
+        return _models_in(args[0], f"{path}[]", choice)
     if origin is dict and len(args) == 2:
-        return _models_in(args[1], f"{path}.NAME")
+        return _models_in(args[1], f"{path}.NAME", choice)
     return []
 
 
@@ -72,19 +74,28 @@ def _strip_annotated(tp: Any) -> Any:
     return typing.get_args(tp)[0] if typing.get_origin(tp) is typing.Annotated else tp
 
 
+def _tag(model: type[BaseModel]) -> str | None:
+    """The value of the model's `type: Literal[...]` field, the key a union tells its choices apart by."""
+    field = model.model_fields.get("type")
+    if field is not None and typing.get_origin(field.annotation) is typing.Literal:
+        return str(typing.get_args(field.annotation)[0])
+    return None
+
+
 def model_table(model: type[BaseModel], prefix: str) -> list[str]:
-    """One table for `model`, then one for each nested model (in fields, lists, maps and unions)."""
+    """One table for `model`, then one for each nested model (in fields, lists, maps and unions); the table of
+    one choice of a union is headed by its `type`."""
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    nested: list[tuple[str, type[BaseModel]]] = []
+    nested: list[tuple[str, type[BaseModel], bool]] = []
     for name, field in model.model_fields.items():
         tp = field.annotation
         rows.append(f"| `{prefix}{name}` | {_type_name(tp)} | {_default(field)} | {field.description or ''} |")
         nested += _models_in(tp, f"{prefix}{name}")
     out = rows + [""]
-    for pre, sub in nested:
-        tag = sub.model_fields.get("type")
-        if tag is not None and typing.get_origin(tag.annotation) is typing.Literal:
-            out += [f"`{pre}` with `type: {typing.get_args(tag.annotation)[0]}`:", ""]
+    for pre, sub, sub_choice in nested:
+        tag = _tag(sub)
+        if sub_choice and tag is not None:
+            out += [f"`{pre}` with `type: {tag}`:", ""]
         out += model_table(sub, pre)
     return out
 

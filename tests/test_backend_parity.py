@@ -15,7 +15,7 @@ import torch
 
 from pipeline.protocol import Frame
 from stages.infer import backend as bk
-from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions
+from stages.infer.detectors.coco_ssd import CocoSsdDetector, CocoSsdOptions
 from stages.infer.faces.mtcnn import Mtcnn
 from stages.infer.options import MtcnnOptions
 from stages.track.appearance import AppearanceEncoder
@@ -80,7 +80,7 @@ def test_coco_ssd_matches_eager_torch(backend: str, real_frames: list[np.ndarray
 
 def test_coco_ssd_default_backend_is_the_measured_fastest() -> None:
     det = CocoSsdDetector(CocoSsdOptions(device="cpu"))
-    from stages.infer.coco_ssd import CPU_RUNTIME
+    from stages.infer.detectors.coco_ssd import CPU_RUNTIME
 
     assert det.backend == (CPU_RUNTIME if bk.available(CPU_RUNTIME) else "torch")
     # bf16 on the CPU comes from torch's autocast only.

@@ -15,7 +15,7 @@ GOOD = {
     "streams": [{"id": "cam1", "source": "video.mp4"}],
     "stages": [
         {"name": "decode", "kind": "decode"},
-        {"name": "infer", "kind": "infer", "options": {"motion": {"history": 200}}},
+        {"name": "infer", "kind": "infer", "options": {"detector": {"type": "motion", "history": 200}}},
         {"name": "record", "kind": "record", "options": {"out_dir": "out"}},
     ],
 }
@@ -64,10 +64,10 @@ def test_missing_field_is_named(tmp_path: Path) -> None:
 
 def test_stage_options_are_checked_by_their_kind(tmp_path: Path) -> None:
     data = yaml.safe_load(yaml.safe_dump(GOOD))
-    data["stages"][1]["options"] = {"motion": {"history": -3, "colour": 1}}
+    data["stages"][1]["options"] = {"detector": {"type": "motion", "history": -3, "colour": 1}}
     got = dict(problems(tmp_path, data))
-    assert "greater than or equal to 10" in got["stages[1].options.motion.history"]
-    assert got["stages[1].options.motion.colour"].startswith("unknown key")
+    assert "greater than or equal to 10" in got["stages[1].options.detector.motion.history"]
+    assert got["stages[1].options.detector.motion.colour"].startswith("unknown key")
 
 
 def test_several_problems_are_reported_together(tmp_path: Path) -> None:

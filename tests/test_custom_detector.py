@@ -25,7 +25,7 @@ from pipeline.config import ConfigError, load_config
 from pipeline.detections import Detections
 from pipeline.protocol import Frame
 from stages.infer import backend as bk
-from stages.infer.custom import CustomDetector, CustomOptions
+from stages.infer.detectors.custom import CustomDetector, CustomOptions
 from stages.infer.stage import InferOptions
 from tests.helpers.configs import write_config
 from tests.helpers.procs import run_vidpipe
@@ -491,21 +491,26 @@ def test_config_requires_custom_options(tmp_path: Path, yolo_ts: Path) -> None:
     path.write_text(yaml.safe_dump(GOOD))
     with pytest.raises(ConfigError) as exc:
         load_config(path)
-    [(where, msg)] = exc.value.problems
-    assert where == "stages[1].options.custom" and "required when detector is custom" in msg
+    # `detector: custom` alone is the custom detector with its defaults: what has none is missing.
+    assert exc.value.problems == [
+        (f"stages[1].options.detector.custom.{key}", "missing required field") for key in ("path", "layout", "class_map", "input_size")
+    ]
     result = run_vidpipe("check", str(path))
     assert result.returncode == 2
-    assert "stages[1].options.custom: required when detector is custom" in result.stderr
-    # Problems inside options.custom are named by their own path.
+    assert "stages[1].options.detector.custom.path: missing required field" in result.stderr
+    # Problems inside the detector's settings are named by their own path.
     data = yaml.safe_load(yaml.safe_dump(GOOD))
-    data["stages"][1]["options"]["custom"] = {"path": str(yolo_ts), "layout": "yolo", "class_map": ["person", "dog"], "input_size": [320, 320]}
+    data["stages"][1]["options"]["detector"] = {
+        "type": "custom", "path": str(yolo_ts), "layout": "yolo", "class_map": ["person", "dog"], "input_size": [320, 320],
+    }  # fmt: skip
     path.write_text(yaml.safe_dump(data))
     result = run_vidpipe("check", str(path))
-    assert result.returncode == 2 and "stages[1].options.custom.class_map: entry 1: unknown category 'dog'" in result.stderr
-    data["stages"][1]["options"]["custom"]["class_map"] = ["person", None, "car"]
+    assert result.returncode == 2 and "stages[1].options.detector.custom.class_map: entry 1: unknown category 'dog'" in result.stderr
+    data["stages"][1]["options"]["detector"]["class_map"] = ["person", None, "car"]
     path.write_text(yaml.safe_dump(data))
     assert run_vidpipe("check", str(path)).returncode == 0
-    assert InferOptions.model_validate(data["stages"][1]["options"]).custom is not None
+    detector = InferOptions.model_validate(data["stages"][1]["options"]).detector
+    assert isinstance(detector, CustomOptions) and detector.class_map == ["person", None, "car"]
 
 
 # -- a real pipeline run ---------------------------------------------------------------------------
@@ -516,9 +521,9 @@ def test_pipeline_run_with_a_custom_detector(tmp_path: Path, sock_dir: Path, sam
     model = save_script(tmp_path / "fixed.pt", RowsModel(YOLO_ROWS))  # no probe: the same objects on every frame
     stages = [
         {"name": "decode", "kind": "decode"},
-        {"name": "infer", "kind": "infer", "options": {"detector": "custom", "custom": {
-            "path": str(model), "layout": "yolo", "class_map": ["person", None, "car"], "input_size": [IN_W, IN_H],
-            "device": "cpu", "class_thresholds": {"car": 0.6},
+        {"name": "infer", "kind": "infer", "options": {"detector": {
+            "type": "custom", "path": str(model), "layout": "yolo", "class_map": ["person", None, "car"],
+            "input_size": [IN_W, IN_H], "device": "cpu", "class_thresholds": {"car": 0.6},
         }}},
         {"name": "record", "kind": "record", "options": {"out_dir": str(out)}},
     ]  # fmt: skip

@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.categories import category_id
 from pipeline.detections import Detections
-from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions
+from stages.infer.detectors.coco_ssd import CocoSsdDetector, CocoSsdOptions
 from tools.detection_ap import (
     FP,
     GROUPS,

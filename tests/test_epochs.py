@@ -33,7 +33,7 @@ def test_kill_9_of_a_camera_decoder_mid_replay_is_followed_by_epoch(tmp_path: Pa
     streams = [{"id": "cam", "source": f"http://127.0.0.1:{http_port}/video.mjpg"}]
     stages = [
         {"name": "decode", "kind": "decode"},
-        {"name": "infer", "kind": "infer", "options": {"coco_ssd": {"score_threshold": 0.2}}},
+        {"name": "infer", "kind": "infer", "options": {"detector": {"type": "coco_ssd", "score_threshold": 0.2}}},
         {"name": "track", "kind": "track"},
         {"name": "analyze", "kind": "analyze", "options": ANALYZE},
         {"name": "record", "kind": "record", "options": {"out_dir": str(out), "video": False}},

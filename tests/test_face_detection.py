@@ -63,7 +63,7 @@ def test_faces_in_the_head_region_of_person_detections() -> None:
     import time
 
     from pipeline.protocol import Frame
-    from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions
+    from stages.infer.detectors.coco_ssd import CocoSsdDetector, CocoSsdOptions
     from stages.infer.faces.runner import FACE, FaceRunner, FacesOptions
 
     ssd = CocoSsdDetector(CocoSsdOptions())

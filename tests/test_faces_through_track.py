@@ -57,7 +57,7 @@ def test_watchlist_alert_carries_the_faces_own_box_and_its_persons_track_id(tmp_
     man = read(samples / "carphone_pristine.mp4", N_FRAMES)
     (tmp_path / "watchlist" / "carphone_man").mkdir(parents=True)
     cv2.imwrite(str(tmp_path / "watchlist" / "carphone_man" / "frame0.png"), man[0])
-    infer_opts = {"coco_ssd": {"score_threshold": 0.2}, "faces": {"watchlist": {"folder": str(tmp_path / "watchlist")}}}
+    infer_opts = {"detector": {"type": "coco_ssd", "score_threshold": 0.2}, "faces": {"watchlist": {"folder": str(tmp_path / "watchlist")}}}
     analyze_opts = {"streams": {"street": {"frame_size": [768, 576], "rules": [
         {"name": "listed", "type": "watchlist", "min_frames": 1, "cooldown_s": 0.0}]}}}
     stages = [{"name": "decode", "kind": "decode"}, {"name": "infer", "kind": "infer", "options": infer_opts},

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(REASON is not None, reason=f"no network namespac
 
 STAGES = [
     {"name": "decode", "kind": "decode"},
-    {"name": "infer", "kind": "infer", "options": {"coco_ssd": {"score_threshold": 0.2}}},
+    {"name": "infer", "kind": "infer", "options": {"detector": {"type": "coco_ssd", "score_threshold": 0.2}}},
     {"name": "track", "kind": "track"},
     {"name": "record", "kind": "record"},
 ]

@@ -225,7 +225,9 @@ def locs(items: list[dict[str, Any]]) -> dict[str, str]:
 @pytest.mark.parametrize(
     "kind, message",
     [
-        ("colour", "must be package.module:Class"),
+        ("colour", "unknown secondary model 'colour'"),
+        ("Colour", "is not a name or module:Class"),
+        ("tests.helpers.secondary_models:", "must be a built-in name or package.module:Class"),
         ("tests.helpers.no_such_module:MeanColour", "no module tests.helpers.no_such_module"),
         ("tests.helpers.secondary_models:Missing", "Missing is not a SecondaryModel class"),
         ("tests.helpers.secondary_models:NotAModel", "NotAModel is not a SecondaryModel class"),
@@ -236,6 +238,22 @@ def test_bad_kind_names_the_field(kind: str, message: str) -> None:
     problems = locs([mean_cfg(), mean_cfg(name="other", kind=kind, options={"width": 3})])
     assert list(problems) == ["secondary[1].kind"]  # no second error about options the kind cannot check
     assert message in problems["secondary[1].kind"]
+
+
+def test_a_built_in_model_is_named_by_its_kind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Built-in models are found by the registry in their package (stages/infer/secondaries/, here a stand-in)."""
+    from pipeline.plugins import Registry
+    from stages.infer import secondary_model
+    from stages.infer.secondary_model import SecondaryModel
+
+    registry = Registry("secondary model", SecondaryModel, "tests.helpers.builtin_secondaries", key="kind")
+    monkeypatch.setattr(secondary_model, "SECONDARY_MODELS", registry)
+    assert registry.names() == ["mean_colour"]
+    [cfg] = validate_secondary([mean_cfg(kind="mean_colour", options={"width": 3})])
+    frames = [frame(image(64, 48, [((8, 8, 24, 40), RED)]), [(8, 8, 24, 40)], [PERSON])]
+    runner(cfg.model_dump()).apply(frames)
+    assert rgb(frames[0], 0) == pytest.approx((1.0, 0.0, 0.0), abs=1e-3)
+    assert "known: mean_colour (or module:Class)" in locs([mean_cfg(kind="mean_color")])["secondary[0].kind"]
 
 
 def test_bad_options_and_fields_name_their_path() -> None:

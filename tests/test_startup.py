@@ -33,7 +33,7 @@ def full_config(tmp_path: Path) -> Path:
         "streams": [{"id": "vtest", "source": str(ROOT / "sample_videos" / "vtest.avi")}],
         "stages": [
             {"name": "decode", "kind": "decode"},
-            {"name": "infer", "kind": "infer", "options": {"coco_ssd": {"backend": "openvino", "classes": ["person"]},
+            {"name": "infer", "kind": "infer", "options": {"detector": {"type": "coco_ssd", "backend": "openvino", "classes": ["person"]},
                                                           "motion_gate": {"enabled": True}, "faces": {"on": "persons"}}},
             {"name": "track", "kind": "track", "options": {"backend": "onnxruntime"}},
             {"name": "record", "kind": "record", "options": {"out_dir": str(tmp_path / "out")}},
@@ -47,12 +47,17 @@ def test_checking_a_whole_config_imports_no_model_runtime(tmp_path: Path) -> Non
     assert loaded_after(f"from pipeline.config import load_config\nload_config({str(cfg)!r})") == set()
 
 
+def test_every_detector_module_imports_without_torch() -> None:
+    """Reading a config imports every detector module (the registry builds the options union from them)."""
+    assert loaded_after("from stages.infer.detectors import DETECTORS\nDETECTORS.all()") == set()
+
+
 def test_a_bad_infer_option_is_still_reported_without_torch(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(yaml.safe_dump({
         "streams": [{"id": "a", "source": str(ROOT / "sample_videos" / "vtest.avi")}],
         "stages": [{"name": "decode", "kind": "decode"},
-                   {"name": "infer", "kind": "infer", "options": {"coco_ssd": {"backend": "tensorrt", "class_thresholds": {"unicorn": 0.5}}}}],
+                   {"name": "infer", "kind": "infer", "options": {"detector": {"type": "coco_ssd", "backend": "tensorrt", "class_thresholds": {"unicorn": 0.5}}}}],
     }))  # fmt: skip
     code = (
         "from pipeline.config import ConfigError, load_config\n"
@@ -61,7 +66,7 @@ def test_a_bad_infer_option_is_still_reported_without_torch(tmp_path: Path) -> N
     out = subprocess.run([sys.executable, "-P", "-c", code + "\nimport sys\nprint('torch' in sys.modules)"], cwd=ROOT, env=ENV,
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert out.returncode == 0, out.stderr
-    assert "stages[1].options.coco_ssd.backend" in out.stdout and "unicorn" in out.stdout
+    assert "stages[1].options.detector.coco_ssd.backend" in out.stdout and "unicorn" in out.stdout
     assert out.stdout.strip().endswith("False")
 
 
@@ -79,8 +84,8 @@ def test_coco_ssd_on_a_cpu_runtime_runs_without_torch_once_exported(tmp_path: Pa
     """The first start exports the network (torch needed); from then on the infer process finds the export by
     the key of its files and runs it with numpy and the runtime alone."""
     code = (
-        "import numpy as np\nfrom pipeline.protocol import Frame\nfrom stages.infer.coco_ssd import CocoSsdDetector\n"
-        "from stages.infer.options import CocoSsdOptions\nfrom tools.tracklets import read_frames\n"
+        "import numpy as np\nfrom pipeline.protocol import Frame\nfrom stages.infer.detectors.coco_ssd import CocoSsdDetector, CocoSsdOptions\n"
+        "from tools.tracklets import read_frames\n"
         f"images = [im for _, im in read_frames({str(ROOT / 'sample_videos' / 'vtest.avi')!r}, 0, 3)]\n"
         "det = CocoSsdDetector(CocoSsdOptions(device='auto'))\n"
         "found = det.detect([Frame('s', i, 0.0, 0.0, 768, 576, im) for i, im in enumerate(images)])\n"

@@ -27,7 +27,7 @@ EPOCH = 1_700_000_000_000
 
 @pytest.fixture(scope="module")
 def vtest_frames() -> list[Frame]:
-    from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions
+    from stages.infer.detectors.coco_ssd import CocoSsdDetector, CocoSsdOptions
 
     frames = [Frame("x", i, i / 10, 0.0, img.shape[1], img.shape[0], img)
               for i, img in read_frames(Path(__file__).resolve().parents[1] / "sample_videos" / "vtest.avi", 0, N_FRAMES)]

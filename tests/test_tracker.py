@@ -88,7 +88,7 @@ def test_linear_assignment_respects_the_threshold() -> None:
 def test_identity_is_kept_through_a_crossing_and_a_short_occlusion() -> None:
     """Two people walk towards each other; one passes behind the other. Real detector, bundled models."""
     from pipeline.protocol import Frame
-    from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions
+    from stages.infer.detectors.coco_ssd import CocoSsdDetector, CocoSsdOptions
     from tools.synthetic import crossing_spec, make_sequence
     from tools.track_sequence import track_sequence
 

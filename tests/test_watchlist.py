@@ -215,7 +215,7 @@ def vtest_faces() -> list[tuple[int, np.ndarray, np.ndarray]]:
     """(frame index, 8x upscaled head region of a COCO-SSD person box, HOG face boxes in it) for each head where a
     face was found. Frames 350-610, every 10th: the stretch where pedestrians walk nearest the camera."""
     from pipeline.protocol import Frame
-    from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions
+    from stages.infer.detectors.coco_ssd import CocoSsdDetector, CocoSsdOptions
 
     indices = list(range(350, 620, 10))
     frames = read_frames("vtest.avi", indices)

@@ -69,7 +69,7 @@ def detect_video(
     path = _cache_path(video, start, stop, score_threshold, cache_dir) if cache_dir else None
     if path is not None and path.exists():
         return load_detections(path)
-    from stages.infer.coco_ssd import CocoSsdDetector, CocoSsdOptions  # torch: only when detecting
+    from stages.infer.detectors.coco_ssd import CocoSsdDetector, CocoSsdOptions  # torch: only when detecting
 
     detector = CocoSsdDetector(CocoSsdOptions(device="cpu", score_threshold=score_threshold))
     out: list[Detections] = []

@@ -42,6 +42,8 @@ Array = Any  # a torch Tensor or a numpy array
 log = logging.getLogger(__name__)
 
 CpuRuntime = Literal["torch", "onnxruntime", "openvino"]
+# What a model's `backend` option may say: a backend of BACKENDS, or auto (the fastest measured for the device).
+BackendName = Literal["auto", "torch", "onnxruntime", "openvino", "cuda"]
 BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "openvino", "cuda")
 OPSET = 17
 EXPORT_VERSION = 1  # bump when the export settings change: old cache entries are then ignored

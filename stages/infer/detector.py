@@ -7,6 +7,9 @@ score thresholds, per-class NMS, and the mapping of the model's score columns
 onto the pipeline's categories. A subclass says only how its network turns
 uint8 RGB frames into scores and boxes.
 
+`CnnOptions` are the settings every CNN detector shares; each detector, with its own options, is a module of
+stages/infer/detectors/.
+
 A detector whose network runs on a CPU runtime (onnxruntime, OpenVINO) may return numpy arrays from forward():
 the thresholds and NMS then run in numpy (pipeline/boxes.py, the same results), and such a detector
 never imports torch. `device` and `dtype` are torch objects made on first use; `device_name` and
@@ -18,30 +21,74 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.boxes import select_detections
-from pipeline.categories import CATEGORIES, category_id
+from pipeline.categories import CATEGORIES, category_id, check_categories
 from pipeline.detections import Detections
-from pipeline.device import device_name, precision_name
+from pipeline.device import Precision, device_name, precision_name
 from pipeline.protocol import Frame
-from stages.infer.backend import CpuRuntime, resolve_backend
-from stages.infer.options import CnnOptions
+from stages.infer.backend import BackendName, CpuRuntime, resolve_backend
 
 if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
 
+class CnnOptions(BaseModel):
+    """Settings every CNN detector shares."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N.")
+    backend: BackendName = Field(
+        "auto", description="auto: the fastest measured for the device (see Performance); torch, onnxruntime, openvino or cuda to force one."
+    )
+    precision: Precision = Field("auto", description="auto: fp16 on CUDA, fp32 on the CPU; bf16 is opt-in.")
+    channels_last: bool = Field(True, description="NHWC memory format for the convolutions (faster on CPU and GPU).")
+    score_threshold: float = Field(0.5, gt=0, lt=1, description="Lowest score kept, for classes without their own.")
+    class_thresholds: dict[str, float] = Field(default_factory=dict, description="Per-category score thresholds, e.g. {person: 0.4}.")
+    classes: list[str] | None = Field(None, description="Categories to keep (default: every category the model maps to).")
+    nms_iou: float = Field(0.5, gt=0, le=1, description="Boxes of one class overlapping more than this are merged by NMS.")
+    max_detections: int = Field(100, ge=1, le=10_000, description="Most detections kept per frame.")
+
+    @field_validator("class_thresholds")
+    @classmethod
+    def _thresholds(cls, v: dict[str, float]) -> dict[str, float]:
+        check_categories(v)
+        for name, t in v.items():
+            if not 0 < t < 1:
+                raise ValueError(f"threshold of {name} must be between 0 and 1, got {t}")
+        return v
+
+    @field_validator("classes")
+    @classmethod
+    def _classes(cls, v: list[str] | None) -> list[str] | None:
+        check_categories(v or [])
+        return v
+
+
 class Detector(ABC):
+    """A primary detector kind sets `type` (what the config's `detector.type` names) and `Options` (its pydantic
+    options, with a `type: Literal[...]` field defaulting to that name), in a module of its own in
+    stages/infer/detectors/; it is built with its validated options."""
+
+    Options: ClassVar[type[BaseModel]]  # before `type`, which from its line on names the attribute, not the builtin
+    type: ClassVar[str] = ""
+
     @abstractmethod
     def detect(self, frames: list[Frame]) -> list[Detections]:
         """Detections for each frame, in order; frames of one stream arrive in sequence order."""
 
     def reset(self, stream: str) -> None:
         """Forget per-stream state (the stream ended)."""
+
+    def describe(self) -> str:
+        """What the infer stage logs when it starts: the detector, and where and how it runs."""
+        return self.type
 
 
 class CnnDetector(Detector):
@@ -95,6 +142,9 @@ class CnnDetector(Detector):
 
         self._dtype = value
         self.precision = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[value]
+
+    def describe(self) -> str:
+        return f"{self.type} on {self.device_name} ({self.precision}, {self.backend})"
 
     def kept_model_columns(self) -> list[int]:
         """The model's score columns that map to a category the pipeline keeps."""

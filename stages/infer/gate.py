@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pipeline.detections import Detections
 from pipeline.protocol import Frame
-from stages.infer.motion import MotionDetector
+from stages.infer.detectors.motion import MotionDetector
 from stages.infer.options import GateOptions
 
 

@@ -1,4 +1,5 @@
-"""The infer stage's settings: every option class of its detectors, in one module that imports no torch.
+"""The infer stage's settings, in one module that imports no torch: the detector's (each detector's options are
+in its module of stages/infer/detectors/), the motion gate's, the faces' and the secondary models'.
 
 The CLI checks a whole config before it starts any stage; with the options here it does so without loading
 torch (about 2 s), and so does every stage process that runs no model.
@@ -6,173 +7,18 @@ torch (about 2 s), and so does every stage process that runs no model.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from pipeline.categories import check_categories
-from pipeline.device import Precision
+from stages.infer.backend import BackendName
+from stages.infer.detectors import DetectorConfig, detector_mapping
+from stages.infer.detectors.coco_ssd import CocoSsdOptions
+from stages.infer.detectors.motion import MotionOptions
 from stages.infer.faces.watchlist import WatchlistOptions
 from stages.infer.secondary_model import SecondaryList
-
-BackendName = Literal["auto", "torch", "onnxruntime", "openvino", "cuda"]
-
-
-class CnnOptions(BaseModel):
-    """Settings every CNN detector shares."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N.")
-    backend: BackendName = Field(
-        "auto", description="auto: the fastest measured for the device (see Performance); torch, onnxruntime, openvino or cuda to force one."
-    )
-    precision: Precision = Field("auto", description="auto: fp16 on CUDA, fp32 on the CPU; bf16 is opt-in.")
-    channels_last: bool = Field(True, description="NHWC memory format for the convolutions (faster on CPU and GPU).")
-    score_threshold: float = Field(0.5, gt=0, lt=1, description="Lowest score kept, for classes without their own.")
-    class_thresholds: dict[str, float] = Field(default_factory=dict, description="Per-category score thresholds, e.g. {person: 0.4}.")
-    classes: list[str] | None = Field(None, description="Categories to keep (default: every category the model maps to).")
-    nms_iou: float = Field(0.5, gt=0, le=1, description="Boxes of one class overlapping more than this are merged by NMS.")
-    max_detections: int = Field(100, ge=1, le=10_000, description="Most detections kept per frame.")
-
-    @field_validator("class_thresholds")
-    @classmethod
-    def _thresholds(cls, v: dict[str, float]) -> dict[str, float]:
-        check_categories(v)
-        for name, t in v.items():
-            if not 0 < t < 1:
-                raise ValueError(f"threshold of {name} must be between 0 and 1, got {t}")
-        return v
-
-    @field_validator("classes")
-    @classmethod
-    def _classes(cls, v: list[str] | None) -> list[str] | None:
-        check_categories(v or [])
-        return v
-
-
-class CocoSsdOptions(CnnOptions):
-    weights: str | None = Field(None, description="state_dict of SSDLiteMobileNetV2; null: the bundled COCO weights.")
-
-
-TORCHSCRIPT_SUFFIXES = (".pt", ".pt2", ".ts", ".torchscript")
-
-
-ONNX_SUFFIXES = (".onnx",)
-
-
-Format = Literal["torchscript", "onnx"]
-
-
-BoxFormat = Literal["cxcywh", "xyxy", "yxyx"]
-
-
-class CustomOptions(CnnOptions):
-    """A TorchScript or ONNX detector described by its input and output layout."""
-
-    path: str = Field(..., description="Model file: .pt, .pt2, .ts (TorchScript) or .onnx (ONNX); see `format`.")
-    format: Format | None = Field(None, description="torchscript or onnx; default: from the file's suffix.")
-    layout: Literal["yolo", "ssd"] = Field(..., description="yolo: one output [B, N, 4+C]; ssd: boxes [B, N, 4] and scores [B, N, C].")
-    class_map: list[str | None] = Field(..., min_length=1, description="Pipeline category of each score column, null to drop it.")
-    background_column: int | None = Field(None, ge=0, description="An extra score column (e.g. SSD background) dropped before class_map applies.")
-    channels_first: bool = Field(False, description="yolo: the output is [B, 4+C, N] instead of [B, N, 4+C].")
-    output_names: list[str] | None = Field(None, description="Outputs to read by name: [out] for yolo, [boxes, scores] for ssd.")
-    boxes_output: int = Field(0, ge=0, le=1, description="ssd without output_names: position of the boxes output (scores is the other).")
-    box_format: BoxFormat | None = Field(None, description="cxcywh, xyxy or yxyx; default: cxcywh for yolo, yxyx for ssd.")
-    normalized: bool | None = Field(None, description="Boxes are in [0, 1] of the input, not input pixels; default: false for yolo, true for ssd.")
-    scores: Literal["sigmoid", "logits", "probs"] = Field("sigmoid", description="sigmoid or probs: scores in [0, 1] as they are; logits: a sigmoid is applied.")
-    input_size: tuple[int, int] = Field(..., description="The model's input [width, height]; frames are resized to it on the device.")
-    letterbox: bool = Field(False, description="Keep the aspect ratio: scale to fit and pad (centred) with pad_value.")
-    pad_value: int = Field(114, ge=0, le=255, description="Pixel value of the letterbox padding (before scale, mean and std).")
-    input_layout: Literal["nchw", "nhwc"] = Field("nchw", description="Memory layout of the model's input tensor.")
-    input_dtype: Literal["float32", "uint8"] = Field("float32", description="float32: (pixel * scale - mean) / std; uint8: the pixels as they are.")
-    scale: float = Field(1 / 255, gt=0, description="float32 input: pixels are multiplied by this first.")
-    mean: tuple[float, float, float] = Field((0.0, 0.0, 0.0), description="float32 input: per-channel value subtracted after scale (in the input's channel order).")
-    std: tuple[float, float, float] = Field((1.0, 1.0, 1.0), description="float32 input: per-channel divisor after mean (in the input's channel order).")
-    color: Literal["rgb", "bgr"] = Field("rgb", description="Channel order the model expects.")
-
-    @field_validator("class_map")
-    @classmethod
-    def _class_map(cls, v: list[str | None]) -> list[str | None]:
-        for i, name in enumerate(v):
-            if name is not None:
-                try:
-                    check_categories([name])
-                except ValueError as exc:
-                    raise ValueError(f"entry {i}: {exc} (or null to drop the column)") from None
-        if all(name is None for name in v):
-            raise ValueError("every class_map entry is null: no score column maps to a category")
-        return v
-
-    @field_validator("input_size")
-    @classmethod
-    def _input_size(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if not all(8 <= s <= 8192 for s in v):
-            raise ValueError(f"width and height must be between 8 and 8192, got {list(v)}")
-        return v
-
-    @field_validator("std")
-    @classmethod
-    def _std(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
-        if any(s <= 0 for s in v):
-            raise ValueError(f"std must be positive, got {list(v)}")
-        return v
-
-    @model_validator(mode="after")
-    def _check(self) -> "CustomOptions":
-        p = Path(self.path).expanduser()
-        suffix = p.suffix.lower()
-        if self.format is None and suffix not in TORCHSCRIPT_SUFFIXES + ONNX_SUFFIXES:
-            raise ValueError(
-                f"path {self.path!r}: cannot tell the model format from the suffix {suffix or '(none)'!r}; "
-                f"use {', '.join(TORCHSCRIPT_SUFFIXES)} (TorchScript) or .onnx, or set format: torchscript|onnx"
-            )
-        if not p.is_file():
-            raise ValueError(f"path {self.path!r}: model file not found" + ("" if p.is_absolute() else f" (relative to {Path.cwd()})"))
-        if self.output_names is not None and len(self.output_names) != (1 if self.layout == "yolo" else 2):
-            want = "[out]" if self.layout == "yolo" else "[boxes, scores]"
-            raise ValueError(f"output_names: the {self.layout} layout reads {want}, got {self.output_names}")
-        if self.background_column is not None and self.background_column > len(self.class_map):
-            raise ValueError(
-                f"background_column {self.background_column} is outside the model's {len(self.class_map) + 1} score columns"
-            )
-        if self.input_dtype == "uint8" and (self.scale != 1 / 255 or self.mean != (0.0, 0.0, 0.0) or self.std != (1.0, 1.0, 1.0)):
-            raise ValueError("scale, mean and std apply to input_dtype float32; a uint8 input gets the pixels as they are")
-        if self.model_format == "onnx" and self.precision in ("fp16", "bf16"):
-            raise ValueError("precision applies to TorchScript models; an ONNX model runs in the precision it was exported in")
-        return self
-
-    @property
-    def model_format(self) -> Format:
-        if self.format is not None:
-            return self.format
-        return "onnx" if Path(self.path).suffix.lower() in ONNX_SUFFIXES else "torchscript"
-
-    @property
-    def model_box_format(self) -> BoxFormat:
-        return self.box_format or ("cxcywh" if self.layout == "yolo" else "yxyx")
-
-    @property
-    def model_normalized(self) -> bool:
-        return self.normalized if self.normalized is not None else self.layout == "ssd"
-
-    @property
-    def score_columns(self) -> int:
-        """Score columns the model outputs: class_map's, plus the background column when there is one."""
-        return len(self.class_map) + (self.background_column is not None)
-
-
-class MotionOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    history: int = Field(300, ge=10, le=10_000, description="Frames the background model remembers.")
-    var_threshold: float = Field(25.0, gt=0, description="MOG2 squared Mahalanobis distance that counts as foreground.")
-    detect_shadows: bool = Field(True, description="Mark shadows and leave them out of the boxes.")
-    work_width: int = Field(320, ge=64, le=4096, description="Frames are scaled to this width for the model.")
-    min_area: float = Field(0.0015, gt=0, lt=1, description="Smallest box, as a fraction of the frame area.")
-    warmup_frames: int = Field(15, ge=0, description="Frames at the start of a stream that only train the model.")
-    dilate: int = Field(2, ge=0, le=20, description="Dilation iterations that join the parts of one object.")
 
 
 class GateOptions(BaseModel):
@@ -252,15 +98,28 @@ class FacesOptions(BaseModel):
     )
 
 
+# The per-detector sections infer options had before `detector` held the detector's own settings.
+_MOVED_SECTIONS = ("coco_ssd", "custom", "motion")
+
+
+def _moved(key: str, section: Any, detector: Any) -> str:
+    """What to write instead of the old section `key:` (with the old `detector:` value)."""
+    settings = section if isinstance(section, dict) else {}
+    new = yaml.safe_dump({"type": key, **settings}, default_flow_style=True, sort_keys=False, width=10_000).strip()
+    old = detector if isinstance(detector, str) else "coco_ssd"
+    if old != key:  # the old config ran another detector: this section did nothing
+        return f"detector settings moved, and these were unused (the detector was {old}): remove them, or write detector: {new} to run {key}"
+    return f"detector settings moved: write detector: {new}"
+
+
 class InferOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    detector: Literal["coco_ssd", "motion", "custom"] = Field("coco_ssd", description="Primary detector.")
-    coco_ssd: CocoSsdOptions = Field(default_factory=CocoSsdOptions, description="Settings of the COCO-SSD detector.")
-    custom: CustomOptions | None = Field(
-        None, validate_default=True, description="Your own TorchScript or ONNX model (detector: custom); see Bring your own detector."
+    detector: DetectorConfig = Field(
+        default_factory=CocoSsdOptions,
+        description="The primary detector: its type and settings, e.g. {type: coco_ssd, score_threshold: 0.4} "
+        "(each type's keys are below), or the type alone for its defaults (detector: motion).",
     )
-    motion: MotionOptions = Field(default_factory=MotionOptions, description="Settings of the motion detector.")
     motion_gate: GateOptions = Field(default_factory=GateOptions, description="Skip the CNN on frames without motion.")
     torch_threads: int | None = Field(
         None, ge=1, le=256, description="CPU threads of the models (torch and the ONNX runtimes); default: one per core."
@@ -272,10 +131,21 @@ class InferOptions(BaseModel):
         default_factory=list, description="Models run on crops of the detections (faces, signs, posture): see stages/infer/secondary_model.py."
     )
 
-    @field_validator("custom")
+    @model_validator(mode="before")
     @classmethod
-    def _custom_given(cls, v: CustomOptions | None, info: ValidationInfo) -> CustomOptions | None:
-        # A field validator (not a model one), so the problem is reported at options.custom.
-        if v is None and info.data.get("detector") == "custom":
-            raise ValueError("required when detector is custom: options.custom describes the model (path, layout, class_map, input_size)")
-        return v
+    def _old_sections(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        found = [k for k in _MOVED_SECTIONS if k in data]
+        if found:
+            # Raised as a ValidationError so that each problem is located at its own key (options.coco_ssd).
+            raise ValidationError.from_exception_data(cls.__name__, [
+                InitErrorDetails(type=PydanticCustomError("moved", "{msg}", {"msg": _moved(k, data[k], data.get("detector"))}), loc=(k,), input=data[k])
+                for k in found
+            ])  # fmt: skip
+        return data
+
+    @field_validator("detector", mode="before")
+    @classmethod
+    def _detector_name(cls, v: Any) -> Any:
+        return detector_mapping(v)

@@ -1,7 +1,8 @@
 """Secondary models: run on crops of the primary detections, batched over the whole batch of frames.
 
 A secondary model kind (face embedder, sign classifier, posture model) is a `SecondaryModel`
-subclass that declares its options and the extra Detections columns it writes. `SecondaryRunner`
+subclass that declares its options and the extra Detections columns it writes: a built-in one is a module
+of stages/infer/secondaries/, a user's own is named `package.module:Class`. `SecondaryRunner`
 picks, for each configured model, the detections it applies to across ALL frames of a batch, cuts
 them out of the frames on the device in one bilinear sampling pass per frame size, runs the model once, and writes
 its columns into every frame's Detections as `NAME.COLUMN`.

@@ -1,11 +1,12 @@
 """What a secondary model is (the SecondaryModel plug-in interface) and how one is configured; no torch here.
 
-The runner that crops detections and runs the models is stages.infer.secondary.
+A built-in model is a module of stages/infer/secondaries/ whose SecondaryModel class sets `kind`, found by the
+plugin registry (SECONDARY_MODELS); a user's own is named `package.module:Class`. The runner that crops
+detections and runs the models is stages.infer.secondary.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import re
 from abc import ABC, abstractmethod
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Callable, ClassVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from pipeline.categories import check_categories
+from pipeline.plugins import Registry
 
 if TYPE_CHECKING:
     import torch
@@ -35,9 +37,10 @@ OnCount = Callable[[str, str, int], None]
 
 
 class SecondaryModel(ABC):
-    """What a secondary model kind implements."""
+    """What a secondary model kind implements. A built-in one sets `kind` (the name the config's `kind` gives)."""
 
     Options: ClassVar[type[BaseModel]]  # its own settings, a pydantic model with extra="forbid"
+    kind: ClassVar[str] = ""
     columns: ClassVar[dict[str, str]]  # column -> numpy dtype string ("f4", "i4", ...)
     crop_size: tuple[int, int]  # (w, h) of the crops run() takes: set in __init__ or a property
 
@@ -51,22 +54,22 @@ class SecondaryModel(ABC):
         Called under torch.inference_mode, at most once per batch of frames, never with N = 0."""
 
 
+SECONDARY_MODELS: Registry[type[SecondaryModel]] = Registry("secondary model", SecondaryModel, "stages.infer.secondaries", key="kind")  # type: ignore[type-abstract]
+
+
 def resolve_secondary(kind: str) -> type[SecondaryModel]:
-    """The SecondaryModel class of `package.module:Class`; ValueError saying what is wrong otherwise."""
+    """The SecondaryModel class of a built-in kind or of `package.module:Class`; ValueError saying what is wrong otherwise."""
     module_name, sep, class_name = kind.partition(":")
-    if not sep or not module_name or not class_name.isidentifier():
-        raise ValueError(f"secondary kind {kind!r} must be package.module:Class")
+    if sep and (not module_name or not class_name.isidentifier()):
+        raise ValueError(f"secondary kind {kind!r} must be a built-in name or package.module:Class")
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name or module_name.startswith(f"{exc.name}."):
-            raise ValueError(f"unknown secondary kind {kind!r} (no module {module_name})") from None
-        raise ValueError(f"secondary kind {kind!r}: importing {module_name} failed: {exc}") from None
-    except Exception as exc:  # a module that fails on import is a config problem, reported with its path
-        raise ValueError(f"secondary kind {kind!r}: importing {module_name} failed: {type(exc).__name__}: {exc}") from None
-    cls = getattr(module, class_name, None)
-    if not (inspect.isclass(cls) and issubclass(cls, SecondaryModel)):
-        raise ValueError(f"secondary kind {kind!r}: {class_name} is not a SecondaryModel class in {module_name}")
+        cls = SECONDARY_MODELS.get(kind)
+    except ValueError:
+        raise  # the registry's own: an unknown kind (with the known ones), no such module, not a SecondaryModel
+    except Exception as exc:  # a module that fails on import (or lacks a dependency) is a config problem, reported with its path
+        module = module_name if sep else f"{SECONDARY_MODELS.package}.{kind}"
+        raise ValueError(f"secondary kind {kind!r}: importing {module} failed: {type(exc).__name__}: {exc}") from None
+    class_name = cls.__name__
     if inspect.isabstract(cls):
         raise ValueError(f"secondary kind {kind!r}: {class_name} is abstract (it must implement run)")
     options = getattr(cls, "Options", None)
@@ -91,7 +94,9 @@ class SecondaryConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(description="Unique name; the model's columns are written as NAME.COLUMN.")
-    kind: str = Field(description="The model's class, as package.module:Class (a SecondaryModel).")
+    kind: str = Field(
+        description="The model: a built-in one by name (a module of stages/infer/secondaries/), or your own SecondaryModel class as package.module:Class."
+    )
     classes: list[str] = Field(min_length=1, description="Categories whose detections it runs on.")
     min_score: float = Field(0.0, ge=0, le=1, description="Detections scoring lower are skipped.")
     min_size: int = Field(8, ge=0, description="Boxes narrower or shorter than this many pixels are skipped.")

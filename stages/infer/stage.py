@@ -27,30 +27,16 @@ class InferStage(Stage):
     def __init__(self, ctx: StageContext) -> None:
         super().__init__(ctx)
         # Each model is imported where it is used: the CLI and the other stages read InferOptions without
-        # loading torch, and COCO-SSD on a CPU runtime runs without it (stages/infer/coco_ssd.py).
+        # loading torch, and COCO-SSD on a CPU runtime runs without it (stages/infer/detectors/coco_ssd.py).
         from pipeline.device import cpu_cores
         from stages.infer.backend import set_threads
+        from stages.infer.detectors import build_detector
 
         o: InferOptions = self.options
         set_threads(o.torch_threads or cpu_cores())
-        self.detector: Detector
-        if o.detector == "motion":
-            from stages.infer.motion import MotionDetector
-
-            self.detector = MotionDetector(o.motion)
-        elif o.detector == "custom":
-            from stages.infer.custom import CustomDetector
-
-            assert o.custom is not None  # the options' validator makes sure
-            self.detector = CustomDetector(o.custom)
-            self.log.info("detector custom (%s, %s) on %s (%s, %s)", o.custom.model_format, o.custom.path,
-                          self.detector.device_name, self.detector.precision, self.detector.backend)  # fmt: skip
-        else:
-            from stages.infer.coco_ssd import CocoSsdDetector
-
-            self.detector = CocoSsdDetector(o.coco_ssd)
-            self.log.info("detector %s on %s (%s, %s)", o.detector, self.detector.device_name, self.detector.precision, self.detector.backend)
-        if o.motion_gate.enabled and o.detector != "motion":
+        self.detector: Detector = build_detector(o.detector)
+        self.log.info("detector %s", self.detector.describe())
+        if o.motion_gate.enabled and o.detector.type != "motion":  # motion gating motion would run MOG2 twice
             from stages.infer.gate import MotionGate
 
             self.gate: MotionGate | None = MotionGate(o.motion_gate)

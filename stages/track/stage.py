@@ -14,7 +14,7 @@ from pipeline.detections import Detections
 from pipeline.metrics import PREFIX
 from pipeline.protocol import Frame, StreamEnd, StreamStart
 from pipeline.stage import Stage, StageContext
-from stages.infer.options import BackendName
+from stages.infer.backend import BackendName
 from stages.track.reorder import ReorderBuffer
 from stages.track.tracker import StepInput, Tracker, TrackerSettings
 

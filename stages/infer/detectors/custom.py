@@ -2,7 +2,8 @@
 
 The model runs through `CnnDetector` like COCO-SSD: frames of one size are batched and uploaded as
 uint8, resized (torch bilinear, antialias off, optionally letterboxed) and normalised on the device,
-then the shared thresholds, per-class NMS and category mapping apply. What the config declares:
+then the shared thresholds, per-class NMS and category mapping apply. What the config declares
+(`detector: {type: custom, ...}`, checked by `CustomOptions`):
 
 - input: `input_size` [w, h], `input_layout` nchw|nhwc, `input_dtype` float32|uint8, `color` rgb|bgr,
   and for float32 input `(pixel * scale - mean) / std`;
@@ -17,6 +18,9 @@ TorchScript runs on the detector's device under its precision (autocast); ONNX r
 onnxruntime (an optional dependency: `pip install vidpipe[onnx]`), on the CPU or, when the device is
 CUDA and onnxruntime has the CUDA provider, on the GPU, always in the precision it was exported in.
 At load the model runs once on a dummy input and its output shapes are checked against the layout.
+
+torch is imported where the model is loaded and run, not with this module: reading a config imports every
+detector module (stages/infer/detectors/__init__.py), and that must not load torch.
 """
 
 from __future__ import annotations
@@ -24,21 +28,130 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+from pydantic import Field, field_validator, model_validator
 
-from pipeline.categories import category_id
+from pipeline.categories import category_id, check_categories
 from pipeline.device import autocast, select_device
 from stages.infer.backend import InputSpec, Runner, compile_module, load_onnx
-from stages.infer.detector import CnnDetector, cnn_backend
-from stages.infer.options import CustomOptions
+from stages.infer.detector import CnnDetector, CnnOptions, cnn_backend
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
 
 log = logging.getLogger(__name__)
 
 ONNX_MISSING = "ONNX models need onnxruntime, which is not installed: pip install vidpipe[onnx]"
+
+
+TORCHSCRIPT_SUFFIXES = (".pt", ".pt2", ".ts", ".torchscript")
+
+
+ONNX_SUFFIXES = (".onnx",)
+
+
+Format = Literal["torchscript", "onnx"]
+
+
+BoxFormat = Literal["cxcywh", "xyxy", "yxyx"]
+
+
+class CustomOptions(CnnOptions):
+    """A TorchScript or ONNX detector described by its input and output layout."""
+
+    type: Literal["custom"] = Field("custom", description="Your own TorchScript or ONNX model: see Bring your own detector.")
+    path: str = Field(..., description="Model file: .pt, .pt2, .ts (TorchScript) or .onnx (ONNX); see `format`.")
+    format: Format | None = Field(None, description="torchscript or onnx; default: from the file's suffix.")
+    layout: Literal["yolo", "ssd"] = Field(..., description="yolo: one output [B, N, 4+C]; ssd: boxes [B, N, 4] and scores [B, N, C].")
+    class_map: list[str | None] = Field(..., min_length=1, description="Pipeline category of each score column, null to drop it.")
+    background_column: int | None = Field(None, ge=0, description="An extra score column (e.g. SSD background) dropped before class_map applies.")
+    channels_first: bool = Field(False, description="yolo: the output is [B, 4+C, N] instead of [B, N, 4+C].")
+    output_names: list[str] | None = Field(None, description="Outputs to read by name: [out] for yolo, [boxes, scores] for ssd.")
+    boxes_output: int = Field(0, ge=0, le=1, description="ssd without output_names: position of the boxes output (scores is the other).")
+    box_format: BoxFormat | None = Field(None, description="cxcywh, xyxy or yxyx; default: cxcywh for yolo, yxyx for ssd.")
+    normalized: bool | None = Field(None, description="Boxes are in [0, 1] of the input, not input pixels; default: false for yolo, true for ssd.")
+    scores: Literal["sigmoid", "logits", "probs"] = Field("sigmoid", description="sigmoid or probs: scores in [0, 1] as they are; logits: a sigmoid is applied.")
+    input_size: tuple[int, int] = Field(..., description="The model's input [width, height]; frames are resized to it on the device.")
+    letterbox: bool = Field(False, description="Keep the aspect ratio: scale to fit and pad (centred) with pad_value.")
+    pad_value: int = Field(114, ge=0, le=255, description="Pixel value of the letterbox padding (before scale, mean and std).")
+    input_layout: Literal["nchw", "nhwc"] = Field("nchw", description="Memory layout of the model's input tensor.")
+    input_dtype: Literal["float32", "uint8"] = Field("float32", description="float32: (pixel * scale - mean) / std; uint8: the pixels as they are.")
+    scale: float = Field(1 / 255, gt=0, description="float32 input: pixels are multiplied by this first.")
+    mean: tuple[float, float, float] = Field((0.0, 0.0, 0.0), description="float32 input: per-channel value subtracted after scale (in the input's channel order).")
+    std: tuple[float, float, float] = Field((1.0, 1.0, 1.0), description="float32 input: per-channel divisor after mean (in the input's channel order).")
+    color: Literal["rgb", "bgr"] = Field("rgb", description="Channel order the model expects.")
+
+    @field_validator("class_map")
+    @classmethod
+    def _class_map(cls, v: list[str | None]) -> list[str | None]:
+        for i, name in enumerate(v):
+            if name is not None:
+                try:
+                    check_categories([name])
+                except ValueError as exc:
+                    raise ValueError(f"entry {i}: {exc} (or null to drop the column)") from None
+        if all(name is None for name in v):
+            raise ValueError("every class_map entry is null: no score column maps to a category")
+        return v
+
+    @field_validator("input_size")
+    @classmethod
+    def _input_size(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not all(8 <= s <= 8192 for s in v):
+            raise ValueError(f"width and height must be between 8 and 8192, got {list(v)}")
+        return v
+
+    @field_validator("std")
+    @classmethod
+    def _std(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(s <= 0 for s in v):
+            raise ValueError(f"std must be positive, got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> "CustomOptions":
+        p = Path(self.path).expanduser()
+        suffix = p.suffix.lower()
+        if self.format is None and suffix not in TORCHSCRIPT_SUFFIXES + ONNX_SUFFIXES:
+            raise ValueError(
+                f"path {self.path!r}: cannot tell the model format from the suffix {suffix or '(none)'!r}; "
+                f"use {', '.join(TORCHSCRIPT_SUFFIXES)} (TorchScript) or .onnx, or set format: torchscript|onnx"
+            )
+        if not p.is_file():
+            raise ValueError(f"path {self.path!r}: model file not found" + ("" if p.is_absolute() else f" (relative to {Path.cwd()})"))
+        if self.output_names is not None and len(self.output_names) != (1 if self.layout == "yolo" else 2):
+            want = "[out]" if self.layout == "yolo" else "[boxes, scores]"
+            raise ValueError(f"output_names: the {self.layout} layout reads {want}, got {self.output_names}")
+        if self.background_column is not None and self.background_column > len(self.class_map):
+            raise ValueError(
+                f"background_column {self.background_column} is outside the model's {len(self.class_map) + 1} score columns"
+            )
+        if self.input_dtype == "uint8" and (self.scale != 1 / 255 or self.mean != (0.0, 0.0, 0.0) or self.std != (1.0, 1.0, 1.0)):
+            raise ValueError("scale, mean and std apply to input_dtype float32; a uint8 input gets the pixels as they are")
+        if self.model_format == "onnx" and self.precision in ("fp16", "bf16"):
+            raise ValueError("precision applies to TorchScript models; an ONNX model runs in the precision it was exported in")
+        return self
+
+    @property
+    def model_format(self) -> Format:
+        if self.format is not None:
+            return self.format
+        return "onnx" if Path(self.path).suffix.lower() in ONNX_SUFFIXES else "torchscript"
+
+    @property
+    def model_box_format(self) -> BoxFormat:
+        return self.box_format or ("cxcywh" if self.layout == "yolo" else "yxyx")
+
+    @property
+    def model_normalized(self) -> bool:
+        return self.normalized if self.normalized is not None else self.layout == "ssd"
+
+    @property
+    def score_columns(self) -> int:
+        """Score columns the model outputs: class_map's, plus the background column when there is one."""
+        return len(self.class_map) + (self.background_column is not None)
 
 
 def import_onnxruntime() -> Any:
@@ -51,6 +164,8 @@ def import_onnxruntime() -> Any:
 
 def load_torchscript(o: CustomOptions, device: torch.device) -> torch.nn.Module:
     """The TorchScript module of `o.path`; ValueError with a hint when the file is something else."""
+    import torch
+
     try:
         return torch.jit.load(str(Path(o.path).expanduser()), map_location=device).eval()
     except Exception as exc:
@@ -84,7 +199,12 @@ def _shape(t: Tensor) -> list[int]:
 class CustomDetector(CnnDetector):
     """A TorchScript or ONNX detector whose outputs are declared by `CustomOptions`."""
 
+    type = "custom"
+    Options = CustomOptions
+
     def __init__(self, options: CustomOptions) -> None:
+        import torch
+
         o = options
         if o.model_format == "onnx":
             ort = import_onnxruntime()  # the clear message before anything else
@@ -120,6 +240,9 @@ class CustomDetector(CnnDetector):
         self.backend = self.runner.backend
         self._check_outputs(w, h)
 
+    def describe(self) -> str:
+        return f"custom ({self.format}, {self.o.path}) on {self.device_name} ({self.precision}, {self.backend})"  # type: ignore[attr-defined]
+
     def _outputs(self, x: Tensor) -> list[Tensor]:
         """The model's outputs on x, those named by output_names when it is set, on the detector's device."""
         o: CustomOptions = self.o  # type: ignore[assignment]
@@ -138,6 +261,8 @@ class CustomDetector(CnnDetector):
 
     def _check_outputs(self, w: int, h: int) -> None:
         """Run the model once on a blank frame of the input size; the outputs must match the layout."""
+        import torch
+
         dummy = torch.zeros((1, h, w, 3), dtype=torch.uint8, device=self.device)
         try:
             with torch.inference_mode(), autocast(self.device, self.dtype):
@@ -193,6 +318,9 @@ class CustomDetector(CnnDetector):
     def _preprocess(self, rgb: Tensor) -> tuple[Tensor, tuple[float, float, float, float]]:
         """uint8 RGB [B, H, W, 3] -> the model's input, and where the frame lies in it:
         (x offset, y offset, width, height) in input pixels."""
+        import torch
+        import torch.nn.functional as F
+
         o: CustomOptions = self.o  # type: ignore[assignment]
         w, h = o.input_size
         fh, fw = rgb.shape[1:3]
@@ -220,6 +348,8 @@ class CustomDetector(CnnDetector):
         return x, (float(px), float(py), float(cw), float(ch))
 
     def forward(self, rgb: Tensor) -> tuple[Tensor, Tensor]:
+        import torch
+
         o: CustomOptions = self.o  # type: ignore[assignment]
         x, (px, py, cw, ch) = self._preprocess(rgb)
         boxes, scores = self._select(self._outputs(x), batch=rgb.shape[0])

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from pipeline.categories import category_id
 from stages.infer.backend import CpuRuntime, compile_cached, file_key
-from stages.infer.detector import CnnDetector, cnn_backend
-from stages.infer.options import CocoSsdOptions
+from stages.infer.detector import CnnDetector, CnnOptions, cnn_backend
 from stages.infer.ssd import taps
 from stages.infer.ssd.spec import DEFAULT_WEIGHTS, INPUT_SIZE, NUM_CLASSES
 
@@ -37,11 +37,19 @@ COCO_TO_CATEGORY: dict[int, str] = {
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 # Fastest CPU runtime for this network, measured by bench/backends.py (README, Performance).
 CPU_RUNTIME: CpuRuntime = "openvino"
-SSD_DIR = Path(__file__).resolve().parent / "ssd"  # the network's code: part of its export key
+SSD_DIR = Path(__file__).resolve().parent.parent / "ssd"  # the network's code: part of its export key
 EXAMPLE_FRAME = (576, 768)  # the export's example input (the batch and the taps' values do not matter)
 
 
+class CocoSsdOptions(CnnOptions):
+    type: Literal["coco_ssd"] = Field("coco_ssd", description="COCO-SSD (SSDLite MobileNetV2, COCO), the default: see Detection.")
+    weights: str | None = Field(None, description="state_dict of SSDLiteMobileNetV2; null: the bundled COCO weights.")
+
+
 class CocoSsdDetector(CnnDetector):
+    type = "coco_ssd"
+    Options = CocoSsdOptions
+
     def __init__(self, options: CocoSsdOptions) -> None:
         # Score column j is COCO id j + 1.
         all_columns = [category_id(COCO_TO_CATEGORY[j + 1]) if j + 1 in COCO_TO_CATEGORY else None for j in range(NUM_CLASSES)]

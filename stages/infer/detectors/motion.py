@@ -6,20 +6,38 @@ background; later it gates the CNN detectors (no motion, no CNN).
 
 from __future__ import annotations
 
+from typing import Literal
+
 import cv2
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.categories import category_id
 from pipeline.detections import Detections
 from pipeline.protocol import Frame
 from stages.infer.detector import Detector
-from stages.infer.options import MotionOptions
 
 MOTION = category_id("motion")
 
 
+class MotionOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["motion"] = Field("motion", description="Moving-object boxes by background subtraction (OpenCV MOG2, per stream).")
+    history: int = Field(300, ge=10, le=10_000, description="Frames the background model remembers.")
+    var_threshold: float = Field(25.0, gt=0, description="MOG2 squared Mahalanobis distance that counts as foreground.")
+    detect_shadows: bool = Field(True, description="Mark shadows and leave them out of the boxes.")
+    work_width: int = Field(320, ge=64, le=4096, description="Frames are scaled to this width for the model.")
+    min_area: float = Field(0.0015, gt=0, lt=1, description="Smallest box, as a fraction of the frame area.")
+    warmup_frames: int = Field(15, ge=0, description="Frames at the start of a stream that only train the model.")
+    dilate: int = Field(2, ge=0, le=20, description="Dilation iterations that join the parts of one object.")
+
+
 class MotionDetector(Detector):
     """Per-stream MOG2 background models; frames of each stream must come in order."""
+
+    type = "motion"
+    Options = MotionOptions
 
     def __init__(self, options: MotionOptions) -> None:
         self.o = options
