@@ -180,10 +180,16 @@ class PipelineConfig(Strict):
     live: LiveConfig = Field(default_factory=LiveConfig, description="Shedding rules of live mode.")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Where /metrics and /healthz are served.")
     supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig, description="Restarts of crashed stages by `run`.")
+    max_streams: int = Field(
+        256, ge=1, le=100_000, description="Most streams a pipeline may have: every stage keeps state, files and metric series per stream, "
+        "and takes no stream the config does not name, so this bounds what a stage can be made to hold.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "PipelineConfig":
         ids = [s.id for s in self.streams]
+        if len(ids) > self.max_streams:
+            raise ValueError(f"streams: {len(ids)} streams, more than max_streams ({self.max_streams}); raise max_streams, or split the cameras over pipelines")
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
             raise ValueError(f"streams: duplicate id {', '.join(dup)}")

@@ -99,6 +99,8 @@ def test_duplicates_and_unknown_kinds(tmp_path: Path) -> None:
          "stages[0].output", "HOST:PORT"),
         ("streams: [{id: a, source: x.mp4}]\nstages: [{name: infer, kind: infer}]\n", "", "first stage must be a source"),
         ("streams: []\n", "streams", "at least 1 item"),
+        ("max_streams: 2\nstreams: [{id: a, source: x.mp4}, {id: b, source: x.mp4}, {id: c, source: x.mp4}]\n", "",
+         "3 streams, more than max_streams (2)"),
     ],
 )
 def test_bad_configs_name_the_problem(tmp_path: Path, text: str, path: str, fragment: str) -> None:
