@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 import yaml
 
 from pipeline.config import ConfigError, PipelineConfig, load_config, parse_config, redacted
+from pipeline.metrics import version
+from pipeline.protocol import PROTOCOL_VERSION
 
 # The chain `vidpipe replay` runs without --config: data, not code (the stages it names are plugins).
 REPLAY_PRESET = "presets/replay.yaml"
@@ -308,6 +310,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vidpipe", description="Real-time video analytics pipeline over ZeroMQ stages.")
     p.add_argument("--log-level", default=os.environ.get("VIDPIPE_LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING or ERROR")
+    p.add_argument("--version", action="version", version=f"vidpipe {version()} (protocol {PROTOCOL_VERSION})")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("replay", help="process video files losslessly and write the results")

@@ -2,19 +2,37 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import platform
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from pipeline.protocol import PROTOCOL_VERSION
 
 PREFIX = "vidpipe"
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _AGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+def version() -> str:
+    """The installed vidpipe version (the source tree's, when it is not installed)."""
+    try:
+        return importlib.metadata.version("vidpipe")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def build_info() -> dict[str, str]:
+    import zmq
+
+    return {"version": version(), "python": platform.python_version(), "zmq": zmq.zmq_version(), "protocol": str(PROTOCOL_VERSION)}
 
 
 class StageMetrics:
@@ -41,6 +59,8 @@ class StageMetrics:
         self.streams_ended = Counter(f"{PREFIX}_streams_ended", "Streams (or epochs of them) ended, by outcome: complete, error, stopped, or restarted (the source started again with a new epoch).", ["stage", "stream", "outcome"], registry=r)
         self.last_seen = Gauge(f"{PREFIX}_stream_last_seen_timestamp_seconds", "Last frame or heartbeat of a stream received here.", ["stage", "stream"], registry=r)
         self.heartbeat = Gauge(f"{PREFIX}_heartbeat_timestamp_seconds", "Last time the stage loop ran.", ["stage"], registry=r)
+        # What runs, for dashboards and bug reports: the same labels on every stage process.
+        Info(f"{PREFIX}_build", "The vidpipe version and platform of this process.", registry=r).info(build_info())
         self.last_beat = time.time()
 
     def beat(self) -> None:

@@ -43,6 +43,10 @@ def setup_logging(level: str = "INFO") -> None:
     )
 
 
+def _carries_alerts(frame: Frame) -> bool:
+    return frame.analytics is not None and bool(frame.analytics.alerts)
+
+
 class StageRunner:
     def __init__(self, config: PipelineConfig, stage_name: str, stream: str | None = None, metrics_port: int | None = None):
         self.config = config
@@ -187,7 +191,8 @@ class StageRunner:
     def _emit(self, out: Sender | None, pub: Sender | None, frame: Frame) -> None:
         frame.sender = self.name
         if out is not None:
-            if not self._send(out, frame, blocking=not self.live):
+            # Live mode sheds a frame downstream cannot take in time, but never the alerts analyze raised.
+            if not self._send(out, frame, blocking=not self.live or _carries_alerts(frame)):
                 reason = "send_timeout" if self.live else "drain_timeout"
                 self.metrics.frames_shed.labels(self.name, frame.stream, reason).inc()
                 return
@@ -345,7 +350,7 @@ class StageRunner:
                     m.frames_in.labels(self.name, msg.stream).inc()
                     age = time.time() - msg.capture_ts
                     m.frame_age.labels(self.name).observe(max(age, 0.0))
-                    if self.live and age > max_age:
+                    if self.live and age > max_age and not _carries_alerts(msg):  # an alert raised is never shed
                         m.frames_shed.labels(self.name, msg.stream, "stale").inc()
                         continue
                     if not self._admit(stage, batcher, msg.stream, msg.epoch, None, out, pub):

@@ -14,7 +14,7 @@ import zmq
 
 from pipeline.protocol import KIND_EOS, PROTOCOL_VERSION, Control, Frame, StreamEnd, decode, encode
 from tests.helpers.configs import write_config
-from tests.helpers.procs import free_ports, metric, scrape, stop, vidpipe, wait_for
+from tests.helpers.procs import free_ports, metric, run_vidpipe, scrape, stop, vidpipe, wait_for
 
 
 def test_stage_rejects_bad_messages_keeps_going_and_feeds_observers(tmp_path: Path, samples: Path) -> None:
@@ -116,5 +116,10 @@ def test_unknown_paths_and_health(tmp_path: Path, samples: Path) -> None:
             assert exc.code == 404
         m = scrape(p_metrics)
         assert "vidpipe_heartbeat_timestamp_seconds" in m
+        # What runs, on every stage: the version `vidpipe --version` prints, and the wire protocol.
+        (labels, value), = m["vidpipe_build_info"]
+        version = run_vidpipe("--version").stdout.split()[1]
+        assert value == 1 and labels["version"] == version and labels["protocol"] == str(PROTOCOL_VERSION)
+        assert "process_resident_memory_bytes" in m and "process_cpu_seconds_total" in m
     finally:
         assert stop(proc) == 0
