@@ -11,6 +11,7 @@ import pwd
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -23,9 +24,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 
 class Receiver:
-    """A real HTTP server recording (Idempotency-Key, JSON body, headers); answers the queued statuses, then 200."""
+    """A real HTTP server recording (Idempotency-Key, JSON body, headers); answers the queued statuses, then 200.
+    With `tls` (a server-side SSLContext) it speaks HTTPS."""
 
-    def __init__(self, port: int = 0, statuses: list[int] | None = None, delay_s: float = 0.0) -> None:
+    def __init__(self, port: int = 0, statuses: list[int] | None = None, delay_s: float = 0.0, tls: ssl.SSLContext | None = None) -> None:
         self.received: list[tuple[str, dict[str, Any], dict[str, str]]] = []
         self.statuses = list(statuses or [])
         lock = threading.Lock()
@@ -48,6 +50,8 @@ class Receiver:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
