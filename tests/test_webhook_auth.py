@@ -154,6 +154,20 @@ def test_https_goes_through_a_connect_tunnel(started: Started, monkeypatch: pyte
     assert "Proxy-Authorization" not in rheaders  # the proxy's credentials stay with the proxy
 
 
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_proxy_refusing_our_credentials_is_retried_not_rejected(started: Started, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, scheme: str) -> None:
+    """A 407 is about the proxy's credentials, never about the alert: it must not reject (drop) the alert."""
+    pki = make_pki(tmp_path / "pki")
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca))
+    recv = started(Receiver(tls=pki.server_context() if scheme == "https" else None))
+    proxy = started(Proxy(credentials=("pu", "right-pass")))
+    with pytest.raises(DeliveryError) as err:
+        deliver(hook(f"{scheme}://127.0.0.1:{recv.port}/alerts", proxy=f"http://pu:wrong-pass@127.0.0.1:{proxy.port}"))
+    assert err.value.retryable, err.value
+    assert "407" in str(err.value) and "wrong-pass" not in str(err.value)
+    assert len(proxy.requests) == 1 and recv.received == []
+
+
 # ---------------------------------------------------------------- errors
 
 
