@@ -3,38 +3,15 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.configs import write_config
-from tests.helpers.procs import ROOT, free_port_block, free_ports, metric, scrape, stop, vidpipe, wait_for
-
-SYSTEM_PYTHON = "/usr/bin/python3"
-
-
-def have_rtsp_server() -> bool:
-    probe = 'import gi; gi.require_version("GstRtspServer", "1.0"); from gi.repository import GstRtspServer'
-    try:
-        return subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True, timeout=30).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
+from tests.helpers.procs import free_port_block, free_ports, metric, scrape, stop, vidpipe, wait_for
+from tests.helpers.rtsp import have_rtsp_server, start_server
 
 pytestmark = pytest.mark.skipif(not have_rtsp_server(), reason="Debian's GStreamer RTSP server is not installed (tests/run.sh installs it)")
-
-
-def start_server(port: int, log: Path) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [SYSTEM_PYTHON, str(ROOT / "tests" / "helpers" / "rtsp_server.py"), "--port", str(port), "--path", "/cam"],
-        stdout=subprocess.PIPE, stderr=open(log, "a"), text=True,
-    )
-    line = proc.stdout.readline() if proc.stdout else ""
-    if not line.startswith("READY"):
-        stop(proc, signal.SIGKILL)  # type: ignore[arg-type]
-        raise RuntimeError(f"RTSP server did not start: {line!r}; see {log}")
-    return proc
 
 
 def test_rtsp_source_reads_and_reconnects_after_a_server_restart(tmp_path: Path, sock_dir: Path) -> None:

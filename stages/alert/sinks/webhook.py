@@ -1,8 +1,9 @@
 """The webhook sink: an HTTP(S) POST of the alert as JSON.
 
-A 2xx answer is a delivery. 408, 425, 429, 5xx, a 3xx (a redirect is not followed: a POST must
+A 2xx answer is a delivery. 407, 408, 425, 429, 5xx, a 3xx (a redirect is not followed: a POST must
 not turn into a GET, and fixing the URL lets the waiting alerts through) and every connection
-problem are retried; any other 4xx means the receiver refuses this alert and retrying would never
+problem are retried (a 407 is the proxy refusing our credentials, as a refused CONNECT for https is:
+never a reason to drop the alert); any other 4xx means the receiver refuses this alert and retrying would never
 help, so it is rejected. The `Idempotency-Key` header carries the alert id, so a receiver can drop
 the repeat that follows a lost response.
 
@@ -29,7 +30,7 @@ from pipeline.alert import Alert
 from pipeline.secrets import Secret, redact_url, url_credentials
 from stages.alert.sink import DeliveryError, Sink, alert_json
 
-_RETRYABLE_4XX = {408, 425, 429}
+_RETRYABLE_4XX = {407, 408, 425, 429}  # 407: the proxy's credentials, not the alert
 
 
 def _retry_after(value: str | None) -> float | None:
