@@ -199,6 +199,9 @@ class MqttSink(Sink):
         client.loop_start()
         if not conn.connack.wait(o.connect_timeout_s) or conn.reason is None or conn.reason.is_failure:
             why = f"refused the connection: {conn.reason}" if conn.reason is not None else "no CONNACK"
+            if conn.reason is None and o.tls is not None:
+                # TLS 1.3 brokers check a client certificate after the handshake and just close the connection.
+                why += " (over TLS: a broker that requires a client certificate closes without one; see tls.cert_file)"
             conn.drop()
             raise DeliveryError(f"{where}: {why}", reason="broker")
         return conn
