@@ -256,7 +256,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
         print(f"stage: {exc}", file=sys.stderr)
         return 2
     try:
-        return run_stage(cfg, name, args.stream, args.metrics_port)
+        return run_stage(cfg, name, args.stream, args.metrics_port, args.restarted)
     except ValueError as exc:
         print(f"stage {name}: {exc}", file=sys.stderr)
         return 2
@@ -329,6 +329,9 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", required=True)
     r.add_argument("--stream", help="stream id (decode runs one process per stream)")
     r.add_argument("--metrics-port", type=int, help="override the /metrics port")
+    r.add_argument("--restarted", action="store_true",
+                   help="replay: this process replaces a lost one and the sources start their streams again: "
+                   "frames of an epoch it did not see start are dropped (the launcher passes it)")  # fmt: skip
     r.set_defaults(func=cmd_stage)
 
     r = sub.add_parser("keys", help="make CURVE key pairs for stages (transport.curve_keys): NAME.key public, NAME.key_secret private")

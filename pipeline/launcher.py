@@ -1,10 +1,18 @@
 """Runs a whole config as supervised OS processes, one per stage (one source per stream).
 
 A stage that exits with status 0 has finished its work (its streams ended) and is
-left alone; one that crashes or is killed is restarted with exponential backoff,
-logged and counted in `vidpipe_stage_restarts_total`. Stopping (Ctrl-C, SIGTERM)
-in replay mode stops the sources first and lets the other stages drain what they
-hold; in live mode every stage is stopped at once.
+left alone; one that crashes, is killed or is stopped before its streams ended is
+restarted with exponential backoff, logged and counted in `vidpipe_stage_restarts_total`.
+
+Replay is exactly-once across such a restart: the frames a stage held when it died are
+gone, so every source starts its stream again from the start (a new epoch). Downstream
+stages begin the stream afresh at the new epoch, drop what is left of the old one, and
+record rewrites its outputs; processing is deterministic, so the results equal those of
+an uninterrupted run (alerts raised twice keep their ids and are delivered once). The
+cost is the work redone.
+
+Stopping (Ctrl-C, SIGTERM) in replay mode stops the sources first and then each stage
+in turn, once the end of its streams reached it; in live mode every stage is stopped at once.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from pipeline.config import PipelineConfig
 from pipeline.metrics import PREFIX, MetricsServer
+from pipeline.runtime import EXIT_INCOMPLETE
 from pipeline.transport import bound_ipc_path, ensure_private_dir
 
 log = logging.getLogger("vidpipe.launcher")
@@ -91,6 +100,8 @@ class Launcher:
         cmd = [sys.executable, "-P", "-m", "pipeline.cli", "--log-level", self.log_level, "stage", child.stage, "--config", self.config_path]
         if child.stream:
             cmd += ["--stream", child.stream]
+        if self.config.mode == "replay" and child.restarts and not child.source:
+            cmd.append("--restarted")  # it was lost mid-stream: the streams are starting again (_restart_sources)
         child.proc = subprocess.Popen(cmd, env=self.env, preexec_fn=_child_setup)
         child.started_at = time.monotonic()
         child.restart_at = None
@@ -171,7 +182,9 @@ class Launcher:
                         child.finished = True
                         log.info("%s finished", child.label)
                         continue
-                    how = f"signal {signal.Signals(-rc).name}" if rc < 0 else f"status {rc}"
+                    how = f"signal {signal.Signals(-rc).name}" if rc < 0 else "a stop before its streams ended" if rc == EXIT_INCOMPLETE else f"status {rc}"
+                    if self.config.mode == "replay" and not child.source:
+                        self._restart_sources(child)
                     child.crashes_in_row += 1
                     if sup.max_restarts is not None and child.crashes_in_row > sup.max_restarts:
                         log.error("%s exited with %s, %d times in a row: giving up", child.label, how, child.crashes_in_row)
@@ -199,6 +212,19 @@ class Launcher:
             if self.server:
                 self.server.close()
 
+    def _restart_sources(self, lost: Child) -> None:
+        """Replay: `lost` died with frames in flight; every stream starts again from its start (see the module)."""
+        log.warning("%s lost the frames it held: the sources start their streams again", lost.label)
+        for c in self.children:
+            if not c.source:
+                continue
+            if c.proc is not None and c.proc.poll() is None:
+                c.proc.kill()  # no end of stream: the new epoch ends the old one downstream
+                c.proc.wait()
+            c.finished = False
+            if c.restart_at is None:
+                self._start(c)
+
     def _signal(self, children: list[Child], sig: int) -> None:
         for c in children:
             if c.proc and c.proc.poll() is None:
@@ -220,11 +246,13 @@ class Launcher:
         drain = self.config.transport.drain_timeout_s if not self.failed else 0.0
         alive = [c for c in self.children if c.proc and c.restart_at is None]
         if self.config.mode == "replay" and not self.failed:
-            # Sources end their streams; the end-of-stream then drains each stage in order.
-            self._signal([c for c in alive if c.source], signal.SIGTERM)
-            if not self._wait(alive, drain + 5):
-                still = [c.label for c in alive if c.proc and c.proc.poll() is None]
-                log.warning("not drained within %.0fs: %s", drain + 5, ", ".join(still))
+            # Sources end their streams (as stopped); each stage in turn is then told to stop, and leaves once
+            # that end of stream has reached it, having handed on everything before it.
+            for stage in self.config.stages:
+                group = [c for c in alive if c.stage == stage.name]
+                self._signal(group, signal.SIGTERM)
+                if not self._wait(group, drain + 5):
+                    log.warning("%s not drained within %.0fs", stage.name, drain + 5)
         self._signal(alive, signal.SIGTERM)
         if not self._wait(alive, drain + 5):
             still = [c.label for c in alive if c.proc and c.proc.poll() is None]

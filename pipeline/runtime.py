@@ -31,6 +31,9 @@ from pipeline.stage import Source, Stage, StageContext
 from pipeline.transport import PUB, Receiver, Secure, Sender
 
 POLL_MS = 200
+# Replay: the stage stopped before all of its streams ended complete. A supervisor restarts it (and the
+# streams from their start: see Launcher), so the output ends up as if nothing had happened.
+EXIT_INCOMPLETE = 3
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
 HEALTHY_WITHIN_S = 15.0
 
@@ -48,8 +51,10 @@ def _carries_alerts(frame: Frame) -> bool:
 
 
 class StageRunner:
-    def __init__(self, config: PipelineConfig, stage_name: str, stream: str | None = None, metrics_port: int | None = None):
+    def __init__(self, config: PipelineConfig, stage_name: str, stream: str | None = None, metrics_port: int | None = None,
+                 restarted: bool = False):  # fmt: skip
         self.config = config
+        self.restarted = restarted  # this process replaces one of the stage that was lost (see _refused_epoch)
         self.stage_config = config.stage(stage_name)
         self.name = stage_name
         self.cls = resolve_stage(self.stage_config.kind)
@@ -101,10 +106,10 @@ class StageRunner:
         try:
             stage = self.cls(self.ctx)
             if isinstance(stage, Source):
-                self._run_source(stage)
+                complete = self._run_source(stage)
             else:
-                self._run_processor(stage)
-            return 0
+                complete = self._run_processor(stage)
+            return 0 if complete or self.live else EXIT_INCOMPLETE
         except Exception:
             self.log.exception("stage failed")
             return 1
@@ -218,13 +223,14 @@ class StageRunner:
 
     # -- source ------------------------------------------------------------------------
 
-    def _run_source(self, stage: Source) -> None:
+    def _run_source(self, stage: Source) -> bool:
+        """Reads the stream and hands it on; True when it ended by itself (not stopped)."""
         assert self.stream is not None
         out, pub = self._open_outputs()
         queue: deque[Frame] = deque()
         limit = self.config.live.source_queue
         m = self.metrics
-        ended = False
+        ended = complete = False
         epoch = 0
         try:
             for item in stage.frames():
@@ -234,6 +240,7 @@ class StageRunner:
                 if isinstance(item, Control):
                     self._flush_source_queue(queue, out, pub, final=True)
                     ended = item.kind == KIND_EOS
+                    complete = ended and item.end is not None and not item.end.stopped
                     item.stream = item.stream or self.stream
                     self._emit_control(out, pub, item)
                     if ended:
@@ -253,6 +260,7 @@ class StageRunner:
                 self._emit_control(out, pub, Control(KIND_EOS, self.stream, payload=StreamEnd(stopped=self.ctx.stopping), epoch=epoch))
         finally:
             self._close_outputs(out, pub)
+        return complete
 
     def _close_outputs(self, out: Sender | None, pub: Sender | None) -> None:
         if out is not None:
@@ -285,7 +293,11 @@ class StageRunner:
 
     # -- processing stage ---------------------------------------------------------------
 
-    def _run_processor(self, stage: Stage) -> None:
+    def _run_processor(self, stage: Stage) -> bool:
+        """Processes until every stream has ended (or a stop); True when every stream ended complete.
+
+        In replay a stream whose source was stopped (an end of stream that says so) may start again (the
+        supervisor restarts a stopped source): the stage waits for that, unless it is stopping itself."""
         endpoint = self.config.input_endpoint(self.name)
         if endpoint is None:
             raise ValueError(f"stage {self.name} has no input endpoint")
@@ -305,7 +317,8 @@ class StageRunner:
         expected = {s.id for s in self.config.streams}
         senders = set(self.config.upstream(self.name))
         self.metrics.disconnections.labels(self.name)  # the series exists from 0
-        ended: set[str] = set()
+        ended: set[str] = set()  # streams whose current epoch ended
+        complete: set[str] = set()  # ... and not because its source was stopped
         m = self.metrics
         max_age = self.config.live.max_frame_age_s
         idle_since: float | None = None
@@ -314,7 +327,7 @@ class StageRunner:
                 m.beat()
                 now = time.monotonic()
                 if self.ctx.stopping:
-                    if self.live or self._drain_expired():
+                    if self.live or self._drain_expired() or expected <= ended:
                         break
                     # Replay drain: finish what is queued; stop once the input has been quiet for a while.
                     idle_since = idle_since or now
@@ -353,26 +366,30 @@ class StageRunner:
                     if self.live and age > max_age and not _carries_alerts(msg):  # an alert raised is never shed
                         m.frames_shed.labels(self.name, msg.stream, "stale").inc()
                         continue
-                    if not self._admit(stage, batcher, msg.stream, msg.epoch, None, out, pub):
-                        m.frames_shed.labels(self.name, msg.stream, "old_epoch").inc()
+                    superseded = self._refused_epoch(msg.stream, msg.epoch)
+                    if superseded or not self._admit(stage, batcher, msg.stream, msg.epoch, None, out, pub):
+                        m.frames_shed.labels(self.name, msg.stream, superseded or "old_epoch").inc()
                         continue
                     for batch in batcher.add(msg, time.monotonic()):
                         self._run_batch(stage, batch, out, pub)
                 elif msg.kind == KIND_EOS:
                     # A stream that ends before its first frame (a file that cannot be opened) is begun here,
                     # so the stage always sees start_stream before end_stream.
-                    if not self._admit(stage, batcher, msg.stream, msg.epoch, None, out, pub):
+                    if self._refused_epoch(msg.stream, msg.epoch) or not self._admit(stage, batcher, msg.stream, msg.epoch, None, out, pub):
                         continue  # the end of an epoch left behind already (its source restarted)
                     self._end_epoch(stage, batcher, msg.stream, msg.end, out, pub)
                     m.streams_ended.labels(self.name, msg.stream, msg.end.outcome).inc()
                     self._emit_control(out, pub, msg)
                     ended.add(msg.stream)
-                    if expected <= ended:
+                    if not msg.end.stopped:
+                        complete.add(msg.stream)
+                    if expected <= complete or (expected <= ended and (self.live or self.ctx.stopping)):
                         self.log.info("all %d streams ended", len(expected))
                         break
                 elif msg.kind == KIND_STARTED:
                     if self._admit(stage, batcher, msg.stream, msg.epoch, msg.start, out, pub):
                         ended.discard(msg.stream)
+                        complete.discard(msg.stream)
                         self._emit_control(out, pub, msg)
                 else:
                     self._emit_control(out, pub, msg)
@@ -391,6 +408,7 @@ class StageRunner:
         finally:
             receiver.close()
             self._close_outputs(out, pub)
+        return expected <= complete
 
     # -- what a stage accepts -------------------------------------------------------------
 
@@ -416,6 +434,14 @@ class StageRunner:
             self.log.error("refused %s (%d refused so far)", text, self._refused)
 
     # -- stream lifecycle ------------------------------------------------------------------
+
+    def _refused_epoch(self, stream: str, epoch: int) -> str | None:
+        """"superseded": a replay stage that replaces a lost one (`restarted`) takes no frame of an epoch it did not
+        see start. Its supervisor starts every stream again (pipeline/launcher.py), so that epoch's frames are
+        superseded, and taking them would track, count and alert from the middle of a stream."""
+        if self.restarted and not self.live and self.ctx.streams.classify(stream, epoch) == "new":
+            return "superseded"
+        return None
 
     def _admit(self, stage: Stage, batcher: Batcher, stream: str, epoch: int, start: StreamStart | None,
                out: Sender | None, pub: Sender | None) -> bool:
@@ -489,9 +515,10 @@ def keep_frame_buffers_mapped() -> None:
         pass
 
 
-def run_stage(config: PipelineConfig, stage_name: str, stream: str | None = None, metrics_port: int | None = None) -> int:
+def run_stage(config: PipelineConfig, stage_name: str, stream: str | None = None, metrics_port: int | None = None,
+              restarted: bool = False) -> int:  # fmt: skip
     """Entry point of a stage process; returns its exit code."""
     keep_frame_buffers_mapped()
-    runner = StageRunner(config, stage_name, stream, metrics_port)
+    runner = StageRunner(config, stage_name, stream, metrics_port, restarted)
     runner.log.info("started (pid %d, mode %s)", os.getpid(), config.mode)
     return runner.run()

@@ -85,6 +85,10 @@ def frame_record(frame: Frame) -> dict[str, Any]:
     return record
 
 
+def _count(runs: list[list[int]]) -> int:
+    return sum(b - a + 1 for a, b in runs)
+
+
 @dataclass
 class StreamOutput:
     stream: str
@@ -100,6 +104,9 @@ class StreamOutput:
     last_pts: float | None = None
     fps: float | None = None  # of the current epoch's source
     epochs: int = 0  # epochs begun (a restarted source begins another)
+    live: bool = False  # of the current epoch's source: a camera numbers from 0 again; a file repeats itself
+    next_seq: int = 0  # the frame expected next: a larger one means frames were lost on the way
+    lost: list[list[int]] = field(default_factory=list)  # [first, last] seq of each run of frames that never arrived
     ended: StreamEnd | None = None
 
 
@@ -118,18 +125,25 @@ class RecordStage(Stage):
 
     def start_stream(self, stream: str, start: StreamStart) -> None:
         out = self.outputs.get(stream)
-        if out is None or out.ended is not None:  # a stream that ended and starts again counts afresh
-            out = self.outputs[stream] = StreamOutput(stream)
+        if out is None or out.ended is not None or not start.live:
+            # A stream that ended and starts again counts afresh. So does a file whose source started again
+            # (in replay after a stage was lost: see pipeline/launcher.py): it sends the same frames from the
+            # first, and its outputs are written anew, as if the first try had not happened.
+            if out is not None:
+                self._finish(out)
+            epochs = out.epochs if out is not None else 0
+            out = self.outputs[stream] = StreamOutput(stream, epochs=epochs)
         out.epochs += 1
         out.fps = start.fps
+        out.live = start.live
 
     def _output(self, frame: Frame) -> StreamOutput:
         out = self.outputs[frame.stream]
         if self.options.jsonl and out.jsonl is None:
             out.jsonl_path = str(self.out_dir / f"{frame.stream}.jsonl")
-            # Live: a restarted record stage adds to what the last one wrote; replay starts afresh, and a
-            # source that restarted within it (a new epoch) adds to the same file.
-            append = self.ctx.mode == "live" or out.epochs > 1
+            # Live: a restarted record stage adds to what the last one wrote; replay starts afresh, and a live
+            # source that restarted within it (a new epoch, numbering from 0 again) adds to the same file.
+            append = self.ctx.mode == "live" or (out.live and out.epochs > 1)
             out.jsonl = open(out.jsonl_path, "a" if append else "w", encoding="utf-8")
         if self.options.video and out.video is None and frame.image is not None:
             ext = CODECS[self.options.codec]
@@ -138,7 +152,7 @@ class RecordStage(Stage):
             if self.ctx.mode == "live":
                 stamp = time.strftime("-%Y%m%d-%H%M%S", time.localtime())
             else:
-                stamp = f"-{out.epochs}" if out.epochs > 1 else ""
+                stamp = f"-{out.epochs}" if out.live and out.epochs > 1 else ""
             out.video_path = str(self.out_dir / f"{frame.stream}{stamp}{ext}")
             fps = out.fps or 25.0
             out.video = cv2.VideoWriter(out.video_path, cv2.VideoWriter_fourcc(*self.options.codec), fps, (frame.width, frame.height))
@@ -149,6 +163,9 @@ class RecordStage(Stage):
     def process(self, batch: list[Frame]) -> list[Frame]:
         for frame in batch:
             out = self._output(frame)
+            if frame.seq > out.next_seq:
+                out.lost.append([out.next_seq, frame.seq - 1])
+            out.next_seq = max(out.next_seq, frame.seq + 1)
             record = frame_record(frame)
             if out.jsonl is not None:
                 out.jsonl.write(json.dumps(record, separators=(",", ":")) + "\n")
@@ -182,8 +199,13 @@ class RecordStage(Stage):
         if end.restarted:
             return  # the next epoch goes on in the same outputs
         out.ended = end
+        if end.frames > out.next_seq:  # the last frames never arrived
+            out.lost.append([out.next_seq, end.frames - 1])
         if end.error:
             self.log.error("stream %s ended with an error: %s", stream, end.error)
+        if out.lost:
+            self.log.error("stream %s: %d of its %d frames never arrived here (seq %s)", stream, _count(out.lost), end.frames,
+                           ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in out.lost[:20]))  # fmt: skip
         self._write_summary()
 
     def close(self) -> None:
@@ -205,10 +227,10 @@ class RecordStage(Stage):
             print(f"replay: no summary was written to {path}", file=sys.stderr)
             return 1
         summary = json.loads(path.read_text())
-        rows = [("stream", "frames", "objects", "status", "video", "jsonl")]
+        rows = [("stream", "frames", "lost", "objects", "status", "video", "jsonl")]
         bad = 0
         for sid, s in summary["streams"].items():
-            rows.append((sid, str(s["frames"]), str(s["objects"]), s["status"], s["video"] or "-", s["jsonl"] or "-"))
+            rows.append((sid, str(s["frames"]), str(s["lost_frames"]), str(s["objects"]), s["status"], s["video"] or "-", s["jsonl"] or "-"))
             bad += s["status"] != "complete"
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for r in rows:
@@ -226,7 +248,8 @@ class RecordStage(Stage):
         for sid, out in sorted(outputs.items()):
             ended = out.ended or StreamEnd()
             if out.ended is not None:
-                status = ended.outcome
+                # Complete only with every frame the source sent: one lost on the way is not a complete result.
+                status = "incomplete" if ended.outcome == "complete" and out.lost else ended.outcome
             else:  # no end of stream seen (yet)
                 status = "stopped" if self.closed else "running"
             streams[sid] = {
@@ -237,6 +260,8 @@ class RecordStage(Stage):
                 "first_pts": out.first_pts,
                 "last_pts": out.last_pts,
                 "source_frames": ended.frames,
+                "lost_frames": _count(out.lost),
+                "lost": out.lost,
                 "status": status,
                 "error": ended.error,
                 "video": out.video_path,

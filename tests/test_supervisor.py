@@ -57,7 +57,8 @@ def test_a_frame_that_raises_is_counted_and_skipped(tmp_path: Path, sock_dir: Pa
     assert "frame car#77 failed and was skipped" in result.stderr
     seqs = [json.loads(x)["seq"] for x in (out / "car.jsonl").read_text().splitlines()]
     summary = json.loads((out / "summary.json").read_text())["streams"]["car"]
-    assert summary["status"] == "complete"
+    # Not complete: two frames are missing from the results, and the summary says which.
+    assert summary["status"] == "incomplete" and summary["lost_frames"] == 2 and summary["lost"] == [[5, 5], [77, 77]]
     assert seqs == [s for s in range(summary["source_frames"]) if s not in (5, 77)]
 
 

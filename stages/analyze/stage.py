@@ -41,12 +41,13 @@ class AnalyzeStage(Stage):
         self.m_firings = Counter(f"{PREFIX}_rule_firings", "Rule firings, by outcome (raised, or suppressed by the cooldown).", ["stage", "stream", "rule", "outcome"], registry=r)
 
     def start_stream(self, stream: str, start: StreamStart) -> Scene | None:
-        """A new scene per epoch: rules start afresh, line counts go on from the last epoch's."""
+        """A new scene per epoch: rules start afresh; a camera's line counts go on from the last epoch's, a file
+        read again from its start counts again from zero (the same frames come again)."""
         self.last_seq.pop(stream, None)
         if stream not in self.opts.streams:
             return None
         scene = Scene(self.opts.streams[stream], self.opts.forget_after_s, self.opts.speed_window_s)
-        scene.carried_counts = self.counts.get(stream, {})
+        scene.carried_counts = self.counts.get(stream, {}) if start.live else {}
         return scene
 
     def end_stream(self, stream: str, end: StreamEnd) -> None:

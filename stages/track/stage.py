@@ -168,7 +168,8 @@ class TrackStage(Stage):
 
     def start_stream(self, stream: str, start: StreamStart) -> None:
         self.reorder.start(stream, from_start=self.ctx.streams.slots[stream].announced)
-        self.tracker.start_stream(stream)
+        # A file that starts again sends the same frames again: its ids start again too, as in the first run.
+        self.tracker.start_stream(stream, continue_ids=start.live)
 
     def end_stream(self, stream: str, end: StreamEnd) -> None:
         self.tracker.end_stream(stream)  # a stream (epoch) that ended frees its tracks

@@ -116,11 +116,12 @@ class Tracker:
             keep &= np.isin(det.class_ids, list(self.classes))
         return keep
 
-    def start_stream(self, stream: str) -> None:
+    def start_stream(self, stream: str, continue_ids: bool = True) -> None:
         """A stream (or a new epoch of it: its source restarted, numbering from 0) begins: what was tracked
-        is gone from view as far as frame numbers can tell. Ids go on from where they were, never reused."""
+        is gone from view as far as frame numbers can tell. Ids go on from where they were, never reused,
+        unless `continue_ids` is off (a file read again from its start gets the ids of its first reading)."""
         fresh = self.streams[stream] = StreamTracks()
-        if stream in self.next_ids:
+        if continue_ids and stream in self.next_ids:
             fresh.next_id = self.next_ids[stream]
             self.on_event(stream, "restarted")
 
