@@ -13,7 +13,6 @@ import functools
 import os
 import re
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
@@ -269,20 +268,9 @@ def test_every_stage_process_has_its_deployment(target: str) -> None:
         found = volume_at(dep, c, config_path)
         assert found, f"{name}: {config_path} is not on a volume"
         volume, _ = found
-        if stream is None:
-            assert (volume.get("configMap") or {}).get("name") == cm_name, f"{name}: {config_path} is not the ConfigMap"
-        else:
-            # decode: the init container renders the ConfigMap's config, with this camera's credentials,
-            # into an emptyDir that the decode container reads.
-            assert "emptyDir" in volume, f"{name}: {config_path} should be the rendered config"
-            inits = pod_spec(dep).get("initContainers") or []
-            assert len(inits) == 1, f"{name}: one init container renders the config"
-            cmd = inits[0]["command"]
-            assert cmd[:2] == ["python", "/etc/vidpipe/render-source.py"] and cmd[3] == config_path, f"{name}: {cmd}"
-            src_volume, _ = volume_at(dep, inits[0], cmd[2]) or (None, None)
-            assert src_volume and (src_volume.get("configMap") or {}).get("name") == cm_name, name
-            env = {e["name"]: e for e in inits[0].get("env") or []}
-            assert env["VIDPIPE_STREAM"]["value"] == stream, name
+        # Every pod reads the ConfigMap as it is, decode too: a camera's credentials come from its environment.
+        assert (volume.get("configMap") or {}).get("name") == cm_name, f"{name}: {config_path} is not the ConfigMap"
+        if stream is not None:
             assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate", f"{name}: one reader per camera"
 
 
@@ -291,17 +279,40 @@ def test_decode_pods_get_the_secret_values_their_stream_source_names(target: str
     docs = render(target)
     cfg = pipeline_config(docs)
     sources = {s["id"]: s["source"] for s in cfg["streams"]}
+    every_var = {v for src in sources.values() for v in re.findall(r"\$\{(VIDPIPE_[A-Z0-9_]+)\}", str(src))}
     for (stage, stream), dep in deployments_by_stage(docs).items():
-        if stream is None:
-            continue
-        init = pod_spec(dep)["initContainers"][0]
-        env = {e["name"]: e for e in init.get("env") or []}
-        names = re.findall(r"\$\{(VIDPIPE_[A-Z0-9_]+)\}", str(sources[stream]))
-        for var in names:
-            ref = ((env.get(var) or {}).get("valueFrom") or {}).get("secretKeyRef")
-            assert ref and ref["name"] == "vidpipe-cameras", f"{dep['metadata']['name']}: {var} should come from the Secret"
-        # Secrets reach only the init container, never the decode container's environment.
-        assert not any("valueFrom" in e for e in main_container(dep).get("env") or []), dep["metadata"]["name"]
+        name = dep["metadata"]["name"]
+        spec = pod_spec(dep)
+        assert not spec.get("initContainers"), f"{name}: vidpipe resolves a source's ${{...}} itself (StreamConfig.resolved_source)"
+        env = {e["name"]: e for e in main_container(dep).get("env") or []}
+        from_secret = {n for n, e in env.items() if "secretKeyRef" in (e.get("valueFrom") or {})}
+        # A camera's credentials reach the decode pod of that camera only: no other pod, no other camera's pod.
+        wanted = set(re.findall(r"\$\{(VIDPIPE_[A-Z0-9_]+)\}", str(sources[stream]))) if stream is not None else set()
+        assert from_secret & every_var == wanted, f"{name}: credentials {sorted(from_secret & every_var)}, its source names {sorted(wanted)}"
+        for var in wanted:
+            ref = env[var]["valueFrom"]["secretKeyRef"]
+            assert ref["name"] == "vidpipe-cameras" and ref["key"] == var, f"{name}: {var} should come from the Secret vidpipe-cameras"
+
+
+def test_only_the_decode_process_resolves_a_camera_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the decode pods rely on: the other stages load the config without the credentials, and the decode
+    process puts its own camera's (percent-encoded) credentials into its own source, or fails naming them."""
+    from pipeline.config import parse_config
+
+    data = pipeline_config(render("overlays/cpu"))
+    data["transport"] = {"allow_insecure_tcp": True}  # the CURVE keys are a pod's mount: not what this test is about
+    for var in ("VIDPIPE_CAM1_AUTH", "VIDPIPE_CAM2_AUTH"):
+        monkeypatch.delenv(var, raising=False)
+    cfg = parse_config(data, str(K8S / "base" / "pipeline.yaml"))  # every stage loads this much
+    cam1, cam2 = (next(s for s in cfg.streams if s.id == i) for i in ("cam1", "cam2"))
+    monkeypatch.setenv("VIDPIPE_CAM1_AUTH", "viewer:s%40fe")
+    assert cam1.resolved_source() == "rtsp://viewer:s%40fe@192.0.2.10:554/stream1"
+    with pytest.raises(ValueError, match="VIDPIPE_CAM2_AUTH is not set"):
+        cam2.resolved_source()
+    demo_data = pipeline_config(render("overlays/demo"))
+    demo_data["transport"] = {"allow_insecure_tcp": True}
+    demo = parse_config(demo_data, str(K8S / "overlays" / "demo" / "pipeline.yaml"))
+    assert all(s.resolved_source() == s.source for s in demo.streams), "the demo's sources need no Secret"
 
 
 # -- wiring: endpoints, Services, volumes ---------------------------------------------------------------------
@@ -467,42 +478,6 @@ def test_configmap_pipeline_passes_vidpipe_check(target: str) -> None:
             assert src.startswith("/sample_videos/"), f"stream {s['id']}: {src} is in no image"
             assert (ROOT / src.lstrip("/")).is_file(), f"stream {s['id']}: {src} is not in sample_videos/"
             assert s.get("loop") is True, f"stream {s['id']}: a file stands in for a camera only with loop: true"
-
-
-def _render_source(tmp_path: Path, config_text: str, stream: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    script = tmp_path / "render-source.py"
-    script.write_text(config_map(render("overlays/cpu"))["data"]["render-source.py"])
-    src = tmp_path / "in.yaml"
-    src.write_text(config_text)
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("VIDPIPE_")}
-    return subprocess.run([sys.executable, str(script), str(src), str(tmp_path / "out.yaml")], capture_output=True,
-                          text=True, check=False, env={**clean, "VIDPIPE_STREAM": stream, **env}, timeout=60)
-
-
-def test_render_source_puts_the_secret_into_its_own_stream_only(tmp_path: Path) -> None:
-    text = config_map(render("overlays/cpu"))["data"]["pipeline.yaml"]
-    proc = _render_source(tmp_path, text, "cam1", {"VIDPIPE_CAM1_AUTH": "viewer:s%40fe"})
-    assert proc.returncode == 0, proc.stderr
-    out = tmp_path / "out.yaml"
-    assert stat.S_IMODE(out.stat().st_mode) == 0o600, "the rendered config holds a password"
-    cfg = yaml.safe_load(out.read_text())
-    sources = {s["id"]: s["source"] for s in cfg["streams"]}
-    assert sources["cam1"] == "rtsp://viewer:s%40fe@192.0.2.10:554/stream1"
-    assert sources["cam2"] == "rtsp://${VIDPIPE_CAM2_AUTH}@192.0.2.11:554/stream1"  # not this pod's camera
-    assert _check(out).returncode == 0
-    assert cfg["stages"] == yaml.safe_load(text)["stages"]
-
-
-def test_render_source_fails_without_the_secret_and_copies_files(tmp_path: Path) -> None:
-    text = config_map(render("overlays/cpu"))["data"]["pipeline.yaml"]
-    proc = _render_source(tmp_path, text, "cam2", {"VIDPIPE_CAM1_AUTH": "x:y"})
-    assert proc.returncode == 1 and "VIDPIPE_CAM2_AUTH" in proc.stderr and "vidpipe-cameras" in proc.stderr
-    proc = _render_source(tmp_path, text, "nope", {})
-    assert proc.returncode == 1 and "no stream 'nope'" in proc.stderr
-    demo = config_map(render("overlays/demo"))["data"]["pipeline.yaml"]
-    proc = _render_source(tmp_path, demo, "cam1", {})  # the demo has no Secret and needs none
-    assert proc.returncode == 0, proc.stderr
-    assert yaml.safe_load((tmp_path / "out.yaml").read_text()) == yaml.safe_load(demo)
 
 
 # -- Prometheus ------------------------------------------------------------------------------------------------
