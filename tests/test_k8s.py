@@ -313,9 +313,7 @@ def test_only_the_decode_process_resolves_a_camera_source(monkeypatch: pytest.Mo
     assert cam1.resolved_source() == "rtsp://viewer:s%40fe@192.0.2.10:554/stream1"
     with pytest.raises(ValueError, match="VIDPIPE_CAM2_AUTH is not set"):
         cam2.resolved_source()
-    demo_data = pipeline_config(render("overlays/demo"))
-    demo_data["transport"] = {"allow_insecure_tcp": True}
-    demo = parse_config(demo_data, str(K8S / "overlays" / "demo" / "pipeline.yaml"))
+    demo = parse_config(pipeline_config(render("overlays/demo")), str(K8S / "overlays" / "demo" / "pipeline.yaml"))
     assert all(s.resolved_source() == s.source for s in demo.streams), "the demo's sources need no Secret"
 
 
@@ -617,6 +615,55 @@ def test_every_deployment_mounts_the_keys_with_only_its_own_secret(target: str, 
         assert {p.name for p in view.glob("*.key")} == {f"{st['name']}.key" for st in cfg["stages"]}, name
         public, _ = load_secret(view, stage, env={})
         assert public == load_public(view, stage), name
+
+
+def _needs(docs: tuple[dict[str, Any], ...]) -> dict[tuple[str, str], bool]:
+    """(kind, name) -> optional, of every ConfigMap and Secret the pods refer to that the manifests do not make."""
+    made = {(d["kind"], d["metadata"]["name"]) for d in docs if d["kind"] in ("ConfigMap", "Secret")}
+    refs: dict[tuple[str, str], bool] = {}
+
+    def need(kind: str, ref: dict[str, Any]) -> None:
+        key = (kind, ref["name"])
+        if key not in made:
+            refs[key] = refs.get(key, True) and bool(ref.get("optional"))
+
+    for dep in of_kind(docs, "Deployment"):
+        spec = pod_spec(dep)
+        for v in spec.get("volumes") or []:
+            sources = [v] + list((v.get("projected") or {}).get("sources") or [])
+            for src in sources:
+                if "configMap" in src:
+                    need("ConfigMap", src["configMap"])
+                if "secret" in src:
+                    need("Secret", {"name": src["secret"].get("secretName", src["secret"].get("name")), **src["secret"]})
+        for c in [*spec.get("initContainers", []), *spec["containers"]]:
+            for e in c.get("env") or []:
+                for kind, field in (("ConfigMap", "configMapKeyRef"), ("Secret", "secretKeyRef")):
+                    if field in (e.get("valueFrom") or {}):
+                        need(kind, e["valueFrom"][field])
+            for e in c.get("envFrom") or []:
+                for kind, field in (("ConfigMap", "configMapRef"), ("Secret", "secretRef")):
+                    if field in e:
+                        need(kind, e[field])
+    return refs
+
+
+@pytest.mark.parametrize("target", ["base", "overlays/cpu", "overlays/gpu"])
+def test_what_the_operator_creates_first(target: str) -> None:
+    """The objects deploy/k8s/README.md tells the operator to create: the CURVE keys (pods wait for them) and
+    the camera Secret (optional: decode fails naming a variable its source needs), nothing else."""
+    assert _needs(render(target)) == {("ConfigMap", KEYS_PUBLIC): False, ("Secret", KEYS_SECRET): False, ("Secret", "vidpipe-cameras"): True}
+
+
+def test_demo_is_one_command() -> None:
+    """`kubectl apply -k overlays/demo` alone: no pod needs an object the overlay does not make. Without keys its
+    stages accept unauthenticated TCP (allow_insecure_tcp): the NetworkPolicies, checked above, are what
+    restrict who connects."""
+    docs = render("overlays/demo")
+    assert all(optional for optional in _needs(docs).values()), _needs(docs)
+    transport = pipeline_config(docs).get("transport") or {}
+    assert transport.get("curve_keys") is None and transport.get("allow_insecure_tcp") is True
+    assert any(p["metadata"]["name"] == "vidpipe-default-deny" for p in of_kind(docs, "NetworkPolicy"))
 
 
 # -- overlays ----------------------------------------------------------------------------------------------
