@@ -293,6 +293,9 @@ def test_decode_pods_get_the_secret_values_their_stream_source_names(target: str
         # A camera's credentials reach the decode pod of that camera only: no other pod, no other camera's pod.
         wanted = set(re.findall(r"\$\{(VIDPIPE_[A-Z0-9_]+)\}", str(sources[stream]))) if stream is not None else set()
         assert from_secret & every_var == wanted, f"{name}: credentials {sorted(from_secret & every_var)}, its source names {sorted(wanted)}"
+        if stream is None:
+            cameras = [n for n in from_secret if env[n]["valueFrom"]["secretKeyRef"]["name"] == "vidpipe-cameras"]
+            assert not cameras, f"{name}: not a decode pod, but gets {cameras} from the camera Secret"
         for var in wanted:
             ref = env[var]["valueFrom"]["secretKeyRef"]
             assert ref["name"] == "vidpipe-cameras" and ref["key"] == var, f"{name}: {var} should come from the Secret vidpipe-cameras"
@@ -393,6 +396,14 @@ def namespace_labels(name: str, docs: tuple[dict[str, Any], ...] = ()) -> dict[s
     return {**(found[0]["metadata"].get("labels") or {} if found else {}), "kubernetes.io/metadata.name": name}
 
 
+def _port_matches(rule_port: dict[str, Any], port: int, names: dict[str | None, int]) -> bool:
+    """A NetworkPolicy port (a number, or a container port's name; endPort for a range) against a pod's port."""
+    if rule_port.get("port") is None:
+        return True
+    first = names.get(rule_port["port"]) if isinstance(rule_port["port"], str) else rule_port["port"]
+    return first is not None and first <= port <= rule_port.get("endPort", first)
+
+
 def ingress_allowed(docs: tuple[dict[str, Any], ...], target: dict[str, Any], port: int, source: Peer) -> bool:
     """Whether the rendered NetworkPolicies let `source` open a TCP connection to `port` of the pods of the
     Deployment `target` (or of a bare pod: {"labels": ...}) in NAMESPACE: allowed when no policy selects the
@@ -411,11 +422,7 @@ def ingress_allowed(docs: tuple[dict[str, Any], ...], target: dict[str, Any], po
     for policy in selecting:
         for rule in policy["spec"].get("ingress") or []:
             ports = rule.get("ports")
-            if ports and not any(
-                pp.get("protocol", "TCP") == "TCP"
-                and (pp.get("port") is None or port == names.get(pp["port"], pp["port"]) or pp["port"] <= port <= pp.get("endPort", pp["port"]))
-                for pp in ports
-            ):  # fmt: skip
+            if ports and not any(pp.get("protocol", "TCP") == "TCP" and _port_matches(pp, port, names) for pp in ports):
                 continue
             if not rule.get("from"):
                 return True  # no `from`: every source
