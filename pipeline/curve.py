@@ -37,7 +37,7 @@ class CurveKeyError(ValueError):
 
 
 def public_key_path(folder: str | os.PathLike[str], name: str) -> Path:
-    return Path(folder) / f"{name}.key"
+    return Path(folder).expanduser() / f"{name}.key"
 
 
 def make_keys(folder: str | os.PathLike[str], names: list[str]) -> list[Path]:
@@ -93,7 +93,7 @@ def load_secret(folder: str | os.PathLike[str], name: str, env: dict[str, str] |
             return zmq.curve_public(secret), secret
         except (ValueError, zmq.ZMQError):
             raise CurveKeyError(f"{SECRET_ENV} is not a Z85 CURVE secret key (40 characters)") from None
-    path = Path(folder) / f"{name}.key_secret"
+    path = Path(folder).expanduser() / f"{name}.key_secret"
     try:
         public, maybe_secret = zmq.auth.load_certificate(str(path))
     except (OSError, ValueError) as exc:
