@@ -426,11 +426,13 @@ def test_sink_config_validation() -> None:
         {"type": "mqtt", "host": "h", "qos": 3},
         {"type": "mqtt", "host": "h", "password": "p"},
         {"type": "zmq_pub", "endpoint": "tcp://nowhere"},
+        {"type": "zmq_pub", "endpoint": "tcp://*:5590"},  # every alert to any host: only with allow_insecure
         {"type": "jsonl", "path": " "},
         {"type": "sms", "to": "123"},
     ]
     for cfg in bad:
         with pytest.raises(ValidationError):
             parse_sink_config(cfg)
+    parse_sink_config({"type": "zmq_pub", "endpoint": "tcp://*:5590", "allow_insecure": True})
     sink = build_sink("m", {"type": "mqtt", "host": "h", "topic": "a/{severity}/{kind}/{stream}"})
     assert sink.topic(make_alert(1, stream="x/y+z")) == "a/critical/zone_intrusion/x_y_z"  # type: ignore[attr-defined]

@@ -13,10 +13,10 @@ import os
 from typing import Literal
 
 import zmq
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.alert import Alert
-from pipeline.transport import PUB, parse_endpoint
+from pipeline.transport import PUB, is_loopback, parse_endpoint
 from stages.alert.sink import DeliveryError, Sink, alert_json
 
 _HWM = 1000
@@ -31,12 +31,23 @@ class ZmqPubOptions(BaseModel):
         "tcp://127.0.0.1:5590", description="PUB endpoint; binds unless prefixed '>' (connect), as stage endpoints do."
     )
     include_snapshot: bool = Field(True, description="Send the JPEG snapshot, base64, as `snapshot_jpeg`.")
+    allow_insecure: bool = Field(
+        False, description="Let the endpoint bind tcp:// where other hosts can reach it: anyone who connects gets every alert and snapshot."
+    )
 
     @field_validator("endpoint")
     @classmethod
     def _endpoint(cls, v: str) -> str:
         parse_endpoint(v, "pub")
         return v
+
+    @model_validator(mode="after")
+    def _reachable(self) -> ZmqPubOptions:
+        bind, addr = parse_endpoint(self.endpoint, "pub")
+        if bind and addr.startswith("tcp://") and not is_loopback(addr) and not self.allow_insecure:
+            raise ValueError(f"endpoint {self.endpoint} binds where other hosts can reach it, and any of them would get every alert "
+                             "and snapshot: bind 127.0.0.1 (subscribers on this host), or set allow_insecure: true")  # fmt: skip
+        return self
 
 
 class ZmqPubSink(Sink):
