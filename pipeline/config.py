@@ -169,6 +169,10 @@ class SupervisorConfig(Strict):
     max_restarts: int | None = Field(
         None, ge=0, description="Stop the pipeline when one stage crashed this many times in a row; null: never (replay: 3)."
     )
+    hang_after_s: float = Field(
+        60.0, gt=0, description="A stage whose loop has not run for this long (hung, deadlocked, SIGSTOPped) is killed and restarted."
+    )
+    startup_s: float = Field(600.0, gt=0, description="The same for a stage that has not begun its loop since it started (loading its models).")
 
 
 class PipelineConfig(Strict):

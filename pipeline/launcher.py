@@ -17,6 +17,7 @@ in turn, once the end of its streams reached it; in live mode every stage is sto
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import faulthandler
 import logging
@@ -32,7 +33,7 @@ from typing import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from pipeline.config import PipelineConfig
-from pipeline.metrics import PREFIX, MetricsServer
+from pipeline.metrics import BEAT_FILE_ENV, PREFIX, MetricsServer
 from pipeline.runtime import EXIT_INCOMPLETE
 from pipeline.transport import bound_ipc_path, ensure_private_dir
 
@@ -64,6 +65,7 @@ class Child:
     restart_at: float | None = None
     finished: bool = False
     exit_codes: list[int] = field(default_factory=list)
+    beat_file: str | None = None  # its loop touches this file every second (pipeline/metrics.py)
 
     @property
     def label(self) -> str:
@@ -90,6 +92,8 @@ class Launcher:
         self.registry = CollectorRegistry()
         self.restarts = Counter(f"{PREFIX}_stage_restarts", "Stage processes restarted after a crash.", ["stage", "stream"], registry=self.registry)
         self.up = Gauge(f"{PREFIX}_stage_up", "1 while the stage process runs.", ["stage", "stream"], registry=self.registry)
+        self.hangs = Counter(f"{PREFIX}_stage_hangs", "Stage processes killed (then restarted) because their loop stopped running.", ["stage", "stream"], registry=self.registry)
+        self.beats: str | None = None  # the folder of the heartbeat files, made private in run()
         self.server: MetricsServer | None = None
         if config.metrics.port_base is not None:
             self.server = MetricsServer(self.registry, config.metrics.host, config.metrics.port_base, lambda: not self.stopping.is_set())
@@ -102,7 +106,13 @@ class Launcher:
             cmd += ["--stream", child.stream]
         if self.config.mode == "replay" and child.restarts and not child.source:
             cmd.append("--restarted")  # it was lost mid-stream: the streams are starting again (_restart_sources)
-        child.proc = subprocess.Popen(cmd, env=self.env, preexec_fn=_child_setup)
+        env = self.env
+        if self.beats is not None:
+            child.beat_file = os.path.join(self.beats, child.label.replace("[", "-").replace("]", "") + ".beat")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(child.beat_file)  # the last process's: its age says nothing of this one
+            env = {**self.env, BEAT_FILE_ENV: child.beat_file}
+        child.proc = subprocess.Popen(cmd, env=env, preexec_fn=_child_setup)
         child.started_at = time.monotonic()
         child.restart_at = None
         self.up.labels(child.stage, child.stream or "").set(1)
@@ -154,6 +164,8 @@ class Launcher:
         try:
             for folder in self._ipc_folders():
                 ensure_private_dir(folder)
+            self.beats = self.config.resolved_run_dir()
+            ensure_private_dir(self.beats)
         except PermissionError as exc:
             log.error("%s", exc)
             return 2
@@ -175,6 +187,7 @@ class Launcher:
                     if rc is None:
                         if child.backoff and now - child.started_at > sup.stable_after_s:
                             child.backoff, child.crashes_in_row = 0.0, 0
+                        self._check_hang(child, now)
                         continue
                     self.up.labels(child.stage, child.stream or "").set(0)
                     child.exit_codes.append(rc)
@@ -211,6 +224,22 @@ class Launcher:
                     child.proc.wait()
             if self.server:
                 self.server.close()
+
+    def _check_hang(self, child: Child, now: float) -> None:
+        """Kills a stage whose loop stopped: the next poll sees it exit and restarts it like any crash."""
+        if child.beat_file is None or child.proc is None:
+            return
+        sup = self.config.supervisor
+        try:
+            silent = time.time() - os.stat(child.beat_file).st_mtime
+            limit, what = sup.hang_after_s, "its loop has not run"
+        except FileNotFoundError:  # not in its loop yet: loading its models
+            silent = now - child.started_at
+            limit, what = sup.startup_s, "it has not started its loop"
+        if silent > limit:
+            log.error("%s: %s for %.0fs (supervisor limit %.0fs): killing it", child.label, what, silent, limit)
+            self.hangs.labels(child.stage, child.stream or "").inc()
+            child.proc.kill()
 
     def _restart_sources(self, lost: Child) -> None:
         """Replay: `lost` died with frames in flight; every stream starts again from its start (see the module)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import threading
 import time
@@ -15,6 +16,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pipeline.protocol import PROTOCOL_VERSION
 
 PREFIX = "vidpipe"
+BEAT_FILE_ENV = "VIDPIPE_BEAT_FILE"  # set by the launcher for each stage it runs
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _AGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
@@ -62,10 +64,17 @@ class StageMetrics:
         # What runs, for dashboards and bug reports: the same labels on every stage process.
         Info(f"{PREFIX}_build", "The vidpipe version and platform of this process.", registry=r).info(build_info())
         self.last_beat = time.time()
+        self.beat_file = os.environ.get(BEAT_FILE_ENV) or None
+        self._touched = 0.0
 
     def beat(self) -> None:
         self.last_beat = time.time()
         self.heartbeat.labels(self.stage).set(self.last_beat)
+        if self.beat_file is not None and self.last_beat - self._touched >= 1.0:
+            # For the supervisor, which sees a hang as this file growing old (see pipeline/launcher.py).
+            self._touched = self.last_beat
+            with open(self.beat_file, "a"):
+                os.utime(self.beat_file)
 
 
 class MetricsServer:

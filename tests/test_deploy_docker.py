@@ -41,7 +41,7 @@ KEYS_IN_IMAGE = "/keys"  # transport.curve_keys of pipeline.yaml: compose's keys
 
 METRIC_NAME = re.compile(r"\bvidpipe_[a-z0-9_]+")
 # A metric as the code declares it: Counter(f"{PREFIX}_frames_in", ...), possibly over several lines.
-DECLARED = re.compile(r"\b(Counter|Gauge|Histogram|Summary)\(\s*f?[\"']\{PREFIX\}_([a-z0-9_]+)[\"']")
+DECLARED = re.compile(r"\b(Counter|Gauge|Histogram|Summary|Info)\(\s*f?[\"']\{PREFIX\}_([a-z0-9_]+)[\"']")
 
 
 # -- what the code registers --------------------------------------------------------------------------------
@@ -55,6 +55,8 @@ def _series_names(kind: str, name: str) -> set[str]:
         return {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
     if kind == "Summary":
         return {name, f"{name}_sum", f"{name}_count"}
+    if kind == "Info":  # the family, and its one series: vidpipe_build_info
+        return {name, f"{name}_info"}
     return {name}
 
 

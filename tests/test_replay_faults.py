@@ -1,5 +1,6 @@
-"""Replay is exactly-once across the loss of any stage: `kill -9` of each stage kind, and SIGTERM of one stage,
-mid-replay of a vtest clip with the analytics example, give the JSONL and the alerts of an uninterrupted run.
+"""Replay is exactly-once across the loss of any stage: `kill -9` of each stage kind, SIGTERM of one stage and
+a SIGSTOP (a hang the supervisor must see), mid-replay of a vtest clip with the analytics example, give the
+JSONL and the alerts of an uninterrupted run.
 
 How (pipeline/launcher.py): the supervisor restarts the lost stage and every source starts its stream again
 under a new epoch; the stages begin the stream afresh and record rewrites its outputs.
@@ -36,6 +37,7 @@ def _replay(tmp: Path, clip: Path, fault: tuple[str, signal.Signals] | None) -> 
     data = yaml.safe_load(cfg.read_text())
     # A stage told to stop drains what reaches it for at most this long: SIGTERM stops it mid-stream.
     data["transport"]["drain_timeout_s"] = 0.5
+    data["supervisor"]["hang_after_s"] = 3  # a SIGSTOPped stage is a hung one after this long
     cfg.write_text(yaml.safe_dump(data, sort_keys=False))
     port = data["metrics"]["port_base"] + RECORD
     log = tmp / "log.txt"
@@ -66,12 +68,14 @@ def uninterrupted(clip: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
 @pytest.mark.parametrize(
     ("stage", "sig"),
     [("decode", signal.SIGKILL), ("infer", signal.SIGKILL), ("track", signal.SIGKILL), ("analyze", signal.SIGKILL),
-     ("alert", signal.SIGKILL), ("record", signal.SIGKILL), ("track", signal.SIGTERM)],
+     ("alert", signal.SIGKILL), ("record", signal.SIGKILL), ("track", signal.SIGTERM), ("infer", signal.SIGSTOP)],
 )
 def test_losing_a_stage_mid_replay_changes_nothing(stage: str, sig: signal.Signals, clip: Path, tmp_path: Path,
                                                    uninterrupted: tuple[bytes, list[str], dict, str]) -> None:
     jsonl, alerts, summary, log = _replay(tmp_path, clip, (stage, sig))
     assert f"{stage}[vtest] exited" in log or f"{stage} exited" in log  # the fault happened, and was seen
+    if sig == signal.SIGSTOP:
+        assert f"{stage}: its loop has not run for" in log  # the supervisor saw the hang, and killed it
     want_jsonl, want_alerts, want_summary, _ = uninterrupted
     assert want_summary["status"] == "complete" and want_summary["frames"] == FRAMES and want_alerts
     assert summary["status"] == "complete" and summary["lost_frames"] == 0
