@@ -5,10 +5,14 @@ counted, the process keeps its pid and goes on with valid frames, and nothing la
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -78,82 +82,75 @@ def _files(root: Path) -> set[Path]:
     return {p for p in root.rglob("*")}
 
 
-def test_an_alert_stage_under_attack_raises_only_its_upstreams_alerts(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _attacked(tmp_path: Path, stage: dict[str, Any]) -> Iterator[tuple[subprocess.Popen[bytes], zmq.Socket, int, dict[str, int]]]:
+    """`stage` running as its own process after analyze, attacked on its tcp input; yields (process, a socket of
+    its real upstream, its metrics port, the rejections expected by reason)."""
     p_in, p_metrics = free_ports(2)
-    recv = Receiver()
-    stages = [{"name": "decode", "kind": "decode"},
-              {"name": "analyze", "kind": "analyze"},
-              {"name": "alert", "kind": "alert", "input": f"@tcp://127.0.0.1:{p_in}", "metrics_port": p_metrics, "batch": {"max_size": 1},
-               "options": {"outbox": str(tmp_path / "out" / "outbox.db"),
-                           "sinks": {"hook": {"type": "webhook", "url": f"http://127.0.0.1:{recv.port}/alerts"}}}}]
+    stages = [{"name": "decode", "kind": "decode"}, {"name": "analyze", "kind": "analyze"},
+              {**stage, "input": f"@tcp://127.0.0.1:{p_in}", "metrics_port": p_metrics}]
     cfg = write_config(tmp_path / "c.yaml", [{"id": "cam", "source": "x.mp4"}], tmp_path, port_base=None, stages=stages,
                        transport={"max_message_mb": 1})
-    before = _files(tmp_path)
-    proc = vidpipe("stage", "alert", "--config", str(cfg), log_path=tmp_path / "log.txt")
+    proc = vidpipe("stage", stage["name"], "--config", str(cfg), log_path=tmp_path / "log.txt")
     ctx = zmq.Context()
     push = ctx.socket(zmq.PUSH)
     push.linger = 0
     try:
         wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{p_metrics}/healthz", timeout=1).status == 200, 30, what="healthz")
-        pid = proc.pid
         expected = _attack(ctx, p_in)
         wait_for(lambda: metric(scrape(p_metrics), "vidpipe_input_disconnections_total") >= 1, 30, what="the oversized sender dropped")
         push.connect(f"tcp://127.0.0.1:{p_in}")
-        for seq in range(3):
-            alerts = [_alert("real-1", seq)] if seq == 1 else []
-            push.send_multipart(encode(Frame("cam", seq, seq / 10, time.time(), 8, 8, TINY, sender="analyze",  # type: ignore[arg-type]
-                                             analytics=Analytics(alerts=alerts))))
-        wait_for(lambda: recv.keys() == ["real-1"], 30, what="the real alert delivered")
-        m = scrape(p_metrics)
-        for reason, n in expected.items():
-            assert metric(m, "vidpipe_messages_rejected_total", reason=reason) == n, reason
-        assert metric(m, "vidpipe_frames_in_total", stream="cam") == 3
-        assert proc.poll() is None and proc.pid == pid  # never crashed, never restarted
-        push.send_multipart(encode(Control(KIND_EOS, "cam", "analyze", StreamEnd(3))))  # type: ignore[arg-type]
-        assert proc.wait(30) == 0
+        yield proc, push, p_metrics, expected
     finally:
         push.close()
         ctx.term()
         stop(proc)
+
+
+def _assert_rejected(port: int, expected: dict[str, int]) -> None:
+    m = scrape(port)
+    for reason, n in expected.items():
+        assert metric(m, "vidpipe_messages_rejected_total", reason=reason) == n, reason
+
+
+def test_an_alert_stage_under_attack_raises_only_its_upstreams_alerts(tmp_path: Path) -> None:
+    recv = Receiver()
+    stage = {"name": "alert", "kind": "alert", "batch": {"max_size": 1},
+             "options": {"outbox": str(tmp_path / "out" / "outbox.db"),
+                         "sinks": {"hook": {"type": "webhook", "url": f"http://127.0.0.1:{recv.port}/alerts"}}}}
+    before = _files(tmp_path)
+    try:
+        with _attacked(tmp_path, stage) as (proc, push, port, expected):
+            pid = proc.pid
+            for seq in range(3):
+                alerts = [_alert("real-1", seq)] if seq == 1 else []
+                push.send_multipart(encode(Frame("cam", seq, seq / 10, time.time(), 8, 8, TINY, sender="analyze",  # type: ignore[arg-type]
+                                                 analytics=Analytics(alerts=alerts))))
+            wait_for(lambda: recv.keys() == ["real-1"], 30, what="the real alert delivered")
+            _assert_rejected(port, expected)
+            assert metric(scrape(port), "vidpipe_frames_in_total", stream="cam") == 3
+            assert proc.poll() is None and proc.pid == pid  # never crashed, never restarted
+            push.send_multipart(encode(Control(KIND_EOS, "cam", "analyze", StreamEnd(3))))  # type: ignore[arg-type]
+            assert proc.wait(30) == 0
+    finally:
         recv.close()
     assert recv.keys() == ["real-1"]  # the forged alert was never raised nor delivered
     new = _files(tmp_path) - before
-    assert all(p == tmp_path / "log.txt" or (tmp_path / "out") in p.parents or p == tmp_path / "out" for p in new), sorted(new)
+    assert all(p in (tmp_path / "log.txt", tmp_path / "c.yaml", tmp_path / "out") or (tmp_path / "out") in p.parents for p in new), sorted(new)
 
 
 def test_a_record_stage_under_attack_writes_only_its_streams_inside_its_folder(tmp_path: Path) -> None:
-    p_in, p_metrics = free_ports(2)
     out = tmp_path / "deep" / "out"
-    stages = [{"name": "decode", "kind": "decode"},
-              {"name": "analyze", "kind": "analyze"},
-              {"name": "record", "kind": "record", "input": f"@tcp://127.0.0.1:{p_in}", "metrics_port": p_metrics,
-               "options": {"out_dir": str(out)}}]
-    cfg = write_config(tmp_path / "c.yaml", [{"id": "cam", "source": "x.mp4"}], tmp_path, port_base=None, stages=stages,
-                       transport={"max_message_mb": 1})
     before = _files(tmp_path)
-    proc = vidpipe("stage", "record", "--config", str(cfg), log_path=tmp_path / "log.txt")
-    ctx = zmq.Context()
-    push = ctx.socket(zmq.PUSH)
-    push.linger = 0
-    try:
-        wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{p_metrics}/healthz", timeout=1).status == 200, 30, what="healthz")
-        expected = _attack(ctx, p_in)
-        wait_for(lambda: metric(scrape(p_metrics), "vidpipe_input_disconnections_total") >= 1, 30, what="the oversized sender dropped")
-        push.connect(f"tcp://127.0.0.1:{p_in}")
+    with _attacked(tmp_path, {"name": "record", "kind": "record", "options": {"out_dir": str(out)}}) as (proc, push, port, expected):
         for seq in range(4):
             push.send_multipart(encode(Frame("cam", seq, seq / 10, time.time(), 8, 8, TINY, sender="analyze")))  # type: ignore[arg-type]
-        wait_for(lambda: metric(scrape(p_metrics), "vidpipe_frames_in_total", stream="cam") == 4, 30, what="4 frames in")
-        m = scrape(p_metrics)
-        for reason, n in expected.items():
-            assert metric(m, "vidpipe_messages_rejected_total", reason=reason) == n, reason
+        wait_for(lambda: metric(scrape(port), "vidpipe_frames_in_total", stream="cam") == 4, 30, what="4 frames in")
+        _assert_rejected(port, expected)
         push.send_multipart(encode(Control(KIND_EOS, "cam", "analyze", StreamEnd(4))))  # type: ignore[arg-type]
         assert proc.wait(30) == 0
-    finally:
-        push.close()
-        ctx.term()
-        stop(proc)
     new = _files(tmp_path) - before
-    outside = [p for p in new if p != tmp_path / "log.txt" and out not in p.parents and p not in (out, out.parent)]
+    outside = [p for p in new if p not in (tmp_path / "log.txt", tmp_path / "c.yaml", out, out.parent) and out not in p.parents]
     assert not outside, outside
     assert sorted(p.name for p in out.iterdir() if p.is_file()) == ["cam.jsonl", "cam.mp4", "summary.json"]
     assert len((out / "cam.jsonl").read_text().splitlines()) == 4
