@@ -222,6 +222,9 @@ class Launcher:
                 if child.proc and child.proc.poll() is None:
                     child.proc.kill()
                     child.proc.wait()
+                if child.beat_file is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(child.beat_file)
             if self.server:
                 self.server.close()
 
