@@ -97,6 +97,8 @@ class AnalyzeStage(Stage):
         )
         for f in res.firings:
             self.m_firings.labels(name, stream, f.rule, "raised").inc()
+        for a in frame.analytics.alerts:  # rare events: each one said where it was made, and by what
+            self.log.info("fired %s: %s frame %d, %s", a.id, stream, frame.seq, a.message)
 
     def _alert(self, scene: Scene, frame: Frame, f: Firing) -> Alert:
         boxes = f.boxes if f.boxes is not None else scene.boxes_of(frame.detections, f.track_ids)
