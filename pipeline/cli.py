@@ -198,8 +198,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 130 if launcher.stopping.is_set() else status
 
 
-def _report(cfg: PipelineConfig, out_dir: str, elapsed: float) -> int:
-    """What the stages that write results say about them (record's summary table); 1 if none wrote any."""
+def _report(cfg: PipelineConfig, out_dir: str | None, elapsed: float) -> int:
+    """What the stages that write results say about them (record's summary table), as an exit status: 1 when a
+    stream is not complete; when none wrote any, 1 for a replay (`out_dir`), 0 for a run without such stages."""
     from pipeline.registry import resolve_stage
 
     statuses = []
@@ -209,6 +210,8 @@ def _report(cfg: PipelineConfig, out_dir: str, elapsed: float) -> int:
         if status is not None:
             statuses.append(status)
     if not statuses:
+        if out_dir is None:
+            return 0
         print(f"replay: no stage wrote results to {out_dir}", file=sys.stderr)
         return 1
     return max(statuses)
@@ -229,7 +232,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if cfg is None:
         return 2
-    return Launcher(cfg, args.config, args.log_level).run()
+    started = time.monotonic()
+    launcher = Launcher(cfg, args.config, args.log_level)
+    rc = launcher.run()
+    if rc != 0 or cfg.mode != "replay" or launcher.stopping.is_set():
+        return rc
+    # A replay that ran to its end: its exit status says whether every stream is complete.
+    return _report(cfg, None, time.monotonic() - started)
 
 
 def _pick_stage(cfg: PipelineConfig, which: str) -> str:

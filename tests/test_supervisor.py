@@ -52,7 +52,9 @@ def test_a_frame_that_raises_is_counted_and_skipped(tmp_path: Path, sock_dir: Pa
     streams = [{"id": "car", "source": str(samples / "carphone_pristine.mp4")}]
     cfg = write_config(tmp_path / "c.yaml", streams, out, port_base=None, run_dir=sock_dir, stages=stages)
     result = run_vidpipe("run", str(cfg))
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 1, result.stderr[-3000:]  # not complete: two frames are missing
+    row = next(line.split() for line in result.stdout.splitlines() if line.startswith("car "))
+    assert row[2] == "2" and row[4] == "incomplete"  # stream, frames, lost, objects, status: the table says so too
     assert "frame car#5 failed and was skipped" in result.stderr
     assert "frame car#77 failed and was skipped" in result.stderr
     seqs = [json.loads(x)["seq"] for x in (out / "car.jsonl").read_text().splitlines()]
