@@ -98,6 +98,7 @@ class StreamEnd(_Payload):
     error: str | None = None  # why it ended early
     stopped: bool = False  # ended by a stop of the pipeline, not by the source
     restarted: bool = False  # only its epoch ended: the source started again (never sent, given to stages)
+    damaged: int = 0  # frames of the source that could not be decoded and were skipped (a damaged file)
 
     @property
     def outcome(self) -> str:

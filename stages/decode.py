@@ -43,6 +43,9 @@ def redact(source: str | int) -> str:
     return f"/dev/video{source}" if isinstance(source, int) else redact_url(source)
 
 
+MAX_DAMAGED_RUN = 50  # failed reads in a row that end a file: past this, nothing decodable follows
+
+
 class SourceError(Exception):
     """A problem with the source that ends (file) or interrupts (live) the stream; `reason` is a metric label."""
 
@@ -61,6 +64,7 @@ class DecodeStage(Source):
         self.kind_of_source = source_kind(self.stream.source)
         self.realtime = ctx.config.realtime(self.stream)
         self.seq = 0
+        self.damaged = 0  # frames of a file that could not be decoded, skipped
         # This process's epoch of the stream, in milliseconds of its start: a restarted decoder numbers its
         # frames from 0 again under a new epoch (even when its source then fails to open: its end of stream
         # ends the old epoch downstream).
@@ -116,7 +120,7 @@ class DecodeStage(Source):
 
     def _eos(self, error: str | None = None) -> Control:
         self._up.set(0)
-        end = StreamEnd(self.seq, redact(self.stream.source), error or None, self.ctx.stopping)
+        end = StreamEnd(self.seq, redact(self.stream.source), error or None, self.ctx.stopping, damaged=self.damaged)
         return Control(KIND_EOS, self.stream.id, payload=end, epoch=self.epoch)
 
     # -- the stream ----------------------------------------------------------------------
@@ -186,10 +190,27 @@ class DecodeStage(Source):
         try:
             while not self.ctx.stopping:
                 index = 0
+                last_ms = -1.0  # where in the file the last decoded frame was
+                damaged = False  # a read failed in this pass over the file
                 while not self.ctx.stopping:
                     ok, image = cap.read()
                     if not ok:
-                        break
+                        # A damaged packet fails one read; reading on gets the frames after it. Only when no
+                        # frame comes any more is this the end of the file.
+                        after = self._skip_damaged(cap)
+                        if after is None:
+                            break
+                        image, failed = after
+                        index += failed  # the frames that failed keep their places in the timeline
+                        damaged = True
+                    last_ms = cap.get(cv2.CAP_PROP_POS_MSEC)
+                    if damaged:
+                        # Around damage the decoder may also drop frames without failing a read: the container's
+                        # clock says where this frame is, so the frames after keep their times.
+                        at = round(last_ms / 1000.0 * fps)
+                        if at > index:
+                            self._count_damaged(at - index)
+                            index = at
                     pts = offset + index / fps
                     index += 1
                     if not self._keep(pts):
@@ -201,10 +222,16 @@ class DecodeStage(Source):
                 # Container frame counts are estimates for some formats: only a clear shortfall is an error.
                 if index == 0:
                     raise SourceError("truncated", f"no frame could be decoded from {path} (corrupt or not a video)")
-                if count > 0 and index < count - max(2, count // 100):
-                    raise SourceError(
-                        "truncated", f"{path} ended after {index} of {count} frames (truncated or corrupt file)"
-                    )
+                tolerance = max(2, count // 100)
+                if count > 0 and index < count - tolerance:
+                    if last_ms / 1000.0 * fps < count - 1 - tolerance:
+                        raise SourceError(
+                            "truncated", f"{path} ended after {index} of {count} frames (truncated or corrupt file)"
+                        )
+                    # It was read to its end, but the decoder dropped frames around damage without failing a read.
+                    self._count_damaged(count - index)
+                if self.damaged:
+                    self.log.warning("stream %s: %d damaged frames of %s were skipped", self.stream.id, self.damaged, path)
                 if not self.stream.loop:
                     return
                 offset += index / fps
@@ -212,6 +239,20 @@ class DecodeStage(Source):
                 cap, count, fps = self._open_file(path)
         finally:
             cap.release()
+
+    def _skip_damaged(self, cap: cv2.VideoCapture) -> tuple[np.ndarray, int] | None:
+        """After a failed read: the next frame that decodes and the failed reads before it (each counted as a
+        damaged frame); None at the end of the file (no frame within MAX_DAMAGED_RUN reads)."""
+        for failed in range(1, MAX_DAMAGED_RUN + 1):
+            ok, image = cap.read()
+            if ok:
+                self._count_damaged(failed)
+                return image, failed
+        return None
+
+    def _count_damaged(self, n: int) -> None:
+        self.damaged += n
+        self.ctx.metrics.decode_errors.labels(self.ctx.name, self.stream.id, "damaged_frame").inc(n)
 
     def _pace(self, start: float, pts: float) -> None:
         """Real-time pacing of files and folders standing in for cameras."""

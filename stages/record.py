@@ -249,7 +249,7 @@ class RecordStage(Stage):
             ended = out.ended or StreamEnd()
             if out.ended is not None:
                 # Complete only with every frame the source sent: one lost on the way is not a complete result.
-                status = "incomplete" if ended.outcome == "complete" and out.lost else ended.outcome
+                status = "incomplete" if ended.outcome == "complete" and (out.lost or ended.damaged) else ended.outcome
             else:  # no end of stream seen (yet)
                 status = "stopped" if self.closed else "running"
             streams[sid] = {
@@ -260,6 +260,7 @@ class RecordStage(Stage):
                 "first_pts": out.first_pts,
                 "last_pts": out.last_pts,
                 "source_frames": ended.frames,
+                "damaged_frames": ended.damaged,  # in the source: could not be decoded, skipped by decode
                 "lost_frames": _count(out.lost),
                 "lost": out.lost,
                 "status": status,

@@ -6,6 +6,7 @@ import json
 import signal
 from pathlib import Path
 
+from tests.helpers.clips import damaged_h264
 from tests.helpers.configs import write_config
 from tests.helpers.procs import free_port_block, free_ports, metric, run_logged, scrape, stop, vidpipe, wait_for
 
@@ -20,6 +21,7 @@ def test_missing_truncated_and_unreachable_sources_end_only_their_streams(tmp_pa
         {"id": "missing", "source": str(tmp_path / "nope.mp4")},
         {"id": "cut-avi", "source": str(trunc_avi)},
         {"id": "cut-mp4", "source": str(trunc_mp4)},
+        {"id": "damaged", "source": str(damaged_h264(samples, tmp_path / "damaged.mp4", 300, 200))},
         {"id": "cam", "source": f"http://127.0.0.1:{dead_port}/video.mjpg",
          "reconnect": {"initial_s": 0.1, "max_attempts": 2, "open_timeout_s": 2}},
     ]
@@ -43,6 +45,10 @@ def test_missing_truncated_and_unreachable_sources_end_only_their_streams(tmp_pa
     assert "of 795 frames (truncated or corrupt file)" in summary["cut-avi"]["error"]
     # What a truncated file did hold is processed and kept.
     assert 100 < summary["cut-avi"]["frames"] < 795
+    # A damaged packet costs its frames, counted; the rest of the file is processed; the stream is not complete.
+    damaged = summary["damaged"]
+    assert damaged["status"] == "incomplete" and damaged["error"] is None and 0 < damaged["damaged_frames"] <= 30
+    assert damaged["frames"] >= 300 - damaged["damaged_frames"] - 1 and damaged["lost_frames"] == 0
 
 
 def test_unreachable_live_camera_retries_while_other_streams_flow(tmp_path: Path, sock_dir: Path, samples: Path) -> None:

@@ -15,6 +15,7 @@ from pipeline.metrics import StageMetrics
 from pipeline.protocol import KIND_EOS, KIND_STARTED, Control, Frame
 from pipeline.stage import NoOptions, StageContext
 from stages.decode import DecodeStage, redact, source_kind
+from tests.helpers.clips import damaged_h264
 
 
 def run_decode(stream: dict[str, Any], mode: str = "replay", limit: int | None = None) -> tuple[list[Frame], list[Control], StageMetrics]:
@@ -79,3 +80,15 @@ def test_source_kinds_and_redaction(tmp_path: Path) -> None:
     assert source_kind(str(tmp_path)) == "folder" and source_kind(str(tmp_path / "a.mp4")) == "file"
     assert redact("rtsp://admin:pw@10.0.0.1/ch1") == "rtsp://admin:***@10.0.0.1/ch1"
     assert redact("rtsp://10.0.0.1/ch1") == "rtsp://10.0.0.1/ch1"
+
+
+def test_a_damaged_packet_costs_its_frames_not_the_rest_of_the_file(tmp_path: Path, samples: Path) -> None:
+    clip = damaged_h264(samples, tmp_path / "damaged.mp4", 300, 200)
+    frames, controls, metrics = run_decode({"id": "d", "source": str(clip)})
+    end = controls[-1].end
+    assert end.error is None and not end.stopped  # read to its end, not "truncated"
+    # What follows the damage is all there (give or take the one frame a decoder may repeat while it recovers).
+    assert 0 < end.damaged <= 30 and abs(len(frames) + end.damaged - 300) <= 1
+    assert [f.seq for f in frames] == list(range(len(frames)))
+    assert metrics.decode_errors.labels("decode", "d", "damaged_frame")._value.get() == end.damaged
+    assert abs(frames[-1].pts - 29.9) < 0.15  # the frames after the damage keep their times, to the end of the clip
