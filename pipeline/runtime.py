@@ -27,7 +27,7 @@ from pipeline.curve import Curve, ZapHandler, load_public, load_secret
 from pipeline.metrics import MetricsServer, StageMetrics
 from pipeline.protocol import KIND_EOS, KIND_HEARTBEAT, KIND_STARTED, Control, Frame, ProtocolError, StreamEnd, StreamStart
 from pipeline.registry import resolve_stage
-from pipeline.stage import Source, Stage, StageContext
+from pipeline.stage import Source, Stage, StageContext, StageFailure
 from pipeline.transport import PUB, Receiver, Secure, Sender
 
 POLL_MS = 200
@@ -88,7 +88,7 @@ class StageRunner:
     # -- lifecycle ---------------------------------------------------------------------
 
     def _healthy(self) -> bool:
-        return time.time() - self.metrics.last_beat < HEALTHY_WITHIN_S
+        return self.ctx.problem is None and time.time() - self.metrics.last_beat < HEALTHY_WITHIN_S
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         if not self.ctx.stop_event.is_set():
@@ -110,6 +110,9 @@ class StageRunner:
             else:
                 complete = self._run_processor(stage)
             return 0 if complete or self.live else EXIT_INCOMPLETE
+        except StageFailure as exc:
+            self.log.error("stage failed: %s", exc)  # says what and where; no traceback needed
+            return 1
         except Exception:
             self.log.exception("stage failed")
             return 1
@@ -485,12 +488,16 @@ class StageRunner:
         t0 = time.perf_counter()
         try:
             results = stage.process(batch)
+        except StageFailure:
+            raise  # not a frame's fault: retrying frame by frame would only lose them (see StageFailure)
         except Exception as exc:
             self.log.warning("batch of %d raised %r; retrying its frames one by one", len(batch), exc)
             results = []
             for frame in batch:
                 try:
                     results += stage.process([frame])
+                except StageFailure:
+                    raise
                 except Exception as exc1:
                     m.frames_failed.labels(self.name, frame.stream).inc()
                     self.log.error("frame %s#%d failed and was skipped: %r", frame.stream, frame.seq, exc1)

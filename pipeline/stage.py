@@ -21,6 +21,12 @@ class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class StageFailure(Exception):
+    """What a stage cannot skip a frame past (its results cannot be written: a full disk): the runtime does not
+    retry frame by frame, the stage exits with an error naming it, and its supervisor restarts it (replay:
+    until max_restarts, then the run fails; nothing is counted as done that was not)."""
+
+
 @dataclass
 class StageContext:
     name: str
@@ -32,6 +38,7 @@ class StageContext:
     stream: str | None = None  # set for per-stream processes (decode)
     stop_event: threading.Event = field(default_factory=threading.Event)
     streams: Streams = field(default_factory=Streams)  # the framework's record of each stream's epoch and state
+    problem: str | None = None  # set by a stage that cannot do its work right now: /healthz answers 503 with it
 
     @property
     def mode(self) -> str:

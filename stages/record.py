@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.categories import CATEGORIES, category_name
 from pipeline.draw import draw_boxes
 from pipeline.protocol import Frame, StreamEnd, StreamStart
-from pipeline.stage import Stage, StageContext
+from pipeline.stage import Stage, StageContext, StageFailure
 
 CODECS = {"mp4v": ".mp4", "MJPG": ".avi", "VP90": ".webm"}
 
@@ -83,6 +83,9 @@ def frame_record(frame: Frame) -> dict[str, Any]:
     if analytics:
         record["analytics"] = analytics
     return record
+
+
+MIN_FREE_BYTES = 16 << 20  # below this the video writer starts failing silently: stop before, with an error
 
 
 def _count(runs: list[list[int]]) -> int:
@@ -161,6 +164,21 @@ class RecordStage(Stage):
         return out
 
     def process(self, batch: list[Frame]) -> list[Frame]:
+        try:
+            self._write(batch)
+        except OSError as exc:
+            raise StageFailure(f"cannot write the results to {exc.filename or self.out_dir}: {exc.strerror or exc}") from None
+        self._check_space()
+        return []
+
+    def _check_space(self) -> None:
+        """A full disk is an error, not a warning: OpenCV's video writer only warns when its writes fail."""
+        st = os.statvfs(self.out_dir)
+        free = st.f_bavail * st.f_frsize
+        if free < MIN_FREE_BYTES:
+            raise StageFailure(f"the disk of {self.out_dir} is full ({free // 1024} KiB free): the results cannot be written")
+
+    def _write(self, batch: list[Frame]) -> None:
         for frame in batch:
             out = self._output(frame)
             if frame.seq > out.next_seq:
@@ -183,7 +201,9 @@ class RecordStage(Stage):
                 out.by_class[name] = out.by_class.get(name, 0) + 1
             out.first_pts = frame.pts if out.first_pts is None else out.first_pts
             out.last_pts = frame.pts
-        return []
+        for out in {self.outputs[f.stream].stream: self.outputs[f.stream] for f in batch}.values():
+            if out.jsonl is not None:
+                out.jsonl.flush()  # a write error surfaces with this batch, not at the end of the stream
 
     def _finish(self, out: StreamOutput) -> None:
         if out.jsonl is not None:

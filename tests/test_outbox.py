@@ -256,3 +256,49 @@ def test_committed_alerts_survive_kill_9(tmp_path: Path) -> None:
         assert [a.id for a, _ in due][: len(reported)] == reported  # raise order
     finally:
         box.close()
+
+
+def test_a_file_that_is_not_a_database_is_moved_aside_for_a_fresh_outbox(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    path.write_bytes(os.urandom(8192))
+    box = Outbox(path, ["hook"])
+    try:
+        (rec,) = box.recoveries
+        assert Path(rec.moved_to).name.startswith("outbox.db.damaged-") and Path(rec.moved_to).read_bytes()  # kept, for a look
+        assert rec.requeued == 0 and "not a database" in rec.error
+        assert [a.id for a in box.add([make_alert(1)], 5.0)] == [make_alert(1).id] and box.depth("hook") == 1
+    finally:
+        box.close()
+
+
+def test_damaged_pages_cost_their_alerts_and_the_pending_rest_goes_out_again(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    box = Outbox(path, ["hook", "mqtt"])
+    big = os.urandom(6000)  # a snapshot over a page: each alert has pages of its own
+    alerts = [make_alert(i, snapshot=big) for i in range(60)]
+    box.add(alerts, 1.0)
+    for a in alerts[:20]:  # delivered everywhere: not sent again
+        box.mark_delivered("hook", a.id, 2.0)
+        box.mark_delivered("mqtt", a.id, 2.0)
+    box.mark_delivered("hook", alerts[20].id, 2.0)  # still pending for mqtt: sent again
+    box.close()
+    for suffix in ("-wal", "-shm"):  # checkpointed at close: the damage is in the database file itself
+        assert not Path(f"{path}{suffix}").exists() or Path(f"{path}{suffix}").stat().st_size == 0
+    data = bytearray(path.read_bytes())
+    page = 4096
+    middle = len(data) // page // 2
+    data[middle * page : (middle + 3) * page] = os.urandom(3 * page)
+    path.write_bytes(bytes(data))
+
+    box = Outbox(path, ["hook", "mqtt"])
+    try:
+        (rec,) = box.recoveries
+        assert rec.lost > 0 and rec.requeued + rec.lost <= 40 + 3  # what was damaged; none of the delivered ones again
+        assert rec.requeued >= 25
+        due = {a.id for a, _ in box.due("mqtt", 10.0, limit=100)}
+        assert len(due) == rec.requeued and not due & {a.id for a in alerts[:20]}
+        assert all(box.get(i) is not None and box.get(i).snapshot == big for i in due)  # type: ignore[union-attr]
+        new = make_alert(100)
+        assert box.add([new], 11.0) == [new]  # the fresh outbox takes new alerts
+    finally:
+        box.close()

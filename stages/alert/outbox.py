@@ -14,10 +14,12 @@ SQLite serialises writers anyway, and each call is short.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import NamedTuple
 
@@ -64,6 +66,51 @@ class Delivery(NamedTuple):
     delivered_ts: float | None
 
 
+class Recovery(NamedTuple):
+    """A damaged outbox moved aside: where to, why, the pending alerts queued again and those that could not be read."""
+
+    moved_to: str
+    error: str
+    requeued: int
+    lost: int
+
+
+def is_corruption(exc: sqlite3.DatabaseError) -> bool:
+    text = str(exc).lower()
+    return "malformed" in text or "not a database" in text or "corrupt" in text
+
+
+def _salvage(path: Path) -> tuple[list[tuple[Alert, float]], int]:
+    """The alerts of a damaged outbox that some sink had not delivered yet (every alert, when the deliveries
+    cannot be read), as far as their rows can be read; and how many could not be."""
+    salvaged: list[tuple[Alert, float]] = []
+    lost = 0
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return salvaged, 0
+    try:
+        try:
+            done = {r[0] for r in db.execute(
+                f"SELECT alert_id FROM deliveries GROUP BY alert_id HAVING sum(state = '{PENDING}') = 0").fetchall()}  # fmt: skip
+        except sqlite3.Error:
+            done = set()  # unknown: every readable alert goes out again (receivers drop repeats by id)
+        try:
+            top = db.execute("SELECT max(rowid) FROM alerts").fetchone()[0] or 0
+        except sqlite3.Error:
+            return salvaged, 0  # not even the table can be read: nothing is known to be lost, nothing to send
+        for rowid in range(1, top + 1):  # row by row: a damaged page costs its rows, not the rest
+            try:
+                row = db.execute("SELECT id, raised_ts, data FROM alerts WHERE rowid = ?", (rowid,)).fetchone()
+                if row is not None and row[0] not in done:
+                    salvaged.append((_unpack(row[2]), float(row[1])))
+            except Exception:
+                lost += 1
+    finally:
+        db.close()
+    return salvaged, lost
+
+
 def _unpack(data: bytes) -> Alert:
     return Alert.from_wire(msgpack.unpackb(data, raw=False, strict_map_key=False))
 
@@ -81,9 +128,21 @@ class Outbox:
         self.sinks: list[str] = list(dict.fromkeys(sinks))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self.recoveries: list[Recovery] = []  # damaged files moved aside (see recover)
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and not is_corruption(exc):
+                raise  # locked, disk full, unreadable: not a damaged file, and moving it aside would not help
+            self.recover(exc)
+
+    def _open(self) -> None:
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE in _tx), never implicit.
         self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=10.0)
         try:
+            check = self._db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"database disk image is malformed ({check})")
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise RuntimeError(f"outbox {self.path}: SQLite refused WAL mode (got {mode!r}); put it on a local disk")
@@ -100,6 +159,36 @@ class Outbox:
         except BaseException:
             self._db.close()
             raise
+
+    def recover(self, error: Exception) -> Recovery:
+        """The file is damaged: move it (and its journal) aside as PATH.damaged-TIME, start a fresh outbox, and
+        queue again every alert still pending in the old one that can be read; the rest is counted as lost."""
+        with self._lock:
+            with suppress(Exception):
+                self._db.close()
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            aside = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
+            for suffix in ("", "-wal", "-shm"):
+                src = Path(str(self.path) + suffix)
+                if src.exists():
+                    os.replace(src, str(aside) + suffix)
+            salvaged, lost = _salvage(aside)
+            self._open()
+            with self._tx() as db:
+                for alert, raised_ts in salvaged:
+                    wire = alert.to_wire()
+                    wire["raised_ts"] = raised_ts
+                    db.execute(
+                        "INSERT OR IGNORE INTO alerts (id, stream, rule, severity, raised_ts, data) VALUES (?, ?, ?, ?, ?, ?)",
+                        (alert.id, alert.stream, alert.rule, alert.severity, raised_ts, msgpack.packb(wire, use_bin_type=True)),
+                    )
+                    db.executemany(
+                        f"INSERT OR IGNORE INTO deliveries (alert_id, sink, state, attempts, next_attempt) VALUES (?, ?, '{PENDING}', 0, ?)",
+                        [(alert.id, sink, raised_ts) for sink in self.sinks],
+                    )
+            rec = Recovery(str(aside), str(error), len(salvaged), lost)
+            self.recoveries.append(rec)
+            return rec
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

@@ -9,6 +9,7 @@ is not raised twice. Frames pass on unchanged, except that their alerts lose the
 from __future__ import annotations
 
 import re
+import sqlite3
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -19,9 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pipeline.alert import Alert
 from pipeline.metrics import PREFIX
 from pipeline.protocol import Frame
-from pipeline.stage import Stage, StageContext
+from pipeline.stage import Stage, StageContext, StageFailure
 from stages.alert.delivery import DeliveryMetrics, DeliveryWorker
-from stages.alert.outbox import Outbox
+from stages.alert.outbox import Outbox, Recovery, is_corruption
 from stages.alert.sinks import SinkConfig, build_sink
 
 # Capture to raise: tens of milliseconds in a healthy pipeline, seconds when a stage lags.
@@ -36,6 +37,10 @@ class AlertOptions(BaseModel):
     retry_initial_s: float = Field(0.5, gt=0, description="First wait before retrying a failed delivery (then doubled, with jitter).")
     retry_max_s: float = Field(60.0, gt=0, description="Longest wait between delivery attempts.")
     drain_s: float = Field(10.0, ge=0, description="On the way out, how long to keep delivering; what is left waits in the outbox.")
+    disk_wait_s: float = Field(
+        30.0, ge=0, description="Replay: how long alerts wait for an outbox that cannot be written (a full disk) before the stage fails; "
+        "live mode waits as long as it takes (/healthz says why), dropping none.",
+    )
 
     @field_validator("sinks")
     @classmethod
@@ -56,8 +61,16 @@ class AlertStage(Stage):
         self.opts = opts
         path = Path(opts.outbox)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.outbox = Outbox(path, list(opts.sinks))
+        try:
+            self.outbox = Outbox(path, list(opts.sinks))
+        except (sqlite3.OperationalError, OSError) as exc:  # a full disk, a folder it may not write: say which file
+            raise StageFailure(f"cannot open the outbox {path}: {exc}") from None
         r = ctx.metrics.registry
+        self.m_recoveries = Counter(f"{PREFIX}_outbox_recoveries", "Damaged outbox files moved aside for a fresh one.", ["stage"], registry=r)
+        self.m_lost = Counter(f"{PREFIX}_outbox_alerts_lost", "Alerts of a damaged outbox that could not be read back (not delivered).", ["stage"], registry=r)
+        self.m_requeued = Counter(f"{PREFIX}_outbox_alerts_requeued", "Pending alerts read back from a damaged outbox and queued again.", ["stage"], registry=r)
+        for rec in self.outbox.recoveries:
+            self._recovered(rec)
         self.m_alerts = Counter(f"{PREFIX}_alerts", "Alerts raised (written to the outbox), by stream, rule and severity.", ["stage", "stream", "rule", "severity"], registry=r)
         self.m_repeats = Counter(f"{PREFIX}_alert_repeats", "Alerts received again with an id already in the outbox.", ["stage", "stream"], registry=r)
         self.m_latency = Histogram(f"{PREFIX}_alert_latency_seconds", "Raise time minus capture time of the frame that fired.", ["stage"], buckets=_LATENCY_BUCKETS, registry=r)
@@ -78,7 +91,7 @@ class AlertStage(Stage):
             if frame.analytics is not None:
                 received += frame.analytics.alerts
         if received:
-            new = self.outbox.add(received, time.time())
+            new = self._add(received)
             for a in new:
                 self.m_alerts.labels(self.ctx.name, a.stream, a.rule, a.severity).inc()
                 self.m_latency.labels(self.ctx.name).observe(max(0.0, (a.raised_ts or 0.0) - a.capture_ts))
@@ -92,6 +105,38 @@ class AlertStage(Stage):
                 if frame.analytics is not None and frame.analytics.alerts:
                     frame.analytics.alerts = [replace(a, snapshot=None) for a in frame.analytics.alerts]
         return batch
+
+    def _add(self, alerts: list[Alert]) -> list[Alert]:
+        """Commit the alerts. A damaged outbox is moved aside for a fresh one; a full disk is waited out (live:
+        an alert is never dropped; replay: for `disk_wait_s`, then the stage fails, and the run with it)."""
+        waited = 0.0
+        while True:
+            try:
+                added = self.outbox.add(alerts, time.time())
+                if self.ctx.problem is not None:
+                    self.log.info("outbox %s can be written again", self.outbox.path)
+                    self.ctx.problem = None
+                return added
+            except sqlite3.DatabaseError as exc:
+                if is_corruption(exc):
+                    self._recovered(self.outbox.recover(exc))
+                    continue
+                problem = f"outbox {self.outbox.path}: {exc}"
+                if self.ctx.stopping or (self.ctx.mode == "replay" and waited >= self.opts.disk_wait_s):
+                    raise StageFailure(f"{problem}: {len(alerts)} alerts not raised") from None
+                if self.ctx.problem is None:
+                    self.log.error("%s; holding %d alerts until it can be written", problem, len(alerts))
+                self.ctx.problem = problem
+                self.ctx.metrics.beat()  # waiting on the disk, not hung
+                time.sleep(1.0)
+                waited += 1.0
+
+    def _recovered(self, rec: Recovery) -> None:
+        self.m_recoveries.labels(self.ctx.name).inc()
+        self.m_requeued.labels(self.ctx.name).inc(rec.requeued)
+        self.m_lost.labels(self.ctx.name).inc(rec.lost)
+        self.log.error("outbox %s was damaged (%s): moved to %s; %d pending alerts queued again, %d could not be read",
+                       self.outbox.path, rec.error, rec.moved_to, rec.requeued, rec.lost)  # fmt: skip
 
     def close(self) -> None:
         deadline = time.monotonic() + self.opts.drain_s
