@@ -16,11 +16,14 @@ from typing import IO, Any, Literal
 
 import cv2
 import numpy as np
+from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.categories import CATEGORIES, category_name
 from pipeline.draw import draw_boxes
+from pipeline.metrics import PREFIX
 from pipeline.protocol import Frame, StreamEnd, StreamStart
+from pipeline.retention import RetentionOptions, prune_files
 from pipeline.stage import Stage, StageContext, StageFailure
 
 CODECS = {"mp4v": ".mp4", "MJPG": ".avi", "VP90": ".webm"}
@@ -35,6 +38,12 @@ class RecordOptions(BaseModel):
     codec: Literal["mp4v", "MJPG", "VP90"] = Field("mp4v", description="FourCC of the annotated video.")
     draw: bool = Field(True, description="Draw the detections on the video; off: the frames as they arrive (blurred faces stay blurred).")
     labels: bool = Field(True, description="Draw class, track id and score next to each box.")
+    rotate_mb: float | None = Field(
+        256.0, gt=0, description="Live: a stream's JSONL larger than this is closed as STREAM-TIME.jsonl and a new one begun (null: never)."
+    )
+    retention: RetentionOptions = Field(
+        default_factory=RetentionOptions, description="What of out_dir's videos and rotated JSONL files to keep (live recording grows without end)."
+    )
 
 
 def _color(class_id: int, track_id: int) -> tuple[int, int, int]:
@@ -85,6 +94,19 @@ def frame_record(frame: Frame) -> dict[str, Any]:
     return record
 
 
+RESULT_SUFFIXES = {".jsonl", ".mp4", ".avi", ".webm"}
+
+
+def _stream_of(name: str, streams: set[str]) -> str | None:
+    """The stream a result file belongs to (STREAM.jsonl, STREAM-2.mp4, STREAM-20261206-101500.jsonl), if any."""
+    stem = name.rsplit(".", 1)[0]
+    for sid in sorted(streams, key=len, reverse=True):
+        rest = stem[len(sid) :]
+        if stem.startswith(sid) and (rest == "" or (rest[0] == "-" and rest[1:].replace("-", "").isdigit())):
+            return sid
+    return None
+
+
 MIN_FREE_BYTES = 16 << 20  # below this the video writer starts failing silently: stop before, with an error
 
 
@@ -125,6 +147,10 @@ class RecordStage(Stage):
         self.started = time.time()
         self._warned_no_pixels = False
         self.closed = False
+        r = ctx.metrics.registry
+        self.m_deleted = Counter(f"{PREFIX}_record_files_deleted", "Result files removed by retention, by the limit that removed them.", ["stage", "reason"], registry=r)
+        self.m_bytes = Gauge(f"{PREFIX}_record_bytes", "Bytes of the result files in out_dir (after retention).", ["stage"], registry=r)
+        self._next_retention = 0.0
 
     def start_stream(self, stream: str, start: StreamStart) -> None:
         out = self.outputs.get(stream)
@@ -171,6 +197,35 @@ class RecordStage(Stage):
         self._check_space()
         return []
 
+    def tick(self) -> list[Frame]:
+        now = time.time()
+        if self.options.retention.active and now >= self._next_retention:
+            self._next_retention = now + self.options.retention.check_every_s
+            self.apply_retention(now)
+        return []
+
+    def apply_retention(self, now: float) -> None:
+        """Removes old results (what the streams of the config wrote, never a file being written)."""
+        names = {s.id for s in self.ctx.config.streams}
+        files = [p for p in self.out_dir.iterdir() if p.is_file() and p.suffix in RESULT_SUFFIXES and _stream_of(p.name, names)]
+        in_use = {Path(p) for out in self.outputs.values() for p in (out.jsonl_path, out.video_path) if p}
+        pruned = prune_files(files, in_use, self.options.retention, now)
+        for reason, removed in (("age", pruned.by_age), ("size", pruned.by_size)):
+            if removed:
+                self.m_deleted.labels(self.ctx.name, reason).inc(len(removed))
+                self.log.info("retention (%s): removed %s", reason, ", ".join(p.name for p in removed))
+        self.m_bytes.labels(self.ctx.name).set(pruned.kept_bytes)
+
+    def _rotate(self, out: StreamOutput) -> None:
+        """Live: the JSONL grew past rotate_mb: close it under a dated name; the next frame begins a new one."""
+        if out.jsonl is None or out.jsonl_path is None or self.ctx.mode != "live" or self.options.rotate_mb is None:
+            return
+        if out.jsonl.tell() < self.options.rotate_mb * 2**20:
+            return
+        out.jsonl.close()
+        out.jsonl = None
+        os.replace(out.jsonl_path, self.out_dir / f"{out.stream}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
+
     def _check_space(self) -> None:
         """A full disk is an error, not a warning: OpenCV's video writer only warns when its writes fail."""
         st = os.statvfs(self.out_dir)
@@ -204,6 +259,7 @@ class RecordStage(Stage):
         for out in {self.outputs[f.stream].stream: self.outputs[f.stream] for f in batch}.values():
             if out.jsonl is not None:
                 out.jsonl.flush()  # a write error surfaces with this batch, not at the end of the stream
+                self._rotate(out)
 
     def _finish(self, out: StreamOutput) -> None:
         if out.jsonl is not None:

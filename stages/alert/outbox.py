@@ -143,6 +143,9 @@ class Outbox:
             check = self._db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise sqlite3.DatabaseError(f"database disk image is malformed ({check})")
+            if self._db.execute("PRAGMA page_count").fetchone()[0] == 0:
+                # A new file: pages freed by pruning are given back to the disk (see prune), not kept.
+                self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise RuntimeError(f"outbox {self.path}: SQLite refused WAL mode (got {mode!r}); put it on a local disk")
@@ -317,11 +320,42 @@ class Outbox:
     def prune(self, before: float) -> int:
         """Forget alerts raised before `before` that no sink still has pending; returns how many."""
         with self._tx() as db:
-            return db.execute(
+            n = db.execute(
                 "DELETE FROM alerts WHERE raised_ts < ? AND NOT EXISTS"
                 f" (SELECT 1 FROM deliveries d WHERE d.alert_id = alerts.id AND d.state = '{PENDING}')",
                 (before,),
             ).rowcount
+        self._give_back()
+        return n
+
+    def prune_to(self, max_bytes: int, batch: int = 100) -> int:
+        """Forget the oldest alerts no sink has pending until the outbox holds at most `max_bytes`; returns how
+        many. Pending alerts are never forgotten, whatever their size."""
+        removed = 0
+        while self.size() > max_bytes:
+            with self._tx() as db:
+                n = db.execute(
+                    "DELETE FROM alerts WHERE rowid IN (SELECT rowid FROM alerts WHERE NOT EXISTS"
+                    f" (SELECT 1 FROM deliveries d WHERE d.alert_id = alerts.id AND d.state = '{PENDING}') ORDER BY rowid LIMIT ?)",
+                    (batch,),
+                ).rowcount
+            if n == 0:
+                break  # what is left is pending
+            removed += n
+        self._give_back()
+        return removed
+
+    def size(self) -> int:
+        """Bytes the outbox's alerts and deliveries take (free pages not counted)."""
+        with self._lock:
+            pages = self._db.execute("PRAGMA page_count").fetchone()[0] - self._db.execute("PRAGMA freelist_count").fetchone()[0]
+            return int(pages * self._db.execute("PRAGMA page_size").fetchone()[0])
+
+    def _give_back(self) -> None:
+        with self._lock:
+            # executescript runs it to its end (execute() stops after its first step: one page). A no-op for a file
+            # made before auto_vacuum was set.
+            self._db.executescript("PRAGMA incremental_vacuum;")
 
     def close(self) -> None:
         with self._lock:

@@ -14,12 +14,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.alert import Alert
 from pipeline.metrics import PREFIX
 from pipeline.protocol import Frame
+from pipeline.retention import RetentionOptions
 from pipeline.stage import Stage, StageContext, StageFailure
 from stages.alert.delivery import DeliveryMetrics, DeliveryWorker
 from stages.alert.outbox import Outbox, Recovery, is_corruption
@@ -37,6 +38,10 @@ class AlertOptions(BaseModel):
     retry_initial_s: float = Field(0.5, gt=0, description="First wait before retrying a failed delivery (then doubled, with jitter).")
     retry_max_s: float = Field(60.0, gt=0, description="Longest wait between delivery attempts.")
     drain_s: float = Field(10.0, ge=0, description="On the way out, how long to keep delivering; what is left waits in the outbox.")
+    retention: RetentionOptions = Field(
+        default_factory=lambda: RetentionOptions(max_age_days=30, max_total_mb=1024),
+        description="What the outbox keeps of alerts every sink has taken (never one still pending): by age, then the oldest over the size.",
+    )
     disk_wait_s: float = Field(
         30.0, ge=0, description="Replay: how long alerts wait for an outbox that cannot be written (a full disk) before the stage fails; "
         "live mode waits as long as it takes (/healthz says why), dropping none.",
@@ -71,6 +76,9 @@ class AlertStage(Stage):
         self.m_requeued = Counter(f"{PREFIX}_outbox_alerts_requeued", "Pending alerts read back from a damaged outbox and queued again.", ["stage"], registry=r)
         for rec in self.outbox.recoveries:
             self._recovered(rec)
+        self.m_pruned = Counter(f"{PREFIX}_outbox_pruned", "Delivered alerts forgotten by retention, by the limit.", ["stage", "reason"], registry=r)
+        self.m_bytes = Gauge(f"{PREFIX}_outbox_bytes", "Bytes the outbox's alerts take (after retention).", ["stage"], registry=r)
+        self._next_retention = 0.0
         self.m_alerts = Counter(f"{PREFIX}_alerts", "Alerts raised (written to the outbox), by stream, rule and severity.", ["stage", "stream", "rule", "severity"], registry=r)
         self.m_repeats = Counter(f"{PREFIX}_alert_repeats", "Alerts received again with an id already in the outbox.", ["stage", "stream"], registry=r)
         self.m_latency = Histogram(f"{PREFIX}_alert_latency_seconds", "Raise time minus capture time of the frame that fired.", ["stage"], buckets=_LATENCY_BUCKETS, registry=r)
@@ -105,6 +113,27 @@ class AlertStage(Stage):
                 if frame.analytics is not None and frame.analytics.alerts:
                     frame.analytics.alerts = [replace(a, snapshot=None) for a in frame.analytics.alerts]
         return batch
+
+    def tick(self) -> list[Frame]:
+        now = time.time()
+        r = self.opts.retention
+        if r.active and now >= self._next_retention:
+            self._next_retention = now + r.check_every_s
+            self.apply_retention(now)
+        return []
+
+    def apply_retention(self, now: float) -> None:
+        """Forgets delivered alerts past the age limit, then the oldest delivered ones over the size limit."""
+        r = self.opts.retention
+        try:
+            n = self.outbox.prune(now - r.max_age_days * 86_400) if r.max_age_days is not None else 0
+            m = self.outbox.prune_to(int(r.max_total_mb * 2**20)) if r.max_total_mb is not None else 0
+        except sqlite3.DatabaseError as exc:  # a busy or full disk: the next round tries again
+            self.log.warning("outbox retention failed: %s", exc)
+            return
+        self.m_pruned.labels(self.ctx.name, "age").inc(n)
+        self.m_pruned.labels(self.ctx.name, "size").inc(m)
+        self.m_bytes.labels(self.ctx.name).set(self.outbox.size())
 
     def _add(self, alerts: list[Alert]) -> list[Alert]:
         """Commit the alerts. A damaged outbox is moved aside for a fresh one; a full disk is waited out (live:

@@ -1,0 +1,86 @@
+"""Retention: results and delivered alerts are kept by age and size, oldest first; nothing in use or pending goes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import parse_config
+from pipeline.metrics import StageMetrics
+from pipeline.protocol import Frame, StreamStart
+from pipeline.retention import RetentionOptions, prune_files
+from pipeline.stage import StageContext
+from stages.alert.outbox import DELIVERED, Outbox
+from stages.record import RecordOptions, RecordStage
+from tests.helpers.alerts import make_alert
+
+
+def _file(path: Path, size: int, age_days: float, now: float) -> Path:
+    path.write_bytes(b"x" * size)
+    os.utime(path, (now - age_days * 86_400, now - age_days * 86_400))
+    return path
+
+
+def test_files_go_by_age_then_oldest_first_by_size_never_one_in_use(tmp_path: Path) -> None:
+    now = time.time()
+    a = _file(tmp_path / "a", 400_000, 10, now)  # too old
+    b = _file(tmp_path / "b", 400_000, 5, now)  # in use: kept whatever its age or size
+    c = _file(tmp_path / "c", 400_000, 3, now)
+    d = _file(tmp_path / "d", 400_000, 1, now)
+    e = _file(tmp_path / "e", 400_000, 0, now)
+    opts = RetentionOptions(max_age_days=7, max_total_mb=1.0)
+    pruned = prune_files([a, b, c, d, e], {b}, opts, now)
+    assert pruned.by_age == [a] and pruned.by_size == [c, d]  # 4 x 400 kB > 1 MiB: the oldest go, b stays
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "e"] and pruned.kept_bytes == 800_000
+    assert prune_files([b, e], set(), RetentionOptions(), now).by_age == []  # no limits: everything is kept
+
+
+def test_the_outbox_forgets_delivered_alerts_by_age_and_size_never_pending_ones(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "outbox.db", ["hook"])
+    try:
+        snapshot = os.urandom(50_000)
+        alerts = [make_alert(i, snapshot=snapshot) for i in range(40)]
+        box.add(alerts[:10], 1_000.0)  # old
+        box.add(alerts[10:], 2_000_000.0)
+        for a in alerts[:35]:
+            box.mark_delivered("hook", a.id, 2_000_001.0)
+        box.close()  # checkpointed: the file holds every alert
+        file_before = (tmp_path / "outbox.db").stat().st_size
+        box = Outbox(tmp_path / "outbox.db", ["hook"])
+        assert box.prune(before=10_000.0) == 10  # the old ones, all delivered
+        before = box.size()
+        removed = box.prune_to(500_000)
+        assert removed >= 20 and box.size() < before
+        assert box.depth("hook") == 5 and all(box.get(a.id) is not None for a in alerts[35:])  # pending: kept
+        assert box.prune_to(1) == 35 - 10 - removed  # even at a tiny limit, only delivered ones go
+        assert box.counts("hook")[DELIVERED] == 0 and box.depth("hook") == 5
+        box.close()
+        box = Outbox(tmp_path / "outbox.db", ["hook"])  # the freed pages went back to the disk
+        assert (tmp_path / "outbox.db").stat().st_size < file_before / 2
+    finally:
+        box.close()
+
+
+def test_live_record_rotates_its_jsonl_and_keeps_what_retention_allows(tmp_path: Path) -> None:
+    cfg = parse_config({"mode": "live", "streams": [{"id": "cam", "source": "rtsp://h/x"}],
+                        "stages": [{"name": "decode", "kind": "decode"}, {"name": "record", "kind": "record"}]})
+    opts = RecordOptions(out_dir=str(tmp_path), video=False, rotate_mb=0.01, retention=RetentionOptions(max_total_mb=0.05))
+    ctx = StageContext("record", cfg, cfg.stages[1], opts, StageMetrics("record"), logging.getLogger("test"))
+    rec = RecordStage(ctx)
+    old = _file(tmp_path / "cam-20250101-000000.jsonl", 40_000, 30, time.time())  # an earlier rotation
+    other = _file(tmp_path / "notes.jsonl", 40_000, 30, time.time())  # not a result of this config: never touched
+    ctx.streams.begin(rec, "cam", StreamStart(1, live=True))
+    image = np.zeros((8, 8, 3), np.uint8)
+    for seq in range(200):
+        rec.process([Frame("cam", seq, seq / 10, time.time(), 8, 8, image)])
+    rotated = sorted(p.name for p in tmp_path.glob("cam-*.jsonl"))
+    assert len(rotated) >= 2 and (tmp_path / "cam.jsonl").exists()  # rotated at 10 kB, a new one begun
+    rec.apply_retention(time.time())
+    assert not old.exists() and other.exists() and (tmp_path / "cam.jsonl").exists()
+    kept = sum(p.stat().st_size for p in tmp_path.glob("cam*.jsonl"))
+    assert kept <= 0.05 * 2**20 + (tmp_path / "cam.jsonl").stat().st_size
+    rec.close()
