@@ -16,6 +16,9 @@ from typing import Any, Literal
 from pipeline import wire
 
 Severity = Literal["info", "warning", "critical"]
+AlertEvent = Literal["new", "update", "end"]
+EVENTS: tuple[str, ...] = ("new", "update", "end")
+SCHEMA_VERSION = 2  # of the alert JSON receivers get (`schema_version`): 2 added labels, frame_size and event
 
 
 def alert_id(stream: str, epoch: int, rule: str, track_ids: list[int], seq: int) -> str:
@@ -40,6 +43,9 @@ class Alert:
     boxes: list[list[float]] = field(default_factory=list)  # xyxy of the tracks at `seq`, same order as track_ids
     snapshot: bytes | None = None  # JPEG of the frame with the tracks boxed
     raised_ts: float | None = None
+    labels: list[str] = field(default_factory=list)  # category of each track, same order as track_ids ("person", "car")
+    frame_size: list[int] = field(default_factory=list)  # [width, height] of the frame the boxes are in
+    event: AlertEvent = "new"  # "new"; for a condition that lasts (loitering, crowding, a stopped vehicle): "update", "end"
 
     def to_wire(self) -> dict[str, Any]:
         """A msgpack-friendly map (bytes stay bytes)."""
@@ -68,19 +74,23 @@ class Alert:
             boxes=boxes,
             snapshot=snapshot,
             raised_ts=None if data.get("raised_ts") is None else wire.number(data["raised_ts"], "alert raised time"),
+            labels=[wire.text(x, "alert label", 64) for x in wire.sequence(data.get("labels", []), "alert labels", 1000)],
+            frame_size=[wire.integer(x, "alert frame size", 1, 65535) for x in wire.sequence(data.get("frame_size", []), "alert frame size", 2)],
+            event=_event(data.get("event", "new")),
         )
 
     def to_record(self) -> dict[str, Any]:
-        """The alert as record writes it: without its stream (the line has it), snapshot and wall-clock
-        times, which would make two replays of the same input differ."""
+        """The alert as record writes it: without its stream and frame size (the line has them), snapshot and
+        wall-clock times, which would make two replays of the same input differ."""
         out = asdict(self)
-        for key in ("stream", "capture_ts", "snapshot", "raised_ts"):
+        for key in ("stream", "capture_ts", "snapshot", "raised_ts", "frame_size"):
             del out[key]
         return out
 
     def to_json(self, snapshot: bool = True) -> dict[str, Any]:
-        """A JSON-ready map; the snapshot as base64 under `snapshot_jpeg` (left out when `snapshot` is False)."""
-        out = asdict(self)
+        """A JSON-ready map with `schema_version`; the snapshot as base64 under `snapshot_jpeg` (left out when
+        `snapshot` is False)."""
+        out = {"schema_version": SCHEMA_VERSION, **asdict(self)}
         jpeg = out.pop("snapshot")
         if snapshot and jpeg is not None:
             out["snapshot_jpeg"] = base64.b64encode(jpeg).decode("ascii")
@@ -89,6 +99,13 @@ class Alert:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Alert":
         d = dict(data)
+        d.pop("schema_version", None)
         jpeg = d.pop("snapshot_jpeg", None)
         d.pop("snapshot_path", None)
         return cls(**d, snapshot=base64.b64decode(jpeg) if jpeg else None)
+
+
+def _event(value: Any) -> AlertEvent:
+    if value not in EVENTS:
+        raise ValueError(f"alert event {value!r} is not one of {', '.join(EVENTS)}")
+    return value  # type: ignore[no-any-return]

@@ -234,3 +234,23 @@ def test_watchlist_fires_per_identity_after_min_frames_then_cools_down() -> None
     # two frames in a row; after the 5 s cooldown, two frames again
     assert [f[:2] for f in fired] == [(51, "ann"), (102, "ann")]
     assert fired[0][2] == [face]
+
+
+def test_a_lasting_condition_reports_updates_and_its_end_when_asked() -> None:
+    """Loitering from 3 s, reported every 2 s while it lasts and once when the person has left (exit_after_s)."""
+    rule = {"name": "linger", "type": "loitering", "zone": "lawn", "limit_s": 3, "exit_after_s": 1,
+            "report_end": True, "update_every_s": 2}
+    sc = scene([rule])
+    inside = [(1, PERSON, 700.0, 700.0)] * 80  # 8 s on the lawn
+    events = []
+    for seq, objs in enumerate([[o] for o in inside] + [[]] * 30):  # then gone
+        d = Detections(boxes=np.array([box(x, y) for _, _, x, y in objs], np.float32).reshape(-1, 4),
+                       scores=np.ones(len(objs), np.float32), class_ids=np.array([c for _, c, _, _ in objs], np.int32),
+                       track_ids=np.array([t for t, _, _, _ in objs], np.int64))
+        events += [(seq, f.event, f.track_ids, f.details.get("lasted_s")) for f in sc.update(seq, seq / FPS, 1000, 1000, d).firings]
+    assert [(s, e) for s, e, _, _ in events] == [(30, "new"), (50, "update"), (70, "update"), (90, "end")]
+    assert all(t == [1] for _, _, t, _ in events)
+    assert events[1][3] == 2.0 and events[-1][3] == 6.0  # the end: from the firing at 3 s to the last second seen, 1 s grace
+    # Off by default: the same rule without them fires once.
+    plain = scene([{k: v for k, v in rule.items() if k not in ("report_end", "update_every_s")}])
+    assert [f for f, _, _ in run(plain, [[o] for o in inside] + [[]] * 30)] == [30]

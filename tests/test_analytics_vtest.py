@@ -81,3 +81,7 @@ def test_vtest_line_and_lawn_alerts_match_what_was_seen(tmp_path: Path, samples:
         image = cv2.imdecode(np.frombuffer(Path(x["snapshot_path"]).read_bytes(), np.uint8), cv2.IMREAD_COLOR)
         assert image.shape == (576, 768, 3)
         assert x["raised_ts"] >= x["capture_ts"] and x["boxes"] and x["severity"] in ("info", "warning")
+        # What a receiver reads without parsing the message: the version of this JSON, what the objects are, where.
+        assert x["schema_version"] == 2 and x["frame_size"] == [768, 576] and x["event"] == "new"
+        assert len(x["labels"]) == len(x["track_ids"]) and set(x["labels"]) <= {"person", "car", "bicycle"}
+        assert x["labels"] == (["car"] if x["kind"] == "stopped_vehicle" else ["person"])

@@ -8,15 +8,16 @@ finds it. A firing is once per episode (see Sustain) and then quiet for the rule
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipeline.alert import Severity
+from pipeline.alert import AlertEvent, Severity
 from pipeline.categories import category_id, category_name, check_categories
 from stages.analyze.motion import TrackMotion
+from stages.analyze.sustain import Sustain
 
 RESET_S = 1.0  # how long a speed/direction condition must be false before its episode ends
 
@@ -54,6 +55,7 @@ class Firing:
     message: str
     details: dict[str, Any] = field(default_factory=dict)
     boxes: list[list[float]] | None = None  # what to box in the snapshot, when not the tracks' boxes
+    event: AlertEvent = "new"  # a condition that lasts also reports "update" and "end" (RuleOptions.report_end)
 
 
 class RuleOptions(BaseModel):
@@ -65,6 +67,12 @@ class RuleOptions(BaseModel):
     severity: Severity = Field("warning", description="Severity of its alerts.")
     cooldown_s: float = Field(30.0, ge=0, description="After an alert, the same rule and object (or zone) stay quiet this long.")
     classes: list[str] | None = Field(None, description="Categories the rule looks at (default: all tracked ones).")
+    report_end: bool = Field(
+        False, description="A rule whose condition lasts (all but line_crossing and watchlist): also raise an `end` alert when it is over, with its duration."
+    )
+    update_every_s: float | None = Field(
+        None, gt=0, description="... and an `update` alert this often while it lasts (null: none)."
+    )
 
     @field_validator("classes")
     @classmethod
@@ -89,12 +97,16 @@ class Rule(Generic[OptionsT]):
 
     Options: ClassVar[type[RuleOptions]]  # before `type`, which would shadow the builtin here
     type: ClassVar[str] = ""
+    # A condition that lasts: such a rule keeps `self.sustain` (keyed as it fires), and can report updates and ends.
+    durable: ClassVar[bool] = False
 
     def __init__(self, cfg: OptionsT) -> None:
         self.cfg = cfg
         self.class_ids = None if cfg.classes is None else {category_id(c) for c in cfg.classes}
         self._last_fire: dict[Any, float] = {}
+        self._open: dict[Any, _Open] = {}  # durable conditions that fired and still hold
         self.suppressed = 0  # firings swallowed by the cooldown
+        self.sustain: Sustain[Any]
 
     def selected(self, view: FrameView) -> np.ndarray:
         if self.class_ids is None:
@@ -107,7 +119,27 @@ class Rule(Generic[OptionsT]):
             self.suppressed += 1
             return None
         self._last_fire[key] = pts
-        return Firing(self.cfg.name, self.type, self.cfg.severity, track_ids, message, details)
+        firing = Firing(self.cfg.name, self.type, self.cfg.severity, track_ids, message, details)
+        if self.durable and (self.cfg.report_end or self.cfg.update_every_s):
+            self._open[key] = _Open(firing, pts, pts)
+        return firing
+
+    def follow(self, pts: float) -> list[Firing]:
+        """After `step`: an `update` of each condition that still holds (every update_every_s) and an `end` of
+        each that is over, for the rules that report them."""
+        out: list[Firing] = []
+        for key, o in list(self._open.items()):
+            lasted = round(pts - o.since, 3)
+            if not self.sustain.holds(key, pts):
+                del self._open[key]
+                if self.cfg.report_end:
+                    out.append(replace(o.firing, event="end", message=f"{o.firing.message}: over after {lasted:.1f} s",
+                                       details={**o.firing.details, "lasted_s": lasted}))  # fmt: skip
+            elif self.cfg.update_every_s and pts - o.updated >= self.cfg.update_every_s:
+                o.updated = pts
+                out.append(replace(o.firing, event="update", message=f"{o.firing.message}: still, {lasted:.1f} s on",
+                                   details={**o.firing.details, "lasted_s": lasted}))  # fmt: skip
+        return out
 
     def forget(self, pts: float, horizon_s: float) -> None:
         keep = max(horizon_s, self.cfg.cooldown_s)
@@ -116,6 +148,13 @@ class Rule(Generic[OptionsT]):
 
     def step(self, view: FrameView) -> list[Firing]:
         raise NotImplementedError
+
+
+@dataclass
+class _Open:
+    firing: Firing  # as it fired: updates and the end repeat its tracks, message and details
+    since: float
+    updated: float
 
 
 def describe(view: FrameView, i: int | np.integer[Any]) -> str:

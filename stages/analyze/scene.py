@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.categories import category_name
 from pipeline.detections import FACE_DISTANCE, FACE_IDENTITY, PARENT, Detections
 from stages.analyze.geometry import Line, Zone
 from stages.analyze.ground_plane import GroundPlane
@@ -84,6 +85,7 @@ class Scene:
         crossings = {n: c.update(seq, pts, ids, boxes) for n, c in self.counters.items()}
         view = FrameView(seq, pts, ids, classes, boxes, inside, self.motion, crossings, "m/s" if self.ground else "px/s", face_matches(dets))
         firings = [f for rule in self.rules for f in rule.step(view)]
+        firings += [f for rule in self.rules for f in rule.follow(pts)]
         for tid in [t for t, m in self.motion.items() if pts - m.last_seen > self.forget_after_s]:
             del self.motion[tid]
         for rule in self.rules:
@@ -93,6 +95,12 @@ class Scene:
     def boxes_of(self, dets: Detections, track_ids: list[int]) -> list[list[float]]:
         rows = {int(t): i for i, t in enumerate(dets.track_ids)}
         return [np.round(dets.boxes[rows[t]].astype(np.float64), 2).tolist() for t in track_ids if t in rows]
+
+
+    def labels_of(self, dets: Detections, track_ids: list[int]) -> list[str]:
+        """The category of each of `track_ids` in this frame, in their order ("" for one not in it)."""
+        rows = {int(t): i for i, t in enumerate(dets.track_ids)}
+        return [category_name(int(dets.class_ids[rows[t]])) if t in rows else "" for t in track_ids]
 
 
 def face_matches(dets: Detections) -> list[FaceMatch]:

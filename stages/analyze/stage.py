@@ -126,5 +126,8 @@ class AnalyzeStage(Stage):
             details=details,
             boxes=boxes,
             snapshot=jpeg,
+            labels=scene.labels_of(frame.detections, f.track_ids),
+            frame_size=[frame.width, frame.height],
+            event=f.event,
         )
 

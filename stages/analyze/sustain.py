@@ -41,6 +41,11 @@ class Sustain(Generic[K]):
             return True
         return False
 
+    def holds(self, key: K, now: float) -> bool:
+        """Whether the episode of `key` that fired is still going on (not false or unseen for `off_for`)."""
+        ep = self._eps.get(key)
+        return ep is not None and ep.fired and now - ep.last_true <= self.off_for
+
     def duration(self, key: K, now: float) -> float:
         ep = self._eps.get(key)
         return 0.0 if ep is None else now - ep.since

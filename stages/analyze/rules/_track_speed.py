@@ -12,6 +12,8 @@ class TrackSpeedRule(Rule[OptionsT]):
     """A condition on each selected track's speed (optionally inside `zone`), sustained for `for_s`.
     Subclasses say what holds and what the firing says."""
 
+    durable = True  # its condition lasts: it can report updates and an end (RuleOptions.report_end)
+
     def __init__(self, cfg: OptionsT, zone: str | None, for_s: float) -> None:
         super().__init__(cfg)
         self.zone = zone

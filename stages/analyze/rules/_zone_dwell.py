@@ -14,6 +14,8 @@ class ZoneDwellRule(Rule[OptionsT]):
     """Fires when a selected object has been inside `zone` for `threshold_s`; a visit ends only after
     `exit_after_s` outside (or unseen), so a flicker at the edge is one visit."""
 
+    durable = True  # its condition lasts: it can report updates and an end (RuleOptions.report_end)
+
     verb: ClassVar[str]  # "entered": the message says "person #3 entered zone lawn (1.0 s)"
 
     def __init__(self, cfg: OptionsT, zone: str, threshold_s: float, exit_after_s: float) -> None:

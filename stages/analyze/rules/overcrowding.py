@@ -18,6 +18,7 @@ class OvercrowdingOptions(RuleOptions):
 
 
 class OvercrowdingRule(Rule[OvercrowdingOptions]):
+    durable = True  # its condition lasts: it can report updates and an end (RuleOptions.report_end)
     type = "overcrowding"
     Options = OvercrowdingOptions
 

@@ -28,6 +28,7 @@ class WrongWayOptions(RuleOptions):
 
 
 class WrongWayRule(Rule[WrongWayOptions]):
+    durable = True  # its condition lasts: it can report updates and an end (RuleOptions.report_end)
     type = "wrong_way"
     Options = WrongWayOptions
 
