@@ -10,12 +10,14 @@ an alert twice: receivers recognise the repeat by its `id`.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import ssl
 import string
 import threading
 import time
+from contextlib import suppress
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -130,6 +132,16 @@ class MqttOptions(BaseModel):
     tls: MqttTls | None = Field(None, description="Connect over TLS (usually port 8883): the broker's CA, and a client certificate if it asks for one.")
     keepalive: int = Field(30, ge=5, le=3600, description="Seconds between keep-alive pings.")
     include_snapshot: bool = Field(True, description="Send the JPEG snapshot, base64, as `snapshot_jpeg`.")
+    availability_topic: str | None = Field(
+        "vidpipe/{sink}/availability",
+        description="Retained `online` once connected, `offline` when the sink closes or (the broker's last will) when its connection "
+        "dies; {sink} is the sink's name. null: none.",
+    )
+    home_assistant: bool = Field(
+        False, description="Announce each stream's rules to Home Assistant (MQTT discovery: one `event` entity per stream and rule, "
+        "retained, with the availability topic) as their first alert goes out.",
+    )
+    discovery_prefix: str = Field("homeassistant", description="Home Assistant's discovery prefix.")
     connect_timeout_s: float = Field(5.0, gt=0, le=300, description="Longest a connection to the broker may take, CONNACK included.")
     publish_timeout_s: float = Field(5.0, gt=0, le=300, description="Longest to wait for the broker's acknowledgement of one alert.")
 
@@ -145,6 +157,18 @@ class MqttOptions(BaseModel):
             raise ValueError(f"unknown field(s) {', '.join(unknown)}: use {', '.join('{' + f + '}' for f in TOPIC_FIELDS)}")
         if not v or "+" in v or "#" in v:
             raise ValueError("must not be empty or contain the wildcards + and #")
+        return v
+
+    @field_validator("availability_topic", "discovery_prefix")
+    @classmethod
+    def _plain_topic(cls, v: str | None) -> str | None:
+        if v is not None:
+            if not v or "+" in v or "#" in v:
+                raise ValueError("must not be empty or contain the wildcards + and #")
+            try:
+                v.format(sink="x")
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(f"may use {{sink}} only ({exc})") from None
         return v
 
     @model_validator(mode="after")
@@ -163,6 +187,25 @@ class MqttSink(Sink):
         self.options = options
         self.client_id = options.client_id or f"vidpipe-{name}-{socket.gethostname()}-{os.getpid()}"
         self._conn: _Connection | None = None
+        self.availability = options.availability_topic.format(sink=name) if options.availability_topic else None
+        self._announced: set[tuple[str, str]] = set()  # (stream, rule) announced to Home Assistant on this connection
+
+    def discovery(self, alert: Alert) -> tuple[str, dict[str, object]]:
+        """Home Assistant's discovery topic and config of the event entity of the alert's stream and rule."""
+        uid = f"vidpipe_{self.name}_{alert.stream}_{alert.rule}".translate(_TOPIC_UNSAFE).replace("-", "_").replace(".", "_")
+        config: dict[str, object] = {
+            "name": f"{alert.stream} {alert.rule}",
+            "unique_id": uid,
+            "state_topic": self.topic(alert),
+            "event_types": ["new", "update", "end"],
+            # The alert JSON says `event`; Home Assistant reads `event_type` (the other keys become attributes).
+            "value_template": "{{ {'event_type': value_json.event, 'message': value_json.message, 'severity': value_json.severity, "
+            "'labels': value_json.labels, 'id': value_json.id} | to_json }}",
+            "device": {"identifiers": [f"vidpipe_{alert.stream}"], "name": f"vidpipe {alert.stream}", "manufacturer": "vidpipe"},
+        }
+        if self.availability is not None:
+            config["availability_topic"] = self.availability
+        return f"{self.options.discovery_prefix}/event/{uid}/config", config
 
     def topic(self, alert: Alert) -> str:
         fields = {"stream": alert.stream, "rule": alert.rule, "kind": alert.kind, "severity": alert.severity}
@@ -188,6 +231,9 @@ class MqttSink(Sink):
                 client.tls_set_context(o.tls.context())
             except ValueError as exc:
                 raise DeliveryError(f"broker {o.host}:{o.port}: {exc}", reason="tls") from exc
+        if self.availability is not None:
+            # Published by the broker when this connection dies without a goodbye (a crash, a cut network).
+            client.will_set(self.availability, "offline", qos=1, retain=True)
         conn = _Connection(client)
         where = f"broker {o.host}:{o.port}"
         try:
@@ -204,6 +250,9 @@ class MqttSink(Sink):
                 why += " (over TLS: a broker that requires a client certificate closes without one; see tls.cert_file)"
             conn.drop()
             raise DeliveryError(f"{where}: {why}", reason="broker")
+        if self.availability is not None:
+            client.publish(self.availability, "online", qos=1, retain=True)
+        self._announced = set()  # a new connection: discovery again (the broker may have lost what it kept)
         return conn
 
     def _drop(self) -> None:
@@ -221,6 +270,10 @@ class MqttSink(Sink):
             self._drop()
             self._conn = self._connect()
         conn = self._conn
+        if o.home_assistant and (alert.stream, alert.rule) not in self._announced:
+            where, config = self.discovery(alert)
+            conn.client.publish(where, json.dumps(config), qos=1, retain=True)  # ordered before the alert on this connection
+            self._announced.add((alert.stream, alert.rule))
         try:
             info = conn.client.publish(topic, payload, qos=o.qos)
         except ValueError as exc:  # a topic or payload MQTT cannot carry: no retry fixes it
@@ -241,4 +294,9 @@ class MqttSink(Sink):
             info.wait_for_publish(min(0.1, left))
 
     def close(self) -> None:
+        conn = self._conn
+        if conn is not None and self.availability is not None and not conn.lost.is_set():
+            info = conn.client.publish(self.availability, "offline", qos=1, retain=True)  # a goodbye: no last will
+            with suppress(Exception):
+                info.wait_for_publish(2.0)
         self._drop()
