@@ -56,6 +56,10 @@ CREATE INDEX IF NOT EXISTS alerts_raised ON alerts (raised_ts);
 """
 
 
+# An alert no sink still has pending: what retention may forget.
+_ALL_TAKEN = f"NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.alert_id = alerts.id AND d.state = '{PENDING}')"
+
+
 class Delivery(NamedTuple):
     """One sink's record of one alert."""
 
@@ -321,9 +325,7 @@ class Outbox:
         """Forget alerts raised before `before` that no sink still has pending; returns how many."""
         with self._tx() as db:
             n = db.execute(
-                "DELETE FROM alerts WHERE raised_ts < ? AND NOT EXISTS"
-                f" (SELECT 1 FROM deliveries d WHERE d.alert_id = alerts.id AND d.state = '{PENDING}')",
-                (before,),
+                f"DELETE FROM alerts WHERE raised_ts < ? AND {_ALL_TAKEN}", (before,),
             ).rowcount
         self._give_back()
         return n
@@ -335,9 +337,7 @@ class Outbox:
         while self.size() > max_bytes:
             with self._tx() as db:
                 n = db.execute(
-                    "DELETE FROM alerts WHERE rowid IN (SELECT rowid FROM alerts WHERE NOT EXISTS"
-                    f" (SELECT 1 FROM deliveries d WHERE d.alert_id = alerts.id AND d.state = '{PENDING}') ORDER BY rowid LIMIT ?)",
-                    (batch,),
+                    f"DELETE FROM alerts WHERE rowid IN (SELECT rowid FROM alerts WHERE {_ALL_TAKEN} ORDER BY rowid LIMIT ?)", (batch,),
                 ).rowcount
             if n == 0:
                 break  # what is left is pending
