@@ -18,6 +18,7 @@ REQUIRED: dict[str, dict[str, Any]] = {
     "line_crossing": {"line": "gate"},
     "loitering": {"zone": "lawn"},
     "overcrowding": {"zone": "lawn", "max_count": 3},
+    "red_light": {"line": "gate"},
     "speed": {"limit": 10.0},
     "stopped_vehicle": {},
     "watchlist": {},

@@ -254,3 +254,53 @@ def test_a_lasting_condition_reports_updates_and_its_end_when_asked() -> None:
     # Off by default: the same rule without them fires once.
     plain = scene([{k: v for k, v in rule.items() if k not in ("report_end", "update_every_s")}])
     assert [f for f, _, _ in run(plain, [[o] for o in inside] + [[]] * 30)] == [30]
+
+
+LIGHT = category_id("traffic_light")
+
+
+def _frame(cars: list[tuple[int, float, float]], lights: list[tuple[list[float], int]]) -> Detections:
+    """Cars (track id, feet x, feet y) and traffic lights (box, state code) with the light-state column."""
+    boxes = [box(x, y, 40, 30) for _, x, y in cars] + [b for b, _ in lights]
+    n = len(boxes)
+    return Detections(
+        boxes=np.array(boxes, np.float32).reshape(-1, 4), scores=np.ones(n, np.float32),
+        class_ids=np.array([CAR] * len(cars) + [LIGHT] * len(lights), np.int32),
+        track_ids=np.array([t for t, _, _ in cars] + [-1] * len(lights), np.int64),
+        extra={"light.state": np.array([-1] * len(cars) + [s for _, s in lights], np.int32)},
+    )
+
+
+def _drive(sc: Scene, light_of_frame: list[list[tuple[list[float], int]]]) -> list[tuple[int, str, list[int], str]]:
+    """Car 1 drives right along y=400 across the `gate` line (x=300) at frame 10; the lights per frame are given."""
+    out = []
+    for seq, lights in enumerate(light_of_frame):
+        res = sc.update(seq, seq / FPS, 1000, 1000, _frame([(1, 200 + 10 * seq, 400)], lights))
+        out += [(seq, f.rule, f.track_ids, f.details.get("light", "")) for f in res.firings]
+    return out
+
+
+RED_ABOVE, GREEN_FAR = ([280, 100, 300, 150], 0), ([900, 100, 920, 150], 2)
+
+
+def test_red_light_fires_for_a_vehicle_crossing_on_red_only() -> None:
+    rule = {"name": "redlight", "type": "red_light", "line": "gate"}
+    assert _drive(scene([rule]), [[RED_ABOVE]] * 20) == [(11, "redlight", [1], "red")]
+    assert _drive(scene([rule]), [[([280, 100, 300, 150], 2)]] * 20) == []  # green: free to go
+    assert _drive(scene([rule]), [[([280, 100, 300, 150], 1)]] * 20) == []  # yellow does not forbid, by default
+    yellow_too = {**rule, "stop_on": ["red", "yellow"]}
+    assert [f[3] for f in _drive(scene([yellow_too]), [[([280, 100, 300, 150], 1)]] * 20)] == ["yellow"]
+
+
+def test_the_governing_light_is_the_nearest_above_or_the_one_in_its_zone() -> None:
+    rule = {"name": "redlight", "type": "red_light", "line": "gate"}
+    # Nearest above the line's middle (300, 500): the red one right above it, not the green one far right.
+    assert len(_drive(scene([rule]), [[RED_ABOVE, GREEN_FAR]] * 20)) == 1
+    # Said in the config: the zone holding the green light governs.
+    zones = {"lawn": {"points": [[500, 500], [1000, 500], [1000, 1000], [500, 1000]]},
+             "mast": {"points": [[850, 50], [950, 50], [950, 200], [850, 200]]}}
+    assert _drive(scene([{**rule, "light_zone": "mast"}], zones=zones), [[RED_ABOVE, GREEN_FAR]] * 20) == []
+    # A light missed by the detector for a few frames still governs (hold_s), not for longer.
+    flicker = [[RED_ABOVE]] * 8 + [[]] * 12
+    assert len(_drive(scene([rule]), flicker)) == 1
+    assert _drive(scene([{**rule, "hold_s": 0.1}]), flicker) == []

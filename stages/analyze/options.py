@@ -59,9 +59,9 @@ class StreamAnalyticsConfig(_Strict):
         if dup:
             problems.append(f"rules: duplicate name {', '.join(dup)}")
         for i, r in enumerate(self.rules):
-            zone = getattr(r, "zone", None)
-            if zone is not None and zone not in self.zones:
-                problems.append(f"rules[{i}] ({r.name}): no zone named {zone!r}; zones: {', '.join(self.zones) or 'none'}")
+            for zone in (getattr(r, "zone", None), getattr(r, "light_zone", None)):
+                if zone is not None and zone not in self.zones:
+                    problems.append(f"rules[{i}] ({r.name}): no zone named {zone!r}; zones: {', '.join(self.zones) or 'none'}")
             line = getattr(r, "line", None)
             if line is not None and line not in self.lines:
                 problems.append(f"rules[{i}] ({r.name}): no line named {line!r}; lines: {', '.join(self.lines) or 'none'}")

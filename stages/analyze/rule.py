@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.alert import AlertEvent, Severity
 from pipeline.categories import category_id, category_name, check_categories
+from pipeline.detections import Detections
+from stages.analyze.geometry import Line, Zone
 from stages.analyze.motion import TrackMotion
 from stages.analyze.sustain import Sustain
 
@@ -36,6 +38,9 @@ class FrameView:
     crossings: dict[str, list[tuple[int, str]]]  # line -> (track id, direction) completed in this frame
     unit: str  # "px/s" or "m/s": the unit of motion speeds
     faces: list[FaceMatch] = field(default_factory=list)  # watchlist matches in this frame (any track state)
+    detections: Detections = field(default_factory=Detections)  # every row of the frame (any track state), its columns
+    lines: dict[str, Line] = field(default_factory=dict)  # the stream's geometry, in this frame's pixels
+    zones: dict[str, Zone] = field(default_factory=dict)
 
 
 @dataclass

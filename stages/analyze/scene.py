@@ -83,7 +83,8 @@ class Scene:
             m.add(pts, g)
         inside = {n: z.contains(feet) if len(feet) else np.zeros(0, bool) for n, z in self.zones.items()}
         crossings = {n: c.update(seq, pts, ids, boxes) for n, c in self.counters.items()}
-        view = FrameView(seq, pts, ids, classes, boxes, inside, self.motion, crossings, "m/s" if self.ground else "px/s", face_matches(dets))
+        view = FrameView(seq, pts, ids, classes, boxes, inside, self.motion, crossings, "m/s" if self.ground else "px/s", face_matches(dets),
+                         dets, self.lines, self.zones)  # fmt: skip
         firings = [f for rule in self.rules for f in rule.step(view)]
         firings += [f for rule in self.rules for f in rule.follow(pts)]
         for tid in [t for t, m in self.motion.items() if pts - m.last_seen > self.forget_after_s]:
