@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LIGHT_STATES", "LightState", "LightStateOptions"]
 
-# Fastest CPU runtime for this network, measured by bench/detect.py --lights (README, Traffic lights).
+# Fastest CPU runtime for this network, measured by bench/backends.py --models light_state (README, Traffic lights).
 CPU_RUNTIME: CpuRuntime = "onnxruntime"
 _CODE = [Path(__file__).resolve().parent.parent / "lights" / f for f in ("__init__.py", "net.py")]
 
