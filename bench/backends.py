@@ -3,11 +3,12 @@
 
 Per model and backend: milliseconds per frame (COCO-SSD, real vtest.avi frames, thresholds and NMS included)
 or per call (appearance CNN, 20 and 50 person-sized crops of one frame; MTCNN, the whole cascade on one
-frame), with 1 thread and with every core,
+frame; the traffic-light state model, the whole secondary path of 0, 1 and 5 lights per frame, as ms per frame and
+as a ratio to COCO-SSD's ms per frame at its default backend), with 1 thread and with every core,
 and for COCO-SSD the reference ONNX graph (`../shared/reference/coco_ssd_mobilenet_v2.onnx`) in onnxruntime
 next to it, the figure the issue set as the floor. Medians of `--repeats` timed calls after a warm-up.
 
-    python bench/backends.py [--repeats 30]
+    python bench/backends.py [--repeats 30] [--models coco_ssd light_state]
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+MODELS = ("coco_ssd", "appearance", "mtcnn", "light_state")
+LIGHTS = (0, 1, 5)  # traffic lights per frame for the secondary model
 REFERENCE = ROOT.parent / "shared" / "reference" / "coco_ssd_mobilenet_v2.onnx"
 
 
@@ -40,6 +43,7 @@ def _median_ms(fn: Callable[[], object], repeats: int, per: int = 1) -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS), help="only these (coco_ssd always runs: the baseline)")
     a = p.parse_args(argv)
 
     import torch
@@ -50,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     from stages.infer.detectors.coco_ssd import CocoSsdDetector, CocoSsdOptions
     from stages.infer.faces.mtcnn import Mtcnn
     from stages.infer.options import MtcnnOptions
+    from stages.infer.secondary import SecondaryRunner
+    from stages.infer.secondary_model import validate_secondary
     from stages.track.appearance import AppearanceEncoder
     from tools.tracklets import read_frames
 
@@ -59,12 +65,30 @@ def main(argv: list[str] | None = None) -> int:
     backends = [b for b in ("torch", "onnxruntime", "openvino") if bk.available(b)]
     print(f"{cores} CPUs, torch {torch.__version__}; ms per frame (COCO-SSD, MTCNN) or per call (appearance), median of {a.repeats}")
     rows: list[tuple[str, str, str, float]] = []
+    ssd_default: dict[tuple[int, int], float] = {}  # (threads, batch) -> COCO-SSD ms per frame at backend auto
+    default_ssd = CocoSsdDetector(CocoSsdOptions(device="cpu")).backend
     for threads in sorted({1, cores}):
         torch.set_num_threads(threads)
         for be in backends:
             det = CocoSsdDetector(CocoSsdOptions(backend=be, device="cpu", score_threshold=0.2))
             rows.append(("coco_ssd", be, f"{threads} thr, batch 1", _median_ms(lambda: det.detect(frames[:1]), a.repeats)))
             rows.append(("coco_ssd", be, f"{threads} thr, batch 8", _median_ms(lambda: det.detect(frames), max(3, a.repeats // 4), 8)))
+            if be == default_ssd:
+                ssd_default[(threads, 1)], ssd_default[(threads, 8)] = rows[-2][3], rows[-1][3]
+        if "light_state" in a.models:
+            for be in backends:
+                # The whole secondary path the infer stage runs: pick the boxes, upload, crop, the CNN, the columns.
+                runner = SecondaryRunner(validate_secondary([{"name": "light", "kind": "light_state", "classes": ["traffic_light"],
+                                                              "options": {"backend": be}}]), torch.device("cpu"))  # fmt: skip
+                for n in LIGHTS:
+                    lit = _with_lights(frames, n)
+                    for batch in (1, 8):
+                        ms = _median_ms(lambda: runner.apply(lit[:batch]), a.repeats if batch == 1 else max(3, a.repeats // 4), batch)
+                        ratio = ms / ssd_default[(threads, batch)] if (threads, batch) in ssd_default else float("nan")
+                        rows.append(("light_state", be, f"{threads} thr, batch {batch}, {n} lights", ms))
+                        rows.append(("light_state/coco_ssd", be, f"{threads} thr, batch {batch}, {n} lights", ratio))
+        if not {"appearance", "mtcnn"} & set(a.models):
+            continue
         if REFERENCE.exists():
             import onnxruntime as ort
 
@@ -76,24 +100,43 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(("coco_ssd", "reference graph, onnxruntime (no NMS)", f"{threads} thr, batch 1",
                          _median_ms(lambda: sess.run(None, {name: rgb}), a.repeats)))
         rng = np.random.default_rng(0)
-        for n in (20, 50):
+        for n in (20, 50) if "appearance" in a.models else ():
             wh = rng.uniform([20, 50], [60, 130], (n, 2))
             xy = rng.uniform([0, 0], [700, 440], (n, 2))
             boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
             for be in backends:
                 enc = AppearanceEncoder(None, precision="float32", backend=be, threads=threads)
                 rows.append(("appearance", be, f"{threads} thr, {n} crops", _median_ms(lambda: enc.embed([images[0]], [boxes]), a.repeats)))
-        for be in backends:
+        for be in backends if "mtcnn" in a.models else ():
             # The whole cascade on a 768x576 frame (P-Net on 9 pyramid levels, then R-Net and O-Net on its boxes).
             mtcnn = Mtcnn(MtcnnOptions(backend=be), torch.device("cpu"))
             rows.append(("mtcnn", be, f"{threads} thr, batch 1", _median_ms(lambda: mtcnn.detect_numpy(images[:1]), max(3, a.repeats // 2))))
     width = max(len(r[1]) for r in rows)
-    for model in ("coco_ssd", "appearance", "mtcnn"):
-        print(f"\n{model}")
+    for model in ("coco_ssd", "appearance", "mtcnn", "light_state", "light_state/coco_ssd"):
+        if not any(r[0] == model for r in rows):
+            continue
+        print(f"\n{model}" + (" (ratio of ms per frame, COCO-SSD at its default backend)" if "/" in model else " (ms per frame)" * (model == "light_state")))
         for m, be, setting, ms in rows:
             if m == model:
-                print(f"  {be:{width}s}  {setting:18s} {ms:8.2f} ms")
+                print(f"  {be:{width}s}  {setting:27s} {ms:8.3f}" + ("" if "/" in m else " ms"))
     return 0
+
+
+def _with_lights(frames: list, n: int) -> list:
+    """Copies of the frames with n traffic-light detections each (light-sized boxes: 18-40 px wide, twice as tall)."""
+    from pipeline.categories import category_id
+    from pipeline.detections import Detections
+    from pipeline.protocol import Frame
+
+    rng = np.random.default_rng(n)
+    out = []
+    for f in frames:
+        w = rng.uniform(18, 40, n)
+        x, y = rng.uniform(0, f.width - 40, n), rng.uniform(0, f.height - 80, n)
+        boxes = np.stack([x, y, x + w, y + 2 * w], 1).astype(np.float32)
+        det = Detections(boxes, np.full(n, 0.8, np.float32), np.full(n, category_id("traffic_light"), np.int32))
+        out.append(Frame(f.stream, f.seq, f.pts, f.capture_ts, f.width, f.height, f.image, detections=det))
+    return out
 
 
 if __name__ == "__main__":
