@@ -122,3 +122,38 @@ def test_bundled_weights_on_the_held_out_test_split() -> None:
     cm = confusion(pred, labels)
     # The README's table (one red light read as green).
     assert cm.tolist() == [[180, 0, 1], [0, 9, 0], [0, 0, 107]]
+
+
+def test_a_fixed_light_of_the_config_is_classified_in_every_frame_of_its_stream() -> None:
+    """Over a fixed camera the light's box is known: infer adds it to each frame of its stream (score 1), the
+    light-state model reads it, and the red_light rule has its state even where the detector sees no light."""
+    import logging
+
+    from pipeline.config import parse_config
+    from pipeline.metrics import StageMetrics
+    from pipeline.protocol import Frame
+    from pipeline.stage import StageContext
+    from stages.infer.options import InferOptions
+    from stages.infer.stage import InferStage
+
+    cfg = parse_config({"streams": [{"id": "junction", "source": "x.mp4"}, {"id": "lobby", "source": "y.mp4"}],
+                        "stages": [{"name": "decode", "kind": "decode"}, {"name": "infer", "kind": "infer"}]})
+    opts = InferOptions.model_validate({
+        "detector": "motion",  # a background model: no CNN, and nothing at all in its warm-up frames
+        "secondary": [{"name": "light", "kind": "light_state", "classes": ["traffic_light"], "min_size": 8}],
+        "fixed_objects": [{"category": "traffic_light", "box": [0.5, 0.1, 0.5 + 24 / 320, 0.1 + 60 / 240], "relative": True,
+                           "streams": ["junction"]}],
+    })
+    stage = InferStage(StageContext("infer", cfg, cfg.stages[1], opts, StageMetrics("infer"), logging.getLogger("test")))
+    frames = []
+    for seq, state in enumerate((0, 0, 2, 1)):
+        img = np.full((240, 320, 3), 120, np.uint8)
+        _light(img, 160, 24, state)
+        frames += [Frame("junction", seq, seq / 10, 0.0, 320, 240, img.copy()), Frame("lobby", seq, seq / 10, 0.0, 320, 240, img)]
+    out = stage.process(frames)
+    junction = [f.detections for f in out if f.stream == "junction"]
+    assert [d.extra["light.state"].tolist() for d in junction] == [[0], [0], [2], [1]]
+    assert all(d.boxes[0].tolist() == [160.0, 24.0, 184.0, 84.0] and d.scores[0] == 1.0 for d in junction)
+    assert all(len(f.detections) == 0 for f in out if f.stream == "lobby")  # not its stream
+    with pytest.raises(ValueError, match="x2 > x1"):
+        InferOptions.model_validate({"fixed_objects": [{"category": "traffic_light", "box": [10, 10, 5, 20]}]})

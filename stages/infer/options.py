@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from pipeline.categories import check_categories
 from stages.infer.backend import BackendName
 from stages.infer.detectors import DetectorConfig, detector_mapping
 from stages.infer.detectors.coco_ssd import CocoSsdOptions
@@ -112,6 +113,28 @@ def _moved(key: str, section: Any, detector: Any) -> str:
     return f"detector settings moved: write detector: {new}"
 
 
+class FixedObject(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    category: str = Field(description="Its category, e.g. traffic_light.")
+    box: tuple[float, float, float, float] = Field(description="[x1, y1, x2, y2] in pixels of the frames (or fractions with `relative`).")
+    relative: bool = Field(False, description="The box is in fractions (0..1) of the frame's width and height.")
+    streams: list[str] | None = Field(None, description="The streams it is in (default: all).")
+
+    @field_validator("category")
+    @classmethod
+    def _category(cls, v: str) -> str:
+        check_categories([v])
+        return v
+
+    @model_validator(mode="after")
+    def _box(self) -> FixedObject:
+        x1, y1, x2, y2 = self.box
+        if not (x2 > x1 and y2 > y1) or min(self.box) < 0 or (self.relative and max(self.box) > 1):
+            raise ValueError(f"box {list(self.box)} must be [x1, y1, x2, y2] with x2 > x1, y2 > y1, inside the frame")
+        return self
+
+
 class InferOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -129,6 +152,11 @@ class InferOptions(BaseModel):
     )
     secondary: SecondaryList = Field(
         default_factory=list, description="Models run on crops of the detections (faces, signs, posture): see stages/infer/secondary_model.py."
+    )
+    fixed_objects: list[FixedObject] = Field(
+        default_factory=list,
+        description="Objects that do not move in a fixed camera's view (the traffic light over a junction): added to every frame's detections "
+        "(score 1) before the secondary models, so they are classified and the rules see them even where the detector misses them.",
     )
 
     @model_validator(mode="before")

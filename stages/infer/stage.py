@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 from prometheus_client import Counter, Histogram
 
-from pipeline.categories import category_name
+from pipeline.categories import category_id, category_name
 from pipeline.detections import Detections
 from pipeline.metrics import PREFIX
 from pipeline.protocol import Frame, StreamEnd
@@ -93,7 +94,7 @@ class InferStage(Stage):
                 if not r:
                     self.skipped.labels(self.ctx.name, f.stream).inc()
         for frame, det in zip(batch, results):
-            frame.detections = det
+            frame.detections = self._with_fixed(frame, det) if self.options.fixed_objects else det
         if self.secondary is not None:
             self.secondary.apply(batch)  # one forward per model over every crop of the batch
         if self.faces is not None:
@@ -103,6 +104,21 @@ class InferStage(Stage):
             for cid in det.class_ids.tolist():
                 self.detections.labels(self.ctx.name, frame.stream, category_name(cid)).inc()
         return batch
+
+    def _with_fixed(self, frame: Frame, det: Detections) -> Detections:
+        """The frame's detections and, after them, the configured fixed objects of its stream (clipped to the frame)."""
+        objs = [o for o in self.options.fixed_objects if o.streams is None or frame.stream in o.streams]
+        if not objs:
+            return det
+        scale = np.array([frame.width, frame.height] * 2, np.float32)
+        boxes = np.array([np.array(o.box, np.float32) * (scale if o.relative else 1) for o in objs], np.float32)
+        boxes = np.clip(boxes, 0, scale)
+        fixed = Detections(
+            boxes, np.ones(len(objs), np.float32), np.array([category_id(o.category) for o in objs], np.int32),
+            extra={k: np.full(len(objs), -1 if v.dtype.kind == "i" else np.nan, v.dtype) for k, v in det.extra.items()},
+            labels={k: list(v) for k, v in det.labels.items()},
+        )
+        return Detections.concat([det, fixed])
 
     def end_stream(self, stream: str, end: StreamEnd) -> None:
         self.detector.reset(stream)
