@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from pipeline.config import ConfigError, PipelineConfig, load_config, parse_config, redacted
+from pipeline.config import STAGE_NAME, ConfigError, PipelineConfig, load_config, parse_config, redacted
 from pipeline.metrics import version
 from pipeline.protocol import PROTOCOL_VERSION
 
@@ -57,7 +57,11 @@ def _stream_ids(videos: list[str]) -> list[str]:
     ids: list[str] = []
     for v in videos:
         # A URL's id is its host and path: its credentials and query must not become a name in every output.
-        name = Path(v).stem if "://" not in v else (lambda u: (u.hostname or "") + u.path)(urlsplit(v))
+        if "://" in v:
+            url = urlsplit(v)
+            name = (url.hostname or "") + url.path
+        else:
+            name = Path(v).stem
         stem = re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "stream"
         stem = stem.lstrip("_.-") or "stream"
         sid, n = stem[:60], 2
@@ -285,7 +289,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
             return 2
         names += [st["name"] for st in data.get("stages") or [] if isinstance(st, dict) and isinstance(st.get("name"), str)]
     names = list(dict.fromkeys(names))
-    bad = [n for n in names if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", n)]  # as StageConfig.name
+    bad = [n for n in names if not STAGE_NAME.fullmatch(n)]
     if not names or bad:
         print(f"keys: give stage names (or --config){': not a stage name: ' + ', '.join(bad) if bad else ''}", file=sys.stderr)
         return 2

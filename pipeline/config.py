@@ -21,6 +21,7 @@ from pipeline.secrets import expand_env, is_reference, redact_options, redact_ur
 from pipeline.transport import is_loopback, parse_endpoint
 
 Mode = Literal["replay", "live"]
+STAGE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")  # also a metric label and a key file's name
 
 
 class ConfigError(ValueError):
@@ -116,7 +117,7 @@ class StageConfig(Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", v):
+        if not STAGE_NAME.fullmatch(v):
             raise ValueError("must be 1-32 lower-case letters, digits, '_' or '-', starting with a letter")
         return v
 
@@ -286,6 +287,11 @@ class PipelineConfig(Strict):
         if self.stages[i].input_pattern == "sub":
             return [s.name for s in self.stages[:i] if s.publish]
         return [self.stages[i - 1].name] if i > 0 else []
+
+    def downstream(self, name: str) -> str | None:
+        """The stage `name` sends its main output to, if any."""
+        i = self.stage_index(name)
+        return self.stages[i + 1].name if i + 1 < len(self.stages) else None
 
     def observers(self, name: str) -> list[str]:
         """The stages that subscribe to what `name` publishes."""

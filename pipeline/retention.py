@@ -24,6 +24,20 @@ class RetentionOptions(BaseModel):
         return self.max_age_days is not None or self.max_total_mb is not None
 
 
+class Every:
+    """When a periodic pass (a stage's retention, from its tick) is due: the first call, then every `seconds`."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._next = 0.0
+
+    def due(self, now: float) -> bool:
+        if now < self._next:
+            return False
+        self._next = now + self.seconds
+        return True
+
+
 @dataclass
 class Pruned:
     """What one pass removed, by the limit that removed it, and what is left."""

@@ -139,17 +139,13 @@ class StageRunner:
         endpoint = self.config.output_endpoint(self.name)
         out = None
         if endpoint:
-            out = Sender(self.zctx, endpoint, hwm=hwm, linger_ms=self._linger_ms(), secure=self._client_of(self._downstream()))
+            out = Sender(self.zctx, endpoint, hwm=hwm, linger_ms=self._linger_ms(), secure=self._client_of(self.config.downstream(self.name)))
         pub = None
         if self.stage_config.publish:
             pub = Sender(self.zctx, self.stage_config.publish, pattern=PUB, hwm=hwm, secure=self._server("publish", self.config.observers(self.name)))
         return out, pub
 
     # -- CURVE (pipeline/curve.py) ------------------------------------------------------------
-
-    def _downstream(self) -> str:
-        i = self.config.stage_index(self.name)
-        return self.config.stages[i + 1].name if i + 1 < len(self.config.stages) else ""
 
     def _curve(self) -> Curve | None:
         folder = self.config.transport.curve_keys
@@ -172,7 +168,7 @@ class StageRunner:
             self._zap = ZapHandler(self.zctx, curve)
         return lambda sock: curve.server(sock, domain, keys)
 
-    def _client_of(self, server: str) -> Secure | None:
+    def _client_of(self, server: str | None) -> Secure | None:
         """A CURVE client that talks only to stage `server` (pinned by its public key)."""
         curve = self._curve()
         if curve is None or not server:
@@ -307,7 +303,8 @@ class StageRunner:
         t = self.config.transport
         upstream = self.config.upstream(self.name)
         if self.stage_config.input_pattern == "sub":  # an observer is a client of the one publisher (config checks)
-            secure, server_name = self._client_of(upstream[0] if upstream else ""), (upstream[0] if upstream else None)
+            server_name = upstream[0] if upstream else None
+            secure = self._client_of(server_name)
         else:
             secure, server_name = self._server("input", upstream), None
         receiver = Receiver(

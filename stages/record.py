@@ -23,7 +23,7 @@ from pipeline.categories import CATEGORIES, category_name
 from pipeline.draw import draw_boxes
 from pipeline.metrics import PREFIX
 from pipeline.protocol import Frame, StreamEnd, StreamStart
-from pipeline.retention import RetentionOptions, prune_files
+from pipeline.retention import Every, RetentionOptions, prune_files
 from pipeline.stage import Stage, StageContext, StageFailure
 
 CODECS = {"mp4v": ".mp4", "MJPG": ".avi", "VP90": ".webm"}
@@ -150,7 +150,7 @@ class RecordStage(Stage):
         r = ctx.metrics.registry
         self.m_deleted = Counter(f"{PREFIX}_record_files_deleted", "Result files removed by retention, by the limit that removed them.", ["stage", "reason"], registry=r)
         self.m_bytes = Gauge(f"{PREFIX}_record_bytes", "Bytes of the result files in out_dir (after retention).", ["stage"], registry=r)
-        self._next_retention = 0.0
+        self._retention = Every(self.options.retention.check_every_s)
 
     def start_stream(self, stream: str, start: StreamStart) -> None:
         out = self.outputs.get(stream)
@@ -199,8 +199,7 @@ class RecordStage(Stage):
 
     def tick(self) -> list[Frame]:
         now = time.time()
-        if self.options.retention.active and now >= self._next_retention:
-            self._next_retention = now + self.options.retention.check_every_s
+        if self.options.retention.active and self._retention.due(now):
             self.apply_retention(now)
         return []
 
@@ -256,7 +255,7 @@ class RecordStage(Stage):
                 out.by_class[name] = out.by_class.get(name, 0) + 1
             out.first_pts = frame.pts if out.first_pts is None else out.first_pts
             out.last_pts = frame.pts
-        for out in {self.outputs[f.stream].stream: self.outputs[f.stream] for f in batch}.values():
+        for out in (self.outputs[s] for s in {f.stream for f in batch}):
             if out.jsonl is not None:
                 out.jsonl.flush()  # a write error surfaces with this batch, not at the end of the stream
                 self._rotate(out)

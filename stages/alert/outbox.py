@@ -136,7 +136,7 @@ class Outbox:
         try:
             self._open()
         except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError) and not is_corruption(exc):
+            if not is_corruption(exc):
                 raise  # locked, disk full, unreadable: not a damaged file, and moving it aside would not help
             self.recover(exc)
 

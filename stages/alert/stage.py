@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pipeline.alert import Alert
 from pipeline.metrics import PREFIX
 from pipeline.protocol import Frame
-from pipeline.retention import RetentionOptions
+from pipeline.retention import Every, RetentionOptions
 from pipeline.stage import Stage, StageContext, StageFailure
 from stages.alert.delivery import DeliveryMetrics, DeliveryWorker
 from stages.alert.outbox import Outbox, Recovery, is_corruption
@@ -78,7 +78,7 @@ class AlertStage(Stage):
             self._recovered(rec)
         self.m_pruned = Counter(f"{PREFIX}_outbox_pruned", "Delivered alerts forgotten by retention, by the limit.", ["stage", "reason"], registry=r)
         self.m_bytes = Gauge(f"{PREFIX}_outbox_bytes", "Bytes the outbox's alerts take (after retention).", ["stage"], registry=r)
-        self._next_retention = 0.0
+        self._retention = Every(opts.retention.check_every_s)
         self.m_alerts = Counter(f"{PREFIX}_alerts", "Alerts raised (written to the outbox), by stream, rule and severity.", ["stage", "stream", "rule", "severity"], registry=r)
         self.m_repeats = Counter(f"{PREFIX}_alert_repeats", "Alerts received again with an id already in the outbox.", ["stage", "stream"], registry=r)
         self.m_latency = Histogram(f"{PREFIX}_alert_latency_seconds", "Raise time minus capture time of the frame that fired.", ["stage"], buckets=_LATENCY_BUCKETS, registry=r)
@@ -116,9 +116,7 @@ class AlertStage(Stage):
 
     def tick(self) -> list[Frame]:
         now = time.time()
-        r = self.opts.retention
-        if r.active and now >= self._next_retention:
-            self._next_retention = now + r.check_every_s
+        if self.opts.retention.active and self._retention.due(now):
             self.apply_retention(now)
         return []
 
