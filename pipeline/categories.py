@@ -18,6 +18,7 @@ CATEGORIES: tuple[str, ...] = (
     "traffic_light",
     "stop_sign",
     "face",
+    "traffic_sign",
 )
 
 _IDS = {name: i for i, name in enumerate(CATEGORIES)}

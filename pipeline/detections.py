@@ -26,6 +26,8 @@ from pipeline import wire
 PARENT = "parent"  # int32 row index of the row this one belongs to (a face's person); kept right through filtering
 FACE_IDENTITY = "face.identity"  # int32 watchlist identity (its name in `labels`), -1: nobody listed
 FACE_DISTANCE = "face.distance"  # float32 encoding distance to that identity, NaN when not compared
+SIGN_CLASS = "sign.class"  # int32 traffic-sign class of a traffic_sign row (its name in `labels`: SIGN_CLASSES), -1: none
+SIGN_SCORE = "sign.score"  # float32 the classifier's probability of that class, NaN on other rows
 
 CORE_DTYPES: dict[str, np.dtype] = {
     "boxes": np.dtype(np.float32),  # [N, 4] x1, y1, x2, y2 in pixels of the frame
