@@ -73,7 +73,7 @@ class RuleOptions(BaseModel):
     cooldown_s: float = Field(30.0, ge=0, description="After an alert, the same rule and object (or zone) stay quiet this long.")
     classes: list[str] | None = Field(None, description="Categories the rule looks at (default: all tracked ones).")
     report_end: bool = Field(
-        False, description="A rule whose condition lasts (all but line_crossing and watchlist): also raise an `end` alert when it is over, with its duration."
+        False, description="A rule whose condition lasts (all but line_crossing, watchlist and light_change): also raise an `end` alert when it is over, with its duration."
     )
     update_every_s: float | None = Field(
         None, gt=0, description="... and an `update` alert this often while it lasts (null: none)."
