@@ -20,6 +20,7 @@ REQUIRED: dict[str, dict[str, Any]] = {
     "loitering": {"zone": "lawn"},
     "overcrowding": {"zone": "lawn", "max_count": 3},
     "red_light": {"line": "gate"},
+    "sign_seen": {},
     "speed": {"limit": 10.0},
     "stopped_vehicle": {},
     "watchlist": {},

@@ -1,5 +1,5 @@
-"""light_change on scripted tracks, through the analyze scene as the stage runs it: tracked traffic lights whose
-state changes."""
+"""light_change and sign_seen on scripted tracks, through the analyze scene as the stage runs it: tracked traffic
+lights whose state changes, and tracked traffic signs whose class settles."""
 
 from __future__ import annotations
 
@@ -7,14 +7,16 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from pipeline import wire
 from pipeline.categories import category_id
-from pipeline.detections import Detections
+from pipeline.detections import SIGN_CLASS, SIGN_SCORE, Detections
 from stages.analyze.options import StreamAnalyticsConfig
 from stages.analyze.rule import Firing
 from stages.analyze.scene import Scene
+from stages.infer.signs.classes import SIGN_CLASSES
 
 FPS = 10.0
-LIGHT, CAR = category_id("traffic_light"), category_id("car")
+LIGHT, SIGN, CAR = category_id("traffic_light"), category_id("traffic_sign"), category_id("car")
 RED, YELLOW, GREEN, UNKNOWN = 0, 1, 2, -1
 G, Y, R, U = GREEN, YELLOW, RED, UNKNOWN
 
@@ -144,3 +146,89 @@ def test_the_cooldown_quiets_the_same_change_of_the_same_light() -> None:
     # green -> yellow again within 10 s is quiet; yellow -> green is another change
     assert [(f, t) for _, _, f, t in changes(scene([{**LIGHT_RULE, "cooldown_s": 10}]), flapping)] == [("green", "yellow"), ("yellow", "green")]
 
+
+# --- sign_seen ---
+
+SIGN_RULE = {"name": "signs", "type": "sign_seen"}
+
+
+def signs(frame: list[tuple[int, str | None, float]], labels: list[str] | None = None) -> Detections:
+    """One frame's traffic signs, (track id, sign class or None for -1, sign.score), and a car."""
+    names = list(SIGN_CLASSES) if labels is None else labels
+    boxes = [[100.0 * t, 200, 100.0 * t + 30, 230] for t, _, _ in frame] + [[400, 600, 440, 630]]
+    return Detections(
+        boxes=np.array(boxes, np.float32), scores=np.ones(len(boxes), np.float32),
+        class_ids=np.array([SIGN] * len(frame) + [CAR], np.int32),
+        track_ids=np.array([t for t, _, _ in frame] + [50], np.int64),
+        extra={SIGN_CLASS: np.array([-1 if c is None else names.index(c) for _, c, _ in frame] + [-1], np.int32),
+               SIGN_SCORE: np.array([s for _, _, s in frame] + [np.nan], np.float32)},
+        labels={SIGN_CLASS: names},
+    )  # fmt: skip
+
+
+def seen(sc: Scene, frames: list[list[tuple[int, str | None, float]]], labels: list[str] | None = None) -> list[tuple[int, Firing]]:
+    return feed(sc, [signs(fr, labels) for fr in frames])
+
+
+def test_a_sign_track_fires_once_with_its_majority_class() -> None:
+    track = [(3, "speed_limit_30", 0.6)] + [(3, "speed_limit_50", s) for s in (0.9, 0.8, 0.7, 0.9)] + [(3, "speed_limit_30", 0.9)] * 2
+    fired = seen(scene([SIGN_RULE]), [[o] for o in track])
+    assert len(fired) == 1
+    seq, f = fired[0]
+    assert seq == 3 and f.track_ids == [3] and f.severity == "info" and f.kind == "sign_seen"  # the third confident 50
+    assert f.details == {"sign_class": "speed_limit_50", "mean_score": 0.8, "frames": 3, "box": [300.0, 200.0, 330.0, 230.0]}
+    assert f.message == "traffic_sign #3: speed_limit_50 (mean score 0.80 over 3 frames)"
+    assert wire.scalar(f.details, "alert details") == f.details  # plain, finite: what an alert off the wire may carry
+
+
+def test_the_leader_must_have_the_most_votes_and_enough_confident_frames() -> None:
+    # 4 frames of 50 (one of them unsure) and 1 of 30: settled at the third confident 50.
+    track = [(1, "speed_limit_50", 0.9), (1, "speed_limit_30", 0.9), (1, "speed_limit_50", 0.3), (1, "speed_limit_50", 0.9), (1, "speed_limit_50", 0.9)]
+    fired = seen(scene([SIGN_RULE]), [[o] for o in track])
+    assert [(seq, f.details["sign_class"], f.details["frames"], f.details["mean_score"]) for seq, f in fired] == [(4, "speed_limit_50", 4, 0.75)]
+    # Three confident 30s, but 50 has as many votes: a tie is not settled; the next 50 settles it.
+    track = [(1, "speed_limit_50", 0.2)] * 3 + [(1, "speed_limit_30", 0.9)] * 3 + [(1, "speed_limit_50", 0.9)] * 3
+    assert [(seq, f.details["sign_class"]) for seq, f in seen(scene([SIGN_RULE]), [[o] for o in track])] == [(8, "speed_limit_50")]
+
+
+def test_a_sign_below_min_score_never_fires() -> None:
+    track = [[(1, "stop", 0.45)]] * 40
+    assert seen(scene([SIGN_RULE]), track) == []
+    assert len(seen(scene([{**SIGN_RULE, "min_score": 0.4}]), track)) == 1
+    assert seen(scene([SIGN_RULE]), [[(1, "stop", float("nan"))]] * 10) == []  # no score: never sure
+
+
+def test_rows_without_a_class_and_unconfirmed_rows_are_ignored() -> None:
+    frames = [[(1, None, 0.9)]] * 10 + [[(1, "stop", 0.9)]] * 2 + [[(-1, "stop", 0.9)]] * 5
+    assert seen(scene([SIGN_RULE]), frames) == []
+    assert len(seen(scene([SIGN_RULE]), frames + [[(1, "stop", 0.9)]])) == 1
+
+
+def test_each_sign_track_fires_and_the_class_filter_picks_them() -> None:
+    frames = [[(1, "stop", 0.9), (2, "no_entry", 0.8)]] * 5
+    assert sorted((f.track_ids[0], f.details["sign_class"]) for _, f in seen(scene([SIGN_RULE]), frames)) == [(1, "stop"), (2, "no_entry")]
+    only = scene([{**SIGN_RULE, "classes": ["no_entry", "danger"]}])
+    assert [(f.track_ids, f.details["sign_class"]) for _, f in seen(only, frames)] == [([2], "no_entry")]
+
+
+def test_classes_are_named_by_the_detections_labels() -> None:
+    """Codes index the frame's labels of sign.class (concatenated detections may order them their own way)."""
+    labels = ["danger", "stop"]
+    fired = seen(scene([SIGN_RULE]), [[(1, "stop", 0.9)]] * 3, labels=labels)
+    assert [f.details["sign_class"] for _, f in fired] == ["stop"]
+
+
+def test_a_sign_track_forgotten_after_it_is_gone_can_fire_again() -> None:
+    sc = scene([SIGN_RULE], forget_after_s=1.0)
+    frames = [[(1, "stop", 0.9)]] * 5 + [[]] * 20 + [[(1, "stop", 0.9)]] * 5
+    assert [seq for seq, _ in seen(sc, frames)] == [2, 27]
+    assert list(sc.rules[0].signs) == [1]  # type: ignore[attr-defined]
+
+
+def test_an_unknown_sign_class_is_a_clear_error() -> None:
+    with pytest.raises(ValidationError) as err:
+        scene([{**SIGN_RULE, "classes": ["stop", "speed_limit_55", "car"]}])
+    text = str(err.value)
+    assert "unknown sign classes 'speed_limit_55', 'car'; known: " + ", ".join(SIGN_CLASSES) in text
+    with pytest.raises(ValidationError, match="unknown sign class 'Stop'; known: stop, give_way"):
+        scene([{**SIGN_RULE, "classes": ["Stop"]}])

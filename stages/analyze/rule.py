@@ -73,7 +73,7 @@ class RuleOptions(BaseModel):
     cooldown_s: float = Field(30.0, ge=0, description="After an alert, the same rule and object (or zone) stay quiet this long.")
     classes: list[str] | None = Field(None, description="Categories the rule looks at (default: all tracked ones).")
     report_end: bool = Field(
-        False, description="A rule whose condition lasts (all but line_crossing, watchlist and light_change): also raise an `end` alert when it is over, with its duration."
+        False, description="A rule whose condition lasts (all but line_crossing, watchlist, light_change and sign_seen): also raise an `end` alert when it is over, with its duration."
     )
     update_every_s: float | None = Field(
         None, gt=0, description="... and an `update` alert this often while it lasts (null: none)."
@@ -104,10 +104,13 @@ class Rule(Generic[OptionsT]):
     type: ClassVar[str] = ""
     # A condition that lasts: such a rule keeps `self.sustain` (keyed as it fires), and can report updates and ends.
     durable: ClassVar[bool] = False
+    # The categories of a rule type whose `classes` option names something else (sign_seen: sign classes).
+    categories: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, cfg: OptionsT) -> None:
         self.cfg = cfg
-        self.class_ids = None if cfg.classes is None else {category_id(c) for c in cfg.classes}
+        names = self.categories if self.categories is not None else cfg.classes
+        self.class_ids = None if names is None else {category_id(c) for c in names}
         self._last_fire: dict[Any, float] = {}
         self._open: dict[Any, _Open] = {}  # durable conditions that fired and still hold
         self.suppressed = 0  # firings swallowed by the cooldown
