@@ -76,7 +76,10 @@ def frame_record(frame: Frame) -> dict[str, Any]:
         "track_ids": d.track_ids.tolist(),
     }
     for name, col in sorted(d.extra.items()):
-        if col.dtype.kind == "f":  # NaN (not applicable) is written as null: strict JSON has no NaN
+        names = d.labels.get(name)
+        if names is not None:  # a categorical column (sign.class, face.identity): its names, null for none
+            objects[name] = [names[c] if c >= 0 else None for c in col.tolist()]
+        elif col.dtype.kind == "f":  # NaN (not applicable) is written as null: strict JSON has no NaN
             objects[name] = [None if v != v else v for v in np.round(col.astype(np.float64), 4).tolist()]
         else:
             objects[name] = col.tolist()
