@@ -99,6 +99,35 @@ class FacesOptions(BaseModel):
     )
 
 
+class SignOptions(BaseModel):
+    """The traffic-sign finder (stages/infer/signs/): colour candidates classified by a small CNN; see Traffic signs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_score: float = Field(0.6, gt=0, lt=1, description="Lowest classifier probability of a sign class kept (the rest is background).")
+    nms_iou: float = Field(0.3, gt=0, le=1, description="Signs overlapping a more probable one by more than this IoU are dropped.")
+    min_size: int = Field(10, ge=4, le=1000, description="Smallest candidate region (its longer side, pixels); smaller signs are not looked for.")
+    max_size: int = Field(200, ge=8, le=10_000, description="Largest candidate region (its longer side, pixels).")
+    max_candidates: int = Field(64, ge=1, le=1000, description="Most colour candidates classified per frame, the largest first.")
+    proposal_classes: list[str] = Field(
+        ["stop_sign"], description="Detector categories whose boxes are classified too (COCO-SSD's stop signs); the detector's own rows stay."
+    )
+    weights: str | None = Field(None, description="state_dict of SignNet; null: the bundled weights (README, Traffic signs).")
+    backend: BackendName = Field("auto", description="Inference backend of the sign classifier (auto: the fastest for the device).")
+
+    @field_validator("proposal_classes")
+    @classmethod
+    def _classes(cls, v: list[str]) -> list[str]:
+        check_categories(v)
+        return v
+
+    @model_validator(mode="after")
+    def _sizes(self) -> SignOptions:
+        if self.max_size < self.min_size:
+            raise ValueError(f"max_size {self.max_size} is below min_size {self.min_size}")
+        return self
+
+
 # The per-detector sections infer options had before `detector` held the detector's own settings.
 _MOVED_SECTIONS = ("coco_ssd", "custom", "motion")
 
@@ -149,6 +178,9 @@ class InferOptions(BaseModel):
     )
     faces: FacesOptions | None = Field(
         None, description="Face detection (MTCNN), watchlist recognition and blurring; see Faces. null: off."
+    )
+    signs: SignOptions | None = Field(
+        None, description="Find and classify traffic signs (traffic_sign rows with sign.class and sign.score): see Traffic signs. null: off."
     )
     secondary: SecondaryList = Field(
         default_factory=list, description="Models run on crops of the detections (faces, signs, posture): see stages/infer/secondary_model.py."

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from stages.infer.faces.runner import FaceRunner
     from stages.infer.gate import MotionGate
     from stages.infer.secondary import SecondaryRunner
+    from stages.infer.signs.runner import SignRunner
 
 
 class InferStage(Stage):
@@ -61,6 +62,16 @@ class InferStage(Stage):
                 o.secondary, device, on_count=lambda model, outcome, n: crops.labels(ctx.name, model, outcome).inc(n)
             )
 
+        self.signs: SignRunner | None = None
+        if o.signs is not None:
+            from pipeline.device import device_name
+            from stages.infer.signs.runner import SignRunner
+
+            name = getattr(self.detector, "device_name", None) or device_name("auto")  # no torch on a CPU runtime
+            candidates = Counter(f"{PREFIX}_sign_candidates", "Colour regions (and detector boxes) the sign classifier ran on.", ["stage"], registry=r)
+            self.signs = SignRunner(o.signs, name, on_candidates=lambda n: candidates.labels(ctx.name).inc(n))
+            self.log.info("signs: classifier on %s", self.signs.backend)
+
         self.faces: FaceRunner | None = None
         if o.faces is not None:
             from pipeline.device import select_device
@@ -97,6 +108,8 @@ class InferStage(Stage):
             frame.detections = self._with_fixed(frame, det) if self.options.fixed_objects else det
         if self.secondary is not None:
             self.secondary.apply(batch)  # one forward per model over every crop of the batch
+        if self.signs is not None:
+            self.signs.apply(batch)  # after the secondary models: a sign row is no crop of theirs
         if self.faces is not None:
             self.faces.apply(batch)  # after the secondary models: they must not see face rows
         for frame in batch:
