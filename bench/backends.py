@@ -3,12 +3,13 @@
 
 Per model and backend: milliseconds per frame (COCO-SSD, real vtest.avi frames, thresholds and NMS included)
 or per call (appearance CNN, 20 and 50 person-sized crops of one frame; MTCNN, the whole cascade on one
-frame; the traffic-light state model, the whole secondary path of 0, 1 and 5 lights per frame, as ms per frame and
+frame; the traffic-light state model, the whole secondary path of 0, 1 and 5 lights per frame, and the sign finder,
+colour candidates + classifier, on frames with 0, 1 and 5 rendered signs, as ms per frame and
 as a ratio to COCO-SSD's ms per frame at its default backend), with 1 thread and with every core,
 and for COCO-SSD the reference ONNX graph (`../shared/reference/coco_ssd_mobilenet_v2.onnx`) in onnxruntime
 next to it, the figure the issue set as the floor. Medians of `--repeats` timed calls after a warm-up.
 
-    python bench/backends.py [--repeats 30] [--models coco_ssd light_state]
+    python bench/backends.py [--repeats 30] [--models coco_ssd light_state signs]
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-MODELS = ("coco_ssd", "appearance", "mtcnn", "light_state")
+MODELS = ("coco_ssd", "appearance", "mtcnn", "light_state", "signs")
 LIGHTS = (0, 1, 5)  # traffic lights per frame for the secondary model
+SIGNS = (0, 1, 5)  # signs pasted into each frame for the sign finder
 REFERENCE = ROOT.parent / "shared" / "reference" / "coco_ssd_mobilenet_v2.onnx"
 
 
@@ -87,6 +89,19 @@ def main(argv: list[str] | None = None) -> int:
                         ratio = ms / ssd_default[(threads, batch)] if (threads, batch) in ssd_default else float("nan")
                         rows.append(("light_state", be, f"{threads} thr, batch {batch}, {n} lights", ms))
                         rows.append(("light_state/coco_ssd", be, f"{threads} thr, batch {batch}, {n} lights", ratio))
+        if "signs" in a.models:
+            from stages.infer.options import SignOptions
+            from stages.infer.signs.runner import SignRunner
+
+            for be in backends:
+                signs = SignRunner(SignOptions(backend=be))
+                for n in SIGNS:
+                    signed = _with_signs(frames, n)
+                    for batch in (1, 8):
+                        ms = _median_ms(lambda: signs.apply(_fresh(signed[:batch])), a.repeats if batch == 1 else max(3, a.repeats // 4), batch)
+                        ratio = ms / ssd_default[(threads, batch)] if (threads, batch) in ssd_default else float("nan")
+                        rows.append(("signs", be, f"{threads} thr, batch {batch}, {n} signs", ms))
+                        rows.append(("signs/coco_ssd", be, f"{threads} thr, batch {batch}, {n} signs", ratio))
         if not {"appearance", "mtcnn"} & set(a.models):
             continue
         if REFERENCE.exists():
@@ -112,10 +127,10 @@ def main(argv: list[str] | None = None) -> int:
             mtcnn = Mtcnn(MtcnnOptions(backend=be), torch.device("cpu"))
             rows.append(("mtcnn", be, f"{threads} thr, batch 1", _median_ms(lambda: mtcnn.detect_numpy(images[:1]), max(3, a.repeats // 2))))
     width = max(len(r[1]) for r in rows)
-    for model in ("coco_ssd", "appearance", "mtcnn", "light_state", "light_state/coco_ssd"):
+    for model in ("coco_ssd", "appearance", "mtcnn", "light_state", "light_state/coco_ssd", "signs", "signs/coco_ssd"):
         if not any(r[0] == model for r in rows):
             continue
-        print(f"\n{model}" + (" (ratio of ms per frame, COCO-SSD at its default backend)" if "/" in model else " (ms per frame)" * (model == "light_state")))
+        print(f"\n{model}" + (" (ratio of ms per frame, COCO-SSD at its default backend)" if "/" in model else " (ms per frame)" * (model in ("light_state", "signs"))))
         for m, be, setting, ms in rows:
             if m == model:
                 print(f"  {be:{width}s}  {setting:27s} {ms:8.3f}" + ("" if "/" in m else " ms"))
@@ -137,6 +152,33 @@ def _with_lights(frames: list, n: int) -> list:
         det = Detections(boxes, np.full(n, 0.8, np.float32), np.full(n, category_id("traffic_light"), np.int32))
         out.append(Frame(f.stream, f.seq, f.pts, f.capture_ts, f.width, f.height, f.image, detections=det))
     return out
+
+
+def _with_signs(frames: list, n: int) -> list:
+    """Copies of the frames with n rendered signs (20-60 px, random classes) pasted in at random places."""
+    from pipeline.protocol import Frame
+    from stages.infer.signs import SIGN_CLASSES
+    from tools.sign_render import render_sign
+
+    rng = np.random.default_rng(n)
+    out = []
+    for f in frames:
+        img = f.image.copy()
+        for _ in range(n):
+            sign = render_sign(SIGN_CLASSES[int(rng.integers(len(SIGN_CLASSES)))], int(rng.uniform(20, 60)), rng)
+            h, w = sign.shape[:2]
+            x, y = int(rng.uniform(0, f.width - w)), int(rng.uniform(0, f.height - h))
+            alpha = sign[:, :, 3:] / 255.0
+            img[y : y + h, x : x + w] = (sign[:, :, :3] * alpha + img[y : y + h, x : x + w] * (1 - alpha)).astype(np.uint8)
+        out.append(Frame(f.stream, f.seq, f.pts, f.capture_ts, f.width, f.height, img))
+    return out
+
+
+def _fresh(frames: list) -> list:
+    """The frames with empty detections again (the finder appends its rows to each frame it is given)."""
+    from pipeline.protocol import Frame
+
+    return [Frame(f.stream, f.seq, f.pts, f.capture_ts, f.width, f.height, f.image) for f in frames]
 
 
 if __name__ == "__main__":
