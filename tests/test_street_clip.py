@@ -79,7 +79,8 @@ def test_replay_raises_exactly_the_red_light_alerts_of_the_ground_truth(tmp_path
         assert abs(f - c["count_frame"]) <= TOLERANCE, (c["id"], f, c["count_frame"])
 
     # The alerts: exactly the crossings on red, one each, at the crossing, on the right car, with the light red.
-    alerts = record_alerts(jsonl)
+    everything = record_alerts(jsonl)
+    alerts = [a for a in everything if a["rule"] == "red-light"]
     expected = truth["expected_alerts"]
     assert len(alerts) == len(expected), ([(a["seq"], a["message"]) for a in alerts], expected)
     cars = {c["id"]: c for c in truth["cars"]}
@@ -93,7 +94,16 @@ def test_replay_raises_exactly_the_red_light_alerts_of_the_ground_truth(tmp_path
         if c["light"] != "red":  # no alert anywhere near a crossing on green or yellow
             assert not [a for a in alerts if abs(a["seq"] - c["count_frame"]) <= 5], (c, alerts)
 
+    # The light is tracked like any object, so its changes are events: one light_change per switch of the schedule,
+    # on the frame of the switch or the next (a new state counts once read on 2 frames in a row).
+    changes = [(a["seq"], a["details"]["from_state"], a["details"]["to_state"]) for a in everything if a["rule"] == "light-changes"]
+    schedule = truth["light"]["schedule"]
+    assert [c[1:] for c in changes] == [(a["state"], b["state"]) for a, b in zip(schedule, schedule[1:])], changes
+    for (seq, _, _), s in zip(changes, schedule[1:]):
+        assert s["first_frame"] <= seq <= s["first_frame"] + 2, (seq, s)
+    assert len({a["track_ids"][0] for a in everything if a["rule"] == "light-changes"}) == 1  # one light, one track
+
     # The alert stage delivered the same alerts to its JSONL sink, each with its snapshot.
     delivered = [json.loads(line) for line in (paths["config"].parent / "alerts" / "alerts.jsonl").read_text().splitlines()]
-    assert sorted(x["id"] for x in delivered) == sorted(a["id"] for a in alerts)
+    assert sorted(x["id"] for x in delivered) == sorted(a["id"] for a in everything)
     assert all(Path(x["snapshot_path"]).is_file() for x in delivered)

@@ -432,7 +432,8 @@ def pipeline_config(truth: dict[str, Any], video: str = "street.avi", alerts_dir
                 "lines": {line["name"]: {"points": line["points"]}},
                 # Only the way the cars drive: a car that the tracker takes for an earlier one of the same look (re-identified
                 # across the frame) jumps back over the line, which counts as a crossing the other way.
-                "rules": [{"name": "red-light", "type": "red_light", "line": line["name"], "direction": line["direction"], "light_zone": "signal"}],
+                "rules": [{"name": "red-light", "type": "red_light", "line": line["name"], "direction": line["direction"], "light_zone": "signal"},
+                          {"name": "light-changes", "type": "light_change", "zone": "signal"}],
             }}}},
             {"name": "alert", "kind": "alert", "options": {
                 "outbox": f"{alerts_dir}/outbox.db",
