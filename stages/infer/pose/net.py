@@ -287,9 +287,13 @@ def decode(center: Tensor, kpt_heatmap: Tensor, kpt_offset: Tensor, kpt_regress:
     return torch.cat([keypoints, boxes, person[..., None]], dim=2)
 
 
-def load_model(weights: str | Path = DEFAULT_WEIGHTS, device: str | torch.device = "cpu") -> MoveNetMultiPose:
-    """The port in float32 and eval mode; the stored float16 values (the graph's own) are widened exactly."""
+def load_model(weights: str | Path = DEFAULT_WEIGHTS, device: str | torch.device = "cpu", channels_last: bool = False) -> MoveNetMultiPose:
+    """The port in float32 and eval mode; the stored float16 values (the graph's own) are widened exactly.
+    channels_last: about 1.6x faster in eager torch on the CPU (the backend layer's torch runner sets it too)."""
     model = MoveNetMultiPose()
     state = torch.load(weights, map_location="cpu", weights_only=True)
     model.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
-    return model.eval().to(device)
+    model.eval().to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
