@@ -239,6 +239,22 @@ def test_live_tflite_all_heads(i: int, tflite_model: bytes, inputs: list[np.ndar
             assert diff.max() <= CELL_TOLERANCE, (key, diff.max())
 
 
+@pytest.mark.parametrize("kind", ["black", "gray", "noise 320x192"])
+def test_live_tflite_degenerate_inputs(kind: str, tflite_model: bytes, model: MoveNetMultiPose) -> None:
+    """Flat and random inputs (ties among the centre peaks, nobody there) and a portrait size: still the original's
+    output (measured <= 5.8e-6)."""
+    from tests.data.make_movenet_reference import run_litert
+
+    if kind == "noise 320x192":
+        x = np.random.default_rng(0).integers(0, 256, (320, 192, 3), dtype=np.uint8)
+    else:
+        x = np.full((256, 256, 3), 0 if kind == "black" else 128, np.uint8)
+    out, _ = run_litert(tflite_model, x, reference_kernels=False)
+    with torch.inference_mode():
+        rows = model(torch.from_numpy(x)[None])[0].numpy()
+    assert np.isfinite(rows).all() and np.abs(rows - out).max() <= TOLERANCE
+
+
 def test_converter_reproduces_the_weights() -> None:
     """tools/convert_movenet.py on the wheel gives the committed tensors exactly (needs `tflite` and the wheel)."""
     pytest.importorskip("tflite", reason="the flatbuffer schema package (pip install tflite==2.18.0) is not installed")
