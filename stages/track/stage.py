@@ -22,6 +22,15 @@ if TYPE_CHECKING:
     import torch
 
 
+class AnomalyModelOptions(BaseModel):
+    """The trajectory anomaly model (stages/track/anomaly.py): writes `anomaly.score` on tracked rows."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    weights: str | None = Field(None, description="Autoencoder weights (with their .json calibration beside them); null: the bundled generic model.")
+    backend: BackendName = Field("auto", description="Backend of the trajectory model (auto: the fastest for the device).")
+
+
 class TrackOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -45,6 +54,9 @@ class TrackOptions(BaseModel):
     max_lost_frames: int = Field(30, ge=0, le=100_000, description="Frames a lost track is kept for re-identification.")
     appearance_gate: float = Field(0.5, gt=0, le=2, description="Cosine distance above which a track and detection are never matched.")
     reid_distance: float = Field(0.25, gt=0, le=2, description="Cosine distance under which a lost track is re-identified.")
+    anomaly: AnomalyModelOptions | None = Field(
+        None, description="Score each track's last 2 s of motion against normal motion (column anomaly.score, read by the anomaly rule); null: off."
+    )
     reorder_window: int = Field(64, ge=1, le=100_000, description="Frames per stream held while waiting for one delivered out of order.")
     reorder_max_delay_ms: float = Field(300.0, ge=0, description="Live mode: longest a frame waits for the ones before it.")
 
@@ -140,6 +152,11 @@ class TrackStage(Stage):
         self.live = ctx.mode == "live"
         self.reorder = ReorderBuffer(o.reorder_window, o.reorder_max_delay_ms / 1000.0 if self.live else None)
         self._skipped = 0
+        self.anomaly = None
+        if o.anomaly is not None:
+            from stages.track.anomaly import AnomalyScorer
+
+            self.anomaly = AnomalyScorer(o.anomaly.weights, o.anomaly.backend, str(self.device))
         self.log.info("tracker: motion %s, appearance %s, on %s", o.motion, "on" if self.encoder else "off", self.device)
 
     # -- frames in, frames out -----------------------------------------------------------
@@ -173,6 +190,8 @@ class TrackStage(Stage):
 
     def end_stream(self, stream: str, end: StreamEnd) -> None:
         self.tracker.end_stream(stream)  # a stream (epoch) that ended frees its tracks
+        if self.anomaly is not None:
+            self.anomaly.end_stream(stream)
         for state in ("tentative", "confirmed", "lost"):
             self.tracks.labels(self.ctx.name, stream, state).set(0)
 
@@ -212,6 +231,9 @@ class TrackStage(Stage):
                     self.ctx.metrics.frames_failed.labels(self.ctx.name, frames[i].stream).inc()
                 self.log.error("tracking failed on %s: %r", ", ".join(f"{frames[i].stream}#{frames[i].seq}" for i in wave), exc)
                 continue
+            if self.anomaly is not None:
+                results = self.anomaly.score([(frames[i].stream, frames[i].seq, frames[i].pts, d, (frames[i].width, frames[i].height))
+                                              for i, d in zip(wave, results)])  # fmt: skip
             for i, det in zip(wave, results):
                 frames[i].detections = det
         for stream in depth:
