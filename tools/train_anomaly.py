@@ -19,8 +19,6 @@ Seeded and deterministic on CPU (bit-identical weights at the same --threads); p
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
 import json
 import math
 import time
@@ -31,6 +29,7 @@ import numpy as np
 import torch
 
 from stages.track.anomaly import DEFAULT_WEIGHTS, MIN_OBSERVED, WINDOW, Calibration, build_module, features, windows
+from tools.training import cosine_schedule, save_state_dict
 
 Track = tuple[np.ndarray, np.ndarray]  # boxes [T, 4], times [T] (s)
 
@@ -85,7 +84,7 @@ def fit(train: np.ndarray, tune: np.ndarray, args: argparse.Namespace, scene: bo
     g = torch.Generator().manual_seed(args.seed)
     steps = math.ceil(len(x) / args.batch)
     total = steps * args.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    sched = cosine_schedule(opt, total)
     t0 = time.perf_counter()
     for epoch in range(args.epochs):
         net.train()
@@ -123,12 +122,9 @@ def auc(pos: np.ndarray, neg: np.ndarray) -> float:
 
 
 def save(net: torch.nn.Module, cal: Calibration, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()  # through a buffer: torch.save names the archive after the file
-    torch.save(net.state_dict(), buf)
-    out.write_bytes(buf.getvalue())
+    sha = save_state_dict(net.state_dict(), out)
     cal.save(out)
-    print(f"wrote {out} ({out.stat().st_size:,} bytes, sha256 {hashlib.sha256(out.read_bytes()).hexdigest()}) and {out.with_suffix('.json').name}")
+    print(f"wrote {out} ({out.stat().st_size:,} bytes, sha256 {sha}) and {out.with_suffix('.json').name}")
 
 
 def main(argv: list[str] | None = None) -> None:

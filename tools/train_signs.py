@@ -21,8 +21,6 @@ Seeded and deterministic on CPU (bit-identical weights at the same --threads); p
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
 import math
 import time
 from dataclasses import dataclass
@@ -39,7 +37,7 @@ from stages.infer.signs.classes import FAMILIES
 from stages.infer.signs.finder import candidates, cut, decide
 from stages.infer.signs.net import N_OUTPUTS, SignNet, load_model
 from tools.sign_scenes import CLIPS, EVAL, TRAIN, Scene, backgrounds, make_scene
-from tools.train_light_state import weights_digest
+from tools.training import cosine_schedule, save_state_dict, weights_digest
 
 BACKGROUND = len(SIGN_CLASSES)
 MIN_SCORE = 0.6  # the finder's default min_score (stages/infer/options.py SignOptions)
@@ -248,7 +246,7 @@ def train(args: argparse.Namespace) -> SignNet:
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     steps_per_epoch = math.ceil(len(yt) / args.batch)
     total = steps_per_epoch * args.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    sched = cosine_schedule(opt, total)
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     t_train = time.perf_counter()
     for epoch in range(args.epochs):
@@ -274,11 +272,7 @@ def train(args: argparse.Namespace) -> SignNet:
     assert best is not None
     print(f"kept epoch {best[1] + 1} (lowest validation loss {best[0]:.4f})")
     net.load_state_dict(best[2])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()  # through a buffer: torch.save names the archive after the file
-    torch.save(best[2], buf)
-    args.out.write_bytes(buf.getvalue())
-    sha = hashlib.sha256(args.out.read_bytes()).hexdigest()
+    sha = save_state_dict(best[2], args.out)
     print(f"wrote {args.out}: {args.out.stat().st_size:,} bytes, {sum(p.numel() for p in net.parameters()):,} parameters, sha256 {sha}")
     print(f"weights digest {weights_digest(best[2])}")
     print(f"time: {time.perf_counter() - t_train:.0f} s training, {time.perf_counter() - t0:.0f} s in all (threads {args.threads}, torch {torch.__version__})")

@@ -13,7 +13,7 @@ No torch at import: on a CPU runtime whose export is cached, the classifier runs
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -30,11 +30,14 @@ CPU_RUNTIME: CpuRuntime = "onnxruntime"
 _CODE = [Path(__file__).resolve().parent / f for f in ("__init__.py", "net.py", "classes.py")]
 TRAFFIC_SIGN = category_id("traffic_sign")
 
+if TYPE_CHECKING:
+    from stages.infer.options import SignOptions
+
 
 class SignRunner:
-    """Finds and classifies the traffic signs of a batch of frames (options: stages.infer.options.SignOptions)."""
+    """Finds and classifies the traffic signs of a batch of frames."""
 
-    def __init__(self, options: Any, device: str = "cpu", on_candidates: Callable[[int], None] | None = None) -> None:
+    def __init__(self, options: SignOptions, device: str = "cpu", on_candidates: Callable[[int], None] | None = None) -> None:
         self.options = options
         self.on_candidates = on_candidates
         self.proposal_ids = np.array([category_id(c) for c in options.proposal_classes], np.int32)
