@@ -18,6 +18,7 @@ its files, so a process whose models all run on a CPU runtime never builds them,
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -29,7 +30,7 @@ import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, NamedTuple, Sequence, TypeVar
 
 import numpy as np
 
@@ -174,6 +175,10 @@ def export_onnx(module: nn.Module, examples: Sequence[Tensor], name: str, extra:
     return path
 
 
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
 class Runner:
     """A compiled model: `runner(*inputs)` -> tuple of outputs, torch tensors batched along dim 0.
 
@@ -243,7 +248,7 @@ def _numpy(x: Array) -> np.ndarray:
     return np.ascontiguousarray(x.detach().cpu().numpy())
 
 
-class _CpuRunner(Runner):
+class CpuRunner(Runner):
     """Shared by the ONNX runtimes: `threads` CPU threads, as intra-op threads of one call, or (`per_sample`)
     as that many single-threaded calls at once, each on a share of the batch's samples.
 
@@ -289,12 +294,29 @@ class _CpuRunner(Runner):
             outs = [np.concatenate(cols) for cols in zip(*results)]
         return outs
 
+    def map_samples(self, fn: Callable[[Callable[..., list[np.ndarray]], _T], _R], items: Sequence[_T]) -> list[_R]:
+        """`fn(run, item)` for every item, on the worker threads: `run(*arrays)` runs one sample on that worker.
+
+        For a model whose work around the network is per sample too (preprocessing, NMS): done on the workers
+        it runs in parallel with the network calls instead of between batches on the stage's own thread, and
+        each item's result is what it would be alone.
+        """
+        if self.pool is None or len(items) < 2:
+            return [fn(functools.partial(self._run_one, 0), item) for item in items]
+        parts = np.array_split(np.arange(len(items)), min(len(items), self.threads))
+        run = [functools.partial(self._run_one, w) for w in range(len(parts))]
+        futures = [self.pool.submit(lambda w, idx: [fn(run[w], items[i]) for i in idx], w, idx) for w, idx in enumerate(parts)]
+        return [r for f in futures for r in f.result()]
+
+    def _run_one(self, worker: int, *inputs: np.ndarray) -> list[np.ndarray]:
+        return self._run(worker, [np.ascontiguousarray(x) for x in inputs])
+
     def _run_share(self, worker: int, arrays: list[np.ndarray], idx: np.ndarray) -> list[np.ndarray]:
         rows = [self._run(worker, [a[i : i + 1] for a in arrays]) for i in idx]
         return [np.concatenate(cols) for cols in zip(*rows)]
 
 
-class OnnxRuntimeRunner(_CpuRunner):
+class OnnxRuntimeRunner(CpuRunner):
     backend = "onnxruntime"
 
     def __init__(self, path: Path | str, threads: int, per_sample: bool = False, providers: list[Any] | None = None) -> None:
@@ -321,7 +343,7 @@ class OnnxRuntimeRunner(_CpuRunner):
         return list(self.session.run(self.outputs, dict(zip(self.inputs, arrays))))
 
 
-class OpenVinoRunner(_CpuRunner):
+class OpenVinoRunner(CpuRunner):
     """OpenVINO on the CPU.
 
     Per sample, each worker thread has a compiled model of its own: one stream, one thread, the batch fixed

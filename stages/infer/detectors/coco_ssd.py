@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import numpy as np
 from pydantic import Field
 
 from pipeline.categories import category_id
-from stages.infer.backend import CpuRuntime, compile_cached, file_key
+from pipeline.detections import Detections
+from stages.infer.backend import CpuRunner, CpuRuntime, compile_cached, file_key
 from stages.infer.detector import CnnDetector, CnnOptions, cnn_backend
 from stages.infer.ssd import taps
 from stages.infer.ssd.spec import DEFAULT_WEIGHTS, INPUT_SIZE, NUM_CLASSES
@@ -97,6 +98,18 @@ class CocoSsdDetector(CnnDetector):
             return self.net(gathered, np.broadcast_to(dy, (n, len(dy))), np.broadcast_to(dx, (n, len(dx))))
         scores, boxes = self.net(gathered, dy.expand(n, -1), dx.expand(n, -1))
         return scores.to(self.device), boxes.to(self.device)
+
+    def _detect_same_size(self, images: list[np.ndarray], shape: tuple[int, ...]) -> list[Detections]:
+        if not (self.numpy_path and isinstance(self.net, CpuRunner) and len(shape) == 3 and shape[2] == 3):
+            return super()._detect_same_size(images, shape)
+        rows, cols, dy, dx = self._taps_for(shape[0], shape[1], bgr=True)
+
+        def one(run: Callable[..., list[np.ndarray]], image: np.ndarray) -> Detections:
+            scores, boxes = run(taps.gather_taps(image[None], rows, cols), dy[None], dx[None])
+            return self._select_numpy(scores, boxes, shape)[0]
+
+        # Each frame's gather, network and NMS on one worker: the stage's thread does none of it between batches.
+        return self.net.map_samples(one, images)
 
     def forward_images(self, images: list[np.ndarray]) -> tuple[Any, Any]:
         """BGR uint8 frames of one size -> scores of the kept columns and boxes (numpy on the numpy path)."""
