@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         enc.embed([img], [boxes])
         times.append(time.perf_counter() - t0)
     ms = 1000 * np.array(times)
-    print(f"{asdict(enc.config)}, {enc.dtype}: {args.boxes} crops, {args.threads} threads: min {ms.min():.2f}, "
+    print(f"{enc.crop_h}x{enc.crop_w} crops, {enc.precision} on {enc.backend}: {args.boxes} crops, {args.threads} threads: min {ms.min():.2f}, "
           f"p25 {np.percentile(ms, 25):.2f}, median {np.median(ms):.2f} ms")  # fmt: skip
 
 

@@ -356,13 +356,12 @@ def bench_streams(
 ) -> tuple[list[StreamResult], str | None, str]:
     """Results for N = 1, 2, 4, ... while the chain keeps up; why the search stopped early, if it did; and the
     appearance CNN's backend."""
-    import torch
 
     from stages.track.stage import TrackOptions, build_tracker
 
     # The appearance CNN on the cuda backend on a GPU where the options name a backend (auto picks it too).
     extra = {"backend": "cuda"} if not plan.dry and "backend" in TrackOptions.model_fields else {}
-    tracker, encoder = build_tracker(TrackOptions(**extra), torch.device(plan.device))
+    tracker, encoder = build_tracker(TrackOptions(**extra), str(plan.device))
     backend = getattr(encoder, "backend", "torch")
     results: list[StreamResult] = []
     for n in plan.stream_counts:

@@ -78,7 +78,7 @@ def main() -> None:
         ("track, appearance in bf16", TrackOptions(precision="bf16")),
         ("track, LSTM only", TrackOptions(appearance=False)),
     ):
-        tracker, encoder = build_tracker(options, torch.device("cpu"))
+        tracker, encoder = build_tracker(options, "cpu")
         parts = {"appearance CNN": 0.0, "motion LSTM": 0.0}
         motion_predict = tracker.motion.predict
 

@@ -11,15 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from stages.track.appearance import (
-    DEFAULT_WEIGHTS,
-    MEAN_RGB,
-    STD_RGB,
-    AppearanceConfig,
-    AppearanceEncoder,
-    AppearanceNet,
-    crop_batch,
-)
+from stages.track.appearance import DEFAULT_WEIGHTS, MEAN_RGB, STD_RGB, AppearanceConfig, AppearanceEncoder, cut_crops
+from stages.track.appearance_net import AppearanceNet, crop_batch
 from tools.tracklets import read_frames
 
 VTEST = Path(__file__).resolve().parent.parent / "sample_videos" / "vtest.avi"
@@ -134,3 +127,16 @@ def test_device_crop_matches_cv2_crop_and_resize(
     inner = (slice(border, 64 - border), slice(border, 32 - border))
     # cv2 interpolates uint8 in fixed point (and rounds), so allow about one grey level.
     np.testing.assert_allclose(raw[inner], ref[inner], atol=1.01, rtol=0)
+
+
+def test_numpy_crops_are_the_device_crops(frames: dict[int, np.ndarray]) -> None:
+    """The CPU runtime's crops (numpy, no torch) are grid_sample's: boxes inside, across every border, wholly
+    outside and degenerate, over two frames of different sizes, in one call."""
+    small = cv2.resize(frames[250], (320, 240))
+    b1 = boxes(VAN, CAR, *PEOPLE_250, (-20, 300, 40, 420), (700, 500, 900, 700), (-80, -60, -10, -5), (300, 200, 300, 200))
+    b2 = boxes((5, 5, 100, 230), (250, -30, 340, 100), (10.5, 20.25, 13.75, 80.5))
+    got = cut_crops([frames[250], small], [b1, b2], 48, 24)
+    with torch.inference_mode():
+        ref = crop_batch([torch.from_numpy(frames[250]), torch.from_numpy(small)], [torch.from_numpy(b1), torch.from_numpy(b2)], 48, 24)
+    assert got.shape == (len(b1) + len(b2), 3, 48, 24) and got.flags.c_contiguous
+    np.testing.assert_allclose(got, ref.contiguous().numpy(), atol=1e-4, rtol=0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from pipeline.detections import Detections
 from stages.track.stage import TrackOptions, build_tracker, embed_rows
@@ -16,7 +15,7 @@ def track_sequence(
     """Each frame's detections with track ids, as the track stage would give them in replay."""
     if len(frames) != len(detections):
         raise ValueError(f"{len(frames)} frames but {len(detections)} detection sets")
-    tracker, encoder = build_tracker(options, torch.device("cpu"))
+    tracker, encoder = build_tracker(options, "cpu")
     out = []
     for i, (img, det) in enumerate(zip(frames, detections)):
         emb = embed_rows(tracker, encoder, [img], [det])[0]

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stages.track.appearance import DEFAULT_WEIGHTS, MEAN_RGB, STD_RGB, AppearanceConfig, AppearanceNet, crop_batch
+from stages.track.appearance import DEFAULT_WEIGHTS, MEAN_RGB, STD_RGB, AppearanceConfig
+from stages.track.appearance_net import AppearanceNet, crop_batch
 from stages.track.association import iou_matrix
 from stages.track.mobilenet_v2 import MobileNetV2Features
 from tools.tracklets import Tracklet, detect_video, link_tracklets, read_frames

@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from stages.track.kalman import STD_WEIGHT_POSITION, STD_WEIGHT_VELOCITY, kalman_predict
-from stages.track.motion_lstm import DEFAULT_WEIGHTS, MotionLSTM, MotionPredictor, encode, target_offsets
+from stages.track.motion_lstm import DEFAULT_WEIGHTS, MotionPredictor, encode, target_offsets
+from stages.track.motion_net import MotionLSTM
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_videos"

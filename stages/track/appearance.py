@@ -2,26 +2,23 @@
 tracklets of the sample videos (tools/train_appearance.py) so that crops of one object lie close together.
 
 The tracker embeds every detection of every frame, so the cost is what matters: all crops of a batch of frames
-go through ONE forward. Frames are uploaded once as uint8 and the crops are cut and resized on the device with
-one bilinear `grid_sample` per frame (all boxes of that frame at once), never with a per-crop Python loop.
+go through ONE forward, and the crops of a frame are cut and resized together (never a per-crop Python loop).
+On a CPU runtime (the default on a CPU) the crops are cut in numpy and the exported network runs in ONNX
+Runtime: the track process does not import torch (the network's torch modules are in appearance_net.py).
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
-from stages.infer.backend import compile_module, resolve_backend
-from stages.track.mobilenet_v2 import MobileNetV2Features
+from stages.infer.backend import CpuRunner, compile_cached, compile_module, file_key, resolve_backend
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "appearance.pt"
+HERE = Path(__file__).resolve().parent
+DEFAULT_WEIGHTS = HERE / "weights" / "appearance.pt"
 # Fastest CPU runtime for this network at float32, measured by bench/backends.py (README, Performance).
 CPU_RUNTIME = "onnxruntime"
 # torchvision's ImageNet normalisation, RGB, on 0..255 pixels.
@@ -45,234 +42,135 @@ class AppearanceConfig:
         return AppearanceConfig(**{k: d[k] for k in AppearanceConfig.__dataclass_fields__ if k in d})
 
 
-class AppearanceNet(nn.Module):
-    """Normalised RGB crops [B, 3, crop_h, crop_w] -> [B, dim] L2-normalised embeddings.
+def _axis_taps(lo: np.ndarray, hi: np.ndarray, n: int, size: int) -> tuple[np.ndarray, ...]:
+    """Bilinear taps of n output pixels spread over [lo, hi) of an axis of `size` pixels, per box.
 
-    Truncated MobileNetV2 -> 1x1 conv + BN + ReLU -> average over each of `stripes` horizontal stripes ->
-    linear -> L2 norm. Stripes rather than a flattened map: a box that slides sideways or a mirrored person
-    keeps its embedding, while the vertical layout (shirt over trousers) still counts.
+    Output pixel j samples the continuous position lo + (j + 0.5) * (hi - lo) / n, as cv2.resize of the crop
+    does, computed as torch's grid_sample (align_corners=False, zero padding) computes it, so both crop
+    paths agree to float rounding. Returns the two source indices (clipped into the axis), their weights
+    (0 for a tap off the axis) and the share of the footprint inside the image, each [N, n].
     """
-
-    def __init__(self, config: AppearanceConfig = AppearanceConfig()) -> None:
-        super().__init__()
-        self.config = config
-        self.backbone = MobileNetV2Features(config.blocks)
-        c = self.backbone.out_channels
-        self.reduce = nn.Sequential(
-            nn.Conv2d(c, config.head_channels, 1, bias=False),
-            nn.BatchNorm2d(config.head_channels),
-            nn.ReLU(inplace=True),
-        )
-        self.fc = nn.Linear(config.head_channels * config.stripes, config.dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        f = stripe_pool(self.reduce(self.backbone(x)), self.config.stripes)
-        return F.normalize(self.fc(f.float()), dim=1)  # the head in float32 also when the convs run in bf16
+    steps = (np.arange(n, dtype=np.float32) + np.float32(0.5)) / np.float32(n)
+    pos = lo[:, None] + (hi - lo)[:, None] * steps[None, :]
+    inside = np.clip(np.minimum(pos + np.float32(0.5), np.float32(size + 0.5) - pos), 0.0, 1.0)
+    grid = pos * np.float32(2.0 / size) - np.float32(1.0)  # grid_sample's normalised coordinate, unnormalised back
+    src = ((grid + np.float32(1.0)) * np.float32(size) - np.float32(1.0)) / np.float32(2.0)
+    i0 = np.floor(src)
+    f1 = src - i0
+    i0 = i0.astype(np.int64)
+    i1 = i0 + 1
+    w0 = (np.float32(1.0) - f1) * ((i0 >= 0) & (i0 < size))
+    w1 = f1 * ((i1 >= 0) & (i1 < size))
+    return np.clip(i0, 0, size - 1), np.clip(i1, 0, size - 1), w0.astype(np.float32), w1.astype(np.float32), inside
 
 
-def stripe_pool(x: Tensor, stripes: int) -> Tensor:
-    """AdaptiveAvgPool2d((stripes, 1)) then flatten, [B, C, H, W] -> [B, C * stripes], as a mean over the width
-    and a fixed [H, stripes] averaging matrix: the same bins, and it exports to ONNX when H is not a multiple
-    of `stripes` (the 6-row map of a 48-pixel crop into 4 stripes), which adaptive pooling does not."""
-    h = int(x.shape[2])
-    bins = [((i * h) // stripes, -(-((i + 1) * h) // stripes)) for i in range(stripes)]
-    rows = [[1.0 / (hi - lo) if lo <= r < hi else 0.0 for lo, hi in bins] for r in range(h)]
-    # Built from Python numbers, so an export records one constant (in-place writes export unreliably).
-    weights = torch.tensor(rows, dtype=x.dtype, device=x.device)
-    return torch.matmul(x.mean(dim=3), weights).flatten(1)
+def cut_crops(images: list[np.ndarray], boxes: list[np.ndarray], crop_h: int, crop_w: int) -> np.ndarray:
+    """Bilinear crops of xyxy pixel boxes, normalised for the network: [sum Ni, 3, crop_h, crop_w] float32 RGB.
 
-
-def fuse_batchnorm(module: nn.Module) -> nn.Module:
-    """Fold every eval-mode BatchNorm2d that follows a Conv2d in an nn.Sequential into the conv (in place):
-    inference then skips a full pass over each activation map."""
-    for child in module.children():
-        fuse_batchnorm(child)
-    if isinstance(module, nn.Sequential):
-        for i in range(len(module) - 1):
-            conv, bn = module[i], module[i + 1]
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-                fused = nn.Conv2d(
-                    conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    conv.dilation, conv.groups, bias=True,
-                ).to(conv.weight.device)  # fmt: skip
-                with torch.no_grad():
-                    fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
-                    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-                    fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
-                module[i], module[i + 1] = fused, nn.Identity()
-    return module
-
-
-class OneDnnConv(nn.Module):
-    """An eval-mode Conv2d and the ReLU/ReLU6 after it as ONE oneDNN call, weights reordered once.
-
-    Eager PyTorch runs the activation as a separate pass over the activation map (a fifth of the bf16
-    forward here) and re-lays out the weights on every call. These are the private ops torch's own inductor
-    compiler emits for CPU; prepare_for_inference falls back to plain convolutions where they are missing.
+    images: HxWx3 uint8 BGR; boxes: [Ni, 4] per image. Parts of a box outside its frame read as the ImageNet
+    mean colour (0 after normalisation): no invented edge pixels, and the box keeps its geometry, so a person
+    half out of the frame stays person-shaped. The same crops as appearance_net.crop_batch (torch).
     """
-
-    def __init__(self, conv: nn.Conv2d, act: nn.Module | None, input_size: list[int], dtype: torch.dtype) -> None:
-        super().__init__()
-        self.padding, self.stride = list(conv.padding), list(conv.stride)  # type: ignore[arg-type]
-        self.dilation, self.groups = list(conv.dilation), conv.groups
-        if isinstance(act, nn.ReLU6):
-            self.attr, self.scalars = "hardtanh", [0.0, 6.0]
-        elif isinstance(act, nn.ReLU):
-            self.attr, self.scalars = "relu", []
-        else:
-            self.attr, self.scalars = "none", []
-        weight = conv.weight.detach().to(dtype).contiguous(memory_format=torch.channels_last)
-        packed = torch.ops.mkldnn._reorder_convolution_weight(
-            weight, self.padding, self.stride, self.dilation, self.groups, input_size
-        )
-        bias = conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels)
-        self.register_buffer("weight", packed)
-        self.register_buffer("bias", bias.to(dtype))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.ops.mkldnn._convolution_pointwise(
-            x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups,
-            self.attr, self.scalars, "",
-        )  # fmt: skip
-
-
-def onednn_available() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
-
-
-def native_bf16() -> bool:
-    """The CPU computes bfloat16 natively (AVX512-BF16 or AMX), where oneDNN's bf16 kernels beat float32."""
-    supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    return onednn_available() and supported is not None and bool(supported())
-
-
-def prepare_for_inference(net: AppearanceNet, device: torch.device, dtype: torch.dtype) -> nn.Module:
-    """Eval copy for fast inference: batch norm folded, channels_last, convolutions in `dtype` (the head's
-    linear layer stays float32); on CPU with oneDNN every conv and its activation become one OneDnnConv."""
-    net = fuse_batchnorm(net.eval()).to(device, memory_format=torch.channels_last)
-    example = torch.zeros(50, 3, net.config.crop_h, net.config.crop_w, device=device)
-    example = example.contiguous(memory_format=torch.channels_last)
-    if device.type == "cpu" and onednn_available():
-        try:
-            fused = _onednn_convs(copy.deepcopy(net), example, dtype)
-            with torch.no_grad():
-                fused(example.to(dtype))
-            return fused
-        except (RuntimeError, TypeError):  # another torch whose private oneDNN ops differ: plain convs
-            pass
-    net.backbone.to(dtype)
-    net.reduce.to(dtype)
-    return net
-
-
-def _onednn_convs(net: AppearanceNet, example: Tensor, dtype: torch.dtype) -> AppearanceNet:
-    sizes: dict[nn.Module, list[int]] = {}  # input shape of every conv, for oneDNN's weight layout choice
-    hooks = [m.register_forward_pre_hook(lambda m, a: sizes.__setitem__(m, list(a[0].shape)))
-             for m in net.modules() if isinstance(m, nn.Conv2d)]  # fmt: skip
-    with torch.no_grad():
-        net(example)
-    for h in hooks:
-        h.remove()
-    for seq in [m for m in net.modules() if isinstance(m, nn.Sequential)]:
-        for i, conv in enumerate(seq):
-            if not isinstance(conv, nn.Conv2d):
-                continue
-            j = i + 1
-            while j < len(seq) and isinstance(seq[j], nn.Identity):  # the folded BatchNorm's place
-                j += 1
-            act = seq[j] if j < len(seq) and isinstance(seq[j], (nn.ReLU, nn.ReLU6)) else None
-            seq[i] = OneDnnConv(conv, act, sizes[conv], dtype)
-            if act is not None:
-                seq[j] = nn.Identity()
-    return net
-
-
-def _axis_grid(lo: Tensor, hi: Tensor, n: int, size: int) -> tuple[Tensor, Tensor]:
-    """Sample positions of n output pixels spread over [lo, hi) of an axis of `size` pixels.
-
-    Returns (normalised coordinates for grid_sample with align_corners=False, in-image weight). Output pixel
-    j samples the continuous position lo + (j + 0.5) * (hi - lo) / n, as cv2.resize of the crop does. The
-    weight is the share of the bilinear footprint that falls inside the image: 1 inside, 0 beyond it.
-    """
-    steps = (torch.arange(n, device=lo.device, dtype=torch.float32) + 0.5) / n
-    pos = lo[:, None] + (hi - lo)[:, None] * steps[None, :]  # [N, n] continuous pixel coordinates
-    inside = torch.minimum(pos + 0.5, size + 0.5 - pos).clamp_(0.0, 1.0)
-    return pos * (2.0 / size) - 1.0, inside
-
-
-def crop_batch(
-    frames: list[Tensor], boxes: list[Tensor], crop_h: int, crop_w: int, dtype: torch.dtype = torch.float32
-) -> Tensor:
-    """Bilinear crops of xyxy pixel boxes, normalised for the network: [sum Ni, 3, crop_h, crop_w] RGB in
-    `dtype`, in channels_last memory format (what the CPU convolutions are fastest with).
-
-    frames: HxWx3 uint8 BGR tensors already on the device; boxes: [Ni, 4] float32 tensors on the same device.
-    Parts of a box outside its frame read as the ImageNet mean colour (0 after normalisation): no invented
-    edge pixels, and the box keeps its geometry, so a person half out of the frame stays person-shaped.
-    """
-    device = frames[0].device if frames else torch.device("cpu")
     total = sum(len(b) for b in boxes)
-    out = torch.empty((total, crop_h, crop_w, 3), device=device, dtype=dtype)  # NHWC = channels_last NCHW
-    mean = torch.tensor(MEAN_RGB, device=device).view(3, 1, 1)
-    inv_std = 1.0 / torch.tensor(STD_RGB, device=device).view(3, 1, 1)
+    out = np.empty((total, crop_h, crop_w, 3), np.float32)
+    # In BGR, the frames' order; the channels are swapped to RGB in the final transpose.
+    mean = np.array(MEAN_RGB[::-1], np.float32)
+    inv_std = np.float32(1.0) / np.array(STD_RGB[::-1], np.float32)
     start = 0
-    for img, b in zip(frames, boxes):
+    for img, b in zip(images, boxes):
         n = len(b)
         if n == 0:
             continue
         h, w = img.shape[:2]
-        b = b.float()
-        x2 = torch.maximum(b[:, 2], b[:, 0] + 1e-3)  # a degenerate box still samples one column
-        y2 = torch.maximum(b[:, 3], b[:, 1] + 1e-3)
-        gx, wx = _axis_grid(b[:, 0], x2, crop_w, w)
-        gy, wy = _axis_grid(b[:, 1], y2, crop_h, h)
-        grid = torch.stack((gx[:, None, :].expand(-1, crop_h, -1), gy[:, :, None].expand(-1, -1, crop_w)), -1)
-        # One grid_sample per frame, over the frame converted once and broadcast (not copied) to every box:
-        # a batch of n lets the sampler spread the boxes over the threads.
-        src = img.permute(2, 0, 1).unsqueeze(0).float().expand(n, -1, -1, -1)
-        crops = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False).flip(1)
-        inside = (wy[:, :, None] * wx[:, None, :]).unsqueeze(1)  # [n, 1, crop_h, crop_w]
+        b = np.asarray(b, np.float32).reshape(-1, 4)
+        x2 = np.maximum(b[:, 2], b[:, 0] + np.float32(1e-3))  # a degenerate box still samples one column
+        y2 = np.maximum(b[:, 3], b[:, 1] + np.float32(1e-3))
+        x0, x1, wx0, wx1, in_x = _axis_taps(b[:, 0], x2, crop_w, w)
+        y0, y1, wy0, wy1, in_y = _axis_taps(b[:, 1], y2, crop_h, h)
+        pixels = np.ascontiguousarray(img).reshape(-1, 3)
+        c0, c1 = x0[:, None, :], x1[:, None, :]
+        a0, a1 = wx0[:, None, :, None], wx1[:, None, :, None]
+
+        def row(ys: np.ndarray) -> np.ndarray:  # the two column taps of one row tap: [n, crop_h, crop_w, 3]
+            r = (ys * w)[:, :, None]
+            # np.take on flat indices: a third of the time of indexing the frame with two index arrays.
+            part = np.take(pixels, r + c0, axis=0) * a0
+            part += np.take(pixels, r + c1, axis=0) * a1
+            return part
+
+        crops = row(y0)
+        crops *= wy0[:, :, None, None]
+        crops += row(y1) * wy1[:, :, None, None]
         # Zero padding plus mean * (1 - inside) is padding with the mean colour.
-        torch.mul(crops - mean * inside, inv_std, out=out[start : start + n].permute(0, 3, 1, 2))
+        crops -= mean * (in_y[:, :, None] * in_x[:, None, :])[..., None]
+        np.multiply(crops, inv_std, out=out[start : start + n])
         start += n
-    return out.permute(0, 3, 1, 2)
+    return np.ascontiguousarray(out[..., ::-1].transpose(0, 3, 1, 2))
 
 
 class AppearanceEncoder:
     """Embeds detection boxes of whole frames with the fine-tuned AppearanceNet (inference only).
 
-    precision "auto" runs the convolutions in bfloat16 on CPUs with native bf16 arithmetic (AVX512-BF16,
-    AMX): 1.2-1.4x faster end to end here, embeddings of vtest's detections within cosine 0.998 of float32.
-    Elsewhere, and on other devices, float32.
+    precision "auto" runs the convolutions in bfloat16 in eager torch on CPUs with native bf16 arithmetic
+    (AVX512-BF16, AMX): 1.2-1.4x faster end to end there, embeddings of vtest's detections within cosine 0.998
+    of float32. Elsewhere, and on other devices, float32 on the fastest backend for the device; on a CPU
+    runtime whose export is cached, torch is not loaded at all.
     """
 
     def __init__(
-        self, weights: str | Path | None = None, device: str | torch.device = "cpu", precision: str = "auto",
+        self, weights: str | Path | None = None, device: Any = "cpu", precision: str = "auto",
         backend: str = "auto", threads: int | None = None,
-    ) -> None:
-        ckpt = torch.load(weights or DEFAULT_WEIGHTS, map_location="cpu", weights_only=True)
-        self.config = AppearanceConfig.from_dict(ckpt["config"])
-        net = AppearanceNet(self.config)
-        net.load_state_dict(ckpt["state_dict"], strict=True)
-        self.device = torch.device(device)
+    ) -> None:  # fmt: skip
+        weights = Path(weights or DEFAULT_WEIGHTS)
+        self.device = str(device)
+        on_cpu = self.device.split(":")[0] == "cpu"
         if precision == "auto":
-            precision = "bfloat16" if self.device.type == "cpu" and native_bf16() else "float32"
+            precision = "float32"
+            if on_cpu and backend in ("auto", "torch"):
+                from stages.track.appearance_net import native_bf16
+
+                precision = "bfloat16" if native_bf16() else "float32"
         if precision not in ("float32", "bfloat16"):
             raise ValueError(f"precision must be auto, float32 or bfloat16, not {precision!r}")
-        self.dtype = getattr(torch, precision)
-        self.dim: int = self.config.dim
+        self.precision = precision
         # bf16 is torch's (oneDNN's native bf16 kernels); fp32 goes to the fastest backend for the device.
-        self.backend = "torch" if self.dtype != torch.float32 and backend == "auto" else resolve_backend(backend, self.device, CPU_RUNTIME)
-        if self.backend == "torch":
-            self.net: Any = prepare_for_inference(net, self.device, self.dtype)
-        else:
-            if self.dtype != torch.float32:
-                raise ValueError(f"precision {precision} runs on backend torch only; {self.backend} runs float32")
-            example = torch.zeros(8, 3, self.config.crop_h, self.config.crop_w)
-            runner = compile_module(fuse_batchnorm(net.eval()), (example,), name="appearance", backend=self.backend,
-                                    device=self.device, threads=threads)
+        self.backend = "torch" if precision != "float32" and backend == "auto" else resolve_backend(backend, self.device, CPU_RUNTIME)
+        if self.backend != "torch" and precision != "float32":
+            raise ValueError(f"precision {precision} runs on backend torch only; {self.backend} runs float32")
+        self.net: Any
+        if self.backend in ("onnxruntime", "openvino"):
+            key = file_key([weights, HERE / "appearance_net.py", HERE / "mobilenet_v2.py"], "appearance")
+
+            def build() -> tuple[Any, list[Any]]:
+                import torch
+
+                from stages.track.appearance_net import fuse_batchnorm, load_net
+
+                net = load_net(weights)
+                return fuse_batchnorm(net.eval()), [torch.zeros(8, 3, net.config.crop_h, net.config.crop_w)]
+
+            runner = compile_cached(build, key=key, name="appearance", backend=self.backend, device="cpu",
+                                    cpu_default=CPU_RUNTIME, threads=threads)  # fmt: skip
+            assert isinstance(runner, CpuRunner)
+            _, _, self.crop_h, self.crop_w = runner.input_specs[0].shape  # type: ignore[misc]
             self.net = lambda x: runner(x)[0]
+            self.dim: int = int(self.net(np.zeros((1, 3, self.crop_h, self.crop_w), np.float32)).shape[1])
+            return
+        import torch
+
+        from stages.track.appearance_net import fuse_batchnorm, load_net, prepare_for_inference
+
+        net = load_net(weights)
+        self.crop_h, self.crop_w, self.dim = net.config.crop_h, net.config.crop_w, net.config.dim
+        self.torch_device = torch.device(device)
+        self.dtype = getattr(torch, precision)
+        if self.backend == "torch":
+            self.net = prepare_for_inference(net, self.torch_device, self.dtype)
+        else:
+            example = torch.zeros(8, 3, self.crop_h, self.crop_w)
+            cuda = compile_module(fuse_batchnorm(net.eval()), (example,), name="appearance", backend=self.backend,
+                                  device=self.torch_device, threads=threads)  # fmt: skip
+            self.net = lambda x: cuda(x)[0]
 
     def embed(self, images: list[np.ndarray], boxes: list[np.ndarray]) -> list[np.ndarray]:
         """[Ni, dim] float32 L2-normalised embeddings per image, for HxWx3 uint8 BGR images and [Ni, 4] xyxy
@@ -282,11 +180,21 @@ class AppearanceEncoder:
         counts = [len(b) for b in boxes]
         if sum(counts) == 0:
             return [np.zeros((0, self.dim), np.float32) for _ in counts]
-        with torch.inference_mode():
-            frames = [torch.from_numpy(np.ascontiguousarray(im)).to(self.device) for im, n in zip(images, counts) if n]
-            all_boxes = torch.from_numpy(np.concatenate([np.asarray(b, np.float32).reshape(-1, 4) for b in boxes]))
-            per_image = all_boxes.to(self.device).split([n for n in counts if n])  # one upload for all boxes
-            x = crop_batch(frames, list(per_image), self.config.crop_h, self.config.crop_w, self.dtype)
-            emb = self.net(x).float().cpu().numpy()
+        if self.backend in ("onnxruntime", "openvino"):
+            emb = np.asarray(self.net(cut_crops(images, boxes, self.crop_h, self.crop_w)), np.float32)
+        else:
+            emb = self._embed_torch(images, boxes, counts)
         return list(np.split(emb, np.cumsum(counts)[:-1]))
 
+    def _embed_torch(self, images: list[np.ndarray], boxes: list[np.ndarray], counts: list[int]) -> np.ndarray:
+        """Crops cut on the device (one grid_sample per frame), then the network: eager torch or CUDA."""
+        import torch
+
+        from stages.track.appearance_net import crop_batch
+
+        with torch.inference_mode():
+            frames = [torch.from_numpy(np.ascontiguousarray(im)).to(self.torch_device) for im, n in zip(images, counts) if n]
+            all_boxes = torch.from_numpy(np.concatenate([np.asarray(b, np.float32).reshape(-1, 4) for b in boxes]))
+            per_image = all_boxes.to(self.torch_device).split([n for n in counts if n])  # one upload for all boxes
+            x = crop_batch(frames, list(per_image), self.crop_h, self.crop_w, self.dtype)
+            return np.asarray(self.net(x).float().cpu().numpy())

@@ -11,10 +11,9 @@ extrapolate further by construction rather than by what the network learnt of la
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "motion_lstm.pt"
 
@@ -29,9 +28,7 @@ def _xywh(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     return boxes[..., 0] + w / 2, boxes[..., 1] + h / 2, w, h
 
 
-def encode(
-    boxes: np.ndarray, ages: np.ndarray, valid: np.ndarray, history: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def encode(boxes: np.ndarray, ages: np.ndarray, valid: np.ndarray, history: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Normalised model inputs of N tracks: seq [N, history, 13], ctx [N, 7], ref [N, 4], n_valid [N].
 
     ref holds the newest box's (cx, cy, w, h) in pixels: `decode` turns model outputs back into boxes with it.
@@ -117,46 +114,47 @@ def decode(out: np.ndarray, ref: np.ndarray) -> np.ndarray:
 def target_offsets(target: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """The true box [N, 4] xyxy in the normalised output space of `decode` (for training and tests)."""
     cx, cy, w, h = _xywh(np.asarray(target, np.float64))
-    return np.stack(
-        [(cx - ref[:, 0]) / ref[:, 3], (cy - ref[:, 1]) / ref[:, 3], np.log(w / ref[:, 2]), np.log(h / ref[:, 3])], 1
-    ).astype(np.float32)
-
-
-class MotionLSTM(nn.Module):
-    """LSTM over the normalised window + MLP head -> normalised offsets of the box at the target frame."""
-
-    def __init__(self, hidden: int = 64, layers: int = 1) -> None:
-        super().__init__()
-        self.hidden, self.layers = hidden, layers
-        self.lstm = nn.LSTM(SEQ_FEATURES, hidden, layers, batch_first=True)
-        self.head = nn.Sequential(nn.Linear(hidden + CTX_FEATURES, hidden), nn.GELU(), nn.Linear(hidden, 8))
-        # Start as the constant-velocity guess: zero rate corrections and residuals.
-        nn.init.zeros_(self.head[-1].weight)
-        nn.init.zeros_(self.head[-1].bias)
-
-    def forward(self, seq: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
-        """seq [N, K, 13], ctx [N, 7] -> [N, 4] (dx, dy, log w ratio, log h ratio) relative to the newest box."""
-        _, (h_n, _) = self.lstm(seq)
-        out = self.head(torch.cat([h_n[-1], ctx], 1))
-        age = torch.exp(ctx[:, :1])  # frames from the newest observation to the target
-        base = torch.cat([ctx[:, 3:5], torch.zeros_like(ctx[:, 5:7])], 1)  # size: no trend by default
-        # Sizes are noisy: only the positions extrapolate the window's mean rate.
-        return age * (base + out[:, :4]) + out[:, 4:]
+    return np.stack([(cx - ref[:, 0]) / ref[:, 3], (cy - ref[:, 1]) / ref[:, 3], np.log(w / ref[:, 2]), np.log(h / ref[:, 3])], 1).astype(np.float32)
 
 
 class MotionPredictor:
-    """Batched box prediction for a tracker: all tracks in one forward pass."""
+    """Batched box prediction for a tracker: all tracks in one forward pass, through the backend layer (ONNX
+    Runtime, one thread, on a CPU: the batch is far too small to split; eager torch on a GPU)."""
 
     history: int
 
-    def __init__(self, weights: str | Path | None = None, device: str | torch.device = "cpu") -> None:
-        ckpt = torch.load(Path(weights) if weights else DEFAULT_WEIGHTS, map_location="cpu", weights_only=True)
-        hp = ckpt["hparams"]
-        self.history = int(hp["history"])
-        self.device = torch.device(device)
-        self.model = MotionLSTM(int(hp["hidden"]), int(hp["layers"]))
-        self.model.load_state_dict(ckpt["state_dict"])
-        self.model.to(self.device).eval()
+    def __init__(self, weights: str | Path | None = None, device: str = "cpu", backend: str = "auto") -> None:
+        from stages.infer.backend import compile_cached, file_key, resolve_backend
+
+        weights = Path(weights) if weights else DEFAULT_WEIGHTS
+        device = str(device)
+        chosen = resolve_backend(backend, device, "onnxruntime")
+        if chosen == "cuda":  # fp16 would move the boxes; a batch of tracks gains nothing from CUDA graphs
+            chosen = "torch"
+        hp: dict = {}
+
+        def build() -> tuple[Any, list[Any]]:
+            import torch
+
+            from stages.track.motion_net import load_lstm
+
+            model, hp_ = load_lstm(weights)
+            hp.update(hp_)
+            k = int(hp_["history"])
+            return model, [torch.zeros(4, k, SEQ_FEATURES), torch.zeros(4, CTX_FEATURES)]
+
+        key = file_key([weights, Path(__file__).resolve().parent / "motion_net.py"], "motion_lstm")
+        self.net = compile_cached(build, key=key, name="motion_lstm", backend=chosen, device=device,
+                                  cpu_default="onnxruntime", threads=1, channels_last=False)  # fmt: skip
+        self.backend = self.net.backend
+        specs = getattr(self.net, "input_specs", None)
+        if specs is not None:  # an export: its window length is the model's
+            self.history = int(specs[0].shape[1])
+        else:
+            if not hp:
+                build()
+            self.history = int(hp["history"])
+        self.device = device
 
     def predict(self, boxes: np.ndarray, ages: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """boxes [N, K, 4] xyxy (oldest first), ages [N, K] frames before the target, valid [N, K] -> [N, 4] xyxy.
@@ -167,17 +165,13 @@ class MotionPredictor:
         if n == 0:
             return np.zeros((0, 4), np.float32)
         seq, ctx, ref, n_valid = encode(boxes, ages, valid, self.history)
-        # One intra-op thread on CPU: this batch is far too small to split, and on a busy machine waiting
-        # for a descheduled worker thread costs ~100x the whole forward (measured: 170 ms vs 1.3 ms).
-        threads = torch.get_num_threads() if self.device.type == "cpu" else 1
-        if threads != 1:
-            torch.set_num_threads(1)
-        try:
+        if self.backend in ("onnxruntime", "openvino"):
+            out = np.asarray(self.net(seq, ctx)[0], np.float32)
+        else:
+            import torch
+
             with torch.inference_mode():
-                out = self.model(torch.from_numpy(seq).to(self.device), torch.from_numpy(ctx).to(self.device))
-        finally:
-            if threads != 1:
-                torch.set_num_threads(threads)
-        out = out.float().cpu().numpy()
+                (res,) = self.net(torch.from_numpy(seq).to(self.device), torch.from_numpy(ctx).to(self.device))
+            out = res.float().cpu().numpy()
         out[n_valid <= 1] = 0.0
         return decode(out, ref)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 from prometheus_client import Counter, Gauge
@@ -17,9 +17,6 @@ from pipeline.stage import Stage, StageContext
 from stages.infer.backend import BackendName
 from stages.track.reorder import ReorderBuffer
 from stages.track.tracker import StepInput, Tracker, TrackerSettings
-
-if TYPE_CHECKING:
-    import torch
 
 
 class AnomalyModelOptions(BaseModel):
@@ -90,8 +87,9 @@ class KalmanMotion:
         return kalman_predict(boxes, ages, valid)
 
 
-def build_tracker(o: TrackOptions, device: torch.device, on_event: Any = None) -> tuple[Tracker, Any]:
-    """The tracker and the appearance encoder (None when appearance is off) that `o` describes."""
+def build_tracker(o: TrackOptions, device: str, on_event: Any = None) -> tuple[Tracker, Any]:
+    """The tracker and the appearance encoder (None when appearance is off) that `o` describes, on `device`
+    ("cpu", "cuda:0"). On a CPU runtime with the exports cached, neither model loads torch."""
     if o.motion == "lstm":
         from stages.track.motion_lstm import MotionPredictor
 
@@ -133,14 +131,14 @@ class TrackStage(Stage):
 
     def __init__(self, ctx: StageContext) -> None:
         super().__init__(ctx)
-        # torch is imported here, not at the top: the CLI reads TrackOptions without loading it.
-        import torch
-
-        from pipeline.device import select_device
+        # No torch here: on a CPU runtime the models run without it (it takes ~2 s of CPU to import, and the
+        # first frame of a replay waited for it). Where torch is loaded, it gets these threads too.
+        from pipeline.device import device_name
+        from stages.infer.backend import set_threads
 
         o: TrackOptions = self.options
-        torch.set_num_threads(o.torch_threads or 1)
-        self.device = select_device(o.device)
+        set_threads(o.torch_threads or 1)
+        self.device = device_name(o.device)
         r = ctx.metrics.registry
         self.events = Counter(f"{PREFIX}_track_events", "Track lifecycle events: created, confirmed, reidentified, removed, and restarted (a stream numbered from 0 again).",
                               ["stage", "stream", "event"], registry=r)
@@ -156,7 +154,7 @@ class TrackStage(Stage):
         if o.anomaly is not None:
             from stages.track.anomaly import AnomalyScorer
 
-            self.anomaly = AnomalyScorer(o.anomaly.weights, o.anomaly.backend, str(self.device))
+            self.anomaly = AnomalyScorer(o.anomaly.weights, o.anomaly.backend, self.device)
         self.log.info("tracker: motion %s, appearance %s, on %s", o.motion, "on" if self.encoder else "off", self.device)
 
     # -- frames in, frames out -----------------------------------------------------------
