@@ -147,6 +147,7 @@ class TrackStage(Stage):
                                  ["stage", "outcome"], registry=r)
         self.held = Gauge(f"{PREFIX}_reorder_held", "Frames waiting in the reorder buffer.", ["stage"], registry=r)
         self.tracker, self.encoder = build_tracker(o, self.device, lambda stream, event: self.events.labels(ctx.name, stream, event).inc())
+        import scipy.optimize  # noqa: F401  (the assignment solver, ~0.4 s: loaded while upstream starts, not on the first frame)
         self.live = ctx.mode == "live"
         self.reorder = ReorderBuffer(o.reorder_window, o.reorder_max_delay_ms / 1000.0 if self.live else None)
         self._skipped = 0
