@@ -497,7 +497,7 @@ class StageRunner:
                     raise
                 except Exception as exc1:
                     m.frames_failed.labels(self.name, frame.stream).inc()
-                    self.log.error("frame %s#%d failed and was skipped: %r", frame.stream, frame.seq, exc1)
+                    self.log.error("frame %s#%d failed and was skipped: %r", frame.stream, frame.seq, exc1, exc_info=exc1)
         m.processing.labels(self.name).observe(time.perf_counter() - t0)
         for frame in results:
             self._emit(out, pub, frame)

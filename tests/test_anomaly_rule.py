@@ -51,3 +51,19 @@ def test_tracks_are_judged_apart_and_other_classes_ignored() -> None:
     frames = [frame({1: 2.0, 2: 0.2}) for _ in range(15)] + [frame({3: 5.0}, cls=CAR) for _ in range(15)]
     assert fired(scene(min_duration_s=0.5), frames) == [(5, [1])]
     assert fired(scene(min_duration_s=0.5, threshold=3.0), [frame({1: 2.0}) for _ in range(20)]) == []
+
+
+def test_rows_without_a_confirmed_track_do_not_shift_the_scores() -> None:
+    """The frame's unconfirmed rows (track id -1, score NaN) sit between tracked ones: each track is judged on its own
+    score and named in the message (a replay of a generated clip once skipped such frames with a shape error)."""
+    sc = scene(min_duration_s=0.5)
+    got = []
+    for seq in range(12):
+        d = Detections(
+            boxes=np.array([[0, 0, 30, 90], [100, 0, 130, 90], [200, 0, 230, 90], [300, 0, 330, 90]], np.float32),
+            scores=np.ones(4, np.float32), class_ids=np.array([PERSON, PERSON, PERSON, CAR], np.int32),
+            track_ids=np.array([-1, 7, -1, 9], np.int64), extra={"anomaly.score": np.array([np.nan, 3.0, np.nan, 0.2], np.float32)},
+        )  # fmt: skip
+        got += [(seq, f.track_ids, f.message) for f in sc.update(seq, seq / FPS, 1000, 1000, d).firings]
+    assert [(s, t) for s, t, _ in got] == [(5, [7])]
+    assert got[0][2].startswith("person #7 moves abnormally")

@@ -49,10 +49,10 @@ class AnomalyRule(Rule[AnomalyOptions]):
         column = d.extra.get(self.cfg.column)
         if column is None or not len(d):
             return []
-        sel = self.selected(view) & (d.track_ids >= 0)
+        scores = column[d.track_ids >= 0]  # the view's rows: confirmed tracks only, in the same order
         out = []
-        for i in np.flatnonzero(sel).tolist():
-            tid, s = int(d.track_ids[i]), float(column[i])
+        for i in np.flatnonzero(self.selected(view)).tolist():
+            tid, s = int(view.ids[i]), float(scores[i])
             if not s >= self.cfg.threshold:  # NaN (too short a history) ends a run too
                 self.runs.pop(tid, None)
                 continue
