@@ -63,3 +63,37 @@ def test_track_option_validates() -> None:
     assert TrackOptions.model_validate({"anomaly": {}}).anomaly is not None
     with pytest.raises(ValueError, match="extra"):
         TrackOptions.model_validate({"anomaly": {"threshold": 2}})
+
+
+def test_a_window_starts_after_the_frame_edge_and_after_a_jump() -> None:
+    """Boxes at the frame's edge (a person half in view) and a box that jumps (the id handed to someone else) break a
+    track: only what follows is scored, and nothing until MIN_OBSERVED observations have followed."""
+    from stages.track.anomaly import MIN_OBSERVED, track_window
+
+    t = np.arange(30) / 10
+    walk = np.array([[200 + 7 * i, 100, 240 + 7 * i, 200] for i in range(30)], np.float32)
+    assert track_window(walk, t, (768, 576), False) is not None
+    entering = walk.copy()
+    entering[:25, 0] = 0  # at the left edge until observation 25
+    assert track_window(entering, t, (768, 576), False) is None
+    assert track_window(entering[: 25 + MIN_OBSERVED], t[: 25 + MIN_OBSERVED], (768, 576), False) is None
+    switched = walk.copy()
+    switched[22:, 1] = 150  # height 100 -> 50 in one step: someone else's box
+    assert track_window(switched, t, (768, 576), False) is None
+    assert track_window(switched[:21], t[:21], (768, 576), False) is not None
+
+
+def test_memory_dwell_and_usual_aspect() -> None:
+    """Dwell counts the seconds a track stays put; the usual aspect follows the track's own full-view boxes, not
+    the narrow box of it entering at the edge."""
+    from stages.track.anomaly import Memory
+
+    m = Memory()
+    for i in range(10):  # entering: a sliver at the edge
+        m.update(np.array([0, 100, 5 + i, 200.0]), i / 10, (768, 576))
+    for i in range(10, 40):  # walking, 40 wide
+        dwell, usual = m.update(np.array([10 * i, 100, 10 * i + 40, 200.0]), i / 10, (768, 576))
+    assert dwell < 1.0 and abs(usual - np.log(0.4)) < 0.05  # walking: it leaves DWELL_RADIUS within a second
+    for i in range(40, 100):  # standing for 6 s
+        dwell, usual = m.update(np.array([400, 100, 440, 200.0]), i / 10, (768, 576))
+    assert 5.9 <= dwell < 6.7  # the 6 s standing, and the last steps of arriving within DWELL_RADIUS

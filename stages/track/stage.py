@@ -26,6 +26,13 @@ class AnomalyModelOptions(BaseModel):
 
     weights: str | None = Field(None, description="Autoencoder weights (with their .json calibration beside them); null: the bundled generic model.")
     backend: BackendName = Field("auto", description="Backend of the trajectory model (auto: the fastest for the device).")
+    classes: list[str] = Field(["person"], description="Categories scored: the bundled model knows people walking; a car at walking speed is not one.")
+
+    @field_validator("classes")
+    @classmethod
+    def _classes(cls, v: list[str]) -> list[str]:
+        check_categories(v)
+        return v
 
 
 class TrackOptions(BaseModel):
@@ -155,7 +162,7 @@ class TrackStage(Stage):
         if o.anomaly is not None:
             from stages.track.anomaly import AnomalyScorer
 
-            self.anomaly = AnomalyScorer(o.anomaly.weights, o.anomaly.backend, self.device)
+            self.anomaly = AnomalyScorer(o.anomaly.weights, o.anomaly.backend, self.device, classes={category_id(c) for c in o.anomaly.classes})
         self.log.info("tracker: motion %s, appearance %s, on %s", o.motion, "on" if self.encoder else "off", self.device)
 
     # -- frames in, frames out -----------------------------------------------------------

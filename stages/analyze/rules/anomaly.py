@@ -1,8 +1,8 @@
 """anomaly: a track moves unlike the normal tracks the trajectory model learnt, for long enough.
 
 The score is the column the track stage's trajectory model writes (`track: {anomaly: {}}` writes `anomaly.score`:
-the rebuild error of the track's last 2 s divided by the error normal tracks exceed at the model's calibrated
-false-alarm rate, so 1 is that rate's threshold; NaN where a track's history is too short). A track fires once its
+how rare the track's recent motion is among normal tracks, scaled so that 1 is exceeded by normal motion at the
+model's calibrated false-alarm rate; NaN where a track's history in full view is too short). A track fires once its
 score has stayed at or above `threshold` for `min_duration_s` (a single odd step is no event), then stays quiet for
 the cooldown.
 """
