@@ -97,3 +97,16 @@ def test_memory_dwell_and_usual_aspect() -> None:
     for i in range(40, 100):  # standing for 6 s
         dwell, usual = m.update(np.array([400, 100, 440, 200.0]), i / 10, (768, 576))
     assert 5.9 <= dwell < 6.7  # the 6 s standing, and the last steps of arriving within DWELL_RADIUS
+
+
+def test_rule_baselines_run_on_a_held_out_scene(capsys: pytest.CaptureFixture[str]) -> None:
+    """tools/anomaly_baselines.py: each rule's config validates (ground plane, the scene's flow as an image direction)
+    and one EVAL scene goes through the analyze scene with every rule."""
+    from tools.anomaly_baselines import main, scene_config
+
+    cfg = scene_config(90.0, "wrong_way")  # flow away from the camera: up the image
+    (rule,) = cfg.rules
+    assert rule.direction[1] < 0 and abs(rule.direction[0]) < 1e-6 and cfg.ground_plane is not None
+    main(["--eval-sequences", "1"])
+    out = capsys.readouterr().out
+    assert all(f"{r}: false" in out for r in ("speed", "wrong_way", "loitering")), out
