@@ -67,7 +67,7 @@ class Windows:
     (0 normal, 1 + ANOMALY_TYPES index inside an anomaly, -1 otherwise), which track and when (its last frame)."""
 
     x: np.ndarray
-    memory: np.ndarray  # [N, 2] the track's Memory at the window's end
+    memory: np.ndarray  # [N, 4] the track's Memory at the window's end
     y: np.ndarray
     track: np.ndarray
     seconds: np.ndarray
@@ -86,9 +86,12 @@ def track_windows(tracks: Iterable[tuple[Track, np.ndarray | None]], stride: int
     xs, dw, ys, ks, ts = [], [], [], [], []
     for k, ((boxes, times), labels) in enumerate(tracks):
         b = in_frame(jitter(boxes, rng), frame_size) if rng is not None else boxes
-        memory, before = Memory(), np.zeros((len(b), 2))
+        memory, before = Memory(), np.zeros((len(b), 4))
+        ends = set(range(MIN_OBSERVED - 1, len(b), stride))
         for i in range(len(b)):
-            before[i] = memory.update(b[i], float(times[i]), frame_size)
+            before[i, :2] = memory.update(b[i], float(times[i]), frame_size)
+            if i in ends:
+                before[i, 2:] = memory.long_view()
         for end in range(MIN_OBSERVED, len(b) + 1, stride):
             start = max(0, end - WINDOW)
             win = track_window(b[start:end], times[start:end], frame_size, scene)
@@ -104,7 +107,7 @@ def track_windows(tracks: Iterable[tuple[Track, np.ndarray | None]], stride: int
                 last = int(labels[end - 1])
                 ys.append(0 if not labels[start:end].any() else (last if last > 0 else -1))
     if not xs:
-        return Windows(np.zeros((0, WINDOW, 0), np.float32), np.zeros((0, 2)), np.zeros(0, int), np.zeros(0, int), np.zeros(0))
+        return Windows(np.zeros((0, WINDOW, 0), np.float32), np.zeros((0, 4)), np.zeros(0, int), np.zeros(0, int), np.zeros(0))
     return Windows(np.stack(xs), np.array(dw), np.array(ys), np.array(ks), np.array(ts))
 
 

@@ -9,9 +9,9 @@ models learn the paths and the direction of flow of one camera).
 Two views of the window are scored against normal motion. An LSTM autoencoder (`build_module`) squeezes the
 sequence through a small state and rebuilds it: its error is high for motion unlike any it learnt (a fall, a
 tussle). And `summary` measures what an autoencoder rebuilds too easily: speed, turning, how straight the path is,
-how much wider than its usual the box is and how long the track has stayed put (`Memory`, kept per track beyond the
-window). `Tails` turns each of these eleven numbers into how rarely normal training windows reach it; the track's
-score is the rarest one's -log10 probability (of those the model uses: the generic model leaves its autoencoder
+how much wider than its usual the box is, how long the track has stayed put and how it turned and strayed over its
+last 6 s (`Memory`, kept per track beyond the window). `Tails` turns each of these thirteen numbers (twelve summaries
+and the error) into how rarely normal training windows reach it; the track's score is the rarest one's -log10 probability (of those the model uses: the generic model leaves its autoencoder
 out, see tools/train_anomaly.py) over the threshold that normal tuning windows exceed at the model's
 false-alarm rate: above 1 is rarer than that rate on normal motion, whichever way the track is unusual. Trained by
 tools/train_anomaly.py.
@@ -118,9 +118,11 @@ def track_window(boxes: np.ndarray, seconds: np.ndarray, frame_size: tuple[int, 
 DWELL_RADIUS = 0.75  # box heights: a person who stays this close to where they stopped is still there
 USUAL_S = 10.0  # seconds of a track's history its usual box aspect follows
 MOVING = 0.4  # box heights per second: slower, a heading is mostly the box's jitter
+TRAIL = 60  # observations a track's Memory keeps for its long view: 6 s at 10 fps
+LONG_MOVING = 0.3  # box heights per second over a second: travelling, not shuffling
 CHORD = 4  # steps: headings and speeds from the displacement over 0.4 s, not from one frame's (noisy) step
 SUMMARY_NAMES = ("speed", "peak speed", "jerk", "turning", "net turning", "sharpest turn", "wandering", "wide box", "box change",
-                 "dwell", "rebuild error")  # fmt: skip
+                 "dwell", "long turn", "long wandering", "rebuild error")  # fmt: skip
 
 
 class Memory:
@@ -128,13 +130,15 @@ class Memory:
     has stayed within DWELL_RADIUS of its heights of the point where it last arrived (0 while walking; since it
     stopped while standing or shuffling about: normal pauses are short, lingering is not), and its usual box aspect
     (log w/h, a moving average over about USUAL_S): people's boxes differ in shape by build, clothes and what they
-    carry, so a fall shows as a box much wider than that track's own usual one."""
+    carry, so a fall shows as a box much wider than that track's own usual one. And its trail, the last TRAIL foot
+    points in full view since the track last broke, for `long_view`."""
 
-    __slots__ = ("x", "y", "t", "aspect", "last", "seen")
+    __slots__ = ("x", "y", "t", "aspect", "last", "seen", "trail")
 
     def __init__(self) -> None:
         self.x = self.y = self.t = self.aspect = self.last = float("nan")
         self.seen = 0
+        self.trail: deque[tuple[float, float, float, float]] = deque(maxlen=TRAIL)
 
     def update(self, box: np.ndarray, t: float, frame_size: tuple[int, int]) -> tuple[float, float]:
         """Add an observation; -> (dwell seconds, usual log aspect before this observation). The usual aspect is
@@ -143,6 +147,14 @@ class Memory:
         fx, fy, w, h = (box[0] + box[2]) / 2, box[3], max(box[2] - box[0], 1.0), max(box[3] - box[1], 1.0)
         if not np.hypot(fx - self.x, fy - self.y) <= DWELL_RADIUS * h:  # NaN at the start: arrives
             self.x, self.y, self.t = fx, fy, t
+        if self.trail:  # the long view, like the window, starts over where the track breaks (see track_window)
+            t0, x0, y0, h0 = self.trail[-1]
+            if abs(np.log(h / h0)) > JUMP_HEIGHT or np.hypot(fx - x0, fy - y0) / ((h + h0) / 2) / max(t - t0, 1e-3) > JUMP_SPEED:
+                self.trail.clear()
+        if at_edge(box, frame_size)[0]:
+            self.trail.clear()
+        else:
+            self.trail.append((t, fx, fy, h))
         a = float(np.log(w / h))
         usual = a if self.aspect != self.aspect else self.aspect
         if not at_edge(box, frame_size)[0]:
@@ -151,14 +163,41 @@ class Memory:
             self.aspect, self.last = usual + k * (a - usual), t
         return t - self.t, usual
 
+    def long_view(self) -> tuple[float, float]:
+        """Over the trail (the last TRAIL observations): the turn in radians between the travel of the last second
+        and the last earlier second of travel ending 2 s or more ago (a reversal across a stop, a circle's turning),
+        and how far the path of 1 s steps strays from a straight line (1 - net / path, a zig-zag or a circle; 0 for
+        a path under 1.5 box heights). 0, 0 for a trail under 2 s."""
+        if len(self.trail) < 2:
+            return 0.0, 0.0
+        t, x, y, h = np.array(self.trail).T
+        if t[-1] - t[0] < 2.0:
+            return 0.0, 0.0
+        hm = float(np.median(h))
+        p = np.stack([x, y], 1) / hm
+        at = np.searchsorted(t, t[-1] - np.arange(0.0, t[-1] - t[0] + 1e-9, 1.0)[::-1], side="left")  # ~1 s apart
+        steps = np.diff(p[at], axis=0)  # rising in time
+        lengths = np.hypot(steps[:, 0], steps[:, 1])
+        speed = lengths / np.maximum(np.diff(t[at]), 1e-3)
+        turn = 0.0
+        if speed[-1] > LONG_MOVING:
+            earlier = np.flatnonzero(speed[:-2] > LONG_MOVING)  # a second of travel ending 2 s or more before now
+            if len(earlier):
+                a, b = steps[earlier[-1]], steps[-1]
+                turn = abs(float(np.angle(np.exp(1j * (np.arctan2(b[1], b[0]) - np.arctan2(a[1], a[0]))))))
+        path = float(lengths.sum())
+        wander = 1.0 - float(np.hypot(*(p[at[-1]] - p[at[0]]))) / path if path > 1.5 else 0.0
+        return turn, wander
+
 
 def summary(win: np.ndarray, memory: np.ndarray) -> np.ndarray:
     """What each whole window did, oriented so that larger is always more unusual: [N, WINDOW, F] motion features and
-    the tracks' `Memory` at the window's end [N, 2] (dwell seconds, usual log aspect) -> [N, len(SUMMARY_NAMES) - 1].
+    the tracks' `Memory` at the window's end [N, 4] (dwell seconds, usual log aspect, `Memory.long_view`) ->
+    [N, len(SUMMARY_NAMES) - 1].
     Median and peak speed; mean change of velocity (jerk); the total, net (signed) and sharpest heading change between
     0.4 s chords while moving; how far the path strays from a straight line (1 - net displacement / path); how much
     wider than its usual the box is over the last 0.5 s (a fallen person is wide), the range of its aspect; log of
-    the dwell. (Not the box's shrinking: on a detector's boxes a walker passing behind someone shrinks faster than a
+    the dwell; the long view's turn and wandering. (Not the box's shrinking: on a detector's boxes a walker passing behind someone shrinks faster than a
     fall.) An autoencoder rebuilds a steady sequence at any speed or a
     steady turn as easily as a walk; these are what running, circling, zig-zags, reversals and lingering change."""
     dt = 0.1  # nominal step (10 fps): chords in box heights
@@ -185,6 +224,8 @@ def summary(win: np.ndarray, memory: np.ndarray) -> np.ndarray:
             aspect[:, -5:].mean(1) - memory[:, 1],
             aspect.max(1) - aspect.min(1),
             np.log1p(memory[:, 0]),
+            memory[:, 2],
+            memory[:, 3],
         ],
         1,
     ).astype(np.float32)
@@ -365,7 +406,7 @@ class AnomalyScorer:
                     win = track_window(np.stack([h[2] for h in hist]), np.array([h[1] for h in hist]), size, self.cal.scene)
                     if win is not None:
                         seqs.append(win)
-                        memories.append(before)
+                        memories.append((*before, *memory.long_view()))
                         where.append((fi, row))
             for tid in [t for t, (h, _) in tracks.items() if seq - h[-1][0] > self.forget_frames]:
                 del tracks[tid]
