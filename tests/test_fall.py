@@ -1,7 +1,10 @@
-"""People on the ground: the fall watcher (stages/track/fall.py) on real frames of the generated CI clip, in process
-(MoveNet through the backend layer on CPU), and the fall rule on scripted sightings through the analyze scene."""
+"""People on the ground: the fall watcher (stages/track/fall.py: MoveNet and the fall classifier through the backend
+layer on CPU) on real frames of the generated CI clip, in process; the classifier's runtimes against eager torch; its
+trainer end to end; and the fall rule on scripted sightings through the analyze scene."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,3 +109,27 @@ def test_the_fall_rule_needs_the_person_down_for_its_duration() -> None:
     gap = [_frame(down) for _ in range(20)] + [_frame({}) for _ in range(20)] + [_frame(down) for _ in range(25)]
     assert _fired(_scene(min_duration_s=3.0, max_gap_s=1.5), gap) == []
     assert _fired(_scene(min_duration_s=1.0), [_frame({1: 1.0, 2: 0.0}) for _ in range(15)]) == [(10, [1])]
+
+
+def test_the_fall_classifier_on_onnxruntime_matches_eager_torch() -> None:
+    from stages.infer import backend as bk
+    from stages.track.fall import FEATURES, SEQ
+
+    if not bk.available("onnxruntime"):
+        pytest.skip("onnxruntime not installed")
+    ref, got = FallWatcher(backend="torch"), FallWatcher(backend="onnxruntime")
+    assert got.net.backend == "onnxruntime"
+    x = np.random.default_rng(0).normal(0, 0.3, (8, SEQ, FEATURES)).astype(np.float32)
+    assert np.abs(ref.classify(x) - got.classify(x)).max() < 1e-4
+
+
+def test_training_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """tools/train_fall.py on one scene per split, one epoch: sightings, training, calibration, weights the watcher
+    loads, held-out figures printed."""
+    from tools.train_fall import main
+
+    main(["--train-scenes", "1", "--tune-scenes", "1", "--eval-scenes", "1", "--epochs", "1", "--out", str(tmp_path / "f.pt")])
+    out = capsys.readouterr().out
+    assert "HELD-OUT" in out and "fallen" in out
+    w = FallWatcher(weights=tmp_path / "f.pt")
+    assert 0.5 <= w.cal.threshold <= 1.0

@@ -1,21 +1,26 @@
-"""People on the ground: MoveNet on person crops where a detector lets them down.
+"""People on the ground: MoveNet on person crops where a detector lets them down, and a learned fall classifier.
 
 Box detectors trained on COCO find people standing and walking; a person lying on the ground is often missed
 altogether (COCO-SSD loses the generated CI clip's faller once the body tilts past about 45 degrees, even at score
 0.05), so the person's track simply ends. `FallWatcher` looks where such tracks were: for `search_s` after a person
 track seen for MIN_SEEN_S is lost away from the frame's edge and not behind someone in view (every SEARCH_EVERY
-frames until found, then every frame) (a person who walked out of view is not searched), and on every tracked
-person whose box is wider than tall, it runs the pose network (`stages.infer.pose`, MoveNet MultiPose Lightning)
-on a square crop around the last box, all crops of a batch of frames in one call through the backend layer. A pose
-found there, its body axis (head and shoulders to hips, knees and ankles) more than LYING_DEG from upright, is a
-person lying: a lost track gets a row again (the pose's box, the track's id) and every examined person row gets the
-column `pose.lying` (1 lying, 0 not; NaN: not examined). The analyze rule `fall` alerts when a track stays lying
-for its minimum duration.
+frames until found, then every frame), and on every tracked person whose box is wider than tall, it runs the pose
+network (`stages.infer.pose`, MoveNet MultiPose Lightning) on a square crop round the last box, all crops of a batch
+of frames in one call through the backend layer. Each look is a `sighting`: the pose nearest the box's foot point,
+its keypoints relative to the crop, its score, whether its body axis is more than LYING_DEG from upright. The fall
+classifier (`build_fall_net`, a small temporal CNN over a track's last SEQ sightings, trained by tools/train_fall.py)
+calls the person normal, falling or fallen; at or above the calibrated P(fallen) a lost track gets a row again (the
+pose's box, the track's id), and every examined person row gets the column `pose.lying` (1 down, 0 not; NaN: not
+examined). The analyze rule `fall` alerts when a track stays down for its minimum duration.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +37,71 @@ EDGE_FRACTION = 0.02  # of the frame's smaller side: a track last seen this near
 UPPER = (0, 1, 2, 3, 4, 5, 6)  # nose, eyes, ears, shoulders
 LOWER = (11, 12, 13, 14, 15, 16)  # hips, knees, ankles
 KEYPOINT_MIN = 0.2
+MIN_POSE_SCORE = 0.1  # the lowest MoveNet person score a sighting keeps (the classifier weighs the score itself)
+SEQ = 4  # sightings the fall classifier looks at
+FEATURES = 3 * 17 + 3  # per sighting: keypoints (x, y in crop sides from its centre, score), pose score, found, lying by angle
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "fall.pt"
+
+
+def sighting(people: Any, crop: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """One look into a crop, as the fall classifier reads it: the pose nearest the reference box's foot point (within
+    the box's size; none: zeros and found 0), its keypoints relative to the crop, its score, and whether its body
+    axis is more than LYING_DEG from upright; with that pose's box in frame pixels (None: none) and score."""
+    out = np.zeros(FEATURES, np.float32)
+    size = max(ref[2] - ref[0], ref[3] - ref[1])
+    foot = np.array([(ref[0] + ref[2]) / 2, ref[3]])
+    side = max(crop[2] - crop[0], 1.0)
+    centre = np.array([(crop[0] + crop[2]) / 2, (crop[1] + crop[3]) / 2])
+    best, dist = None, float("inf")
+    for kp, box, score in zip(people.keypoints, people.boxes, people.scores):
+        c = np.array([(box[0] + box[2]) / 2 + crop[0], (box[1] + box[3]) / 2 + crop[1]])
+        d = float(np.hypot(*(c - foot)))
+        if d <= size and d < dist:
+            best, dist = (kp, box, float(score)), d
+    if best is None:
+        return out, None, 0.0
+    kp, box, score = best
+    xy = (kp[:, :2] + crop[:2] - centre) / side
+    out[: 3 * 17] = np.concatenate([xy, kp[:, 2:3]], 1).reshape(-1)
+    out[-3], out[-2], out[-1] = score, 1.0, float(body_angle(kp) > LYING_DEG)
+    return out, (box + np.array([crop[0], crop[1], crop[0], crop[1]], np.float32)).astype(np.float32), score
+
+
+def build_fall_net(hidden: int = 32) -> Any:
+    """The fall classifier as a torch module (imported here: the stage runs it on a CPU runtime without torch)."""
+    import torch
+    from torch import nn
+
+    class FallNet(nn.Module):
+        """[N, SEQ, FEATURES] sightings -> [N, 3] logits (normal, falling, fallen): two temporal convolutions, then
+        the last sighting's state beside the mean over the sequence."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Sequential(nn.Conv1d(FEATURES, hidden, 3, padding=1), nn.ReLU(), nn.Conv1d(hidden, hidden, 3, padding=1), nn.ReLU())
+            self.head = nn.Linear(2 * hidden, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.conv(x.transpose(1, 2))
+            return self.head(torch.cat([y[:, :, -1], y.mean(2)], 1))
+
+    return FallNet()
+
+
+@dataclass
+class FallCalibration:
+    """The weights file's sidecar JSON: the P(fallen) at or above which a person counts as down."""
+
+    threshold: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, weights: Path) -> None:
+        weights.with_suffix(".json").write_text(json.dumps({"threshold": self.threshold, "info": self.info}, indent=1, sort_keys=True) + "\n")
+
+    @staticmethod
+    def load(weights: Path) -> FallCalibration:
+        d = json.loads(weights.with_suffix(".json").read_text())
+        return FallCalibration(float(d["threshold"]), d.get("info", {}))
 
 
 def body_angle(keypoints: np.ndarray) -> float:
@@ -55,25 +125,53 @@ class _Seen:
     lost_since: float | None = None  # pts of the first frame it was missing from
     searched: int = -(10**9)  # seq of the last search
     found: bool = False  # lying where last searched: searched on every frame while so
+    looks: deque[np.ndarray] = field(default_factory=lambda: deque(maxlen=SEQ))  # the last sightings' features
 
 
 class FallWatcher:
-    """Keeps each stream's person tracks' last boxes; finds lying people where they were."""
+    """Keeps each stream's person tracks' last boxes and sightings; finds people down where they were."""
 
-    def __init__(self, backend: str = "auto", device: str = "cpu", search_s: float = 5.0, min_score: float = 0.25) -> None:
+    def __init__(self, backend: str = "auto", device: str = "cpu", search_s: float = 5.0, min_score: float = MIN_POSE_SCORE,
+                 weights: Path | str | None = None) -> None:  # fmt: skip
+        from stages.infer.backend import compile_cached, file_key
         from stages.infer.pose.runner import PoseEstimator
 
         self.pose = PoseEstimator(backend=backend, device=device, min_score=min_score)  # type: ignore[arg-type]
         self.backend: str = self.pose.backend
+        path = Path(weights or DEFAULT_WEIGHTS)
+        self.cal = FallCalibration.load(path)
+
+        def build() -> tuple[Any, list[Any]]:
+            import torch
+
+            net = build_fall_net()
+            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            return net.eval(), [torch.zeros(2, SEQ, FEATURES)]
+
+        key = file_key([path, Path(__file__)], f"fall seq={SEQ}")
+        self.net = compile_cached(build, key=key, name="fall", backend=backend, device=device, cpu_default="onnxruntime")  # type: ignore[arg-type]
         self.search_s = search_s
         self._seen: dict[str, dict[int, _Seen]] = {}
 
     def end_stream(self, stream: str) -> None:
         self._seen.pop(stream, None)
 
+    def classify(self, seqs: np.ndarray) -> np.ndarray:
+        """[N, SEQ, FEATURES] sightings -> [N, 3] probabilities (normal, falling, fallen), one call."""
+        if self.net.backend in ("onnxruntime", "openvino"):
+            (logits,) = self.net(seqs.astype(np.float32))
+            z = np.asarray(logits, np.float64)
+        else:
+            import torch
+
+            (out,) = self.net(torch.from_numpy(seqs.astype(np.float32)))
+            z = out.float().cpu().numpy().astype(np.float64)
+        e = np.exp(z - z.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
     def step(self, frames: list[tuple[str, int, float, np.ndarray | None, Detections]]) -> list[Detections]:
         """(stream, seq, pts, BGR image, tracked detections) per frame, in order per stream -> the detections with
-        `pose.lying`, and a row for each lost track found lying."""
+        `pose.lying`, and a row for each lost track found down."""
         jobs: list[tuple[int, int | None, int, np.ndarray]] = []  # frame index, row (None: a lost track), track id, crop box
         for fi, (stream, seq, pts, image, d) in enumerate(frames):
             seen = self._seen.setdefault(stream, {})
@@ -84,8 +182,8 @@ class FallWatcher:
             for row in np.flatnonzero((d.track_ids >= 0) & (d.class_ids == PERSON)).tolist():
                 tid = int(d.track_ids[row])
                 present.add(tid)
-                first = seen[tid].first if tid in seen else pts
-                seen[tid] = _Seen(seq, pts, d.boxes[row].copy(), first)
+                old = seen.get(tid)
+                seen[tid] = _Seen(seq, pts, d.boxes[row].copy(), old.first if old else pts, looks=old.looks if old else deque(maxlen=SEQ))
                 bw, bh = d.boxes[row, 2] - d.boxes[row, 0], d.boxes[row, 3] - d.boxes[row, 1]
                 if bw > bh:
                     jobs.append((fi, row, tid, crop_box(d.boxes[row], w, h)))
@@ -105,17 +203,24 @@ class FallWatcher:
         found: list[list[tuple[int, np.ndarray, float]]] = [[] for _ in frames]
         if jobs:
             crops = [np.asarray(frames[fi][3])[int(c[1]) : int(c[3]), int(c[0]) : int(c[2])] for fi, _, _, c in jobs]
+            looks = []
             for (fi, row, tid, c), people in zip(jobs, self.pose(crops)):
-                hit = self._lying_person(people, c, frames[fi][4].boxes[row] if row is not None else self._seen[frames[fi][0]][tid].box)
+                s = self._seen[frames[fi][0]][tid]
+                ref = frames[fi][4].boxes[row] if row is not None else s.box
+                feat, box, score = sighting(people, c, ref)
+                s.looks.append(feat)
+                seq_ = list(s.looks)
+                looks.append((np.stack([seq_[0]] * (SEQ - len(seq_)) + seq_), box, score))
+            down = self.classify(np.stack([x for x, _, _ in looks]))[:, 2] >= self.cal.threshold
+            for (fi, row, tid, _), (_, box, score), is_down in zip(jobs, looks, down.tolist()):
                 if row is not None:
-                    lying[fi][row] = 0.0 if hit is None else 1.0
+                    lying[fi][row] = float(is_down)
                     continue
                 s = self._seen[frames[fi][0]][tid]
-                s.found = hit is not None
-                if hit is not None:
-                    box, score = hit
+                s.found = bool(is_down and box is not None)
+                if s.found and box is not None:
                     found[fi].append((tid, box, score))
-                    s.box, s.lost_since = box, frames[fi][2]  # searched from here on, for search_s more
+                    s.lost_since = frames[fi][2]  # searched for search_s more, round the last box the detector gave
         out = []
         for (_, _, _, _, d), col, extra_rows in zip(frames, lying, found):
             d = Detections(d.boxes, d.scores, d.class_ids, d.track_ids, {**d.extra, POSE_LYING: col}, d.labels)
@@ -128,24 +233,6 @@ class FallWatcher:
                 d = Detections.concat([d, add])
             out.append(d)
         return out
-
-    @staticmethod
-    def _lying_person(people: object, crop: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, float] | None:
-        """The strongest pose in the crop that lies near where the track was, if it is lying: (box in frame pixels,
-        score)."""
-        from stages.infer.pose.runner import Poses
-
-        assert isinstance(people, Poses)
-        size = max(last[2] - last[0], last[3] - last[1])
-        foot = np.array([(last[0] + last[2]) / 2, last[3]])
-        for kp, box, score in zip(people.keypoints, people.boxes, people.scores):
-            b = box + np.array([crop[0], crop[1], crop[0], crop[1]], np.float32)
-            centre = np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2])
-            if np.hypot(*(centre - foot)) > size:  # someone else in the crop
-                continue
-            if body_angle(kp) > LYING_DEG:
-                return b, float(score)
-        return None
 
 
 def crop_box(box: np.ndarray, w: int, h: int) -> np.ndarray:

@@ -42,7 +42,7 @@ class FallOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     search_s: float = Field(5.0, gt=0, le=600, description="How long after a person track is lost (away from the frame's edge, not behind someone) its last place is searched.")
-    min_score: float = Field(0.25, gt=0, lt=1, description="Lowest MoveNet person score that counts.")
+    min_score: float = Field(0.1, gt=0, lt=1, description="Lowest MoveNet person score a sighting keeps (the fall classifier, trained at 0.1, weighs the score itself).")
     backend: BackendName = Field("auto", description="Backend of the pose network (auto: the fastest for the device).")
 
 
