@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Process start to first frame of a one-stream replay, and the decode process's memory: before and after, same run.
 
-"before" is a git worktree of `--baseline` (default 412c529, the last commit before the backend layer), "after"
+"before" is a git worktree of `--baseline` (default dc3d1dc, the last commit before the torch-free track stage), "after"
 this checkout. Each round runs both, in alternating order: `python -m pipeline.cli replay CLIP` (the default chain
 decode -> COCO-SSD -> track -> record) on the first `--frames` frames of vtest.avi, a subprocess. Measured:
 
@@ -121,7 +121,7 @@ def run_once(tree: Path, clip: Path, tmp: Path, cache: Path) -> dict[str, float]
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--baseline", default="412c529", help="git revision measured as 'before'")
+    p.add_argument("--baseline", default="dc3d1dc", help="git revision measured as 'before' (its config must parse in this checkout's replay)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--frames", type=int, default=100)
     a = p.parse_args(argv)
