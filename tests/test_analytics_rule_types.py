@@ -16,6 +16,7 @@ from stages.analyze.rules import RULES, RuleConfig, build_rule
 # Each rule type with the keys it requires besides `name` and `type`.
 REQUIRED: dict[str, dict[str, Any]] = {
     "anomaly": {},
+    "fall": {},
     "light_change": {},
     "line_crossing": {"line": "gate"},
     "loitering": {"zone": "lawn"},

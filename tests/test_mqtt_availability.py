@@ -87,6 +87,7 @@ def test_home_assistant_discovers_one_event_entity_per_stream_and_rule(broker: B
         for alert in (make_alert(1, "cam1", "door"), make_alert(2, "cam1", "door"), make_alert(3, "cam2", "gate")):
             sink.deliver(alert)
         wait_for(lambda: len([t for t in watcher.last if t.startswith("homeassistant/")]) == 2, 10, what="two discoveries")
+        wait_for(lambda: "vidpipe/alerts/cam2/gate" in watcher.last, 10, what="the third alert's state")  # after its discovery
         config = json.loads(watcher.last["homeassistant/event/vidpipe_ha_cam1_door/config"])
         assert config["state_topic"] == "vidpipe/alerts/cam1/door" and config["availability_topic"] == "vidpipe/ha/availability"
         assert config["event_types"] == ["new", "update", "end"] and config["unique_id"] == "vidpipe_ha_cam1_door"
