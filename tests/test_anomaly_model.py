@@ -5,6 +5,8 @@ the scorer runs on ONNX Runtime, matches eager torch, and the track stage's opti
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -110,3 +112,33 @@ def test_rule_baselines_run_on_a_held_out_scene(capsys: pytest.CaptureFixture[st
     main(["--eval-sequences", "1"])
     out = capsys.readouterr().out
     assert all(f"{r}: false" in out for r in ("speed", "wrong_way", "loitering")), out
+
+
+def test_a_camera_model_trains_from_a_replay_record_and_scores(tmp_path: Path) -> None:
+    """`python -m tools.train_anomaly --scene REPLAY.jsonl`: a camera's own model from the record stage's JSONL of its
+    normal footage (here the tracks of two TRAIN scenes, written as the record stage writes them), with position
+    features and the autoencoder in the score; the track stage's scorer loads and runs it."""
+    import json
+
+    from tools.anomaly_scenes import split_specs
+    from tools.train_anomaly import main
+
+    lines = []
+    for k, spec in enumerate(split_specs("train", 2)):
+        trs = trajectories(spec)
+        for f in range(spec.n_frames):
+            rows = [(1000 * k + t.track_id, t.boxes[np.searchsorted(t.frames, f)]) for t in trs if f in set(t.frames.tolist())]
+            objects = {"boxes": [b.tolist() for _, b in rows], "classes": ["person"] * len(rows), "track_ids": [t for t, _ in rows]}
+            lines.append(json.dumps({"seq": f, "pts": k * 100 + f / spec.fps, "width": 768, "height": 576, "objects": objects}))
+    record = tmp_path / "cam.jsonl"
+    record.write_text("\n".join(lines) + "\n")
+    main(["--scene", str(record), "--out", str(tmp_path / "cam.pt"), "--epochs", "1"])
+    scorer = AnomalyScorer(tmp_path / "cam.pt")
+    assert scorer.cal.scene and scorer.cal.frame_size == (768, 576) and "rebuild error" in scorer.cal.used
+    got = []
+    for f in range(15):
+        box = np.array([[300 + 5 * f, 200, 330 + 5 * f, 280]], np.float32)
+        d = Detections(box, np.ones(1, np.float32), np.full(1, PERSON, np.int32), np.array([1], np.int64))
+        (out,) = scorer.score([("cam", f, f / 10, d, (768, 576))])
+        got.append(float(out.extra[ANOMALY_SCORE][0]))
+    assert np.isnan(got[0]) and np.isfinite(got[-1])
