@@ -152,11 +152,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _people(boxes: np.ndarray) -> object:
+    """Detections of tracked people, ids 0..N-1."""
+    from pipeline.categories import category_id
+    from pipeline.detections import Detections
+
+    n = len(boxes)
+    return Detections(np.asarray(boxes, np.float32), np.ones(n, np.float32), np.full(n, category_id("person"), np.int32), np.arange(n, dtype=np.int64))
+
+
 def _anomaly(images: list[np.ndarray], backend: str, repeats: int) -> list[tuple[int, float]]:
     """The trajectory anomaly model's whole per-frame work (histories, window features, summaries, the autoencoder
     in one batch, the tail scores) with 10 and 50 people walking, after their 2 s windows have filled."""
-    from pipeline.categories import category_id
-    from pipeline.detections import Detections
     from stages.track.anomaly import AnomalyScorer
 
     out = []
@@ -170,9 +177,7 @@ def _anomaly(images: list[np.ndarray], backend: str, repeats: int) -> list[tuple
         def frame() -> None:
             k = seq[0]
             xy = start + step * (k % 40)  # back and forth within the frame
-            boxes = np.concatenate([xy, xy + [30, 80]], 1).astype(np.float32)
-            d = Detections(boxes, np.ones(n, np.float32), np.full(n, category_id("person"), np.int32), np.arange(n, dtype=np.int64))
-            scorer.score([("s", k, k / 10, d, (768, 576))])
+            scorer.score([("s", k, k / 10, _people(np.concatenate([xy, xy + [30, 80]], 1)), (768, 576))])  # type: ignore[list-item]
             seq[0] += 1
 
         for _ in range(25):
@@ -185,7 +190,6 @@ def _fall(images: list[np.ndarray], backend: str, repeats: int) -> list[tuple[st
     """The fall watcher's per-frame work on real vtest frames: with 10 and 50 people tracked upright (bookkeeping
     only: nobody to look at), and with 1 and 5 lost person tracks searched in the frame (MoveNet on each one's crop
     and the classifier, all in one call each)."""
-    from pipeline.categories import category_id
     from pipeline.detections import Detections
     from stages.track.fall import FallWatcher
 
@@ -193,8 +197,7 @@ def _fall(images: list[np.ndarray], backend: str, repeats: int) -> list[tuple[st
     for n in TRACKS:
         rng = np.random.default_rng(n)
         xy = rng.uniform([20, 100], [650, 400], (n, 2))
-        upright = Detections(np.concatenate([xy, xy + [30, 80]], 1).astype(np.float32), np.ones(n, np.float32),
-                             np.full(n, category_id("person"), np.int32), np.arange(n, dtype=np.int64))  # fmt: skip
+        upright = _people(np.concatenate([xy, xy + [30, 80]], 1))
         w = FallWatcher(backend=backend)
         k = [0]
 
@@ -206,7 +209,7 @@ def _fall(images: list[np.ndarray], backend: str, repeats: int) -> list[tuple[st
     for n in SEARCHES:
         xs = np.linspace(100, 600, n)
         boxes = np.stack([xs, np.full(n, 200), xs + 40, np.full(n, 320)], 1).astype(np.float32)
-        seen = Detections(boxes, np.ones(n, np.float32), np.full(n, category_id("person"), np.int32), np.arange(n, dtype=np.int64))
+        seen = _people(boxes)
         w = FallWatcher(backend=backend)
         for k in range(25):
             w.step([("s", k, k / 10, images[k % len(images)], seen)])

@@ -1,4 +1,5 @@
-"""Box operations every plugin shares: pairwise IoU, greedy NMS (one group or per group), multiclass selection.
+"""Box operations every plugin shares: pairwise IoU, greedy NMS (one group or per group), multiclass selection, which
+boxes touch the frame's edge.
 
 Corner boxes (x1, y1, x2, y2), or (y1, x1, y2, x2): IoU and NMS do not care which as long as both sides agree.
 The numpy functions are what the pipeline runs without torch (the tracker, COCO-SSD on a CPU runtime, evaluation);
@@ -40,6 +41,15 @@ def box_ioa(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.zeros((len(a), len(b)), np.result_type(a, b, np.float32))
     area_a = _area(a)
     return np.where(area_a[:, None] > 0, _intersection(a, b) / np.maximum(area_a[:, None], _TINY), np.float32(0))
+
+
+def near_frame_edge(boxes: np.ndarray, frame_size: tuple[int, int], fraction: float) -> np.ndarray:
+    """[N] (one box: [1]): which corner boxes come within `fraction` of the frame's smaller side of its edge, an object
+    that may be partly out of view."""
+    w, h = frame_size
+    m = fraction * min(w, h)
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return (b[:, 0] <= m) | (b[:, 1] <= m) | (b[:, 2] >= w - m) | (b[:, 3] >= h - m)
 
 
 def _area(a: np.ndarray) -> np.ndarray:

@@ -12,13 +12,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from pipeline.boxes import box_iou
 from tests.helpers.procs import free_port_block, run_vidpipe
 from tools.anomaly_scenes import ci_clip, write_scene
-
-
-def _iou(a: list[float], b: list[float]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    return ix / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix)
 
 
 def test_replay_of_the_ci_clip_alerts_on_the_runner_and_the_faller_and_no_walker(tmp_path: Path) -> None:
@@ -61,7 +57,7 @@ def test_replay_of_the_ci_clip_alerts_on_the_runner_and_the_faller_and_no_walker
         assert event["first_frame"] <= seq <= event["last_frame"] + 20, (seq, event)
         person = event["tracks"][0]
         truth_box = next(row[1:5] for row in truth["per_frame"][seq] if row[0] == person)
-        assert _iou(alert["boxes"][0], truth_box) > 0.5, (kind, alert["boxes"], truth_box)
+        assert box_iou(np.array([alert["boxes"][0]]), np.array([truth_box], float))[0, 0] > 0.5, (kind, alert["boxes"], truth_box)
     assert "moves abnormally" in alerts[0][1]["message"] and "is down" in alerts[1][1]["message"]
     # the runner's and everyone's scores are in the record: the column travels with the detections
     scored = [s for rec in records for s in (rec["objects"].get("anomaly.score") or []) if s is not None]

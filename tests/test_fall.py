@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.boxes import box_ioa
 from pipeline.categories import category_id
 from pipeline.detections import Detections
 from stages.analyze.options import StreamAnalyticsConfig
@@ -50,9 +51,7 @@ def test_a_lost_track_is_found_lying_where_it_fell(clip: tuple[list[np.ndarray],
     lying = next(r[1:5] for r in truth["per_frame"][len(frames) - 1] if r[0] == person)
     last = got[max(got)]
     assert last.track_ids.tolist() == [7] and last.class_ids.tolist() == [PERSON] and last.extra[POSE_LYING].tolist() == [1.0]
-    iw = min(last.boxes[0, 2], lying[2]) - max(last.boxes[0, 0], lying[0])
-    ih = min(last.boxes[0, 3], lying[3]) - max(last.boxes[0, 1], lying[1])
-    assert iw * ih / ((lying[2] - lying[0]) * (lying[3] - lying[1])) > 0.7, (last.boxes, lying)
+    assert box_ioa(np.array([lying], float), last.boxes.astype(float))[0, 0] > 0.7, (last.boxes, lying)
     assert min(got) <= fall["first_frame"] + 20 and max(got) == len(frames) - 1  # found within 2 s, then every frame
 
 

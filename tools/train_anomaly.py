@@ -29,7 +29,8 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from stages.track.anomaly import DEFAULT_WEIGHTS, MIN_OBSERVED, SUMMARY_NAMES, WINDOW, Calibration, Memory, Tails, build_module, track_window
+from pipeline.detections import Detections
+from stages.track.anomaly import ANOMALY_SCORE, DEFAULT_WEIGHTS, MIN_OBSERVED, SUMMARY_NAMES, WINDOW, Calibration, Memory, Tails, build_module, track_window
 from tools.training import cosine_schedule, save_state_dict
 
 Track = tuple[np.ndarray, np.ndarray]  # boxes [T, 4], times [T] (s)
@@ -258,7 +259,6 @@ def evaluate(net: torch.nn.Module, cal: Calibration, n: int, min_duration_s: flo
     w, events = labelled_windows("eval", n, 1, np.random.default_rng(12345))
     feats = cal.features(w.x, w.memory, errors(net, w.x, cal))
     score = cal.score(feats)
-    assert cal.tails is not None
     ae = feats[:, -1]  # the autoencoder's rebuild error alone
     normal = w.y == 0
     print(f"HELD-OUT (EVAL seeds, {n} scenes of 40 s, people not in training): {int(normal.sum())} normal windows, "
@@ -284,23 +284,30 @@ def evaluate(net: torch.nn.Module, cal: Calibration, n: int, min_duration_s: flo
 
 
 def rule_alerts(w: Windows, score: np.ndarray, min_duration_s: float, cooldown_s: float) -> list[tuple[int, float]]:
-    """(track key, second) of each alert the anomaly rule would raise on these windows' scores, in track order."""
+    """(track key, second) of each alert the analyze stage's anomaly rule raises on these windows' scores, one track
+    at a time; a track's frames without a window (the stage writes NaN there) end its run, as in the stage."""
+    from pipeline.categories import category_id
+    from stages.analyze.options import StreamAnalyticsConfig
+    from stages.analyze.scene import Scene
+
+    cfg = StreamAnalyticsConfig.model_validate(
+        {"frame_size": [100, 100], "rules": [{"name": "anomaly", "type": "anomaly", "min_duration_s": min_duration_s, "cooldown_s": cooldown_s}]}
+    )
     out: list[tuple[int, float]] = []
-    since: float | None = None
-    quiet_until = -np.inf
-    for i in range(len(w)):
-        if i and w.track[i] != w.track[i - 1]:
-            since, quiet_until = None, -np.inf
-        t = float(w.seconds[i])
-        if i and t - w.seconds[i - 1] > 0.15:  # not scored in between (NaN): the run ends, as in the rule
-            since = None
-        if not score[i] >= 1:
-            since = None
-            continue
-        since = t if since is None else since
-        if t - since + 1e-9 >= min_duration_s and t >= quiet_until:
-            out.append((int(w.track[i]), t))
-            quiet_until = t + cooldown_s
+    starts = np.flatnonzero(np.r_[True, w.track[1:] != w.track[:-1]])
+    for a, b in zip(starts, np.r_[starts[1:], len(w)]):
+        key, scene, seq = int(w.track[a]), Scene(cfg, forget_after_s=10.0, speed_window_s=1.0), 0
+        for i in range(a, b):
+            t = float(w.seconds[i])
+            if i > a and t - w.seconds[i - 1] > 0.15:
+                steps = [(t - 0.1, float("nan")), (t, float(score[i]))]  # a frame between without a score
+            else:
+                steps = [(t, float(score[i]))]
+            for pts, s in steps:
+                d = Detections(np.array([[0, 0, 10, 30]], np.float32), np.ones(1, np.float32), np.full(1, category_id("person"), np.int32),
+                               np.array([key], np.int64), {ANOMALY_SCORE: np.array([s], np.float32)})  # fmt: skip
+                out += [(key, pts) for _ in scene.update(seq, pts, 100, 100, d).firings]
+                seq += 1
     return out
 
 

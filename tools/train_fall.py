@@ -29,7 +29,7 @@ from stages.track.fall import DEFAULT_WEIGHTS, MIN_POSE_SCORE, SEARCH_EVERY, SEQ
 from tools.training import cosine_schedule, save_state_dict
 
 CLASSES = ("normal", "falling", "fallen")
-FALL_SEED = 77  # anomaly_scenes seeds are (split range) + index; these scenes add a fall to each
+FALL_SEED = 77  # with a scene's seed: which of its walkers are looked at
 
 
 def scene_sightings(split: str, n: int, estimator: object) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -40,8 +40,8 @@ def scene_sightings(split: str, n: int, estimator: object) -> tuple[list[np.ndar
 
     feats, labels = [], []
     for i in range(n):
-        spec = replace(split_spec(split, i), n_frames=160, n_walkers=5, anomalies=(("fall", 1),), min_gap_s=2.0)
-        spec = replace(spec, name=f"fall_{split}_{spec.seed}")
+        base = split_spec(split, i)
+        spec = replace(base, n_frames=160, n_walkers=5, anomalies=(("fall", 1),), min_gap_s=2.0, name=f"fall_{split}_{base.seed}")
         frames, _ = make_scene(spec)
         h, w = frames[0].shape[:2]
         tracks = trajectories(spec)

@@ -11,10 +11,10 @@ sequence through a small state and rebuilds it: its error is high for motion unl
 tussle). And `summary` measures what an autoencoder rebuilds too easily: speed, turning, how straight the path is,
 how much wider than its usual the box is, how long the track has stayed put and how it turned and strayed over its
 last 6 s (`Memory`, kept per track beyond the window). `Tails` turns each of these thirteen numbers (twelve summaries
-and the error) into how rarely normal training windows reach it; the track's score is the rarest one's -log10 probability (of those the model uses: the generic model leaves its autoencoder
-out, see tools/train_anomaly.py) over the threshold that normal tuning windows exceed at the model's
-false-alarm rate: above 1 is rarer than that rate on normal motion, whichever way the track is unusual. Trained by
-tools/train_anomaly.py.
+and the error) into how rarely normal training windows reach it; the track's score is the rarest one's -log10
+probability (of those the model uses: the generic model leaves its autoencoder out, see tools/train_anomaly.py) over
+the threshold that normal tuning windows exceed at the model's false-alarm rate: above 1 is rarer than that rate on
+normal motion, whichever way the track is unusual. Trained by tools/train_anomaly.py.
 
 `AnomalyScorer` keeps the tracks' recent boxes per stream and scores every tracked row of a batch of frames in one
 call through the backend layer; it writes the column `anomaly.score` (NaN for rows without a track or with too
@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.boxes import near_frame_edge
 from pipeline.detections import Detections
 
 WINDOW = 20  # observations per sequence: 2 s at 10 fps
@@ -88,12 +89,10 @@ def windows(feats: np.ndarray) -> np.ndarray:
     return np.concatenate([np.repeat(feats[:1], WINDOW - len(feats), 0), feats])
 
 
-def at_edge(boxes: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
-    """[N] (or one box -> [1]): which boxes come within EDGE_MARGIN of the frame's edge."""
-    w, h = frame_size
-    m = EDGE_MARGIN * min(w, h)
-    b = np.asarray(boxes, np.float64).reshape(-1, 4)
-    return (b[:, 0] <= m) | (b[:, 1] <= m) | (b[:, 2] >= w - m) | (b[:, 3] >= h - m)
+def jumped(h0: np.ndarray | float, h1: np.ndarray | float, moved: np.ndarray | float, dt: np.ndarray | float) -> np.ndarray:
+    """Whether a box went from height h0 to h1 with its foot point moving `moved` pixels in `dt` seconds faster than
+    a person does: its height by more than JUMP_HEIGHT or its foot faster than JUMP_SPEED (arrays or numbers)."""
+    return np.asarray((np.abs(np.log(np.divide(h1, h0))) > JUMP_HEIGHT) | (np.divide(moved, np.add(h0, h1) / 2) / np.maximum(dt, 1e-3) > JUMP_SPEED))
 
 
 def track_window(boxes: np.ndarray, seconds: np.ndarray, frame_size: tuple[int, int], scene: bool) -> np.ndarray | None:
@@ -105,10 +104,10 @@ def track_window(boxes: np.ndarray, seconds: np.ndarray, frame_size: tuple[int, 
     tracker has moved the id to someone else, or the box to part of the person (occlusion), and the step is no
     motion of anyone."""
     b = np.asarray(boxes, np.float64)
-    edge = at_edge(b, frame_size)
+    edge = near_frame_edge(b, frame_size, EDGE_MARGIN)
     hh = np.maximum(b[:, 3] - b[:, 1], 1.0)
-    step = np.hypot(np.diff(b[:, 0] + b[:, 2]) / 2, np.diff(b[:, 3])) / ((hh[1:] + hh[:-1]) / 2) / np.maximum(np.diff(seconds), 1e-3)
-    jump = np.concatenate([[False], (np.abs(np.diff(np.log(hh))) > JUMP_HEIGHT) | (step > JUMP_SPEED)])
+    moved = np.hypot(np.diff(b[:, 0] + b[:, 2]) / 2, np.diff(b[:, 3]))
+    jump = np.concatenate([[False], jumped(hh[:-1], hh[1:], moved, np.diff(seconds))])
     start = max(int(np.flatnonzero(edge)[-1]) + 1 if edge.any() else 0, int(np.flatnonzero(jump)[-1]) if jump.any() else 0)
     if len(b) - start < MIN_OBSERVED:
         return None
@@ -147,17 +146,18 @@ class Memory:
         fx, fy, w, h = (box[0] + box[2]) / 2, box[3], max(box[2] - box[0], 1.0), max(box[3] - box[1], 1.0)
         if not np.hypot(fx - self.x, fy - self.y) <= DWELL_RADIUS * h:  # NaN at the start: arrives
             self.x, self.y, self.t = fx, fy, t
+        edge = bool(near_frame_edge(box, frame_size, EDGE_MARGIN)[0])
         if self.trail:  # the long view, like the window, starts over where the track breaks (see track_window)
             t0, x0, y0, h0 = self.trail[-1]
-            if abs(np.log(h / h0)) > JUMP_HEIGHT or np.hypot(fx - x0, fy - y0) / ((h + h0) / 2) / max(t - t0, 1e-3) > JUMP_SPEED:
+            if jumped(h0, h, np.hypot(fx - x0, fy - y0), t - t0):
                 self.trail.clear()
-        if at_edge(box, frame_size)[0]:
+        if edge:
             self.trail.clear()
         else:
             self.trail.append((t, fx, fy, h))
         a = float(np.log(w / h))
         usual = a if self.aspect != self.aspect else self.aspect
-        if not at_edge(box, frame_size)[0]:
+        if not edge:
             self.seen += 1
             k = max(1.0 / self.seen, min(1.0, max(t - self.last, 0.0) / USUAL_S))
             self.aspect, self.last = usual + k * (a - usual), t
@@ -193,13 +193,13 @@ class Memory:
 def summary(win: np.ndarray, memory: np.ndarray) -> np.ndarray:
     """What each whole window did, oriented so that larger is always more unusual: [N, WINDOW, F] motion features and
     the tracks' `Memory` at the window's end [N, 4] (dwell seconds, usual log aspect, `Memory.long_view`) ->
-    [N, len(SUMMARY_NAMES) - 1].
-    Median and peak speed; mean change of velocity (jerk); the total, net (signed) and sharpest heading change between
-    0.4 s chords while moving; how far the path strays from a straight line (1 - net displacement / path); how much
-    wider than its usual the box is over the last 0.5 s (a fallen person is wide), the range of its aspect; log of
-    the dwell; the long view's turn and wandering. (Not the box's shrinking: on a detector's boxes a walker passing behind someone shrinks faster than a
-    fall.) An autoencoder rebuilds a steady sequence at any speed or a
-    steady turn as easily as a walk; these are what running, circling, zig-zags, reversals and lingering change."""
+    [N, len(SUMMARY_NAMES) - 1]. Median and peak speed; mean change of velocity (jerk); the total, net (signed) and
+    sharpest heading change between 0.4 s chords while moving; how far the path strays from a straight line
+    (1 - net displacement / path); how much wider than its usual the box is over the last 0.5 s (a fallen person is
+    wide), the range of its aspect; log of the dwell; the long view's turn and wandering. (Not the box's shrinking: on
+    a detector's boxes a walker passing behind someone shrinks faster than a fall.) An autoencoder rebuilds a steady
+    sequence at any speed or a steady turn as easily as a walk; these are what running, circling, zig-zags, reversals
+    and lingering change."""
     dt = 0.1  # nominal step (10 fps): chords in box heights
     pos = np.cumsum(win[..., :2] * dt, 1)  # [N, W, 2]
     chord = pos[:, CHORD:] - pos[:, :-CHORD]  # [N, W - CHORD, 2]

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.boxes import box_ioa, near_frame_edge
 from pipeline.categories import category_id
 from pipeline.detections import Detections
 
@@ -118,7 +119,6 @@ def body_angle(keypoints: np.ndarray) -> float:
 
 @dataclass
 class _Seen:
-    seq: int
     pts: float
     box: np.ndarray
     first: float  # pts it was first seen
@@ -183,7 +183,7 @@ class FallWatcher:
                 tid = int(d.track_ids[row])
                 present.add(tid)
                 old = seen.get(tid)
-                seen[tid] = _Seen(seq, pts, d.boxes[row].copy(), old.first if old else pts, looks=old.looks if old else deque(maxlen=SEQ))
+                seen[tid] = _Seen(pts, d.boxes[row].copy(), old.first if old else pts, looks=old.looks if old else deque(maxlen=SEQ))
                 bw, bh = d.boxes[row, 2] - d.boxes[row, 0], d.boxes[row, 3] - d.boxes[row, 1]
                 if bw > bh:
                     jobs.append((fi, row, tid, crop_box(d.boxes[row], w, h)))
@@ -191,7 +191,7 @@ class FallWatcher:
                 if tid in present:
                     continue
                 s.lost_since = pts if s.lost_since is None else s.lost_since
-                if pts - s.lost_since > self.search_s or near_edge(s.box, w, h) or s.pts - s.first < MIN_SEEN_S:
+                if pts - s.lost_since > self.search_s or near_frame_edge(s.box, (w, h), EDGE_FRACTION)[0] or s.pts - s.first < MIN_SEEN_S:
                     del seen[tid]
                     continue
                 if not s.found and hidden(s.box, d.boxes[d.class_ids == PERSON]):
@@ -247,17 +247,7 @@ def crop_box(box: np.ndarray, w: int, h: int) -> np.ndarray:
 
 def hidden(box: np.ndarray, others: np.ndarray) -> bool:
     """Whether a third or more of the box lies under one of the other boxes."""
-    if not len(others):
-        return False
-    iw = np.clip(np.minimum(others[:, 2], box[2]) - np.maximum(others[:, 0], box[0]), 0, None)
-    ih = np.clip(np.minimum(others[:, 3], box[3]) - np.maximum(others[:, 1], box[1]), 0, None)
-    area = max((box[2] - box[0]) * (box[3] - box[1]), 1.0)
-    return bool((iw * ih / area).max() >= 1 / 3)
-
-
-def near_edge(box: np.ndarray, w: int, h: int) -> bool:
-    m = EDGE_FRACTION * min(w, h)
-    return bool(box[0] <= m or box[1] <= m or box[2] >= w - m or box[3] >= h - m)
+    return bool(len(others)) and bool(box_ioa(np.asarray(box, np.float64)[None], np.asarray(others, np.float64)).max() >= 1 / 3)
 
 
 def _blank(col: np.ndarray, n: int) -> np.ndarray:
