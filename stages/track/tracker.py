@@ -56,8 +56,11 @@ class TrackerSettings:
     appearance_weight: float = 0.5  # share of appearance in the stage-1 cost (the rest is 1 - IoU)
     appearance_gate: float = 0.5  # cosine distance above which a pair is never matched
     min_iou: float = 0.1  # stage 1 needs this much overlap with the predicted box (lost tracks: see reid)
-    reid_distance: float = 0.25  # cosine distance under which a lost track is re-identified
-    reid_radius: float = 1.5  # re-identification window: this many box heights, times sqrt(frames lost)
+    reid_distance: float = 0.15  # cosine distance under which a lost track is re-identified
+    reid_radius: float = 1.0  # re-identification window around the predicted box: this many box heights,
+    reid_spread: float = 0.1  # plus this many box heights per frame lost
+    reid_scale: float = 1.5  # and a box height within this factor of the track's last
+    reid_ratio: float = 0.8  # appearance distance at most this times that of the next-best candidate
     embedding_momentum: float = 0.9
     clean_crop_iou: float = 0.3  # a crop overlapping another detection more than this does not update the embedding
 
@@ -232,21 +235,19 @@ class Tracker:
             iou = iou_matrix(pred[tentative], det.boxes[rest_high])
             rest_high = match(tentative, rest_high, 1.0 - iou, 1.0 - s.tentative_match_iou)[1]
 
-        # Stage 4: re-identify lost tracks by appearance, within a window that grows with the time lost.
+        # Stage 4: re-identify lost tracks by appearance, where the track could plausibly be by now, and only
+        # when the pair is clearly better than the other candidates of both (a ratio test: in a crowd of
+        # look-alikes the nearest embedding is no evidence).
         matched_tracks = set(track_of_row[track_of_row >= 0].tolist())
         lost = np.array([i for i, t in enumerate(tracks) if t.state == TrackState.LOST and i not in matched_tracks], np.int64)
         if emb is not None and len(lost) and len(rest_high):
             dist = app_dist(lost, rest_high)
             assert dist is not None
-            lost_boxes = np.stack([tracks[i].last_box for i in lost])
-            gap = np.array([frame - tracks[i].last_frame for i in lost], np.float32)
-            height = lost_boxes[:, 3] - lost_boxes[:, 1]
-            radius = s.reid_radius * height * np.sqrt(np.maximum(gap, 1.0))
-            centre_t = (pred[lost, :2] + pred[lost, 2:]) / 2
             boxes = det.boxes[rest_high]
-            centre_d = (boxes[:, :2] + boxes[:, 2:]) / 2
-            far = np.linalg.norm(centre_t[:, None] - centre_d[None], axis=-1) > radius[:, None]
-            cost = np.where(np.isnan(dist) | far, INFEASIBLE, dist)
+            far = ~self._plausible(tracks, lost, pred[lost], boxes, frame)
+            known = np.where(np.isnan(dist), np.inf, dist)
+            cost = np.where(np.isinf(known) | far, INFEASIBLE, known)
+            cost = np.where(self._distinct(known, cost < INFEASIBLE), cost, INFEASIBLE)
             before = int((track_of_row >= 0).sum())
             rest_high = match(lost, rest_high, cost, s.reid_distance)[1]
             for _ in range(int((track_of_row >= 0).sum()) - before):
@@ -306,6 +307,39 @@ class Tracker:
         t.track_id = st.next_id
         st.next_id += 1
         self.on_event(stream, "confirmed")
+
+    def _plausible(self, tracks: list[Track], lost: np.ndarray, pred: np.ndarray, boxes: np.ndarray, frame: int) -> np.ndarray:
+        """[L, D] whether each lost track could be at each detection by now: within the motion model's
+        prediction plus an uncertainty that grows with the frames lost (a person who stopped, turned or
+        sped up), in units of the track's height; and of a similar size (the same distance from the camera)."""
+        s = self.s
+        last = np.stack([tracks[i].last_box for i in lost])
+        height = np.maximum(last[:, 3] - last[:, 1], 1.0)
+        gap = np.array([frame - tracks[i].last_frame for i in lost], np.float64)
+        radius = height * (s.reid_radius + s.reid_spread * gap)
+        centre_t = (pred[:, :2] + pred[:, 2:]) / 2
+        centre_d = (boxes[:, :2] + boxes[:, 2:]) / 2
+        near = np.linalg.norm(centre_t[:, None] - centre_d[None], axis=-1) <= radius[:, None]
+        d_height = np.maximum(boxes[:, 3] - boxes[:, 1], 1.0)
+        ratio = d_height[None, :] / height[:, None]
+        return near & (ratio <= s.reid_scale) & (ratio >= 1 / s.reid_scale)
+
+    def _distinct(self, dist: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+        """[L, D] pairs whose appearance distance is at most `reid_ratio` times that of any rival: another
+        plausible detection for the track, or another plausible lost track for the detection."""
+        d = np.where(candidate, dist, np.inf)
+        if d.size == 0:
+            return candidate
+        ok = candidate.copy()
+        for axis in (0, 1):
+            if d.shape[axis] < 2:
+                continue
+            part = np.partition(d, 1, axis=axis)
+            best, second = np.take(part, 0, axis=axis), np.take(part, 1, axis=axis)
+            # A pair's rival is the best other candidate: the second best for the best pair, else the best.
+            rival = np.where(d == np.expand_dims(best, axis), np.expand_dims(second, axis), np.expand_dims(best, axis))
+            ok &= d <= self.s.reid_ratio * rival
+        return ok
 
     def _clean_crops(self, boxes: np.ndarray) -> np.ndarray:
         """Rows whose crop shows mostly their own object (not another detection's)."""
