@@ -91,6 +91,53 @@ def test_an_id_handed_to_another_object_across_the_line_is_not_a_crossing() -> N
     assert counter.counts == {"in": 0, "out": 1}
 
 
+def test_an_id_handed_over_after_a_gap_counts_only_a_walk_that_fits_the_time() -> None:
+    # Re-identified after 1 s unseen: from 1.5 box heights before the line to 2 beyond needs 3.5 heights a
+    # second (a sprint): the tracker handed the id to someone else. Over 2 s the same walk is plausible.
+    for lost_s, counted in ((1.0, 0), (2.0, 1)):
+        counter = LineCounter(LINE)
+        for f in range(5):
+            counter.update(f, f / 10, np.array([3]), np.array([box_at(300, 240 + 1.5 * 80)]))
+        back = 4 + int(lost_s * 10)
+        counter.update(back, back / 10, np.array([3]), np.array([box_at(300, 240 - 2 * 80)]))
+        assert counter.counts["in"] == counted, lost_s
+
+
+def test_a_track_lost_at_the_line_and_found_again_under_a_new_id_is_one_crossing() -> None:
+    counter = LineCounter(LINE, frame_size=SIZE)
+    y = 300.0
+    for f in range(12):  # walking up towards the line, then lost 20 px before it
+        counter.update(f, f / 10, np.array([1]), np.array([box_at(300, y)]))
+        y -= 4
+    for f in range(12, 18):
+        counter.update(f, f / 10, np.zeros(0, np.int64), np.zeros((0, 4)))
+    for f in range(18, 30):  # a new id 20 px beyond it, walking on
+        y = 220 - 4 * (f - 18)
+        counter.update(f, f / 10, np.array([2]), np.array([box_at(300, y)]))
+    assert counter.counts == {"in": 1, "out": 0}
+    counter.update(30, 3.0, np.array([1]), np.array([box_at(300, 170)]))  # the old id found again: no second count
+    assert counter.counts == {"in": 1, "out": 0}
+
+
+def test_a_new_track_is_not_a_lost_one_found_again_while_that_one_is_still_seen_or_at_the_frame_edge() -> None:
+    # Two people, one on each side: the second one's new id is no continuation of the first, who is still there.
+    counter = LineCounter(LINE, frame_size=SIZE)
+    for f in range(10):
+        ids = np.array([1] if f < 5 else [1, 2])
+        boxes = np.array([box_at(300, 270)] if f < 5 else [box_at(300, 270), box_at(330, 215)])
+        counter.update(f, f / 10, ids, boxes)
+    assert counter.counts == {"in": 0, "out": 0}
+    # One leaves at the frame's left edge near a line that starts there, another comes in there beyond it:
+    # not one person (without the frame's size, the counter would take them for one).
+    edge_line = Line.load("gate", [[0, 240], [300, 240]], SIZE)
+    for size, counted in ((SIZE, 0), (None, 1)):
+        counter = LineCounter(edge_line, frame_size=size)
+        for f in range(5):
+            counter.update(f, f / 10, np.array([1]), np.array([[0, 190, 30, 270]]))
+        counter.update(8, 0.8, np.array([2]), np.array([[0, 130, 30, 210]]))
+        assert counter.counts["in"] == counted, size
+
+
 def test_geometry_errors_name_the_problem() -> None:
     with pytest.raises(GeometryError, match="zero length"):
         Line.load("l", [[10, 10], [10, 10]], SIZE)

@@ -7,6 +7,15 @@ flickers out for a few frames keeps its side (state is kept per track id, not pe
 unconfirmed tracks (id -1) are never counted. A track id that jumps across the line faster than any
 object moves (`max_speed` box heights per second: the tracker handed the id to another object) moves its
 reference side without counting.
+
+Identities break, so two more rules keep the count exact:
+- a track seen again after more than `max_gap_s` unseen (re-identified after an occlusion, or handed to
+  someone else) counts a crossing only if walking the straight line through the counting line in that time
+  is plausible (`gap_speed` box heights per second): its path over the gap was not observed;
+- a new track whose first side is opposite to that of a track that vanished less than `stitch_s` before,
+  close to the line on both sides (`stitch_reach` box heights) and at a plausible speed, is the same person
+  found again under a new id: the crossing is counted once, and the vanished track can no longer count it.
+  Not at the frame's edge: a track that vanished there left the picture, one that starts there came in.
 """
 
 from __future__ import annotations
@@ -15,7 +24,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.boxes import near_frame_edge
 from stages.analyze.geometry import Line, segments_intersect
+
+EDGE = 0.01  # of the frame's smaller side: a box this close to the edge may be partly out of view
 
 
 def anchors(boxes: np.ndarray) -> np.ndarray:
@@ -30,6 +42,9 @@ class _Side:
     point: np.ndarray  # where the anchor last was beyond the band on that side
     point_time: float  # and when (stream time, seconds)
     frame: int  # last frame the track was seen
+    time: float  # and when (stream time, seconds)
+    height: float  # its box height then (pixels)
+    at_edge: bool  # its box then touched the frame's edge
 
 
 @dataclass
@@ -38,6 +53,11 @@ class LineCounter:
     hysteresis: float = 8.0  # pixels either side of the line that never decide a side
     forget_after: int = 300  # frames without the track before its side is forgotten (bounded memory)
     max_speed: float = 15.0  # box heights per second; a car at 50 km/h is about 9, a runner about 4
+    max_gap_s: float = 0.5  # unseen longer than this, the path in between is not observed
+    gap_speed: float = 3.0  # box heights per second a path over an unobserved gap may need (a walk is about 0.8)
+    stitch_s: float = 2.0  # how long after a track vanished a new one may continue it across the line
+    stitch_reach: float = 1.5  # box heights from the line both ends of a stitched crossing must be
+    frame_size: tuple[int, int] | None = None  # (width, height): where tracks enter and leave; None: unknown
     counts: dict[str, int] = field(default_factory=lambda: {"in": 0, "out": 0})
     _tracks: dict[int, _Side] = field(default_factory=dict)
 
@@ -50,25 +70,53 @@ class LineCounter:
         heights = np.maximum(b[:, 3] - b[:, 1], 1.0)
         pts = anchors(b)
         dist = self.line.signed_distance(pts)
-        for tid, p, d, h in zip(ids.tolist(), pts, dist, heights):
+        edge = near_frame_edge(b, self.frame_size, EDGE) if self.frame_size is not None else np.zeros(len(b), bool)
+        seen = set(ids.tolist())
+        for tid, p, d, h, e in zip(ids.tolist(), pts, dist, heights, edge.tolist()):
             if tid < 0:
                 continue  # not a confirmed track
             state = self._tracks.get(tid)
             side = 1 if d > self.hysteresis else -1 if d < -self.hysteresis else 0
             if state is None:
                 if side:
-                    self._tracks[tid] = _Side(side, p, t, frame)
+                    self._tracks[tid] = _Side(side, p, t, frame, t, h, e)
+                    gone = None if e else self._vanished_across(tid, side, p, float(d), t, h, seen)
+                    if gone is not None:
+                        del self._tracks[gone]  # found again: it cannot count this crossing a second time
+                        events.append(self._count(tid, side))
                 continue
-            state.frame = frame
+            gap = t - state.time
+            state.frame, state.time, state.height, state.at_edge = frame, t, h, e
             if side == 0:
                 continue  # inside the band: undecided, keeps its side
-            jump = float(np.hypot(*(p - state.point))) / h / max(t - state.point_time, 1e-3)
-            if side != state.side and jump <= self.max_speed and segments_intersect(state.point, p, self.line.a, self.line.b):
-                direction = "in" if side > 0 else "out"
-                self.counts[direction] += 1
-                events.append((tid, direction))
+            dt = max(t - state.point_time, 1e-3)
+            jump = float(np.hypot(*(p - state.point))) / h / dt
+            limit = self.gap_speed if gap > self.max_gap_s else self.max_speed
+            if side != state.side and jump <= limit and segments_intersect(state.point, p, self.line.a, self.line.b):
+                events.append(self._count(tid, side))
             # Passing beside the line's end (not through it) only moves the reference side.
             state.side, state.point, state.point_time = side, p, t
         for tid in [k for k, s in self._tracks.items() if frame - s.frame > self.forget_after]:
             del self._tracks[tid]
         return events
+
+    def _count(self, tid: int, side: int) -> tuple[int, str]:
+        direction = "in" if side > 0 else "out"
+        self.counts[direction] += 1
+        return tid, direction
+
+    def _vanished_across(self, tid: int, side: int, p: np.ndarray, d: float, t: float, h: float, seen: set[int]) -> int | None:
+        """The track that vanished most recently on the other side, close to the line, that this new track
+        plausibly continues through the line; None if there is none."""
+        if abs(d) > self.stitch_reach * h:
+            return None
+        best, best_time = None, -np.inf
+        for other, st in self._tracks.items():
+            if other == tid or other in seen or st.at_edge or st.side != -side or not 0 < t - st.time <= self.stitch_s:
+                continue
+            if abs(float(self.line.signed_distance(st.point[None])[0])) > self.stitch_reach * st.height:
+                continue
+            speed = float(np.hypot(*(p - st.point))) / max(h, st.height) / max(t - st.point_time, 1e-3)
+            if speed <= self.gap_speed and segments_intersect(st.point, p, self.line.a, self.line.b) and st.time > best_time:
+                best, best_time = other, st.time
+        return best

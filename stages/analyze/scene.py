@@ -57,7 +57,7 @@ class Scene:
         self.zones = {n: Zone.load(n, pts(s), (width, height)) for n, s in self.cfg.zones.items()}
         self.lines = {n: Line.load(n, pts(s), (width, height)) for n, s in self.cfg.lines.items()}
         old = self.counters
-        self.counters = {n: LineCounter(line, hysteresis=self.cfg.line_hysteresis) for n, line in self.lines.items()}
+        self.counters = {n: LineCounter(line, hysteresis=self.cfg.line_hysteresis, frame_size=(width, height)) for n, line in self.lines.items()}
         for n, c in old.items():  # counts survive a size change; sides do not (the line moved)
             self.counters[n].counts.update(c.counts)
         for n, counts in self.carried_counts.items():
