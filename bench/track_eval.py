@@ -5,8 +5,13 @@
 
 Sequences:
   (a) semi-synthetic: real person and vehicle crops from the sample videos moving over real backgrounds,
-      with crossings, occlusions and frame-rate changes, and exact ground truth (tools/synthetic.py);
-  (b) vtest.avi frames 0-N, every person boxed by hand with an identity (tests/data/tracks/).
+      with crossings, occlusions, frame-rate changes, 10 and 25 fps, raw and H.264-encoded frames, and exact
+      ground truth (tools/synthetic.py);
+  (b) vtest.avi frames 0-N, every person boxed by hand with an identity (tests/data/tracks/);
+  (c) all of vtest.avi for the line count only: every crossing of its line seen by eye (tests/data/analytics/).
+Every sequence has a counting line with exact crossings: (a) the ground-truth tracks through the analyze
+stage's counter, (b)/(c) the hand-labelled ones. Counts: our tracks through the same counter, the baselines'
+through supervision's LineZone (what their users count with).
 Detections: the bundled COCO-SSD on every frame at score >= 0.1 (so ByteTrack's low-score stage has
 something to work with), persons only (the ground truth of (b) has persons only, and the backgrounds of (a)
 contain real parked vehicles that are not in its ground truth). Metrics: HOTA, IDF1, MOTA and ID switches
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import sys
 import tempfile
 import time
@@ -34,6 +40,8 @@ sys.path.insert(0, str(ROOT))
 from pipeline.categories import category_id  # noqa: E402
 from pipeline.detections import Detections  # noqa: E402
 from pipeline.protocol import Frame  # noqa: E402
+from stages.analyze.geometry import Line  # noqa: E402
+from stages.analyze.line_counter import LineCounter  # noqa: E402
 from tools.tracklets import load_detections, save_detections  # noqa: E402
 
 PERSON = category_id("person")
@@ -57,7 +65,25 @@ class Sequence:
     kind: str  # "synthetic" or "real"
     fps: float
     frames: list[np.ndarray]
-    gt: np.ndarray  # rows: frame (0-based), id, x1, y1, x2, y2, visibility
+    gt: np.ndarray | None  # rows: frame (0-based), id, x1, y1, x2, y2, visibility; None: counts only
+    times: np.ndarray  # seconds of each frame
+    line: Line
+    crossings: dict[str, int]  # true crossings of `line` per direction
+
+
+def centre_line(size: tuple[int, int]) -> Line:
+    """The synthetic sequences' counting line: down the middle of the picture, from the far path to the bottom."""
+    w, h = size
+    return Line.load("centre", [[w / 2, 0.3 * h], [w / 2, h]], size)
+
+
+def true_crossings(gt: np.ndarray, times: np.ndarray, line: Line) -> dict[str, int]:
+    """Crossings of the ground-truth tracks (exact positions, hidden or not), by the counter's own rule."""
+    counter = LineCounter(line)
+    for f in range(len(times)):
+        rows = gt[gt[:, 0] == f]
+        counter.update(f, float(times[f]), rows[:, 1].astype(np.int64), rows[:, 2:6])
+    return dict(counter.counts)
 
 
 def synthetic_sequences(only: str | None, tuning: bool = False) -> list[Sequence]:
@@ -70,8 +96,16 @@ def synthetic_sequences(only: str | None, tuning: bool = False) -> list[Sequence
             continue
         seq = make_sequence(spec, bank)
         gt = seq.gt[seq.gt[:, 7] == PERSON][:, :7]
-        out.append(Sequence(spec.name, "synthetic", spec.fps, seq.frames, gt))
+        line = centre_line(spec.size)
+        out.append(Sequence(spec.name, "synthetic", spec.fps, seq.frames, gt, seq.times, line, true_crossings(gt, seq.times, line)))
     return out
+
+
+def _vtest_line() -> tuple[Line, list[dict]]:
+    """The hand-labelled line of vtest.avi and every crossing of it seen by eye (tests/data/analytics/)."""
+    events = json.loads((ROOT / "tests" / "data" / "analytics" / "vtest_events.json").read_text())
+    g = events["geometry"]["lines"][0]
+    return Line.load(g["name"], [g["a"], g["b"]], (768, 576)), events["crossings"]
 
 
 def vtest_sequence() -> Sequence:
@@ -82,7 +116,19 @@ def vtest_sequence() -> Sequence:
     n = int(rows[:, 0].max())
     frames = [img for _, img in read_frames(ROOT / "sample_videos" / "vtest.avi", 0, n)]
     gt = np.column_stack([rows[:, 0] - 1, rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 2] + rows[:, 4], rows[:, 3] + rows[:, 5], rows[:, 8]])
-    return Sequence(path.stem.removesuffix("_gt"), "real", 10.0, frames, gt)
+    line, seen = _vtest_line()
+    crossings = {d: sum(1 for c in seen if c["direction"] == d and c["frame"] < len(frames)) for d in ("in", "out")}
+    return Sequence(path.stem.removesuffix("_gt"), "real", 10.0, frames, gt, np.arange(len(frames)) / 10.0, line, crossings)
+
+
+def vtest_line_sequence() -> Sequence:
+    """All of vtest.avi, for the line count only (identities are labelled for 0-249 only)."""
+    from tools.tracklets import read_frames
+
+    frames = [img for _, img in read_frames(ROOT / "sample_videos" / "vtest.avi", 0, 10_000)]
+    line, seen = _vtest_line()
+    crossings = {d: sum(1 for c in seen if c["direction"] == d) for d in ("in", "out")}
+    return Sequence("vtest_line", "real", 10.0, frames, None, np.arange(len(frames)) / 10.0, line, crossings)
 
 
 def detect(seq: Sequence, batch: int = 8) -> tuple[list[Detections], float]:
@@ -149,15 +195,45 @@ def baseline(name: str) -> TrackFn:
 
 
 TRACKERS: dict[str, TrackFn] = {
-    "ours (LSTM + appearance)": ours(),
+    "ours, LSTM + appearance": ours(),
     "ours, LSTM only": ours(appearance=False),
     "ours, Kalman + appearance": ours(motion="kalman"),
+    "ours, Kalman only": ours(motion="kalman", appearance=False),
     "ByteTrack (trackers 2.6.1)": baseline("bytetrack"),
     "SORT (trackers 2.6.1)": baseline("sort"),
 }
 
 
+def default_name() -> str:
+    """The row of the tracker as configured by default (TrackOptions' own motion default)."""
+    from stages.track.stage import TrackOptions
+
+    return {"lstm": "ours, LSTM + appearance", "kalman": "ours, Kalman + appearance"}[TrackOptions().motion]
+
+
 # -- scoring ----------------------------------------------------------------------------------
+
+
+def count_ours(seq: Sequence, rows: np.ndarray) -> dict[str, int]:
+    """The analyze stage's line counter on a tracker's output."""
+    counter = LineCounter(seq.line, frame_size=(seq.frames[0].shape[1], seq.frames[0].shape[0]))
+    for f in range(len(seq.frames)):
+        r = rows[rows[:, 0] == f]
+        counter.update(f, float(seq.times[f]), r[:, 1].astype(np.int64), r[:, 2:6])
+    return dict(counter.counts)
+
+
+def count_linezone(seq: Sequence, rows: np.ndarray) -> dict[str, int]:
+    """supervision's LineZone (the feet: bottom centre), what a supervision user counts with."""
+    import supervision as sv
+
+    zone = sv.LineZone(start=sv.Point(*seq.line.a), end=sv.Point(*seq.line.b), triggering_anchors=[sv.Position.BOTTOM_CENTER])
+    for f in range(len(seq.frames)):
+        r = rows[rows[:, 0] == f]
+        if len(r):
+            zone.trigger(sv.Detections(xyxy=r[:, 2:6].astype(np.float32), tracker_id=r[:, 1].astype(int), class_id=np.zeros(len(r), int)))
+    # LineZone's `in` is ours: crossing from the right of start -> end to its left.
+    return {"in": int(zone.in_count), "out": int(zone.out_count)}
 
 
 def _mot_lines(rows: np.ndarray, classes: np.ndarray | None = None) -> str:
@@ -201,32 +277,40 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     seqs = synthetic_sequences(args.only, args.tuning)
     if not args.tuning and (not args.only or args.only.startswith("vtest")):
-        seqs.append(vtest_sequence())
+        seqs += [vtest_sequence(), vtest_line_sequence()]
     chosen = {k: v for k, v in TRACKERS.items() if not args.trackers or any(s in k for s in args.trackers.split(","))}
+    default = default_name()
     results: dict[tuple[str, str], dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for seq in seqs:
             dets, det_ms = detect(seq)
-            gt_ids = len(np.unique(seq.gt[seq.gt[:, 6] >= MIN_VISIBILITY, 1]))
-            print(f"\n{seq.name} ({seq.kind}): {len(seq.frames)} frames, {gt_ids} people, "
-                  f"{sum(len(d) for d in dets)} detections; detector {det_ms:.1f} ms/frame")
-            print(f"  {'tracker':28s} {'HOTA':>6s} {'IDF1':>6s} {'MOTA':>6s} {'IDSW':>5s} {'ms/frame':>9s}")
+            people = f"{len(np.unique(seq.gt[seq.gt[:, 6] >= MIN_VISIBILITY, 1]))} people, " if seq.gt is not None else "line count only, "
+            truth = seq.crossings
+            print(f"\n{seq.name} ({seq.kind}): {len(seq.frames)} frames, {people}"
+                  f"{sum(len(d) for d in dets)} detections; detector {det_ms:.1f} ms/frame; line crossings in/out {truth['in']}/{truth['out']}")
+            print(f"  {'tracker':30s} {'HOTA':>6s} {'IDF1':>6s} {'MOTA':>6s} {'IDSW':>5s} {'ms/frame':>9s}  {'count in/out':>12s} {'error':>5s}")
             for name, fn in chosen.items():
                 t0 = time.perf_counter()
                 pred = fn(seq, dets)
                 ms = (time.perf_counter() - t0) / len(seq.frames) * 1000
-                r = score(seq.gt, pred, work, f"{seq.name}-{len(results)}")
+                r: dict[str, float] = score(seq.gt, pred, work, f"{seq.name}-{len(results)}") if seq.gt is not None else {}
+                counted = count_ours(seq, pred) if name.startswith("ours") else count_linezone(seq, pred)
+                r["in"], r["out"] = counted["in"], counted["out"]
+                r["count_error"] = abs(counted["in"] - truth["in"]) + abs(counted["out"] - truth["out"])
                 results[(seq.name, name)] = r
-                print(f"  {name:28s} {r['HOTA']:6.1f} {r['IDF1']:6.1f} {r['MOTA']:6.1f} {r['IDSW']:5d} {ms:9.2f}")
+                mark = " *" if name == default else ""
+                metrics = f"{r['HOTA']:6.1f} {r['IDF1']:6.1f} {r['MOTA']:6.1f} {int(r['IDSW']):5d}" if seq.gt is not None else f"{'':6s} {'':6s} {'':6s} {'':5s}"
+                print(f"  {name + mark:30s} {metrics} {ms:9.2f}  {int(r['in']):5d}/{int(r['out']):<6d} {int(r['count_error']):5d}")
     synth = [s.name for s in seqs if s.kind == "synthetic"]
     if len(synth) > 1:
-        print(f"\nmean over the {len(synth)} synthetic sequences (IDSW summed)")
+        print(f"\nmean over the {len(synth)} synthetic sequences (IDSW and count errors summed); * the default")
         for name in chosen:
             rs = [results[(s, name)] for s in synth]
-            print(f"  {name:28s} {np.mean([r['HOTA'] for r in rs]):6.1f} {np.mean([r['IDF1'] for r in rs]):6.1f} "
-                  f"{np.mean([r['MOTA'] for r in rs]):6.1f} {sum(r['IDSW'] for r in rs):5d}")
-
+            mark = " *" if name == default else ""
+            print(f"  {name + mark:30s} {np.mean([r['HOTA'] for r in rs]):6.1f} {np.mean([r['IDF1'] for r in rs]):6.1f} "
+                  f"{np.mean([r['MOTA'] for r in rs]):6.1f} {sum(int(r['IDSW']) for r in rs):5d} {'':9s}  {'':12s} {sum(int(r['count_error']) for r in rs):5d}")
+    print("\ncount: the analyze stage's LineCounter on our tracks; supervision's LineZone (bottom centre) on the baselines'")
 
 if __name__ == "__main__":
     main()

@@ -113,15 +113,16 @@ def test_the_tracker_imports_without_torch() -> None:
     assert "torch" not in loaded_after(code)
 
 
-def test_the_default_tracker_runs_without_torch_once_exported(tmp_path: Path) -> None:
-    """The motion LSTM and the appearance CNN go through the backend layer: the first build exports them
+def test_the_tracker_runs_without_torch_once_exported(tmp_path: Path) -> None:
+    """The motion LSTM (an option; the default is the Kalman filter, numpy only) and the appearance CNN go
+    through the backend layer: the first build exports them
     (torch needed), later ones find the exports by their files' key, cut the crops in numpy and run ONNX
     Runtime, so the track process starts without torch (it delayed a replay's first frame by ~2 s)."""
     code = (
         "import numpy as np\nfrom pipeline.detections import Detections\nfrom stages.track.stage import TrackOptions, build_tracker, embed_rows\n"
         "from stages.track.tracker import StepInput\nfrom tools.tracklets import read_frames\n"
         f"images = [im for _, im in read_frames({str(ROOT / 'sample_videos' / 'vtest.avi')!r}, 0, 4)]\n"
-        "tracker, encoder = build_tracker(TrackOptions(), 'cpu')\n"
+        "tracker, encoder = build_tracker(TrackOptions(motion='lstm'), 'cpu')\n"
         "assert (tracker.motion.backend, encoder.backend) == ('onnxruntime', 'onnxruntime'), (tracker.motion.backend, encoder.backend)\n"
         "box = np.array([[100, 100, 140, 200], [400, 300, 450, 420]], np.float32)\n"
         "for i, im in enumerate(images):\n"

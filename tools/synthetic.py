@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import io
 import json
 import math
 import sys
@@ -454,6 +455,7 @@ class SequenceSpec:
     crossing_depth: tuple[float, float] = (0.6, 1.6)  # m, how far behind the other the rear walker passes
     scene_occluders: bool = True  # the lamp post, tripod and boulder of the real scene occlude too
     noise: float = 2.0  # sensor noise sigma, grey levels
+    encoding_crf: int | None = None  # frames go through H.264 at this CRF (x264: 23 default, 35 blocky); None: raw
 
 
 @dataclass
@@ -957,6 +959,8 @@ def make_sequence(spec: SequenceSpec, bank: SpriteBank | None = None) -> Synthet
         tr.tid = i + 1
 
     frames, gt = _render(spec, bank, world, bg_campus, layers, tracks, steps, rng)
+    if spec.encoding_crf is not None:
+        frames = through_h264(frames, spec.fps, spec.encoding_crf)
     times = steps / spec.fps
     info = {
         "segments": [(int(a), int(b)) for a, b in segments],
@@ -967,6 +971,27 @@ def make_sequence(spec: SequenceSpec, bank: SpriteBank | None = None) -> Synthet
                     for tr in tracks},
     }
     return SyntheticSequence(spec, frames, gt, times, info)
+
+
+def through_h264(frames: list[np.ndarray], fps: float, crf: int) -> list[np.ndarray]:
+    """The frames as a viewer of an H.264 stream at this CRF sees them: blocking, ringing, smeared motion."""
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=round(fps))
+        stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1"}
+        for img in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="bgr24")))
+        out.mux(stream.encode())
+    buf.seek(0)
+    with av.open(buf) as inp:
+        decoded = [f.to_ndarray(format="bgr24") for f in inp.decode(video=0)]
+    if len(decoded) != len(frames):
+        raise RuntimeError(f"H.264 round trip gave {len(decoded)} frames for {len(frames)}")
+    return decoded
 
 
 def _first_visible(tr: _Track, world: _World, steps: np.ndarray) -> int | None:
@@ -1175,6 +1200,8 @@ def evaluation_specs() -> list[SequenceSpec]:
         SequenceSpec("campus_rate_change", seed=4409, n_frames=360, n_people=14, crossings=4, occluders=1,
                      rate_changes=True),
         SequenceSpec("street_vehicles", seed=5501, n_frames=320, n_people=8, n_vehicles=8, crossings=2),
+        SequenceSpec("campus_h264", seed=6607, n_frames=300, n_people=14, crossings=4, occluders=1, encoding_crf=32),
+        SequenceSpec("campus_25fps", seed=7703, n_frames=450, fps=25.0, n_people=10, crossings=3),
     ]
 
 

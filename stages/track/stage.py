@@ -49,7 +49,9 @@ class FallOptions(BaseModel):
 class TrackOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    motion: Literal["lstm", "kalman"] = Field("lstm", description="Motion model: the bundled motion LSTM, or a constant-velocity Kalman filter.")
+    motion: Literal["lstm", "kalman"] = Field(
+        "kalman", description="Motion model: a constant-velocity Kalman filter (scores higher on the tuning sequences: bench/track_eval.py --tuning), or the bundled motion LSTM."
+    )
     motion_weights: str | None = Field(None, description="Weights of the motion LSTM; null: the bundled ones.")
     appearance: bool = Field(True, description="Use the appearance CNN (association and re-identification).")
     appearance_weights: str | None = Field(None, description="Weights of the appearance CNN; null: the bundled ones.")
@@ -68,7 +70,7 @@ class TrackOptions(BaseModel):
     confirm_hits: int = Field(2, ge=1, le=100, description="Matches in a row before a track is confirmed and gets an id.")
     max_lost_frames: int = Field(30, ge=0, le=100_000, description="Frames a lost track is kept for re-identification.")
     appearance_gate: float = Field(0.5, gt=0, le=2, description="Cosine distance above which a track and detection are never matched.")
-    reid_distance: float = Field(0.25, gt=0, le=2, description="Cosine distance under which a lost track is re-identified.")
+    reid_distance: float = Field(0.15, gt=0, le=2, description="Cosine distance under which a lost track is re-identified.")
     anomaly: AnomalyModelOptions | None = Field(
         None, description="Score each track's last 2 s of motion against normal motion (column anomaly.score, read by the anomaly rule); null: off."
     )
