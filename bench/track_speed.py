@@ -15,6 +15,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -81,15 +82,16 @@ def main() -> None:
     ):
         tracker, encoder = build_tracker(options, "cpu")
         parts = {"appearance CNN": 0.0, "motion model": 0.0}
-        motion_predict = tracker.motion.predict
+        name = "predict_tracks" if hasattr(tracker.motion, "predict_tracks") else "predict"  # stateful or not
+        motion_predict = getattr(tracker.motion, name)
 
-        def timed_predict(*a: np.ndarray) -> np.ndarray:
+        def timed_predict(*a: Any, _inner: Any = motion_predict) -> np.ndarray:
             t0 = time.perf_counter()
-            r = motion_predict(*a)
+            r = _inner(*a)
             parts["motion model"] += time.perf_counter() - t0
             return r
 
-        tracker.motion.predict = timed_predict  # type: ignore[method-assign]
+        setattr(tracker.motion, name, timed_predict)
         total, counted, held = 0.0, 0, []
         for i, (img, d) in enumerate(zip(images, dets)):
             if i == WARMUP:

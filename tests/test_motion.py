@@ -169,3 +169,24 @@ def test_lstm_edge_cases(lstm: MotionPredictor) -> None:
     out = lstm.predict(padded, ages, valid)
     assert out.shape == (3, 4) and out.dtype == np.float32
     np.testing.assert_allclose(out, lstm.predict(*window(track[:5], 5, 5)).repeat(3, 0), atol=1e-3)
+
+
+def test_the_tracker_s_kalman_keeps_state_and_predicts_what_a_fresh_filter_over_the_window_does() -> None:
+    """KalmanTracks takes in only each frame's new observations; within the window it must give exactly what
+    replaying the window (kalman_predict) gives, gaps of several lengths included."""
+    from stages.track.kalman import KalmanTracks
+    from stages.track.track import Track
+
+    rng = np.random.default_rng(0)
+    model = KalmanTracks()
+    tracks = [Track(i, 0, 0, 0, 16) for i in range(5)]
+    for f in range(15):
+        for i, t in enumerate(tracks):
+            if f < 2 or f % (i + 2) != 1:  # track i misses every (i + 2)th frame
+                box = np.array([100 + 3 * f + 50 * i, 100 + f, 140 + 3 * f + 50 * i, 200 + 1.5 * f]) + rng.normal(0, 1, 4)
+                t.observe(f, box.astype(np.float32), 0.9, 0, 0)
+        now = np.full(len(tracks), f + 1 + f % 3)  # the target frame may also lie beyond the next one
+        frames = np.stack([t.frames for t in tracks])
+        valid = frames >= 0
+        fresh = kalman_predict(np.stack([t.boxes for t in tracks]), np.where(valid, now[:, None] - frames, 1), valid)
+        np.testing.assert_allclose(model.predict_tracks(tracks, now), fresh, atol=1e-4)

@@ -175,3 +175,71 @@ def kalman_predict(
         if age > 0 and hit.any():
             kf.update(ti[hit], xyah[ti[hit], ki[hit]])
     return kf.boxes()
+
+
+class KalmanState:
+    """One track's filter between frames: its posterior after the observations up to `frame`."""
+
+    __slots__ = ("mean", "covariance", "frame")
+
+    def __init__(self, mean: np.ndarray, covariance: np.ndarray, frame: int) -> None:
+        self.mean, self.covariance, self.frame = mean, covariance, frame
+
+
+class KalmanTracks:
+    """The Kalman filter as the tracker's motion model, kept per track between frames.
+
+    `kalman_predict` replays a track's window of observations every frame (K predict/update steps per track);
+    here each track keeps its posterior (`Track.motion_state`), takes in only the observations made since, and
+    is predicted forward from it: one step per frame for a track seen in the last one. All tracks of a call go
+    through each step together."""
+
+    def __init__(self, history: int = 16, std_weight_position: float = STD_WEIGHT_POSITION,
+                 std_weight_velocity: float = STD_WEIGHT_VELOCITY) -> None:
+        self.history = history
+        self.wp, self.wv = std_weight_position, std_weight_velocity
+
+    def predict(self, boxes: np.ndarray, ages: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """The stateless interface (windows of observations): a fresh filter through each window."""
+        return kalman_predict(boxes, ages, valid, self.wp, self.wv)
+
+    def predict_tracks(self, tracks: list, now: np.ndarray) -> np.ndarray:
+        """[N, 4] each track's box at frame now[i]; brings each track's state up to its last observation."""
+        n = len(tracks)
+        if n == 0:
+            return np.zeros((0, 4), np.float32)
+        kf = KalmanBoxFilter(self.wp, self.wv)
+        for t in tracks:
+            if t.motion_state is None:  # a new track: start at its oldest observation
+                first = int(np.argmax(t.frames >= 0))
+                kf.mean, kf.covariance = np.zeros((0, 8)), np.zeros((0, 8, 8))
+                kf.initiate(xyxy_to_xyah(t.boxes[first]))
+                t.motion_state = KalmanState(kf.mean[0], kf.covariance[0], int(t.frames[first]))
+        kf.mean = np.stack([t.motion_state.mean for t in tracks])
+        kf.covariance = np.stack([t.motion_state.covariance for t in tracks])
+        at = np.array([t.motion_state.frame for t in tracks], np.int64)
+        # Observations not yet taken in, oldest first: usually one (last frame's), none for a lost track.
+        while True:
+            rows, obs_frame, obs_box = [], [], []
+            for i, t in enumerate(tracks):
+                newer = np.flatnonzero(t.frames > at[i])
+                if len(newer):
+                    rows.append(i)
+                    obs_frame.append(int(t.frames[newer[0]]))
+                    obs_box.append(t.boxes[newer[0]])
+            if not rows:
+                break
+            r, f = np.array(rows), np.array(obs_frame)
+            self._advance(kf, r, f - at[r])
+            kf.update(r, xyxy_to_xyah(np.stack(obs_box)))
+            at[r] = f
+        for i, t in enumerate(tracks):
+            t.motion_state = KalmanState(kf.mean[i].copy(), kf.covariance[i].copy(), int(at[i]))
+        self._advance(kf, np.arange(n), np.asarray(now, np.int64) - at)
+        return kf.boxes()
+
+    @staticmethod
+    def _advance(kf: KalmanBoxFilter, rows: np.ndarray, steps: np.ndarray) -> None:
+        """Predict each of `rows` forward by its number of frames, all rows still to go in one step at a time."""
+        for k in range(1, int(steps.max(initial=0)) + 1):
+            kf.predict(rows[steps >= k])

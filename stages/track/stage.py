@@ -98,16 +98,12 @@ class TrackOptions(BaseModel):
         )
 
 
-class KalmanMotion:
-    """The constant-velocity Kalman filter behind the motion-model interface (SORT/ByteTrack's predictor)."""
+def KalmanMotion(history: int = 16) -> Any:
+    """The constant-velocity Kalman filter behind the motion-model interface (SORT/ByteTrack's predictor),
+    keeping each track's state between frames."""
+    from stages.track.kalman import KalmanTracks
 
-    def __init__(self, history: int = 16) -> None:
-        self.history = history
-
-    def predict(self, boxes: np.ndarray, ages: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        from stages.track.kalman import kalman_predict
-
-        return kalman_predict(boxes, ages, valid)
+    return KalmanTracks(history)
 
 
 def build_tracker(o: TrackOptions, device: str, on_event: Any = None) -> tuple[Tracker, Any]:

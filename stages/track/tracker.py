@@ -169,6 +169,13 @@ class Tracker:
     def _predict(self, groups: list[tuple[list[Track], int]]) -> list[np.ndarray]:
         """Every active track of every stream in one motion-model forward."""
         tracks = [t for ts, _ in groups for t in ts]
+        ends = np.cumsum([len(ts) for ts, _ in groups])
+        # A motion model may keep state on each track (Track.motion_state) instead of re-reading its window.
+        predict_tracks = getattr(self.motion, "predict_tracks", None)
+        if predict_tracks is not None:
+            now = np.concatenate([np.full(len(ts), f, np.int64) for ts, f in groups]) if groups else np.zeros(0, np.int64)
+            pred = predict_tracks(tracks, now)
+            return np.split(pred, ends[:-1]) if groups else []
         if tracks:
             frames = np.stack([t.frames for t in tracks])  # [N, K], -1 before a track's first observation
             now = np.concatenate([np.full(len(ts), f, np.int64) for ts, f in groups])
@@ -176,7 +183,6 @@ class Tracker:
             valid = frames >= 0
             ages = np.where(valid, now[:, None] - frames, 1).astype(np.float32)
         pred = self.motion.predict(boxes, ages, valid) if tracks else np.zeros((0, 4), np.float32)
-        ends = np.cumsum([len(ts) for ts, _ in groups])
         return np.split(pred, ends[:-1]) if groups else []
 
     def _associate(self, inp: StepInput, st: StreamTracks, tracks: list[Track], pred: np.ndarray) -> Detections:
