@@ -186,9 +186,23 @@ def training_examples(
     history: int,
     size: int,
     real_fraction: float = 0.5,
+    tracked: list[np.ndarray] | None = None,
+    tracked_fraction: float = 0.0,
 ) -> Examples:
-    """One epoch of freshly augmented examples, `real_fraction` of them from real tracklets."""
+    """One epoch of freshly augmented examples, `real_fraction` of them from real tracklets; with `tracked`,
+    `tracked_fraction` of the epoch from the tracker's own histories (their gaps are the tracker's: none added)."""
     items: list[tuple[np.ndarray, np.ndarray, np.ndarray, float]] = []
+    if tracked and tracked_fraction > 0:
+        want = round(size * tracked_fraction)
+        size -= want
+        got: list[tuple[np.ndarray, np.ndarray, np.ndarray, float]] = []
+        while len(got) < want:
+            for i in rng.permutation(len(tracked)):
+                traj = tracked[i]
+                if rng.random() < 0.5:  # a mirrored scene moves the same way
+                    traj = np.stack([-traj[:, 2], traj[:, 1], -traj[:, 0], traj[:, 3]], 1)
+                got.extend(_targets(traj, rng, 12, gap_prob=0.1))
+        items.extend(got[:want])
     real_fraction = real_fraction if synth else 1.0
     for trajs, is_real in ((real, True), (synth, False)):
         per_source = round(size * (real_fraction if is_real else 1.0 - real_fraction))
@@ -369,21 +383,29 @@ def train(
     n_synth: int = 2000,
     real_fraction: float = 0.5,
     log: Callable[[str], None] = print,
+    tracked_fraction: float = 0.0,
+    uncertainty: bool = False,
 ) -> tuple[MotionLSTM, dict]:
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
     rng = np.random.default_rng(seed)
     real_train, _ = real_trajectories()
     synth_train = generated_trajectories(TRAIN_SYNTH_SEED, n_synth)
-    log(f"training material: {len(real_train)} real tracklets, {len(synth_train)} generated trajectories")
-    model = MotionLSTM(hidden, layers)
+    tracked: list[np.ndarray] = []
+    if tracked_fraction > 0:
+        from tools.tracker_histories import training_histories
+
+        tracked = training_histories(log)
+    log(f"training material: {len(real_train)} real tracklets, {len(synth_train)} generated trajectories, "
+        f"{len(tracked)} tracker histories")
+    model = MotionLSTM(hidden, layers, uncertainty)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * (epoch_size // batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     loss_fn = nn.SmoothL1Loss(reduction="none", beta=0.05)
     for epoch in range(epochs):
         t0 = time.perf_counter()
-        ex = training_examples(real_train, synth_train, rng, history, epoch_size, real_fraction)
+        ex = training_examples(real_train, synth_train, rng, history, epoch_size, real_fraction, tracked, tracked_fraction)
         seq, ctx, tgt, w = _tensors(ex, history)
         order = torch.from_numpy(rng.permutation(len(ex)))
         total, count = 0.0, 0
@@ -391,7 +413,11 @@ def train(
         for i in range(0, len(order) - batch + 1, batch):
             idx = order[i : i + batch]
             out = model(seq[idx], ctx[idx])
-            loss = (loss_fn(out, tgt[idx]).sum(1) * w[idx]).sum() / w[idx].sum()
+            per = loss_fn(out[:, :4], tgt[idx]).sum(1)
+            if uncertainty:  # the spread learns how far off the (separately trained) mean is: Gaussian NLL
+                logvar = out[:, 4:].clamp(-20, 20)
+                per = per + 0.1 * 0.5 * (logvar + (tgt[idx] - out[:, :4].detach()) ** 2 / torch.exp(logvar)).sum(1)
+            loss = (per * w[idx]).sum() / w[idx].sum()
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -403,6 +429,7 @@ def train(
     hparams = {
         "history": history, "hidden": hidden, "layers": layers, "seed": seed, "epochs": epochs,
         "epoch_size": epoch_size, "n_synth": n_synth, "real_fraction": real_fraction,
+        "tracked_fraction": tracked_fraction, "uncertainty": uncertainty,
     }
     return model.eval(), hparams
 
@@ -427,11 +454,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--synthetic", type=int, default=2000, help="generated training trajectories")
     ap.add_argument("--no-tune", action="store_true", help="skip the tuned-Kalman baseline")
+    ap.add_argument("--tracked", type=float, default=0.5, metavar="FRACTION",
+                    help="share of each epoch from the tracker's own histories (tools/tracker_histories.py); 0: none")
+    ap.add_argument("--no-uncertainty", action="store_true", help="no predictive spread (the model of before)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)  # reproducible, and the machine is shared
     t0 = time.perf_counter()
     model, hp = train(
-        args.epochs, args.epoch_size, hidden=args.hidden, layers=args.layers, seed=args.seed, n_synth=args.synthetic
+        args.epochs, args.epoch_size, hidden=args.hidden, layers=args.layers, seed=args.seed, n_synth=args.synthetic,
+        tracked_fraction=args.tracked, uncertainty=not args.no_uncertainty,
     )
     save(model, hp, args.out)
     print(f"wrote {args.out} ({sum(p.numel() for p in model.parameters())} parameters), "

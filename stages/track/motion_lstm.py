@@ -155,6 +155,7 @@ class MotionPredictor:
                 build()
             self.history = int(hp["history"])
         self.device = device
+        self.spread: np.ndarray | None = None  # [N] pixels: the last call's centre standard deviation, if the model has one
 
     def predict(self, boxes: np.ndarray, ages: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """boxes [N, K, 4] xyxy (oldest first), ages [N, K] frames before the target, valid [N, K] -> [N, 4] xyxy.
@@ -173,5 +174,10 @@ class MotionPredictor:
             with torch.inference_mode():
                 (res,) = self.net(torch.from_numpy(seq).to(self.device), torch.from_numpy(ctx).to(self.device))
             out = res.float().cpu().numpy()
+        if out.shape[1] == 8:  # a model with a predictive uncertainty: keep the centre's spread
+            self.spread = np.exp(0.5 * out[:, 4:6].clip(-20, 20)).max(1) * ref[:, 3]
+            out = out[:, :4]
+        else:
+            self.spread = None
         out[n_valid <= 1] = 0.0
         return decode(out, ref)

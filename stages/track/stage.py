@@ -50,7 +50,7 @@ class TrackOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     motion: Literal["lstm", "kalman"] = Field(
-        "kalman", description="Motion model: a constant-velocity Kalman filter (scores higher on the tuning sequences: bench/track_eval.py --tuning), or the bundled motion LSTM."
+        "lstm", description="Motion model: the bundled motion LSTM (trained on the tracker's own histories, with a predictive uncertainty that bounds association and re-identification), or a constant-velocity Kalman filter. The default scores higher on the tuning sequences (bench/track_eval.py --tuning)."
     )
     motion_weights: str | None = Field(None, description="Weights of the motion LSTM; null: the bundled ones.")
     appearance: bool = Field(True, description="Use the appearance CNN (association and re-identification).")

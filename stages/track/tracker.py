@@ -37,6 +37,12 @@ def class_group(class_id: int) -> int:
     return _GROUP_OF.get(class_id, 100 + class_id)
 
 
+def _centre_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[A, B] pixels between the centres of xyxy boxes."""
+    ca, cb = (a[:, :2] + a[:, 2:]) / 2, (b[:, :2] + b[:, 2:]) / 2
+    return np.linalg.norm(ca[:, None] - cb[None], axis=-1)
+
+
 class MotionModel(Protocol):
     history: int
 
@@ -60,6 +66,8 @@ class TrackerSettings:
     reid_radius: float = 1.0  # re-identification window around the predicted box: this many box heights,
     reid_spread: float = 0.1  # plus this many box heights per frame lost
     reid_scale: float = 1.5  # and a box height within this factor of the track's last
+    reid_sigmas: float = 3.0  # with a motion model's uncertainty: the re-identification window in its standard deviations
+    gate_sigmas: float = 4.0  # with a motion model's uncertainty: stage 1 only within this many standard deviations (0: off)
     reid_ratio: float = 0.8  # appearance distance at most this times that of the next-best candidate
     embedding_momentum: float = 0.9
     clean_crop_iou: float = 0.3  # a crop overlapping another detection more than this does not update the embedding
@@ -155,7 +163,9 @@ class Tracker:
             self._expire(inp.stream, st, inp.frame)
             per_stream.append((inp, st, st.active()))
         predicted = self._predict([(tracks, inp.frame) for inp, _, tracks in per_stream])
-        return [self._associate(inp, st, tracks, pred) for (inp, st, tracks), pred in zip(per_stream, predicted)]
+        spread = getattr(self.motion, "spread", None)  # [N] pixels, if the motion model has an uncertainty
+        spreads = np.split(spread, np.cumsum([len(t) for _, _, t in per_stream])[:-1]) if spread is not None else [None] * len(per_stream)
+        return [self._associate(inp, st, tracks, pred, sp) for (inp, st, tracks), pred, sp in zip(per_stream, predicted, spreads)]
 
     def _expire(self, stream: str, st: StreamTracks, frame: int) -> None:
         for t in st.tracks:
@@ -185,7 +195,7 @@ class Tracker:
         pred = self.motion.predict(boxes, ages, valid) if tracks else np.zeros((0, 4), np.float32)
         return np.split(pred, ends[:-1]) if groups else []
 
-    def _associate(self, inp: StepInput, st: StreamTracks, tracks: list[Track], pred: np.ndarray) -> Detections:
+    def _associate(self, inp: StepInput, st: StreamTracks, tracks: list[Track], pred: np.ndarray, spread: np.ndarray | None = None) -> Detections:
         s, det, frame = self.s, inp.detections, inp.frame
         n = len(det)
         track_of_row = np.full(n, -1, np.int64)  # index into `tracks`
@@ -227,6 +237,11 @@ class Tracker:
             cost = np.where(known, fused, cost)
             cost = np.where(known & (dist > s.appearance_gate), INFEASIBLE, cost)
         cost = np.where(iou < s.min_iou, INFEASIBLE, cost)
+        if spread is not None and s.gate_sigmas > 0 and len(main) and len(high):
+            # The motion model's own uncertainty bounds where the track can be (never below a tenth of its height).
+            height = np.maximum(pred[main, 3] - pred[main, 1], 1.0)
+            reach = s.gate_sigmas * np.maximum(spread[main], 0.1 * height)
+            cost = np.where(_centre_distance(pred[main], det.boxes[high]) > reach[:, None], INFEASIBLE, cost)
         rest_t, rest_high = match(main, high, cost, s.match_cost)
 
         # Stage 2: tracks seen in the previous frame vs low-score detections, IoU only.
@@ -250,7 +265,7 @@ class Tracker:
             dist = app_dist(lost, rest_high)
             assert dist is not None
             boxes = det.boxes[rest_high]
-            far = ~self._plausible(tracks, lost, pred[lost], boxes, frame)
+            far = ~self._plausible(tracks, lost, pred[lost], boxes, frame, None if spread is None else spread[lost])
             known = np.where(np.isnan(dist), np.inf, dist)
             cost = np.where(np.isinf(known) | far, INFEASIBLE, known)
             cost = np.where(self._distinct(known, cost < INFEASIBLE), cost, INFEASIBLE)
@@ -314,18 +329,21 @@ class Tracker:
         st.next_id += 1
         self.on_event(stream, "confirmed")
 
-    def _plausible(self, tracks: list[Track], lost: np.ndarray, pred: np.ndarray, boxes: np.ndarray, frame: int) -> np.ndarray:
+    def _plausible(self, tracks: list[Track], lost: np.ndarray, pred: np.ndarray, boxes: np.ndarray, frame: int,
+                   spread: np.ndarray | None = None) -> np.ndarray:
         """[L, D] whether each lost track could be at each detection by now: within the motion model's
         prediction plus an uncertainty that grows with the frames lost (a person who stopped, turned or
-        sped up), in units of the track's height; and of a similar size (the same distance from the camera)."""
+        sped up): the model's own (`reid_sigmas` standard deviations) where it has one, else `reid_spread`
+        box heights per frame; and of a similar size (the same distance from the camera)."""
         s = self.s
         last = np.stack([tracks[i].last_box for i in lost])
         height = np.maximum(last[:, 3] - last[:, 1], 1.0)
         gap = np.array([frame - tracks[i].last_frame for i in lost], np.float64)
-        radius = height * (s.reid_radius + s.reid_spread * gap)
-        centre_t = (pred[:, :2] + pred[:, 2:]) / 2
-        centre_d = (boxes[:, :2] + boxes[:, 2:]) / 2
-        near = np.linalg.norm(centre_t[:, None] - centre_d[None], axis=-1) <= radius[:, None]
+        if spread is not None:
+            radius = np.maximum(height * s.reid_radius, s.reid_sigmas * spread)
+        else:
+            radius = height * (s.reid_radius + s.reid_spread * gap)
+        near = _centre_distance(pred, boxes) <= radius[:, None]
         d_height = np.maximum(boxes[:, 3] - boxes[:, 1], 1.0)
         ratio = d_height[None, :] / height[:, None]
         return near & (ratio <= s.reid_scale) & (ratio >= 1 / s.reid_scale)
