@@ -122,7 +122,7 @@ def vtest_sequence() -> Sequence:
 
 
 def vtest_line_sequence() -> Sequence:
-    """All of vtest.avi, for the line count only (identities are labelled for 0-249 only)."""
+    """All of vtest.avi, for the line count only (identities are labelled for 0-299 only)."""
     from tools.tracklets import read_frames
 
     frames = [img for _, img in read_frames(ROOT / "sample_videos" / "vtest.avi", 0, 10_000)]

@@ -6,7 +6,7 @@ used.
 Material, kept apart from everything the tracker is tuned or evaluated on:
 - the seven semi-synthetic recipes of `tools.synthetic.evaluation_specs` with their own seeds (+200000; the
   tuning sequences are +100000, the evaluation ones the recipes' own);
-- vtest.avi frames 300-679 (the hand-labelled tracking segment is 0-249 and the motion training's held-out part
+- vtest.avi frames 300-679 (the hand-labelled tracking segment is 0-299 and the motion training's held-out part
   680-794; neither is read here).
 Detections: the bundled COCO-SSD at score >= 0.1, persons (as bench/track_eval.py), cached by the frames' content.
 The tracker: the default options except the motion model, which is the Kalman filter here whatever the default

@@ -1,6 +1,6 @@
 """Interpolate the hand-labelled keyframes into MOT-challenge ground truth.
 
-    python tests/data/tracks/make_gt.py                      # writes vtest_0-249_gt.txt
+    python tests/data/tracks/make_gt.py                      # writes vtest_0-299_gt.txt
     python tests/data/tracks/make_gt.py --render OUTDIR      # also draw boxes on review frames
     python tests/data/tracks/make_gt.py --render OUTDIR --frames 5,45,95 --scale 2
 
@@ -25,7 +25,7 @@ import os
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-KEYFRAMES = os.path.join(HERE, "vtest_0-249_keyframes.json")
+KEYFRAMES = os.path.join(HERE, "vtest_0-299_keyframes.json")
 VIDEO = os.path.join(HERE, "..", "..", "..", "sample_videos", "vtest.avi")
 DEFAULT_REVIEW = [5, 15, 25, 35, 45, 57, 65, 75, 85, 95, 103, 113, 125, 128, 139, 145,
                   152, 155, 157, 162, 167, 172, 177, 185, 195, 205, 212, 215, 225, 235, 245]
