@@ -75,10 +75,11 @@ def main() -> None:
 
     print(f"{args.objects} objects a frame, {len(images)} frames of {w}x{h}, torch threads {args.threads}")
     for label, options in (
-        ("track, default (Kalman + app.)", TrackOptions()),
-        ("track, LSTM + appearance", TrackOptions(motion="lstm")),
+        (f"track, default ({TrackOptions().motion} + app.)", TrackOptions()),
+        ("track, Kalman + appearance", TrackOptions(motion="kalman")),
         ("track, appearance in bf16", TrackOptions(precision="bf16")),
-        ("track, Kalman only", TrackOptions(appearance=False)),
+        ("track, LSTM only", TrackOptions(motion="lstm", appearance=False)),
+        ("track, Kalman only", TrackOptions(motion="kalman", appearance=False)),
     ):
         tracker, encoder = build_tracker(options, "cpu")
         parts = {"appearance CNN": 0.0, "motion model": 0.0}
@@ -98,7 +99,7 @@ def main() -> None:
                 total, parts["appearance CNN"], parts["motion model"] = 0.0, 0.0, 0.0
             t0 = time.perf_counter()
             t1 = time.perf_counter()
-            emb = embed_rows(tracker, encoder, [img], [d])[0]
+            emb = embed_rows(tracker, encoder, [img], [d], [("b", i)])[0]
             if encoder is not None:
                 parts["appearance CNN"] += time.perf_counter() - t1
             tracker.step([StepInput("b", i, d, emb)])

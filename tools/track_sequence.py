@@ -18,6 +18,6 @@ def track_sequence(
     tracker, encoder = build_tracker(options, "cpu")
     out = []
     for i, (img, det) in enumerate(zip(frames, detections)):
-        emb = embed_rows(tracker, encoder, [img], [det])[0]
+        emb = embed_rows(tracker, encoder, [img], [det], [(stream, i)])[0]
         out.append(tracker.step([StepInput(stream, i, det, emb)])[0])
     return out

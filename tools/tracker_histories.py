@@ -51,10 +51,17 @@ def _detect(name: str, frames: list[np.ndarray]) -> list[Detections]:
 
 def track_histories(frames: list[np.ndarray], dets: list[Detections]) -> list[np.ndarray]:
     """Each confirmed track's matched boxes as a [T, 4] xyxy array over its frames (NaN where it had none)."""
-    from stages.track.stage import TrackOptions
-    from tools.track_sequence import track_sequence
+    from stages.track.stage import TrackOptions, build_tracker, embed_rows
+    from stages.track.tracker import StepInput
 
-    tracked = track_sequence(frames, dets, TrackOptions(motion="kalman", classes=["person"]))
+    tracker, encoder = build_tracker(TrackOptions(motion="kalman", classes=["person"]), "cpu")
+    # Every usable crop embedded, as when these histories were first made (not the tracker's crop skipping,
+    # a speed setting): the bundled weights are reproducible from them.
+    tracker.s = replace(tracker.s, embedding_refresh=0)
+    tracked = []
+    for i, (img, det) in enumerate(zip(frames, dets)):
+        emb = embed_rows(tracker, encoder, [img], [det])[0]
+        tracked.append(tracker.step([StepInput("histories", i, det, emb)])[0])
     seen: dict[int, list[tuple[int, np.ndarray]]] = {}
     for f, d in enumerate(tracked):
         for box, tid in zip(d.boxes, d.track_ids):

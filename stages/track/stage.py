@@ -128,13 +128,15 @@ def build_tracker(o: TrackOptions, device: str, on_event: Any = None) -> tuple[T
 
 
 def embed_rows(
-    tracker: Tracker, encoder: Any, images: list[np.ndarray | None], detections: list[Detections]
+    tracker: Tracker, encoder: Any, images: list[np.ndarray | None], detections: list[Detections],
+    frames: list[tuple[str, int]] | None = None,
 ) -> list[np.ndarray | None]:
     """Per frame, embeddings [N, D] of the rows the tracker uses (NaN elsewhere), every crop of every frame
-    in one CNN forward; all None when appearance is off."""
+    in one CNN forward; all None when appearance is off. With each frame's (stream, seq), rows that can only
+    be one track are left out (Tracker.wants_embedding)."""
     if encoder is None:
         return [None] * len(detections)
-    rows = [tracker.wants_embedding(d) for d in detections]
+    rows = [tracker.wants_embedding(d, *where) for d, where in zip(detections, frames or [(None, None)] * len(detections))]
     out: list[np.ndarray | None] = [np.full((len(d), encoder.dim), np.nan, np.float32) for d in detections]
     use = [i for i, img in enumerate(images) if rows[i].any() and img is not None]
     if use:
@@ -271,4 +273,4 @@ class TrackStage(Stage):
         return frames
 
     def _embed(self, frames: list[Frame]) -> list[np.ndarray | None]:
-        return embed_rows(self.tracker, self.encoder, [f.image for f in frames], [f.detections for f in frames])
+        return embed_rows(self.tracker, self.encoder, [f.image for f in frames], [f.detections for f in frames], [(f.stream, f.seq) for f in frames])

@@ -68,6 +68,7 @@ class TrackerSettings:
     reid_scale: float = 1.5  # and a box height within this factor of the track's last
     reid_sigmas: float = 3.0  # with a motion model's uncertainty: the re-identification window in its standard deviations
     gate_sigmas: float = 4.0  # with a motion model's uncertainty: stage 1 only within this many standard deviations (0: off)
+    embedding_refresh: int = 3  # frames an unambiguous track's appearance may go without a new crop (0: every frame)
     reid_ratio: float = 0.8  # appearance distance at most this times that of the next-best candidate
     embedding_momentum: float = 0.9
     clean_crop_iou: float = 0.3  # a crop overlapping another detection more than this does not update the embedding
@@ -117,9 +118,28 @@ class Tracker:
         self.next_ids: dict[str, int] = {}  # per stream, the first id after its last ended epoch
         self.on_event = on_event or (lambda stream, event: None)  # metrics: created, confirmed, reidentified, removed
 
-    def wants_embedding(self, det: Detections) -> np.ndarray:
-        """Rows whose appearance the tracker uses: tracked classes at or above the high score."""
-        return self._tracked_rows(det) & (det.scores >= self.s.high_score)
+    def wants_embedding(self, det: Detections, stream: str | None = None, frame: int | None = None) -> np.ndarray:
+        """Rows whose appearance the tracker uses: tracked classes at or above the high score. Given the stream,
+        not those that can only be one track (DeepSORT-style, appearance is needed where people are close):
+        a box on the last box of exactly one track seen in the stream's last frame, whose appearance is at most
+        `embedding_refresh` frames old at `frame`, with no other box or track near it. Frames of a batch are
+        asked before any of them is tracked: later ones see older boxes, so they skip less, never more."""
+        want = self._tracked_rows(det) & (det.scores >= self.s.high_score)
+        st = self.streams.get(stream) if stream is not None else None
+        if st is None or frame is None or self.s.embedding_refresh <= 0 or not want.any() or st.last_frame is None:
+            return want
+        live = [t for t in st.tracks if t.state == TrackState.CONFIRMED and t.last_frame == st.last_frame]
+        if not live:
+            return want
+        last = np.stack([t.last_box for t in st.tracks])
+        iou = iou_matrix(det.boxes, last)  # [N, T]: every track, any state, counts as a neighbour
+        fresh = np.array([t.state == TrackState.CONFIRMED and t.last_frame == st.last_frame and t.embedding is not None
+                          and frame - t.embedded_frame < self.s.embedding_refresh for t in st.tracks])
+        between = iou_matrix(det.boxes, det.boxes)
+        np.fill_diagonal(between, 0.0)
+        alone = ((iou > 0.05).sum(1) == 1) & (between.max(1, initial=0.0) <= 0.05)
+        sure = alone & ((iou > 0.5) & fresh[None, :]).any(1)
+        return want & ~sure
 
     def _tracked_rows(self, det: Detections) -> np.ndarray:
         keep = det.scores >= self.s.low_score
@@ -287,6 +307,7 @@ class Tracker:
                 self._confirm(inp.stream, st, t)
             if emb is not None and det.scores[row] >= s.high_score and crop_clean[row] and not np.isnan(emb[row]).any():
                 t.update_embedding(emb[row], s.embedding_momentum)
+                t.embedded_frame = frame
         # Unmatched tracks: confirmed ones are lost, tentative ones never were.
         for i, t in enumerate(tracks):
             if matched[i]:
@@ -305,6 +326,7 @@ class Tracker:
             t.observe(frame, det.boxes[row], float(det.scores[row]), int(det.class_ids[row]), int(groups[row]))
             if emb is not None and crop_clean[row] and not np.isnan(emb[row]).any():
                 t.update_embedding(emb[row], 0.0)
+                t.embedded_frame = frame
             st.tracks.append(t)
             row_track[int(row)] = t
             self.on_event(inp.stream, "created")
