@@ -77,6 +77,7 @@ def main() -> None:
     for label, options in (
         (f"track, default ({TrackOptions().motion} + app.)", TrackOptions()),
         ("track, Kalman + appearance", TrackOptions(motion="kalman")),
+        ("track, crop_refresh: 3", TrackOptions(crop_refresh=3)),
         ("track, appearance in bf16", TrackOptions(precision="bf16")),
         ("track, LSTM only", TrackOptions(motion="lstm", appearance=False)),
         ("track, Kalman only", TrackOptions(motion="kalman", appearance=False)),

@@ -67,24 +67,22 @@ def test_a_lost_track_is_reidentified_by_appearance_and_removed_after_max_lost()
 
 
 def test_crops_are_asked_for_only_where_the_appearance_can_decide_something() -> None:
-    """A box that can only be its track (alone, on the last box of one fresh track) needs no crop for
-    `embedding_refresh` frames; boxes near another box or track, new ones and stale tracks get one."""
+    """With embedding_refresh N, a box alone in its frame on one lone box of the frame before gets a crop only
+    every Nth frame; boxes near another, newcomers and frames after a gap always get one; decided from the
+    detections alone, so batching cannot change it."""
     tr = Tracker(KalmanMotion(), TrackerSettings(embedding_refresh=3))
-    a, b = np.eye(8, dtype=np.float32)[0], np.eye(8, dtype=np.float32)[1]
-    tr.step([StepInput("s", 0, dets([walk(0, 3, 0), walk(300, 0, 0)], [0.9, 0.9]), np.stack([a, b]))])
-    # Frame 1: both tracks fresh (embedded at 0), each box alone on its track: no crops.
-    d1 = dets([walk(0, 3, 1), walk(300, 0, 1)], [0.9, 0.9])
-    assert tr.wants_embedding(d1, "s", 1).tolist() == [False, False]
-    assert tr.wants_embedding(d1).tolist() == [True, True]  # without the stream: every usable row
-    tr.step([StepInput("s", 1, d1, np.full((2, 8), np.nan, np.float32))])
-    # Frame 3: the appearance is 3 frames old: a crop again.
-    tr.step([StepInput("s", 2, dets([walk(0, 3, 2), walk(300, 0, 2)], [0.9, 0.9]), np.full((2, 8), np.nan, np.float32))])
-    assert tr.wants_embedding(dets([walk(0, 3, 3), walk(300, 0, 3)], [0.9, 0.9]), "s", 3).tolist() == [True, True]
+    lone = [[walk(0, 3, t), walk(300, 0, t)] for t in range(6)]
+    asked = [tr.wants_embedding(dets(lone[t], [0.9, 0.9]), "s", t).tolist() for t in range(6)]
+    assert asked == [[True, True], [False, False], [False, False], [True, True], [False, False], [False, False]]
+    assert tr.wants_embedding(dets(lone[1], [0.9, 0.9])).tolist() == [True, True]  # without stream and frame: all
+    # A gap in the frame numbers: all again.
+    assert tr.wants_embedding(dets(lone[1], [0.9, 0.9]), "s", 8).tolist() == [True, True]
     # Near another box, or a newcomer: a crop.
     tr2 = Tracker(KalmanMotion(), TrackerSettings(embedding_refresh=3))
-    tr2.step([StepInput("s", 0, dets([walk(0, 3, 0), walk(30, 0, 0)], [0.9, 0.9]), np.stack([a, b]))])
-    d = dets([walk(0, 3, 1), walk(30, 0, 1), walk(500, 0, 1)], [0.9, 0.9, 0.9])
-    assert tr2.wants_embedding(d, "s", 1).tolist() == [True, True, True]
+    tr2.wants_embedding(dets([walk(0, 3, 0), walk(30, 0, 0)], [0.9, 0.9]), "s", 0)
+    assert tr2.wants_embedding(dets([walk(0, 3, 1), walk(30, 0, 1), walk(500, 0, 1)], [0.9] * 3), "s", 1).tolist() == [True, True, True]
+    # The default embeds every crop.
+    assert Tracker(KalmanMotion()).wants_embedding(dets(lone[1], [0.9, 0.9]), "s", 1).tolist() == [True, True]
 
 
 def test_streams_are_independent_and_an_ended_stream_frees_its_tracks() -> None:

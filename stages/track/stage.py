@@ -70,6 +70,10 @@ class TrackOptions(BaseModel):
     confirm_hits: int = Field(2, ge=1, le=100, description="Matches in a row before a track is confirmed and gets an id.")
     max_lost_frames: int = Field(30, ge=0, le=100_000, description="Frames a lost track is kept for re-identification.")
     appearance_gate: float = Field(0.5, gt=0, le=2, description="Cosine distance above which a track and detection are never matched.")
+    crop_refresh: int = Field(
+        0, ge=0, le=1000,
+        description="Speed for a little identity: 0 embeds every crop; N embeds a box that can only be one object (alone, on one lone box of the frame before) only every Nth frame (bench/track_speed.py, README).",
+    )
     reid_distance: float = Field(0.15, gt=0, le=2, description="Cosine distance under which a lost track is re-identified.")
     anomaly: AnomalyModelOptions | None = Field(
         None, description="Score each track's last 2 s of motion against normal motion (column anomaly.score, read by the anomaly rule); null: off."
@@ -95,6 +99,7 @@ class TrackOptions(BaseModel):
             max_lost_frames=self.max_lost_frames,
             appearance_gate=self.appearance_gate,
             reid_distance=self.reid_distance,
+            embedding_refresh=self.crop_refresh,
         )
 
 

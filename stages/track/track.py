@@ -27,7 +27,6 @@ class Track:
     hits: int = 0
     embedding: np.ndarray | None = None
     score: float = 0.0
-    embedded_frame: int = -1  # frame of the last crop that updated `embedding`
     motion_state: object | None = None  # owned by the motion model, if it keeps state between frames
     # The last `window` observations, oldest first, as arrays the motion model's batch is stacked from;
     # rows before the first observation have frame -1.

@@ -68,7 +68,7 @@ class TrackerSettings:
     reid_scale: float = 1.5  # and a box height within this factor of the track's last
     reid_sigmas: float = 3.0  # with a motion model's uncertainty: the re-identification window in its standard deviations
     gate_sigmas: float = 4.0  # with a motion model's uncertainty: stage 1 only within this many standard deviations (0: off)
-    embedding_refresh: int = 3  # frames an unambiguous track's appearance may go without a new crop (0: every frame)
+    embedding_refresh: int = 0  # every this many frames all crops; between, none for boxes that can only be one object (0: all, always)
     reid_ratio: float = 0.8  # appearance distance at most this times that of the next-best candidate
     embedding_momentum: float = 0.9
     clean_crop_iou: float = 0.3  # a crop overlapping another detection more than this does not update the embedding
@@ -117,28 +117,35 @@ class Tracker:
         self.streams: dict[str, StreamTracks] = {}
         self.next_ids: dict[str, int] = {}  # per stream, the first id after its last ended epoch
         self.on_event = on_event or (lambda stream, event: None)  # metrics: created, confirmed, reidentified, removed
+        self._previous: dict[str, tuple[int, np.ndarray]] = {}  # per stream: the last frame asked about, its boxes
 
     def wants_embedding(self, det: Detections, stream: str | None = None, frame: int | None = None) -> np.ndarray:
-        """Rows whose appearance the tracker uses: tracked classes at or above the high score. Given the stream,
-        not those that can only be one track (DeepSORT-style, appearance is needed where people are close):
-        a box on the last box of exactly one track seen in the stream's last frame, whose appearance is at most
-        `embedding_refresh` frames old at `frame`, with no other box or track near it. Frames of a batch are
-        asked before any of them is tracked: later ones see older boxes, so they skip less, never more."""
+        """Rows whose appearance the tracker uses: tracked classes at or above the high score. Given the stream
+        and frame (asked in frame order per stream), not those that can only be one object (DeepSORT's
+        observation: appearance matters where objects are close): a box alone in its frame on exactly one box,
+        alone too, of the stream's previous frame, except every `embedding_refresh`-th frame. Decided from the
+        detections alone, so the result does not depend on how frames were batched (a live run and a replay
+        of the same file track alike)."""
         want = self._tracked_rows(det) & (det.scores >= self.s.high_score)
-        st = self.streams.get(stream) if stream is not None else None
-        if st is None or frame is None or self.s.embedding_refresh <= 0 or not want.any() or st.last_frame is None:
+        if stream is None or frame is None or self.s.embedding_refresh <= 0:
             return want
-        live = [t for t in st.tracks if t.state == TrackState.CONFIRMED and t.last_frame == st.last_frame]
-        if not live:
+        boxes = det.boxes[self._tracked_rows(det)]
+        prev = self._previous.get(stream)
+        self._previous[stream] = (frame, boxes)
+        if prev is None or prev[0] != frame - 1 or frame % self.s.embedding_refresh == 0 or not want.any() or not len(prev[1]):
             return want
-        last = np.stack([t.last_box for t in st.tracks])
-        iou = iou_matrix(det.boxes, last)  # [N, T]: every track, any state, counts as a neighbour
-        fresh = np.array([t.state == TrackState.CONFIRMED and t.last_frame == st.last_frame and t.embedding is not None
-                          and frame - t.embedded_frame < self.s.embedding_refresh for t in st.tracks])
-        between = iou_matrix(det.boxes, det.boxes)
-        np.fill_diagonal(between, 0.0)
-        alone = ((iou > 0.05).sum(1) == 1) & (between.max(1, initial=0.0) <= 0.05)
-        sure = alone & ((iou > 0.5) & fresh[None, :]).any(1)
+
+        def alone(b: np.ndarray) -> np.ndarray:
+            if len(b) < 2:
+                return np.ones(len(b), bool)
+            iou = iou_matrix(b, b)
+            np.fill_diagonal(iou, 0.0)
+            return iou.max(1) <= 0.05
+
+        before = prev[1]
+        to_prev = iou_matrix(det.boxes, before)
+        single = ((to_prev > 0.05).sum(1) == 1) & (to_prev.max(1) > 0.5)
+        sure = alone(det.boxes) & single & alone(before)[to_prev.argmax(1)]
         return want & ~sure
 
     def _tracked_rows(self, det: Detections) -> np.ndarray:
@@ -152,6 +159,7 @@ class Tracker:
         is gone from view as far as frame numbers can tell. Ids go on from where they were, never reused,
         unless `continue_ids` is off (a file read again from its start gets the ids of its first reading)."""
         fresh = self.streams[stream] = StreamTracks()
+        self._previous.pop(stream, None)
         if continue_ids and stream in self.next_ids:
             fresh.next_id = self.next_ids[stream]
             self.on_event(stream, "restarted")
@@ -159,6 +167,7 @@ class Tracker:
     def end_stream(self, stream: str) -> None:
         """The stream's epoch ended: its tracks are freed; its next id is kept, so ids are never reused."""
         st = self.streams.pop(stream, None)
+        self._previous.pop(stream, None)
         if st is not None:
             self.next_ids[stream] = st.next_id
 
@@ -307,7 +316,6 @@ class Tracker:
                 self._confirm(inp.stream, st, t)
             if emb is not None and det.scores[row] >= s.high_score and crop_clean[row] and not np.isnan(emb[row]).any():
                 t.update_embedding(emb[row], s.embedding_momentum)
-                t.embedded_frame = frame
         # Unmatched tracks: confirmed ones are lost, tentative ones never were.
         for i, t in enumerate(tracks):
             if matched[i]:
@@ -326,7 +334,6 @@ class Tracker:
             t.observe(frame, det.boxes[row], float(det.scores[row]), int(det.class_ids[row]), int(groups[row]))
             if emb is not None and crop_clean[row] and not np.isnan(emb[row]).any():
                 t.update_embedding(emb[row], 0.0)
-                t.embedded_frame = frame
             st.tracks.append(t)
             row_track[int(row)] = t
             self.on_event(inp.stream, "created")
