@@ -75,7 +75,7 @@ class CocoSsdDetector(CnnDetector):
 
         self.net = compile_cached(
             build, key=key, name="coco_ssd", backend=self.backend, device=self.device_name, cpu_default=CPU_RUNTIME,
-            channels_last=options.channels_last, per_sample=True,
+            channels_last=options.channels_last, per_sample=True, precision=self.precision if self.backend == "openvino" else "fp32",
         )  # fmt: skip
         self._taps: dict[tuple[int, int, bool], Any] = {}
 
