@@ -15,6 +15,7 @@ from pipeline.metrics import PREFIX
 from pipeline.protocol import Frame, StreamEnd, StreamStart
 from pipeline.stage import Stage, StageContext
 from stages.infer.backend import BackendName
+from stages.track.kalman import KalmanTracks as KalmanMotion  # the constant-velocity filter (numpy), under the motion option's name
 from stages.track.reorder import ReorderBuffer
 from stages.track.tracker import StepInput, Tracker, TrackerSettings
 
@@ -101,14 +102,6 @@ class TrackOptions(BaseModel):
             reid_distance=self.reid_distance,
             embedding_refresh=self.crop_refresh,
         )
-
-
-def KalmanMotion(history: int = 16) -> Any:
-    """The constant-velocity Kalman filter behind the motion-model interface (SORT/ByteTrack's predictor),
-    keeping each track's state between frames."""
-    from stages.track.kalman import KalmanTracks
-
-    return KalmanTracks(history)
 
 
 def build_tracker(o: TrackOptions, device: str, on_event: Any = None) -> tuple[Tracker, Any]:
