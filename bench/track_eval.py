@@ -244,6 +244,44 @@ def _mot_lines(rows: np.ndarray, classes: np.ndarray | None = None) -> str:
     )
 
 
+def switch_kinds(gt: np.ndarray, pred: np.ndarray) -> dict[str, int]:
+    """ID switches by kind, from a CLEAR-style matching (IoU >= 0.5, a person's previous id kept while it still
+    matches): `swap near` (the id was last on another person who overlaps this one now: a crossing), `swap far`
+    (that person is elsewhere or gone: a re-identification or a drift), `back` (an id this person had before: the
+    other half of an excursion) and `new` (a track born within 3 frames: the old one was lost)."""
+    from scipy.optimize import linear_sum_assignment
+
+    from stages.track.association import iou_matrix
+
+    last: dict[int, int] = {}
+    owner: dict[int, int] = {}
+    born: dict[int, int] = {}
+    for f, tid in pred[:, :2].astype(int):
+        born.setdefault(int(tid), int(f))
+    kinds = {"swap near": 0, "swap far": 0, "back": 0, "new": 0}
+    for f in range(int(gt[:, 0].max()) + 1):
+        g = gt[(gt[:, 0] == f) & (gt[:, 6] >= MIN_VISIBILITY)]
+        p = pred[pred[:, 0] == f]
+        if not len(g) or not len(p):
+            continue
+        iou = iou_matrix(g[:, 2:6], p[:, 2:6])
+        kept = np.array([[last.get(int(a)) == int(b) for b in p[:, 1]] for a in g[:, 1]])
+        rows, cols = linear_sum_assignment(-np.where(iou >= 0.5, iou + 1000.0 * kept, 0.0))
+        for i, j in zip(rows, cols):
+            if iou[i, j] < 0.5:
+                continue
+            gid, pid = int(g[i, 1]), int(p[j, 1])
+            if gid in last and last[gid] != pid:
+                if pid in owner and owner[pid] != gid:
+                    other = g[g[:, 1] == owner[pid]]
+                    near = len(other) and iou_matrix(g[i : i + 1, 2:6], other[:, 2:6])[0, 0] > 0.1
+                    kinds["swap near" if near else "swap far"] += 1
+                else:
+                    kinds["new" if pid not in owner and f - born[pid] <= 3 else "back"] += 1
+            last[gid], owner[pid] = pid, gid
+    return kinds
+
+
 def score(gt: np.ndarray, pred: np.ndarray, work: Path, name: str) -> dict[str, float]:
     from trackers.eval import evaluate_mot_sequence
 
@@ -266,6 +304,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tuning", action="store_true", help="the tuning sequences (other seeds; no vtest) instead")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a track option for our tracker (YAML value)")
+    ap.add_argument("--switches", action="store_true", help="also print each tracker's ID switches by kind (see switch_kinds)")
     args = ap.parse_args()
     import torch
     import yaml
@@ -302,6 +341,8 @@ def main() -> None:
                 mark = " *" if name == default else ""
                 metrics = f"{r['HOTA']:6.1f} {r['IDF1']:6.1f} {r['MOTA']:6.1f} {int(r['IDSW']):5d}" if seq.gt is not None else f"{'':6s} {'':6s} {'':6s} {'':5s}"
                 print(f"  {name + mark:30s} {metrics} {ms:9.2f}  {int(r['in']):5d}/{int(r['out']):<6d} {int(r['count_error']):5d}")
+                if args.switches and seq.gt is not None:
+                    print("      ID switches: " + ", ".join(f"{k} {v}" for k, v in switch_kinds(seq.gt, pred).items()))
     synth = [s.name for s in seqs if s.kind == "synthetic"]
     if len(synth) > 1:
         print(f"\nmean over the {len(synth)} synthetic sequences (IDSW and count errors summed); * the default")
