@@ -23,7 +23,6 @@ that covers them count as a false positive (TrackEval's MOT17 distractor rule, w
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import tempfile
@@ -42,7 +41,7 @@ from pipeline.detections import Detections  # noqa: E402
 from pipeline.protocol import Frame  # noqa: E402
 from stages.analyze.geometry import Line  # noqa: E402
 from stages.analyze.line_counter import LineCounter  # noqa: E402
-from tools.tracklets import load_detections, save_detections  # noqa: E402
+from tools.tracklets import detect_frames  # noqa: E402
 
 PERSON = category_id("person")
 MIN_VISIBILITY = 0.25
@@ -77,12 +76,13 @@ def centre_line(size: tuple[int, int]) -> Line:
     return Line.load("centre", [[w / 2, 0.3 * h], [w / 2, h]], size)
 
 
-def true_crossings(gt: np.ndarray, times: np.ndarray, line: Line) -> dict[str, int]:
-    """Crossings of the ground-truth tracks (exact positions, hidden or not), by the counter's own rule."""
-    counter = LineCounter(line)
+def line_counts(rows: np.ndarray, times: np.ndarray, line: Line, frame_size: tuple[int, int] | None = None) -> dict[str, int]:
+    """The analyze stage's line counter over track rows (frame, id, x1, y1, x2, y2): on the ground-truth tracks
+    (exact positions, hidden or not) it gives the true crossings; on a tracker's, its count."""
+    counter = LineCounter(line, frame_size=frame_size)
     for f in range(len(times)):
-        rows = gt[gt[:, 0] == f]
-        counter.update(f, float(times[f]), rows[:, 1].astype(np.int64), rows[:, 2:6])
+        r = rows[rows[:, 0] == f]
+        counter.update(f, float(times[f]), r[:, 1].astype(np.int64), r[:, 2:6])
     return dict(counter.counts)
 
 
@@ -97,7 +97,7 @@ def synthetic_sequences(only: str | None, tuning: bool = False) -> list[Sequence
         seq = make_sequence(spec, bank)
         gt = seq.gt[seq.gt[:, 7] == PERSON][:, :7]
         line = centre_line(spec.size)
-        out.append(Sequence(spec.name, "synthetic", spec.fps, seq.frames, gt, seq.times, line, true_crossings(gt, seq.times, line)))
+        out.append(Sequence(spec.name, "synthetic", spec.fps, seq.frames, gt, seq.times, line, line_counts(gt[:, :6], seq.times, line)))
     return out
 
 
@@ -131,29 +131,17 @@ def vtest_line_sequence() -> Sequence:
     return Sequence("vtest_line", "real", 10.0, frames, None, np.arange(len(frames)) / 10.0, line, crossings)
 
 
-def detect(seq: Sequence, batch: int = 8) -> tuple[list[Detections], float]:
-    """COCO-SSD persons at score >= 0.1 on every frame; also the detector's mean ms per frame (batch 1).
-
-    Detections are cached by the frames' content (the detector is the slow part of a run)."""
+def detect(seq: Sequence) -> tuple[list[Detections], float]:
+    """COCO-SSD persons at score >= 0.1 on every frame (cached by the frames' content: the detector is the slow
+    part of a run); also the detector's mean ms per frame (batch 1)."""
     from stages.infer.detectors.coco_ssd import CocoSsdDetector, CocoSsdOptions
 
+    out = detect_frames(seq.frames, 0.1, ["person"], CACHE)
     det = CocoSsdDetector(CocoSsdOptions(device="cpu", score_threshold=0.1, classes=["person"]))
-    frames = [Frame(seq.name, i, i / seq.fps, 0.0, f.shape[1], f.shape[0], f) for i, f in enumerate(seq.frames)]
-    digest = hashlib.sha256()
-    for f in seq.frames:
-        digest.update(f.tobytes())
-    cache = CACHE / f"{seq.name}-{digest.hexdigest()[:16]}.npz"
-    if cache.exists():
-        out = load_detections(cache)
-    else:
-        out = []
-        for i in range(0, len(frames), batch):
-            out += det.detect(frames[i : i + batch])
-        save_detections(cache, out)
+    timed = seq.frames[:: max(1, len(seq.frames) // 20)]
     t0 = time.perf_counter()
-    timed = frames[:: max(1, len(frames) // 20)]
-    for f in timed:
-        det.detect([f])
+    for i, f in enumerate(timed):
+        det.detect([Frame(seq.name, i, 0.0, 0.0, f.shape[1], f.shape[0], f)])
     return out, (time.perf_counter() - t0) / len(timed) * 1000
 
 
@@ -212,15 +200,6 @@ def default_name() -> str:
 
 
 # -- scoring ----------------------------------------------------------------------------------
-
-
-def count_ours(seq: Sequence, rows: np.ndarray) -> dict[str, int]:
-    """The analyze stage's line counter on a tracker's output."""
-    counter = LineCounter(seq.line, frame_size=(seq.frames[0].shape[1], seq.frames[0].shape[0]))
-    for f in range(len(seq.frames)):
-        r = rows[rows[:, 0] == f]
-        counter.update(f, float(seq.times[f]), r[:, 1].astype(np.int64), r[:, 2:6])
-    return dict(counter.counts)
 
 
 def count_linezone(seq: Sequence, rows: np.ndarray) -> dict[str, int]:
@@ -334,7 +313,8 @@ def main() -> None:
                 pred = fn(seq, dets)
                 ms = (time.perf_counter() - t0) / len(seq.frames) * 1000
                 r: dict[str, float] = score(seq.gt, pred, work, f"{seq.name}-{len(results)}") if seq.gt is not None else {}
-                counted = count_ours(seq, pred) if name.startswith("ours") else count_linezone(seq, pred)
+                counted = (line_counts(pred, seq.times, seq.line, (seq.frames[0].shape[1], seq.frames[0].shape[0])) if name.startswith("ours")
+                           else count_linezone(seq, pred))
                 r["in"], r["out"] = counted["in"], counted["out"]
                 r["count_error"] = abs(counted["in"] - truth["in"]) + abs(counted["out"] - truth["out"])
                 results[(seq.name, name)] = r

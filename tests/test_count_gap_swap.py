@@ -18,11 +18,11 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.protocol import Frame
 from stages.analyze.geometry import Line
 from stages.analyze.line_counter import LineCounter
 from stages.track.stage import TrackOptions
 from tools.track_sequence import track_sequence
+from tools.tracklets import detect_frames
 
 W, H = 768, 576
 HEIGHT = 130  # px, a person near the camera
@@ -78,13 +78,7 @@ def walk(points: list[tuple[float, float]], speed: float) -> list[tuple[float, f
 
 def count(frames: list[np.ndarray]) -> dict[str, int]:
     """COCO-SSD -> the default tracker -> the analyze stage's counter, as a replay would run them."""
-    from stages.infer.detectors.coco_ssd import CocoSsdDetector, CocoSsdOptions
-
-    detector = CocoSsdDetector(CocoSsdOptions(device="cpu", score_threshold=0.2, classes=["person"]))
-    dets = []
-    for i in range(0, len(frames), 8):
-        batch = [Frame("door", j, j / 10, 0.0, W, H, f) for j, f in enumerate(frames[i : i + 8], start=i)]
-        dets += detector.detect(batch)
+    dets = detect_frames(frames, 0.2, ["person"])
     tracked = track_sequence(frames, dets, TrackOptions(classes=["person"]))
     counter = LineCounter(LINE, frame_size=(W, H))
     for i, d in enumerate(tracked):

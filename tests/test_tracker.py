@@ -67,10 +67,10 @@ def test_a_lost_track_is_reidentified_by_appearance_and_removed_after_max_lost()
 
 
 def test_crops_are_asked_for_only_where_the_appearance_can_decide_something() -> None:
-    """With embedding_refresh N, a box alone in its frame on one lone box of the frame before gets a crop only
+    """With crop_refresh N, a box alone in its frame on one lone box of the frame before gets a crop only
     every Nth frame; boxes near another, newcomers and frames after a gap always get one; decided from the
     detections alone, so batching cannot change it."""
-    tr = Tracker(KalmanMotion(), TrackerSettings(embedding_refresh=3))
+    tr = Tracker(KalmanMotion(), TrackerSettings(crop_refresh=3))
     lone = [[walk(0, 3, t), walk(300, 0, t)] for t in range(6)]
     asked = [tr.wants_embedding(dets(lone[t], [0.9, 0.9]), "s", t).tolist() for t in range(6)]
     assert asked == [[True, True], [False, False], [False, False], [True, True], [False, False], [False, False]]
@@ -78,7 +78,7 @@ def test_crops_are_asked_for_only_where_the_appearance_can_decide_something() ->
     # A gap in the frame numbers: all again.
     assert tr.wants_embedding(dets(lone[1], [0.9, 0.9]), "s", 8).tolist() == [True, True]
     # Near another box, or a newcomer: a crop.
-    tr2 = Tracker(KalmanMotion(), TrackerSettings(embedding_refresh=3))
+    tr2 = Tracker(KalmanMotion(), TrackerSettings(crop_refresh=3))
     tr2.wants_embedding(dets([walk(0, 3, 0), walk(30, 0, 0)], [0.9, 0.9]), "s", 0)
     assert tr2.wants_embedding(dets([walk(0, 3, 1), walk(30, 0, 1), walk(500, 0, 1)], [0.9] * 3), "s", 1).tolist() == [True, True, True]
     # The default embeds every crop.

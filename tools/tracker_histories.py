@@ -15,7 +15,6 @@ The tracker: the default options except the motion model, which is the Kalman fi
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,39 +28,13 @@ SEED_OFFSET = 200_000
 VTEST_RANGE = (300, 680)
 
 
-def _detect(name: str, frames: list[np.ndarray]) -> list[Detections]:
-    from pipeline.protocol import Frame
-    from stages.infer.detectors.coco_ssd import CocoSsdDetector, CocoSsdOptions
-    from tools.tracklets import load_detections, save_detections
-
-    digest = hashlib.sha256()
-    for f in frames:
-        digest.update(f.tobytes())
-    cache = CACHE / f"{name}-{digest.hexdigest()[:16]}.npz"
-    if cache.exists():
-        return load_detections(cache)
-    detector = CocoSsdDetector(CocoSsdOptions(device="cpu", score_threshold=0.1, classes=["person"]))
-    out: list[Detections] = []
-    for i in range(0, len(frames), 8):
-        batch = [Frame(name, j, 0.0, 0.0, f.shape[1], f.shape[0], f) for j, f in enumerate(frames[i : i + 8], start=i)]
-        out += detector.detect(batch)
-    save_detections(cache, out)
-    return out
-
-
 def track_histories(frames: list[np.ndarray], dets: list[Detections]) -> list[np.ndarray]:
     """Each confirmed track's matched boxes as a [T, 4] xyxy array over its frames (NaN where it had none)."""
-    from stages.track.stage import TrackOptions, build_tracker, embed_rows
-    from stages.track.tracker import StepInput
+    from stages.track.stage import TrackOptions
+    from tools.track_sequence import track_sequence
 
-    tracker, encoder = build_tracker(TrackOptions(motion="kalman", classes=["person"]), "cpu")
-    # Every usable crop embedded, as when these histories were first made (not the tracker's crop skipping,
-    # a speed setting): the bundled weights are reproducible from them.
-    tracker.s = replace(tracker.s, embedding_refresh=0)
-    tracked = []
-    for i, (img, det) in enumerate(zip(frames, dets)):
-        emb = embed_rows(tracker, encoder, [img], [det])[0]
-        tracked.append(tracker.step([StepInput("histories", i, det, emb)])[0])
+    # Every usable crop embedded (crop_refresh 0, also the default): the bundled weights are reproducible from these.
+    tracked = track_sequence(frames, dets, TrackOptions(motion="kalman", classes=["person"], crop_refresh=0))
     seen: dict[int, list[tuple[int, np.ndarray]]] = {}
     for f, d in enumerate(tracked):
         for box, tid in zip(d.boxes, d.track_ids):
@@ -82,17 +55,17 @@ def track_histories(frames: list[np.ndarray], dets: list[Detections]) -> list[np
 def training_histories(log: object = print) -> list[np.ndarray]:
     """Tracker histories of the training material (see the module's docstring)."""
     from tools.synthetic import evaluation_specs, make_sequence, sprite_bank
-    from tools.tracklets import read_frames
+    from tools.tracklets import detect_frames, read_frames
 
     bank = sprite_bank(ROOT)
     out: list[np.ndarray] = []
     for spec in evaluation_specs():
         spec = replace(spec, name=spec.name + "_motion", seed=spec.seed + SEED_OFFSET)
         seq = make_sequence(spec, bank)
-        got = track_histories(seq.frames, _detect(spec.name, seq.frames))
+        got = track_histories(seq.frames, detect_frames(seq.frames, 0.1, ["person"], CACHE))
         out += got
         log(f"  {spec.name}: {len(got)} tracks")  # type: ignore[operator]
     frames = [img for _, img in read_frames(ROOT / "sample_videos" / "vtest.avi", *VTEST_RANGE)]
-    got = track_histories(frames, _detect("vtest_motion", frames))
+    got = track_histories(frames, detect_frames(frames, 0.1, ["person"], CACHE))
     log(f"  vtest.avi {VTEST_RANGE[0]}-{VTEST_RANGE[1] - 1}: {len(got)} tracks")  # type: ignore[operator]
     return out + got

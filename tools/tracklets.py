@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -69,9 +69,37 @@ def detect_video(
     path = _cache_path(video, start, stop, score_threshold, cache_dir) if cache_dir else None
     if path is not None and path.exists():
         return load_detections(path)
+    out = _detect(read_frames(video, start, stop), video.name, score_threshold, None, batch)
+    if path is not None:
+        save_detections(path, out)
+    return out
+
+
+def detect_frames(
+    frames: list[np.ndarray],
+    score_threshold: float,
+    classes: list[str] | None = None,
+    cache_dir: Path | None = None,
+    batch: int = 8,
+) -> list[Detections]:
+    """detect_video for frames held in memory (rendered, re-encoded), cached in `cache_dir` by their content and
+    the settings."""
+    digest = hashlib.sha256(f"{score_threshold:.3f} {classes}".encode())
+    for f in frames:
+        digest.update(f.tobytes())
+    path = cache_dir / f"frames-{digest.hexdigest()[:16]}.npz" if cache_dir else None
+    if path is not None and path.exists():
+        return load_detections(path)
+    out = _detect(enumerate(frames), "frames", score_threshold, classes, batch)
+    if path is not None:
+        save_detections(path, out)
+    return out
+
+
+def _detect(frames: Iterable[tuple[int, np.ndarray]], name: str, score_threshold: float, classes: list[str] | None, batch: int) -> list[Detections]:
     from stages.infer.detectors.coco_ssd import CocoSsdDetector, CocoSsdOptions  # torch: only when detecting
 
-    detector = CocoSsdDetector(CocoSsdOptions(device="cpu", score_threshold=score_threshold))
+    detector = CocoSsdDetector(CocoSsdOptions(device="cpu", score_threshold=score_threshold, classes=classes))
     out: list[Detections] = []
     pending: list[Frame] = []
 
@@ -79,14 +107,12 @@ def detect_video(
         out.extend(detector.detect(pending))
         pending.clear()
 
-    for i, img in read_frames(video, start, stop):
-        pending.append(Frame(video.name, i, 0.0, 0.0, img.shape[1], img.shape[0], img))
+    for i, img in frames:
+        pending.append(Frame(name, i, 0.0, 0.0, img.shape[1], img.shape[0], img))
         if len(pending) == batch:
             flush()
     if pending:
         flush()
-    if path is not None:
-        save_detections(path, out)
     return out
 
 

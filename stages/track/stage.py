@@ -100,7 +100,7 @@ class TrackOptions(BaseModel):
             max_lost_frames=self.max_lost_frames,
             appearance_gate=self.appearance_gate,
             reid_distance=self.reid_distance,
-            embedding_refresh=self.crop_refresh,
+            crop_refresh=self.crop_refresh,
         )
 
 

@@ -37,6 +37,15 @@ def class_group(class_id: int) -> int:
     return _GROUP_OF.get(class_id, 100 + class_id)
 
 
+def _apart(boxes: np.ndarray, max_iou: float) -> np.ndarray:
+    """[N] which boxes overlap no other box of the set by more than `max_iou`."""
+    if len(boxes) < 2:
+        return np.ones(len(boxes), bool)
+    iou = iou_matrix(boxes, boxes)
+    np.fill_diagonal(iou, 0.0)
+    return iou.max(axis=1) <= max_iou
+
+
 def _centre_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """[A, B] pixels between the centres of xyxy boxes."""
     ca, cb = (a[:, :2] + a[:, 2:]) / 2, (b[:, :2] + b[:, 2:]) / 2
@@ -68,7 +77,7 @@ class TrackerSettings:
     reid_scale: float = 1.5  # and a box height within this factor of the track's last
     reid_sigmas: float = 3.0  # with a motion model's uncertainty: the re-identification window in its standard deviations
     gate_sigmas: float = 4.0  # with a motion model's uncertainty: stage 1 only within this many standard deviations (0: off)
-    embedding_refresh: int = 0  # every this many frames all crops; between, none for boxes that can only be one object (0: all, always)
+    crop_refresh: int = 0  # every this many frames all crops; between, none for boxes that can only be one object (0: all, always)
     reid_ratio: float = 0.8  # appearance distance at most this times that of the next-best candidate
     embedding_momentum: float = 0.9
     clean_crop_iou: float = 0.3  # a crop overlapping another detection more than this does not update the embedding
@@ -123,29 +132,22 @@ class Tracker:
         """Rows whose appearance the tracker uses: tracked classes at or above the high score. Given the stream
         and frame (asked in frame order per stream), not those that can only be one object (DeepSORT's
         observation: appearance matters where objects are close): a box alone in its frame on exactly one box,
-        alone too, of the stream's previous frame, except every `embedding_refresh`-th frame. Decided from the
+        alone too, of the stream's previous frame, except every `crop_refresh`-th frame. Decided from the
         detections alone, so the result does not depend on how frames were batched (a live run and a replay
         of the same file track alike)."""
-        want = self._tracked_rows(det) & (det.scores >= self.s.high_score)
-        if stream is None or frame is None or self.s.embedding_refresh <= 0:
+        tracked = self._tracked_rows(det)
+        want = tracked & (det.scores >= self.s.high_score)
+        if stream is None or frame is None or self.s.crop_refresh <= 0:
             return want
-        boxes = det.boxes[self._tracked_rows(det)]
+        boxes = det.boxes[tracked]
         prev = self._previous.get(stream)
         self._previous[stream] = (frame, boxes)
-        if prev is None or prev[0] != frame - 1 or frame % self.s.embedding_refresh == 0 or not want.any() or not len(prev[1]):
+        if prev is None or prev[0] != frame - 1 or frame % self.s.crop_refresh == 0 or not want.any() or not len(prev[1]):
             return want
-
-        def alone(b: np.ndarray) -> np.ndarray:
-            if len(b) < 2:
-                return np.ones(len(b), bool)
-            iou = iou_matrix(b, b)
-            np.fill_diagonal(iou, 0.0)
-            return iou.max(1) <= 0.05
-
         before = prev[1]
         to_prev = iou_matrix(det.boxes, before)
         single = ((to_prev > 0.05).sum(1) == 1) & (to_prev.max(1) > 0.5)
-        sure = alone(det.boxes) & single & alone(before)[to_prev.argmax(1)]
+        sure = _apart(det.boxes, 0.05) & single & _apart(before, 0.05)[to_prev.argmax(1)]
         return want & ~sure
 
     def _tracked_rows(self, det: Detections) -> np.ndarray:
@@ -396,8 +398,4 @@ class Tracker:
 
     def _clean_crops(self, boxes: np.ndarray) -> np.ndarray:
         """Rows whose crop shows mostly their own object (not another detection's)."""
-        if len(boxes) < 2:
-            return np.ones(len(boxes), bool)
-        iou = iou_matrix(boxes, boxes)
-        np.fill_diagonal(iou, 0.0)
-        return iou.max(axis=1) <= self.s.clean_crop_iou
+        return _apart(boxes, self.s.clean_crop_iou)
