@@ -73,14 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{cores} CPUs, torch {torch.__version__}; ms per frame (COCO-SSD, MTCNN) or per call (appearance), median of {a.repeats}")
     rows: list[tuple[str, str, str, float]] = []
     ssd_default: dict[tuple[int, int], float] = {}  # (threads, batch) -> COCO-SSD ms per frame at backend auto
-    default_ssd = CocoSsdDetector(CocoSsdOptions(device="cpu")).backend
+    auto_ssd = CocoSsdDetector(CocoSsdOptions(device="cpu"))
+    # The backends compared at fp32; where auto is bf16 (a CPU with bf16 instructions), that is a row of its own.
+    variants = [(be, "fp32") for be in backends] + ([(auto_ssd.backend, "bf16")] if auto_ssd.precision == "bf16" else [])
     for threads in sorted({1, cores}):
         torch.set_num_threads(threads)
-        for be in backends:
-            det = CocoSsdDetector(CocoSsdOptions(backend=be, device="cpu", score_threshold=0.2))
-            rows.append(("coco_ssd", be, f"{threads} thr, batch 1", _median_ms(lambda: det.detect(frames[:1]), a.repeats)))
-            rows.append(("coco_ssd", be, f"{threads} thr, batch 8", _median_ms(lambda: det.detect(frames), max(3, a.repeats // 4), 8)))
-            if be == default_ssd:
+        for be, precision in variants:
+            det = CocoSsdDetector(CocoSsdOptions(backend=be, device="cpu", precision=precision, score_threshold=0.2))  # type: ignore[arg-type]
+            name = be if precision == "fp32" else f"{be} {precision}"
+            rows.append(("coco_ssd", name, f"{threads} thr, batch 1", _median_ms(lambda: det.detect(frames[:1]), a.repeats)))
+            rows.append(("coco_ssd", name, f"{threads} thr, batch 8", _median_ms(lambda: det.detect(frames), max(3, a.repeats // 4), 8)))
+            if (be, precision) == (auto_ssd.backend, auto_ssd.precision):
                 ssd_default[(threads, 1)], ssd_default[(threads, 8)] = rows[-2][3], rows[-1][3]
         if "light_state" in a.models:
             for be in backends:

@@ -139,7 +139,7 @@ def main() -> int:
     print(f"COCO-SSD on {video.name} ({frames[0].width}x{frames[0].height}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}")
 
-    fp32 = CocoSsdDetector(CocoSsdOptions(device="cpu"))
+    fp32 = CocoSsdDetector(CocoSsdOptions(device="cpu", precision="fp32"))
     bf16 = CocoSsdDetector(CocoSsdOptions(device="cpu", precision="bf16"))
     print("\nbare detector (upload, pre-processing, network, NMS), frames/s")
     print(f"{'batch':>5}  {'fp32':>7}  {'bf16':>7}  {'bf16/fp32':>9}")

@@ -1,4 +1,5 @@
-"""Where and in what precision a plugin's models run: CUDA in fp16 when present, the CPU in fp32 otherwise.
+"""Where and in what precision a plugin's models run: CUDA in fp16 when present, the CPU in fp32 otherwise
+(a detector measured in bf16 may take bf16 where the CPU computes it natively: `CnnDetector.cpu_bf16_default`).
 
 torch is imported only where a torch object is asked for: on a machine without an NVIDIA driver, `device_name` and
 `precision_name` answer without it, so a model on a CPU runtime never loads torch.
@@ -54,6 +55,16 @@ def device_name(spec: DeviceSpec) -> str:
     return str(select_device(spec))
 
 
+def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX): only there is bf16 faster than fp32."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return False  # not Linux: no flags to read, so no claim
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def precision_name(precision: Precision, device: str) -> str:
     """resolve_precision's answer by name (fp32, fp16, bf16), for a device name; torch-free."""
     on_cuda = device.startswith("cuda")
@@ -85,8 +96,8 @@ def select_device(spec: DeviceSpec) -> torch.device:
 
 
 def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype:
-    """fp16 on CUDA and fp32 on the CPU by default. bf16 on the CPU is opt-in: it is faster where the
-    CPU has bf16 instructions but moves raw scores by up to 0.1 (bench/detect.py measures it)."""
+    """fp16 on CUDA and fp32 on the CPU by default (torch's autocast): bf16 is faster in eager torch only where
+    the CPU has bf16 instructions, and moves raw scores by up to 0.1 (bench/detect.py measures it)."""
     import torch
 
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision_name(precision, str(device))]

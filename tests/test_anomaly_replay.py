@@ -55,9 +55,12 @@ def test_replay_of_the_ci_clip_alerts_on_the_runner_and_the_faller_and_no_walker
     for (seq, alert), kind in zip(alerts, ("running", "fall")):
         (event,) = [e for e in truth["events"] if e["type"] == kind]
         assert event["first_frame"] <= seq <= event["last_frame"] + 20, (seq, event)
+        # On that person: the alert's box overlaps their true box, and more than anyone else's (the runner is
+        # 20x55 pixels, where COCO-SSD's box is off by a few pixels in some frames).
         person = event["tracks"][0]
-        truth_box = next(row[1:5] for row in truth["per_frame"][seq] if row[0] == person)
-        assert box_iou(np.array([alert["boxes"][0]]), np.array([truth_box], float))[0, 0] > 0.5, (kind, alert["boxes"], truth_box)
+        people = [row[0] for row in truth["per_frame"][seq]]
+        overlap = box_iou(np.array([alert["boxes"][0]]), np.array([row[1:5] for row in truth["per_frame"][seq]], float))[0]
+        assert people[int(overlap.argmax())] == person and overlap.max() > 0.3, (kind, alert["boxes"], truth["per_frame"][seq])
     assert "moves abnormally" in alerts[0][1]["message"] and "is down" in alerts[1][1]["message"]
     # the runner's and everyone's scores are in the record: the column travels with the detections
     scored = [s for rec in records for s in (rec["objects"].get("anomaly.score") or []) if s is not None]

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.device import cpu_has_bf16
 from pipeline.protocol import Frame
 from stages.infer import backend as bk
 from stages.infer.detectors.coco_ssd import CocoSsdDetector, CocoSsdOptions
@@ -55,7 +56,8 @@ def ssd_reference(real_frames: list[np.ndarray]) -> tuple[CocoSsdDetector, list]
 def test_coco_ssd_matches_eager_torch(backend: str, real_frames: list[np.ndarray], ssd_reference: tuple) -> None:
     ref_det, ref = ssd_reference
     device = "cuda" if backend == "cuda" else "cpu"
-    det = CocoSsdDetector(CocoSsdOptions(backend=backend, device=device, score_threshold=0.2))
+    # fp32 on the CPU: the backends' parity (auto is bf16 on a CPU with bf16 instructions, tested below).
+    det = CocoSsdDetector(CocoSsdOptions(backend=backend, device=device, precision="fp32" if device == "cpu" else "auto", score_threshold=0.2))
     assert det.backend == backend
     frames = _as_frames(real_frames)
     # Raw network outputs: every score within 1e-3 (fp16 on CUDA: 1e-2), batched as the stage batches.
@@ -84,6 +86,10 @@ def test_coco_ssd_default_backend_is_the_measured_fastest() -> None:
     from stages.infer.detectors.coco_ssd import CPU_RUNTIME
 
     assert det.backend == (CPU_RUNTIME if bk.available(CPU_RUNTIME) else "torch")
+    # precision auto on the CPU: bf16 where the CPU computes it natively and OpenVINO runs the network, else fp32.
+    assert det.precision == ("bf16" if cpu_has_bf16() and det.backend == "openvino" else "fp32")
+    assert CocoSsdDetector(CocoSsdOptions(device="cpu", backend="onnxruntime" if bk.available("onnxruntime") else "torch")).precision == "fp32"
+    assert CocoSsdDetector(CocoSsdOptions(device="cpu", precision="fp32")).precision == "fp32"
     # bf16 on the CPU: OpenVINO's bf16 where it is installed (about 1.5x its fp32 here), else torch's autocast;
     # ONNX Runtime has no bf16 on the CPU.
     assert CocoSsdDetector(CocoSsdOptions(device="cpu", precision="bf16")).backend == ("openvino" if bk.available("openvino") else "torch")

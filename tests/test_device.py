@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.device import autocast, cpu_cores, resolve_precision, select_device
+from pipeline.device import autocast, cpu_cores, cpu_has_bf16, resolve_precision, select_device
 
 
 def test_auto_is_cpu_in_fp32_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -61,3 +61,14 @@ def test_cpu_cores_follows_the_affinity_mask_and_the_cgroup_quota(tmp_path: Path
     assert cpu_cores(quota) == min(mask, 2)
     quota.write_text("10000 100000\n")  # 0.1 CPU still runs one thread
     assert cpu_cores(quota) == 1
+
+
+def test_cpu_has_bf16_reads_the_cpu_flags(tmp_path: Path) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n")
+    assert not cpu_has_bf16(info)  # AVX-512 without its bf16 instructions: fp32 stays the fast precision
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n")
+    assert cpu_has_bf16(info)
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 amx_bf16 amx_tile\n")
+    assert cpu_has_bf16(info)
+    assert not cpu_has_bf16(tmp_path / "absent")  # no /proc/cpuinfo (not Linux): no claim

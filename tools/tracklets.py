@@ -99,7 +99,7 @@ def detect_frames(
 def _detect(frames: Iterable[tuple[int, np.ndarray]], name: str, score_threshold: float, classes: list[str] | None, batch: int) -> list[Detections]:
     from stages.infer.detectors.coco_ssd import CocoSsdDetector, CocoSsdOptions  # torch: only when detecting
 
-    detector = CocoSsdDetector(CocoSsdOptions(device="cpu", score_threshold=score_threshold, classes=classes))
+    detector = CocoSsdDetector(CocoSsdOptions(device="cpu", precision="fp32", score_threshold=score_threshold, classes=classes))
     out: list[Detections] = []
     pending: list[Frame] = []
 

@@ -50,6 +50,7 @@ class CocoSsdOptions(CnnOptions):
 class CocoSsdDetector(CnnDetector):
     type = "coco_ssd"
     Options = CocoSsdOptions
+    cpu_bf16_default = True  # bf16 in OpenVINO: 11.4 against 16.8 ms a frame, AP50 within 0.003 (README, Performance)
 
     def __init__(self, options: CocoSsdOptions) -> None:
         # Score column j is COCO id j + 1.
