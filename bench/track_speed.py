@@ -78,7 +78,7 @@ def main() -> None:
         (f"track, default ({TrackOptions().motion} + app.)", TrackOptions()),
         ("track, Kalman + appearance", TrackOptions(motion="kalman")),
         ("track, crop_refresh: 3", TrackOptions(crop_refresh=3)),
-        ("track, appearance in bf16", TrackOptions(precision="bf16")),
+        ("track, appearance in fp32", TrackOptions(precision="fp32")),
         ("track, LSTM only", TrackOptions(motion="lstm", appearance=False)),
         ("track, Kalman only", TrackOptions(motion="kalman", appearance=False)),
     ):
@@ -109,9 +109,11 @@ def main() -> None:
             held.append(sum(tracker.streams["b"].counts().values()))
         ms = total / counted * 1000
         detail = ", ".join(f"{k} {v / counted * 1000:.2f}" for k, v in parts.items() if v)
+        if encoder is not None:
+            detail = f"appearance {encoder.precision} on {encoder.backend}: {detail}"
         print(f"  {label:30s} {ms:6.2f} ms/frame ({detail}; association the rest), tracks held: mean {np.mean(held[WARMUP:]):.0f}")
     det_ms = float(np.mean(det_s[WARMUP:])) * 1000
-    print(f"  {'detector (COCO-SSD, b=1)':30s} {det_ms:6.2f} ms/frame")
+    print(f"  {'detector (COCO-SSD, b=1)':30s} {det_ms:6.2f} ms/frame ({detector.precision} on {detector.backend})")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from stages.infer.backend import CpuRunner, compile_cached, compile_module, file_key, resolve_backend
+from pipeline.device import cpu_has_bf16
+from stages.infer.backend import CpuRunner, available, compile_cached, compile_module, file_key, resolve_backend
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_WEIGHTS = HERE / "weights" / "appearance.pt"
@@ -111,10 +112,11 @@ def cut_crops(images: list[np.ndarray], boxes: list[np.ndarray], crop_h: int, cr
 class AppearanceEncoder:
     """Embeds detection boxes of whole frames with the fine-tuned AppearanceNet (inference only).
 
-    precision "auto" runs the convolutions in bfloat16 in eager torch on CPUs with native bf16 arithmetic
-    (AVX512-BF16, AMX): 1.2-1.4x faster end to end there, embeddings of vtest's detections within cosine 0.998
-    of float32. Elsewhere, and on other devices, float32 on the fastest backend for the device; on a CPU
-    runtime whose export is cached, torch is not loaded at all.
+    precision "auto" runs the network in bfloat16 on CPUs with native bf16 arithmetic (AVX512-BF16, AMX):
+    OpenVINO's bf16 (or torch's autocast where the backend torch is asked for), embeddings of vtest's
+    detections within cosine 0.998 of float32, and the same tracking figures on the tuning sequences.
+    Elsewhere, and on other devices, float32 on the fastest backend for the device; on a CPU runtime whose
+    export is cached, torch is not loaded at all.
     """
 
     def __init__(
@@ -124,19 +126,19 @@ class AppearanceEncoder:
         weights = Path(weights or DEFAULT_WEIGHTS)
         self.device = str(device)
         on_cpu = self.device.split(":")[0] == "cpu"
-        if precision == "auto":
-            precision = "float32"
-            if on_cpu and backend in ("auto", "torch"):
-                from stages.track.appearance_net import native_bf16
-
-                precision = "bfloat16" if native_bf16() else "float32"
+        if precision == "auto":  # bf16 where the CPU computes it natively and a runtime has it; else float32
+            bf16 = on_cpu and backend in ("auto", "openvino", "torch") and cpu_has_bf16() and (backend == "torch" or available("openvino"))
+            precision = "bfloat16" if bf16 else "float32"
         if precision not in ("float32", "bfloat16"):
             raise ValueError(f"precision must be auto, float32 or bfloat16, not {precision!r}")
         self.precision = precision
-        # bf16 is torch's (oneDNN's native bf16 kernels); fp32 goes to the fastest backend for the device.
-        self.backend = "torch" if precision != "float32" and backend == "auto" else resolve_backend(backend, self.device, CPU_RUNTIME)
-        if self.backend != "torch" and precision != "float32":
-            raise ValueError(f"precision {precision} runs on backend torch only; {self.backend} runs float32")
+        if precision == "bfloat16" and backend == "auto":
+            # bf16 on the CPU: OpenVINO's (faster than torch's autocast on small batches), else torch's.
+            self.backend = "openvino" if on_cpu and available("openvino") else "torch"
+        else:
+            self.backend = resolve_backend(backend, self.device, CPU_RUNTIME)
+        if self.backend not in ("torch", "openvino") and precision != "float32":
+            raise ValueError(f"precision {precision} runs on backend openvino or torch; {self.backend} runs float32")
         self.net: Any
         if self.backend in ("onnxruntime", "openvino"):
             key = file_key([weights, HERE / "appearance_net.py", HERE / "mobilenet_v2.py"], "appearance")
@@ -149,8 +151,8 @@ class AppearanceEncoder:
                 net = load_net(weights)
                 return fuse_batchnorm(net.eval()), [torch.zeros(8, 3, net.config.crop_h, net.config.crop_w)]
 
-            runner = compile_cached(build, key=key, name="appearance", backend=self.backend, device="cpu",
-                                    cpu_default=CPU_RUNTIME, threads=threads)  # fmt: skip
+            runner = compile_cached(build, key=key, name="appearance", backend=self.backend, device="cpu", cpu_default=CPU_RUNTIME,
+                                    threads=threads, precision="bf16" if precision == "bfloat16" else "fp32")  # fmt: skip
             assert isinstance(runner, CpuRunner)
             _, _, self.crop_h, self.crop_w = runner.input_specs[0].shape  # type: ignore[misc]
             self.net = lambda x: runner(x)[0]
