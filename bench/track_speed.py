@@ -78,7 +78,7 @@ def main() -> None:
         (f"track, default ({TrackOptions().motion} + app.)", TrackOptions()),
         ("track, Kalman + appearance", TrackOptions(motion="kalman")),
         ("track, crop_refresh: 3", TrackOptions(crop_refresh=3)),
-        ("track, appearance in fp32", TrackOptions(precision="fp32")),
+        ("track, appearance in bf16", TrackOptions(precision="bf16")),
         ("track, LSTM only", TrackOptions(motion="lstm", appearance=False)),
         ("track, Kalman only", TrackOptions(motion="kalman", appearance=False)),
     ):

@@ -231,6 +231,23 @@ def test_exports_are_cached_by_weights_and_reused(tmp_path: Path, monkeypatch: p
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no temporary files left behind
 
 
+@pytest.mark.skipif(not bk.available("openvino"), reason="openvino is not installed")
+def test_openvino_fixed_batch_runs_any_batch_as_padded_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model compiled at a fixed batch (one shape for OpenVINO, not one per batch size) gives every sample
+    what the dynamic model gives it, for batches under, at, between and over the chunk size."""
+    monkeypatch.setenv("VIDPIPE_CACHE_DIR", str(tmp_path))
+    torch.manual_seed(0)
+    model = _Tiny()
+    x = torch.rand(37, 3, 8, 8)
+    dynamic = bk.compile_module(model, (x[:2],), name="tiny", backend="openvino", threads=1)
+    fixed = bk.compile_module(model, (x[:2],), name="tiny", backend="openvino", threads=1, fixed_batch=16)
+    assert isinstance(fixed, bk.OpenVinoRunner) and fixed.input_specs[0].shape[0] == 16
+    for n in (1, 15, 16, 17, 37):
+        got, want = fixed(x[:n].numpy())[0], dynamic(x[:n].numpy())[0]
+        assert got.shape == want.shape == (n, *want.shape[1:])
+        np.testing.assert_allclose(got, want, atol=1e-6)
+
+
 def test_backend_names_are_checked() -> None:
     cpu = torch.device("cpu")
     with pytest.raises(ValueError, match="unknown backend"):

@@ -4,7 +4,6 @@ camera stays small."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -12,7 +11,6 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.device import cpu_has_bf16
 from tests.helpers.procs import ROOT
 
 HEAVY = ("torch", "onnxruntime", "openvino", "scipy.optimize")
@@ -115,10 +113,6 @@ def test_the_tracker_imports_without_torch() -> None:
     assert "torch" not in loaded_after(code)
 
 
-# The appearance CNN's runtime by default: OpenVINO's bf16 on a CPU with bf16 instructions, else ONNX Runtime.
-APPEARANCE_RUNTIME = "openvino" if cpu_has_bf16() and importlib.util.find_spec("openvino") else "onnxruntime"
-
-
 def test_the_tracker_runs_without_torch_once_exported(tmp_path: Path) -> None:
     """The motion LSTM and the appearance CNN go
     through the backend layer: the first build exports them
@@ -129,7 +123,7 @@ def test_the_tracker_runs_without_torch_once_exported(tmp_path: Path) -> None:
         "from stages.track.tracker import StepInput\nfrom tools.tracklets import read_frames\n"
         f"images = [im for _, im in read_frames({str(ROOT / 'sample_videos' / 'vtest.avi')!r}, 0, 4)]\n"
         "tracker, encoder = build_tracker(TrackOptions(motion='lstm'), 'cpu')\n"
-        f"assert (tracker.motion.backend, encoder.backend) == ('onnxruntime', {APPEARANCE_RUNTIME!r}), (tracker.motion.backend, encoder.backend)\n"
+        "assert (tracker.motion.backend, encoder.backend) == ('onnxruntime', 'onnxruntime'), (tracker.motion.backend, encoder.backend)\n"
         "box = np.array([[100, 100, 140, 200], [400, 300, 450, 420]], np.float32)\n"
         "for i, im in enumerate(images):\n"
         "    d = Detections(box + 3 * i, np.array([0.9, 0.8], np.float32), np.zeros(2, np.int32))\n"
@@ -139,4 +133,4 @@ def test_the_tracker_runs_without_torch_once_exported(tmp_path: Path) -> None:
     )
     cache = {"VIDPIPE_CACHE_DIR": str(tmp_path / "cache")}
     assert "torch" in loaded_after(code, cache)  # the exports are made
-    assert loaded_after(code, cache) == {"onnxruntime", APPEARANCE_RUNTIME, "scipy.optimize"}
+    assert loaded_after(code, cache) == {"onnxruntime", "scipy.optimize"}

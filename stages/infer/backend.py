@@ -356,7 +356,10 @@ class OpenVinoRunner(CpuRunner):
 
     backend = "openvino"
 
-    def __init__(self, path: Path | str, threads: int, per_sample: bool = False, precision: str = "fp32") -> None:
+    def __init__(self, path: Path | str, threads: int, per_sample: bool = False, precision: str = "fp32", fixed_batch: int | None = None) -> None:
+        """fixed_batch: compile the batch axis at this size and run any batch as padded chunks of it. OpenVINO
+        specialises a dynamic model for each new input shape on its first call (about as long as the call
+        itself for the appearance CNN), which a model whose batch size changes every call pays again and again."""
         import openvino as ov
 
         super().__init__(threads, per_sample)
@@ -374,8 +377,9 @@ class OpenVinoRunner(CpuRunner):
         # stage's start-up compiles in less than half the time.
         cache = str(Path(path).parent / "openvino")
         model = core.read_model(str(path))
-        if self.per_sample:
-            model = self._batch_of_one(model)
+        self.fixed_batch = fixed_batch if fixed_batch and not self.per_sample else None
+        if self.per_sample or self.fixed_batch:
+            model = self._batch_of(model, self.fixed_batch or 1)
         config["INFERENCE_NUM_THREADS"] = 1 if self.per_sample else self.threads
         n = self.threads if self.per_sample else 1
         try:
@@ -392,20 +396,30 @@ class OpenVinoRunner(CpuRunner):
             for k, i in enumerate(self.compiled[0].inputs)
         ]  # fmt: skip
         self.one_at_a_time = not self.per_sample and any(spec.shape[:1] == [1] for spec in self.input_specs)
-        if self.per_sample and all(i.get_partial_shape().is_static for i in self.requests[0].model_inputs):
+        if (self.per_sample or self.fixed_batch) and all(i.get_partial_shape().is_static for i in self.requests[0].model_inputs):
             for request in self.requests:
                 request.infer([np.zeros(tuple(i.shape), dtype=i.element_type.to_dtype()) for i in request.model_inputs])
 
     @staticmethod
-    def _batch_of_one(model: Any) -> Any:
-        """The model with every input's batch axis fixed at 1 (other axes as exported)."""
+    def _batch_of(model: Any, n: int) -> Any:
+        """The model with every input's batch axis fixed at n (other axes as exported)."""
         shapes = {}
         for port in model.inputs:
             shape = port.get_partial_shape()
-            shape[0] = 1
+            shape[0] = n
             shapes[port] = shape
         model.reshape(shapes)
         return model
+
+    def _call(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        k = self.fixed_batch
+        if k is None:
+            return super()._call(arrays)
+        n = len(arrays[0])
+        if n % k:  # zero samples fill the last chunk; their outputs are dropped
+            arrays = [np.concatenate([a, np.zeros((k - n % k, *a.shape[1:]), a.dtype)]) for a in arrays]
+        chunks = [self._run(0, [np.ascontiguousarray(a[i : i + k]) for a in arrays]) for i in range(0, len(arrays[0]), k)]
+        return [np.concatenate(cols)[:n] for cols in zip(*chunks)]
 
     def _run(self, worker: int, arrays: list[np.ndarray]) -> list[np.ndarray]:
         result = self.requests[worker].infer(arrays)
@@ -506,9 +520,9 @@ def default_threads() -> int:
     return cpu_cores()
 
 
-def _cpu_runner(chosen: str, path: Path, threads: int | None, per_sample: bool, precision: str = "fp32") -> Runner:
+def _cpu_runner(chosen: str, path: Path, threads: int | None, per_sample: bool, precision: str = "fp32", fixed_batch: int | None = None) -> Runner:
     if chosen == "openvino":
-        return OpenVinoRunner(path, threads or default_threads(), per_sample, precision)
+        return OpenVinoRunner(path, threads or default_threads(), per_sample, precision, fixed_batch)
     if precision != "fp32":
         raise ValueError(f"precision {precision} on the CPU runs on openvino (or eager torch), not {chosen}")
     return OnnxRuntimeRunner(path, threads or default_threads(), per_sample)
@@ -529,11 +543,13 @@ def compile_module(
     per_sample: bool = False,
     key: str | None = None,
     precision: str = "fp32",
+    fixed_batch: int | None = None,
 ) -> Runner:
     """Runs `module` on the backend asked for (see the module docstring); `examples` are CPU tensors of
     the inputs (any batch size), used for the export and its cache key (`key`, when given, is that key instead of
     a hash of the module). `threads`: CPU threads of the ONNX runtimes (default: default_threads());
-    `per_sample`: use them as parallel single-sample calls."""
+    `per_sample`: use them as parallel single-sample calls; `fixed_batch`: OpenVINO runs padded chunks of this
+    many samples (OpenVinoRunner)."""
     import torch
 
     device = torch.device(device)
@@ -550,7 +566,7 @@ def compile_module(
             raise ValueError(f"{name} cannot be exported for {chosen}: {str(exc).splitlines()[0][:300]}") from None
         log.warning("%s cannot be exported to ONNX (%s): it runs in eager torch", name, str(exc).splitlines()[0][:300])
         return TorchRunner(module.to(device), channels_last=channels_last)
-    return _cpu_runner(chosen, path, threads, per_sample, precision)
+    return _cpu_runner(chosen, path, threads, per_sample, precision, fixed_batch)
 
 
 def compile_cached(
@@ -565,6 +581,7 @@ def compile_cached(
     channels_last: bool = True,
     per_sample: bool = False,
     precision: str = "fp32",
+    fixed_batch: int | None = None,
 ) -> Runner:
     """compile_module for a model whose export key is known from its files (file_key): when it runs on a CPU
     runtime and its export is cached, `build` (which makes the module and its example inputs) is never called,
@@ -572,11 +589,11 @@ def compile_cached(
     filed under `key`."""
     chosen = resolve_backend(backend, device, cpu_default)
     if chosen in ("onnxruntime", "openvino") and _export_path(name, key).exists():
-        return _cpu_runner(chosen, _export_path(name, key), threads, per_sample, precision)
+        return _cpu_runner(chosen, _export_path(name, key), threads, per_sample, precision, fixed_batch)
     module, examples = build()
     return compile_module(module, examples, name=name, backend=backend, device=device, cpu_default=cpu_default,
                           threads=threads, channels_last=channels_last, per_sample=per_sample, key=key,
-                          precision=precision)  # fmt: skip
+                          precision=precision, fixed_batch=fixed_batch)  # fmt: skip
 
 
 def load_onnx(

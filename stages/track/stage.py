@@ -57,9 +57,9 @@ class TrackOptions(BaseModel):
     appearance: bool = Field(True, description="Use the appearance CNN (association and re-identification).")
     appearance_weights: str | None = Field(None, description="Weights of the appearance CNN; null: the bundled ones.")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N.")
-    precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto",
-        description="Appearance CNN precision. auto: bf16 (in OpenVINO) on CPUs with bf16 instructions (AVX512-BF16, AMX: 1.5x fp32's speed, the same figures on the tuning sequences), else fp32; fp32 makes tracks the same on every CPU.",
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="Appearance CNN precision. bf16 runs in OpenVINO on CPUs with bf16 instructions: faster from about 50 crops a call (6.5 against 10 ms at 50), no faster at a replay's 15-30, and tracks then depend on the CPU.",
     )
     backend: BackendName = Field("auto", description="Backend of the appearance CNN: auto (fastest measured for the device), torch, onnxruntime, openvino or cuda.")
     torch_threads: int | None = Field(
@@ -119,7 +119,7 @@ def build_tracker(o: TrackOptions, device: str, on_event: Any = None) -> tuple[T
         from stages.track.appearance import AppearanceEncoder
 
         encoder = AppearanceEncoder(
-            o.appearance_weights, device=device, precision={"auto": "auto", "fp32": "float32", "bf16": "bfloat16"}[o.precision],
+            o.appearance_weights, device=device, precision={"fp32": "float32", "bf16": "bfloat16"}[o.precision],
             backend=o.backend, threads=o.torch_threads or 1,
         )
     classes = {category_id(c) for c in o.classes} if o.classes is not None else None
