@@ -119,6 +119,21 @@ def test_a_track_lost_at_the_line_and_found_again_under_a_new_id_is_one_crossing
     assert counter.counts == {"in": 1, "out": 0}
 
 
+def test_a_track_first_seen_inside_the_band_counts_once_it_leaves_it_on_the_other_side() -> None:
+    # Out of an occlusion 6 px below the line (inside the 8 px band), walking up and on: one crossing in.
+    counter = LineCounter(LINE, frame_size=SIZE)
+    events = []
+    for f, y in enumerate([246, 243, 239, 236, 231, 226, 220, 214]):
+        events += counter.update(f, f / 10, np.array([4]), np.array([box_at(300, y)]))
+    assert events == [(4, "in")] and counter.counts == {"in": 1, "out": 0}
+    # First seen inside the band and leaving it on that same side, or jittering in it: no crossing.
+    for ys in ([246, 244, 249, 255, 262], [245, 236, 244, 235, 246, 252, 260], [243, 238, 244, 236, 241]):
+        counter = LineCounter(LINE, frame_size=SIZE)
+        for f, y in enumerate(ys):
+            counter.update(f, f / 10, np.array([4]), np.array([box_at(300, y)]))
+        assert counter.counts == {"in": 0, "out": 0}, ys
+
+
 def test_a_new_track_is_not_a_lost_one_found_again_while_that_one_is_still_seen_or_at_the_frame_edge() -> None:
     # Two people, one on each side: the second one's new id is no continuation of the first, who is still there.
     counter = LineCounter(LINE, frame_size=SIZE)

@@ -8,6 +8,9 @@ unconfirmed tracks (id -1) are never counted. A track id that jumps across the l
 object moves (`max_speed` box heights per second: the tracker handed the id to another object) moves its
 reference side without counting.
 
+A track first seen inside the band (out of an occlusion at the line) starts on the side its anchor is on:
+leaving the band on the other side is a crossing.
+
 Identities break, so two more rules keep the count exact:
 - a track seen again after more than `max_gap_s` unseen (re-identified after an occlusion, or handed to
   someone else) counts a crossing only if walking the straight line through the counting line in that time
@@ -60,6 +63,7 @@ class LineCounter:
     frame_size: tuple[int, int] | None = None  # (width, height): where tracks enter and leave; None: unknown
     counts: dict[str, int] = field(default_factory=lambda: {"in": 0, "out": 0})
     _tracks: dict[int, _Side] = field(default_factory=dict)
+    _entering: dict[int, tuple[int, np.ndarray, float, int]] = field(default_factory=dict)  # first seen in the band: sign, point, time, frame
 
     def update(self, frame: int, t: float, track_ids: np.ndarray, boxes: np.ndarray) -> list[tuple[int, str]]:
         """Feed one frame's confirmed tracks (`t`: its stream time, seconds); returns the (track id,
@@ -78,12 +82,23 @@ class LineCounter:
             state = self._tracks.get(tid)
             side = 1 if d > self.hysteresis else -1 if d < -self.hysteresis else 0
             if state is None:
-                if side:
-                    self._tracks[tid] = _Side(side, p, t, frame, t, h, e)
-                    gone = None if e else self._vanished_across(tid, side, p, float(d), t, h, seen)
-                    if gone is not None:
-                        del self._tracks[gone]  # found again: it cannot count this crossing a second time
+                if not side:
+                    # First seen inside the band (out of an occlusion at the line): it starts on the side of the
+                    # line it stands on, a crossing only once it leaves the band on the other side.
+                    if d and tid not in self._entering:
+                        self._entering[tid] = (1 if d > 0 else -1, p, t, frame)
+                    continue
+                self._tracks[tid] = _Side(side, p, t, frame, t, h, e)
+                entered = self._entering.pop(tid, None)
+                if entered is not None and entered[0] != side:
+                    speed = float(np.hypot(*(p - entered[1]))) / h / max(t - entered[2], 1e-3)
+                    if speed <= self.max_speed and segments_intersect(entered[1], p, self.line.a, self.line.b):
                         events.append(self._count(tid, side))
+                        continue
+                gone = None if e else self._vanished_across(tid, side, p, float(d), t, h, seen)
+                if gone is not None:
+                    del self._tracks[gone]  # found again: it cannot count this crossing a second time
+                    events.append(self._count(tid, side))
                 continue
             gap = t - state.time
             state.frame, state.time, state.height, state.at_edge = frame, t, h, e
@@ -98,6 +113,8 @@ class LineCounter:
             state.side, state.point, state.point_time = side, p, t
         for tid in [k for k, s in self._tracks.items() if frame - s.frame > self.forget_after]:
             del self._tracks[tid]
+        for tid in [k for k, s in self._entering.items() if frame - s[3] > self.forget_after]:
+            del self._entering[tid]
         return events
 
     def _count(self, tid: int, side: int) -> tuple[int, str]:
