@@ -73,12 +73,19 @@ def cut_crops(images: list[np.ndarray], boxes: list[np.ndarray], crop_h: int, cr
     images: HxWx3 uint8 BGR; boxes: [Ni, 4] per image. Parts of a box outside its frame read as the ImageNet
     mean colour (0 after normalisation): no invented edge pixels, and the box keeps its geometry, so a person
     half out of the frame stays person-shaped. The same crops as appearance_net.crop_batch (torch).
+
+    The four taps of every output pixel are gathered by OpenCV's remap with integer maps (an exact copy of the
+    pixels, a third of the time of numpy's take with index arrays), and the blend runs over rows of crop_w * 3
+    interleaved values: numpy's inner loops then run over 72 values, not over one pixel's 3 (four times the
+    work per call).
     """
+    import cv2
+
     total = sum(len(b) for b in boxes)
-    out = np.empty((total, crop_h, crop_w, 3), np.float32)
-    # In BGR, the frames' order; the channels are swapped to RGB in the final transpose.
-    mean = np.array(MEAN_RGB[::-1], np.float32)
-    inv_std = np.float32(1.0) / np.array(STD_RGB[::-1], np.float32)
+    out = np.empty((total, crop_h, crop_w * 3), np.float32)
+    # In BGR, the frames' order, repeated along a row; the channels are swapped to RGB in the final transpose.
+    mean = np.tile(np.array(MEAN_RGB[::-1], np.float32), crop_w)
+    inv_std = np.tile(np.float32(1.0) / np.array(STD_RGB[::-1], np.float32), crop_w)
     start = 0
     for img, b in zip(images, boxes):
         n = len(b)
@@ -90,25 +97,33 @@ def cut_crops(images: list[np.ndarray], boxes: list[np.ndarray], crop_h: int, cr
         y2 = np.maximum(b[:, 3], b[:, 1] + np.float32(1e-3))
         x0, x1, wx0, wx1, in_x = _axis_taps(b[:, 0], x2, crop_w, w)
         y0, y1, wy0, wy1, in_y = _axis_taps(b[:, 1], y2, crop_h, h)
-        pixels = np.ascontiguousarray(img).reshape(-1, 3)
-        c0, c1 = x0[:, None, :], x1[:, None, :]
-        a0, a1 = wx0[:, None, :, None], wx1[:, None, :, None]
+        frame = np.ascontiguousarray(img)
+        a0, a1 = np.repeat(wx0, 3, axis=1)[:, None, :], np.repeat(wx1, 3, axis=1)[:, None, :]
 
-        def row(ys: np.ndarray) -> np.ndarray:  # the two column taps of one row tap: [n, crop_h, crop_w, 3]
-            r = (ys * w)[:, :, None]
-            # np.take on flat indices: a third of the time of indexing the frame with two index arrays.
-            part = np.take(pixels, r + c0, axis=0) * a0
-            part += np.take(pixels, r + c1, axis=0) * a1
-            return part
+        def gather(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:  # pixels (ys[i, r], xs[i, c]): [n, crop_h, crop_w * 3]
+            if max(h, w) > 32767:  # beyond remap's int16 maps: numpy's take
+                return np.take(frame.reshape(-1, 3), (ys * w)[:, :, None] + xs[:, None, :], axis=0).reshape(n, crop_h, -1)
+            where = np.empty((n, crop_h, crop_w, 2), np.int16)
+            where[..., 0] = xs[:, None, :]
+            where[..., 1] = ys[:, :, None]
+            return cv2.remap(frame, where.reshape(n * crop_h, crop_w, 2), None, cv2.INTER_NEAREST).reshape(n, crop_h, -1)
 
-        crops = row(y0)
-        crops *= wy0[:, :, None, None]
-        crops += row(y1) * wy1[:, :, None, None]
-        # Zero padding plus mean * (1 - inside) is padding with the mean colour.
-        crops -= mean * (in_y[:, :, None] * in_x[:, None, :])[..., None]
+        crops = gather(y0, x0) * a0
+        crops += gather(y0, x1) * a1
+        crops *= wy0[:, :, None]
+        lower = gather(y1, x0) * a0
+        lower += gather(y1, x1) * a1
+        crops += lower * wy1[:, :, None]
+        # Zero padding plus mean * (1 - inside) is padding with the mean colour; a box inside the frame: the mean.
+        part = (in_x.min(axis=1) < 1) | (in_y.min(axis=1) < 1)
+        if part.any():
+            crops[part] -= mean * np.repeat(in_y[part][:, :, None] * in_x[part][:, None, :], 3, axis=2)
+            crops[~part] -= mean
+        else:
+            crops -= mean
         np.multiply(crops, inv_std, out=out[start : start + n])
         start += n
-    return np.ascontiguousarray(out[..., ::-1].transpose(0, 3, 1, 2))
+    return np.ascontiguousarray(out.reshape(total, crop_h, crop_w, 3)[..., ::-1].transpose(0, 3, 1, 2))
 
 
 class AppearanceEncoder:
