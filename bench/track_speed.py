@@ -5,8 +5,9 @@
 Frames are real (vtest.avi); the detections are 50 person-sized boxes walking across them with detector-like
 jitter, score noise and a few dropouts, so that the tracker always holds about 50 tracks whatever the detector
 would find. Tracking time is the track stage's own work per frame: one appearance-CNN forward over the crops,
-one motion-model prediction over the tracks (Kalman by default, or the LSTM), and association. Printed as means per frame after a warm-up, with the
-bare COCO-SSD detector's time on the same frames (batch 1, fp32) and the ratio of the two.
+one motion-model prediction over the tracks (the LSTM by default, or the Kalman filter), and association. Printed as
+means per frame after a warm-up, with the bare COCO-SSD detector's time on the same frames (batch 1, in its default
+precision, which each row names).
 """
 
 from __future__ import annotations

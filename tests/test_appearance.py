@@ -140,3 +140,14 @@ def test_numpy_crops_are_the_device_crops(frames: dict[int, np.ndarray]) -> None
         ref = crop_batch([torch.from_numpy(frames[250]), torch.from_numpy(small)], [torch.from_numpy(b1), torch.from_numpy(b2)], 48, 24)
     assert got.shape == (len(b1) + len(b2), 3, 48, 24) and got.flags.c_contiguous
     np.testing.assert_allclose(got, ref.contiguous().numpy(), atol=1e-4, rtol=0)
+
+
+def test_numpy_crops_of_a_frame_wider_than_remaps_maps(frames: dict[int, np.ndarray]) -> None:
+    """A frame over 32767 pixels wide (a panorama strip) is beyond remap's int16 maps: numpy's gather cuts the
+    same crops as grid_sample there too, up to the far right edge."""
+    wide = np.ascontiguousarray(np.tile(frames[250][:64], (1, 45, 1)))  # 64 x 34560
+    b = boxes((100, 2, 140, 60), (34500, 0, 34580, 64), (20000.5, 10.25, 20030.75, 50.5))
+    got = cut_crops([wide], [b], 48, 24)
+    with torch.inference_mode():
+        ref = crop_batch([torch.from_numpy(wide)], [torch.from_numpy(b)], 48, 24)
+    np.testing.assert_allclose(got, ref.contiguous().numpy(), atol=1e-4, rtol=0)

@@ -70,6 +70,14 @@ def available(backend: str) -> bool:
     return importlib.util.find_spec(_PACKAGES[backend]) is not None
 
 
+def openvino_bf16(backend: str) -> bool:
+    """Whether a CPU model whose precision is auto takes OpenVINO's bf16: the CPU computes bf16 natively
+    (pipeline.device.cpu_has_bf16), OpenVINO is installed, and the backend asked for is auto or openvino."""
+    from pipeline.device import cpu_has_bf16
+
+    return backend in ("auto", "openvino") and cpu_has_bf16() and available("openvino")
+
+
 def _device_type(device: Any) -> str:
     return device.split(":")[0] if isinstance(device, str) else str(device.type)
 

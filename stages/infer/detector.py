@@ -29,9 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pipeline.boxes import select_detections
 from pipeline.categories import CATEGORIES, category_id, check_categories
 from pipeline.detections import Detections
-from pipeline.device import Precision, cpu_has_bf16, device_name, precision_name
+from pipeline.device import Precision, device_name, precision_name
 from pipeline.protocol import Frame
-from stages.infer.backend import BackendName, CpuRuntime, available, resolve_backend
+from stages.infer.backend import BackendName, CpuRuntime, available, openvino_bf16, resolve_backend
 
 if TYPE_CHECKING:
     import torch
@@ -106,8 +106,7 @@ class CnnDetector(Detector):
         self.o = options
         self.device_name = device_name(options.device)
         self.precision = precision_name(options.precision, self.device_name)
-        if options.precision == "auto" and self.cpu_bf16_default and self.device_name == "cpu" and options.backend in ("auto", "openvino") \
-                and available("openvino") and cpu_has_bf16():  # fmt: skip
+        if options.precision == "auto" and self.cpu_bf16_default and self.device_name == "cpu" and openvino_bf16(options.backend):
             self.precision = "bf16"  # as the GPU's fp16: the device's fast precision, measured against fp32 (README)
         wanted = {category_id(c) for c in options.classes} if options.classes is not None else set(range(len(CATEGORIES)))
         categories = np.array([c if c is not None and c in wanted else -1 for c in column_categories], np.int64)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.device import cpu_has_bf16
-from stages.infer.backend import CpuRunner, available, compile_cached, compile_module, file_key, resolve_backend
+from stages.infer.backend import CpuRunner, available, compile_cached, compile_module, file_key, openvino_bf16, resolve_backend
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_WEIGHTS = HERE / "weights" / "appearance.pt"
@@ -145,7 +145,7 @@ class AppearanceEncoder:
         self.device = str(device)
         on_cpu = self.device.split(":")[0] == "cpu"
         if precision == "auto":  # bf16 where the CPU computes it natively and a runtime has it; else float32
-            bf16 = on_cpu and backend in ("auto", "openvino", "torch") and cpu_has_bf16() and (backend == "torch" or available("openvino"))
+            bf16 = on_cpu and (openvino_bf16(backend) or (backend == "torch" and cpu_has_bf16()))
             precision = "bfloat16" if bf16 else "float32"
         if precision not in ("float32", "bfloat16"):
             raise ValueError(f"precision must be auto, float32 or bfloat16, not {precision!r}")

@@ -113,12 +113,6 @@ def onednn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 
 
-def native_bf16() -> bool:
-    """The CPU computes bfloat16 natively (AVX512-BF16 or AMX), where oneDNN's bf16 kernels beat float32."""
-    supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    return onednn_available() and supported is not None and bool(supported())
-
-
 def prepare_for_inference(net: AppearanceNet, device: torch.device, dtype: torch.dtype) -> nn.Module:
     """Eval copy for fast inference: batch norm folded, channels_last, convolutions in `dtype` (the head's
     linear layer stays float32); on CPU with oneDNN every conv and its activation become one OneDnnConv."""
