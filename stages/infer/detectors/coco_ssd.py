@@ -79,6 +79,7 @@ class CocoSsdDetector(CnnDetector):
             channels_last=options.channels_last, per_sample=True, precision=self.precision if self.backend == "openvino" else "fp32",
         )  # fmt: skip
         self._taps: dict[tuple[int, int, bool], Any] = {}
+        self._pixels: dict[int, np.ndarray] = {}  # per frame width, for taps.gather_bgr
 
     def _taps_for(self, h: int, w: int, bgr: bool) -> Any:
         """Tap indices and weights of a frame size, computed once per size and colour order: numpy arrays on the
@@ -93,6 +94,12 @@ class CocoSsdDetector(CnnDetector):
             self._taps[(h, w, bgr)] = found
         return found
 
+    def _pixels_for(self, w: int) -> np.ndarray:
+        found = self._pixels.get(w)
+        if found is None:
+            found = self._pixels[w] = taps.pixel_columns(w, INPUT_SIZE)
+        return found
+
     def _run(self, gathered: Any, dy: Any, dx: Any) -> tuple[Any, Any]:
         n = gathered.shape[0]
         if self.numpy_path:
@@ -103,10 +110,11 @@ class CocoSsdDetector(CnnDetector):
     def _detect_same_size(self, images: list[np.ndarray], shape: tuple[int, ...]) -> list[Detections]:
         if not (self.numpy_path and isinstance(self.net, CpuRunner) and len(shape) == 3 and shape[2] == 3):
             return super()._detect_same_size(images, shape)
-        rows, cols, dy, dx = self._taps_for(shape[0], shape[1], bgr=True)
+        rows, _, dy, dx = self._taps_for(shape[0], shape[1], bgr=True)
+        pixels = self._pixels_for(shape[1])
 
         def one(run: Callable[..., list[np.ndarray]], image: np.ndarray) -> Detections:
-            scores, boxes = run(taps.gather_taps(image[None], rows, cols), dy[None], dx[None])
+            scores, boxes = run(taps.gather_bgr(image, rows, pixels), dy[None], dx[None])
             return self._select_numpy(scores, boxes, shape)[0]
 
         # Each frame's gather, network and NMS on one worker: the stage's thread does none of it between batches.
@@ -116,9 +124,10 @@ class CocoSsdDetector(CnnDetector):
         """BGR uint8 frames of one size -> scores of the kept columns and boxes (numpy on the numpy path)."""
         h, w = images[0].shape[:2]
         if self.numpy_path:
-            rows, cols, dy, dx = self._taps_for(h, w, bgr=True)
+            rows, _, dy, dx = self._taps_for(h, w, bgr=True)
+            pixels = self._pixels_for(w)
             # Gather each frame where it lies: no stacked copy of the whole frames.
-            return self._run(np.concatenate([taps.gather_taps(img[None], rows, cols) for img in images]), dy, dx)
+            return self._run(np.concatenate([taps.gather_bgr(img, rows, pixels) for img in images]), dy, dx)
         import torch
 
         from stages.infer.ssd.preprocess import gather_taps

@@ -7,6 +7,7 @@ float32, as TF's, so that both pick the same taps.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 
@@ -38,3 +39,21 @@ def gather_taps(images: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.nd
     first (cheap), then the columns of the flattened rows."""
     flat = images.reshape(images.shape[0], images.shape[1], -1)[:, rows]
     return flat[:, :, cols]
+
+
+def pixel_columns(width: int, size: tuple[int, int]) -> np.ndarray:
+    """The left then the right source pixel of each output column, [2 * w] (what `gather_bgr` takes)."""
+    x0, x1, _ = _axis_taps(width, size[1])
+    return np.concatenate([x0, x1]).astype(np.intp)
+
+
+def gather_bgr(image: np.ndarray, rows: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """One uint8 BGR frame [H, W, 3] -> its taps in RGB, [1, len(rows), 3 * len(pixels)]: what
+    `gather_taps(image[None], rows, cols)` gives with `legacy_taps(..., bgr=True)`'s cols, in 0.35 ms instead
+    of 0.8 (768x576 to 300x300). numpy gathers single bytes slowly, so the rows are widened to RGBA (the
+    colour swap on the way, in OpenCV's vectorised code), the columns gathered as 32-bit pixels, and the
+    alpha dropped again."""
+    h = len(rows)
+    rgba = cv2.cvtColor(image.reshape(image.shape[0], -1)[rows].reshape(h, -1, 3), cv2.COLOR_BGR2RGBA)
+    picked = np.take(rgba.view(np.uint32).reshape(h, -1), pixels, axis=1)
+    return cv2.cvtColor(picked.view(np.uint8).reshape(h, -1, 4), cv2.COLOR_RGBA2RGB).reshape(1, h, -1)
