@@ -133,4 +133,5 @@ def test_the_tracker_runs_without_torch_once_exported(tmp_path: Path) -> None:
     )
     cache = {"VIDPIPE_CACHE_DIR": str(tmp_path / "cache")}
     assert "torch" in loaded_after(code, cache)  # the exports are made
-    assert loaded_after(code, cache) == {"onnxruntime", "scipy.optimize"}
+    # The assignment solver is scipy's extension module alone (stages.track.association.assignment_solver).
+    assert loaded_after(code, cache) == {"onnxruntime"}

@@ -15,6 +15,7 @@ from pipeline.metrics import PREFIX
 from pipeline.protocol import Frame, StreamEnd, StreamStart
 from pipeline.stage import Stage, StageContext
 from stages.infer.backend import BackendName
+from stages.track.association import assignment_solver
 from stages.track.kalman import KalmanTracks as KalmanMotion  # the constant-velocity filter (numpy), under the motion option's name
 from stages.track.reorder import ReorderBuffer
 from stages.track.tracker import StepInput, Tracker, TrackerSettings
@@ -167,7 +168,7 @@ class TrackStage(Stage):
                                  ["stage", "outcome"], registry=r)
         self.held = Gauge(f"{PREFIX}_reorder_held", "Frames waiting in the reorder buffer.", ["stage"], registry=r)
         self.tracker, self.encoder = build_tracker(o, self.device, lambda stream, event: self.events.labels(ctx.name, stream, event).inc())
-        import scipy.optimize  # noqa: F401  (the assignment solver, ~0.4 s: loaded while upstream starts, not on the first frame)
+        assignment_solver()  # loaded while upstream starts, not on the first frame
         self.live = ctx.mode == "live"
         self.reorder = ReorderBuffer(o.reorder_window, o.reorder_max_delay_ms / 1000.0 if self.live else None)
         self._skipped = 0
