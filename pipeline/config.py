@@ -102,13 +102,24 @@ class StreamConfig(Strict):
         return expand_env(self.source) if isinstance(self.source, str) else self.source
 
 
+AUTO_PUBLISH = "auto"
+
+
+def _connect_to(spec: str) -> str:
+    """The connecting form of a binding endpoint (a wildcard host means this host)."""
+    _, addr = parse_endpoint(spec, "pull")
+    return ">" + addr.replace("tcp://*:", "tcp://127.0.0.1:").replace("tcp://0.0.0.0:", "tcp://127.0.0.1:")
+
+
 class StageConfig(Strict):
     name: str = Field(description="Unique stage name; also the metric label `stage`.")
     kind: str = Field(description="Stage kind: a module of `stages` (decode, infer, track, record) or `module:Class`.")
     input: str | None = Field(None, description="Endpoint to receive from; default ipc in run_dir.")
     input_pattern: Literal["pull", "sub"] = Field("pull", description="pull on the main path, sub for an observer.")
     output: str | None = Field(None, description="Endpoint to send to; default the next stage's input.")
-    publish: str | None = Field(None, description="Extra PUB endpoint mirroring the output, for observers that may lag.")
+    publish: str | None = Field(
+        None, description="Extra PUB endpoint mirroring the output, for observers that may lag; `auto`: an ipc:// socket in run_dir that observers find by themselves."
+    )
     batch: BatchConfig = Field(default_factory=BatchConfig, description="How frames are grouped for process().")
     forward_pixels: bool = Field(True, description="Send pixels downstream (off when no later stage needs them).")
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Port of /metrics and /healthz; default from metrics.port_base.")
@@ -124,7 +135,7 @@ class StageConfig(Strict):
     @field_validator("input", "output", "publish")
     @classmethod
     def _endpoint(cls, v: str | None) -> str | None:
-        if v is not None:
+        if v is not None and v != AUTO_PUBLISH:
             parse_endpoint(v, "pull")
         return v
 
@@ -223,7 +234,7 @@ class PipelineConfig(Strict):
             return
         for i, st in enumerate(self.stages):
             for key, spec, pattern in (("input", st.input, st.input_pattern), ("output", st.output, "push"), ("publish", st.publish, "pub")):
-                if spec is None:
+                if spec is None or (key == "publish" and spec == AUTO_PUBLISH):
                     continue
                 bind, addr = parse_endpoint(spec, pattern)
                 if bind and addr.startswith("tcp://") and not is_loopback(addr):
@@ -250,22 +261,38 @@ class PipelineConfig(Strict):
             return st.input
         if i == 0:
             return None
+        if st.input_pattern == "sub":
+            # An observer without an input subscribes to the one publisher before it.
+            publishers = [s for s in self.stages[:i] if s.publish]
+            if len(publishers) != 1:
+                found = ", ".join(s.name for s in publishers) or "none"
+                raise ValueError(f"stages[{i}] ({name}) observes without an `input`: exactly one stage before it must set `publish` (found: {found})")
+            return _connect_to(self.publish_endpoint(publishers[0].name) or "")
         return f"ipc://{self.resolved_run_dir()}/{st.name}.sock"
+
+    def publish_endpoint(self, name: str) -> str | None:
+        """Where `name` publishes its mirror (`publish: auto`: an ipc socket in run_dir), if it does."""
+        st = self.stage(name)
+        if st.publish == AUTO_PUBLISH:
+            return f"@ipc://{self.resolved_run_dir()}/{st.name}-publish.sock"
+        return st.publish
 
     def output_endpoint(self, name: str) -> str | None:
         i = self.stage_index(name)
         st = self.stages[i]
         if st.output:
             return st.output
-        if i + 1 >= len(self.stages):
+        nxt_name = self.downstream(name)
+        if nxt_name is None:
             return None
-        nxt = self.stages[i + 1]
+        j = self.stage_index(nxt_name)
+        nxt = self.stages[j]
         if nxt.input:
             # The downstream binds its own address; connect to it (a wildcard host means this host).
             bind, addr = parse_endpoint(nxt.input, nxt.input_pattern)
             if not bind:
-                raise ValueError(f"stages[{i + 1}].input connects; set stages[{i}].output to the address to bind")
-            return ">" + addr.replace("tcp://*:", "tcp://127.0.0.1:").replace("tcp://0.0.0.0:", "tcp://127.0.0.1:")
+                raise ValueError(f"stages[{j}].input connects; set stages[{i}].output to the address to bind")
+            return _connect_to(nxt.input)
         return f">ipc://{self.resolved_run_dir()}/{nxt.name}.sock"
 
     def resolved_run_dir(self) -> str:
@@ -286,12 +313,15 @@ class PipelineConfig(Strict):
         i = self.stage_index(name)
         if self.stages[i].input_pattern == "sub":
             return [s.name for s in self.stages[:i] if s.publish]
-        return [self.stages[i - 1].name] if i > 0 else []
+        before = [s.name for s in self.stages[:i] if s.input_pattern == "pull"]  # observers are off the main path
+        return before[-1:]
 
     def downstream(self, name: str) -> str | None:
-        """The stage `name` sends its main output to, if any."""
+        """The stage `name` sends its main output to, if any: the next one on the main path (observers are not on it)."""
         i = self.stage_index(name)
-        return self.stages[i + 1].name if i + 1 < len(self.stages) else None
+        if self.stages[i].input_pattern == "sub":
+            return None
+        return next((s.name for s in self.stages[i + 1 :] if s.input_pattern == "pull"), None)
 
     def observers(self, name: str) -> list[str]:
         """The stages that subscribe to what `name` publishes."""
@@ -402,6 +432,10 @@ def parse_config(data: Any, source: str = "config", only_stage: str | None = Non
             cfg.output_endpoint(cfg.stages[i].name)
         except ValueError as exc:
             problems.append((f"stages[{i}].output", str(exc)))
+        try:
+            cfg.input_endpoint(cfg.stages[i].name)
+        except ValueError as exc:
+            problems.append((f"stages[{i}].input", str(exc)))
     if problems:
         raise ConfigError(problems, source)
     return cfg

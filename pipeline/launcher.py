@@ -125,9 +125,8 @@ class Launcher:
         error, not every stage failing in turn."""
         out = set()
         for st in self.config.stages:
-            endpoint = self.config.input_endpoint(st.name)
-            if endpoint:
-                path = bound_ipc_path(endpoint, st.input_pattern)
+            for endpoint, pattern in ((self.config.input_endpoint(st.name), st.input_pattern), (self.config.publish_endpoint(st.name), "pub")):
+                path = bound_ipc_path(endpoint, pattern) if endpoint else None
                 if path:
                     out.add(os.path.dirname(path) or ".")
         return out

@@ -141,8 +141,9 @@ class StageRunner:
         if endpoint:
             out = Sender(self.zctx, endpoint, hwm=hwm, linger_ms=self._linger_ms(), secure=self._client_of(self.config.downstream(self.name)))
         pub = None
-        if self.stage_config.publish:
-            pub = Sender(self.zctx, self.stage_config.publish, pattern=PUB, hwm=hwm, secure=self._server("publish", self.config.observers(self.name)))
+        publish = self.config.publish_endpoint(self.name)
+        if publish:
+            pub = Sender(self.zctx, publish, pattern=PUB, hwm=hwm, secure=self._server("publish", self.config.observers(self.name)))
         return out, pub
 
     # -- CURVE (pipeline/curve.py) ------------------------------------------------------------

@@ -58,7 +58,8 @@ class H264Out:
         h, w = image.shape[:2]
         if (w, h) != (self.width, self.height):
             image = cv2.copyMakeBorder(image, 0, self.height - h, 0, self.width - w, cv2.BORDER_REPLICATE)
-        frame = self._av.VideoFrame.from_ndarray(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420), format="yuv420p")
+        yuv = np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420), np.uint8)  # a view: typed for PyAV
+        frame = self._av.VideoFrame.from_ndarray(yuv, format="yuv420p")
         frame.pts = self.frames
         self.frames += 1
         self.container.mux(self.stream.encode(frame))
@@ -74,7 +75,7 @@ class OpenCvOut:
     """OpenCV's writer for the older FourCCs."""
 
     def __init__(self, path: str, codec: str, fps: float, width: int, height: int) -> None:
-        self.writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*codec), fps, (width, height))
+        self.writer = cv2.VideoWriter(path, cv2.VideoWriter.fourcc(*codec), fps, (width, height))
         if not self.writer.isOpened():
             raise RuntimeError(f"cannot write video {path} with codec {codec}")
 

@@ -5,13 +5,14 @@ cd "$(dirname "$0")/.."
 
 # Debian's GStreamer RTSP server (run by the RTSP tests under the system python3), the mosquitto MQTT
 # broker (alert delivery tests), promtool and amtool (deploy/prometheus, deploy/docker), docker-compose
-# (validates deploy/docker/compose.yaml without an engine) and iproute2 (stages on network namespaces).
+# (validates deploy/docker/compose.yaml without an engine), iproute2 (stages on network namespaces) and
+# chromium with its chromedriver (the web stage's page in a real headless browser).
 SYSTEM_PACKAGES=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-base
   gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
-  mosquitto prometheus prometheus-alertmanager docker-compose iproute2)
+  mosquitto prometheus prometheus-alertmanager docker-compose iproute2 chromium chromium-driver)
 export PATH="$PATH:/usr/sbin:/sbin"
 missing=0
-for tool in mosquitto promtool amtool docker-compose ip; do command -v "$tool" >/dev/null || missing=1; done
+for tool in mosquitto promtool amtool docker-compose ip chromium chromedriver; do command -v "$tool" >/dev/null || missing=1; done
 if ! /usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0")' 2>/dev/null || [ "$missing" = 1 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing system packages: ${SYSTEM_PACKAGES[*]}"

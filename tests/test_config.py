@@ -84,7 +84,7 @@ def test_duplicates_and_unknown_kinds(tmp_path: Path) -> None:
     assert problems(tmp_path, data) == [("", "streams: duplicate id cam1")]
     data["streams"].pop()
     data["stages"][2]["kind"] = "recorder"
-    assert problems(tmp_path, data) == [("stages[2].kind", "unknown stage kind 'recorder'; known: alert, analyze, decode, infer, record, track (or module:Class)")]
+    assert problems(tmp_path, data) == [("stages[2].kind", "unknown stage kind 'recorder'; known: alert, analyze, decode, infer, record, track, web (or module:Class)")]
 
 
 @pytest.mark.parametrize(

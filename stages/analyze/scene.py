@@ -13,9 +13,25 @@ from stages.analyze.geometry import Line, Zone
 from stages.analyze.ground_plane import GroundPlane
 from stages.analyze.line_counter import LineCounter, anchors
 from stages.analyze.motion import TrackMotion
-from stages.analyze.options import StreamAnalyticsConfig
+from stages.analyze.options import ShapeConfig, StreamAnalyticsConfig
 from stages.analyze.rule import FaceMatch, Firing, FrameView, Rule
 from stages.analyze.rules import build_rule
+
+
+def fit_geometry(cfg: StreamAnalyticsConfig, width: int, height: int) -> tuple[dict[str, Zone], dict[str, Line]]:
+    """A stream's zones and lines in pixels of frames of width x height: the config's own frame size, scaled
+    from it, or fractions of the frame for relative shapes."""
+    cw, ch = cfg.frame_size
+    sx, sy = width / cw, height / ch
+
+    def pts(shape: ShapeConfig) -> list[list[float]]:
+        rel = cfg.relative if shape.relative is None else shape.relative
+        p = np.asarray(shape.points, np.float64)
+        return (p * ([width, height] if rel else [sx, sy])).tolist()  # type: ignore[no-any-return]
+
+    zones = {n: Zone.load(n, pts(s), (width, height)) for n, s in cfg.zones.items()}
+    lines = {n: Line.load(n, pts(s), (width, height)) for n, s in cfg.lines.items()}
+    return zones, lines
 
 
 @dataclass
@@ -45,17 +61,9 @@ class Scene:
         if self.size == (width, height):
             return
         cw, ch = self.cfg.frame_size
-        sx, sy = width / cw, height / ch
         if (width, height) != (cw, ch):
             self.scale_warning = f"frames are {width}x{height}, geometry was given for {cw}x{ch}: scaled"
-
-        def pts(shape: object) -> list[list[float]]:
-            rel = self.cfg.relative if shape.relative is None else shape.relative  # type: ignore[attr-defined]
-            p = np.asarray(shape.points, np.float64)  # type: ignore[attr-defined]
-            return (p * ([width, height] if rel else [sx, sy])).tolist()
-
-        self.zones = {n: Zone.load(n, pts(s), (width, height)) for n, s in self.cfg.zones.items()}
-        self.lines = {n: Line.load(n, pts(s), (width, height)) for n, s in self.cfg.lines.items()}
+        self.zones, self.lines = fit_geometry(self.cfg, width, height)
         old = self.counters
         self.counters = {n: LineCounter(line, hysteresis=self.cfg.line_hysteresis, frame_size=(width, height)) for n, line in self.lines.items()}
         for n, c in old.items():  # counts survive a size change; sides do not (the line moved)
@@ -65,7 +73,7 @@ class Scene:
                 self.counters[n].counts.update(counts)
         gp = self.cfg.ground_plane
         if gp is not None:
-            image = (np.asarray(gp.image, np.float64) * [sx, sy]).tolist()
+            image = (np.asarray(gp.image, np.float64) * [width / cw, height / ch]).tolist()
             self.ground = GroundPlane.load(image, gp.ground, (width, height))
         self.size = (width, height)
 

@@ -1,0 +1,167 @@
+"""The web stage's HTTP server: the page, the live pictures (MJPEG), the alert feed (server-sent events) and
+history, the recordings, and the JSON API under it (OpenAPI at /openapi.json, browsable at /docs).
+
+Access: every route but /healthz needs the token when one is configured (a bearer header, the `vidpipe_token`
+cookie the page sets, or `?token=` for a first visit); the stage refuses to serve beyond loopback without one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import re
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
+
+from stages.web.hub import Hub
+
+PAGE = Path(__file__).with_name("page.html")
+COOKIE = "vidpipe_token"
+BOUNDARY = "vidpipe-frame"
+VIDEO_SUFFIXES = {".mp4": "video/mp4", ".webm": "video/webm", ".avi": "video/x-msvideo"}
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def build_app(hub: Hub, token: str | None, recordings: Path | None, title: str = "vidpipe") -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        hub.attach(asyncio.get_running_loop())  # from now on the stage's thread can wake the waiting requests
+        yield
+
+    app = FastAPI(title=f"{title} web view", description="Live streams, alerts and recordings of a vidpipe pipeline.", version="1", lifespan=lifespan)
+
+    @app.middleware("http")
+    async def check_token(request: Request, call_next: Any) -> Response:
+        if token is None or request.url.path == "/healthz":
+            return await call_next(request)  # type: ignore[no-any-return]
+        given = request.query_params.get("token") or request.cookies.get(COOKIE)
+        auth = request.headers.get("authorization", "")
+        if auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        if not given or not hmac.compare_digest(given.encode(), token.encode()):
+            return JSONResponse({"detail": "a token is needed: Authorization: Bearer TOKEN, or ?token=TOKEN once"}, status_code=401,
+                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        response: Response = await call_next(request)
+        if request.query_params.get("token"):  # a first visit by link: the page's own requests carry the cookie
+            response.set_cookie(COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https")
+        return response
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(PAGE.read_text().replace("{{title}}", title))
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/api/streams", summary="Every stream: frames seen, fps, frame age, line counts and zone occupancy")
+    async def streams() -> list[dict[str, Any]]:
+        return hub.infos()
+
+    @app.get("/streams/{stream}/frame.jpg", summary="A stream's newest annotated picture", response_class=Response)
+    async def frame(stream: str) -> Response:
+        jpeg, _ = hub.picture(stream)
+        if jpeg is None:
+            raise HTTPException(404, f"no picture of stream {stream!r} yet")
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+    @app.get("/streams/{stream}/live.mjpg", summary="A stream live, as MJPEG (multipart/x-mixed-replace)", response_class=StreamingResponse)
+    async def live(stream: str, request: Request) -> StreamingResponse:
+        if stream not in {s["id"] for s in hub.infos()}:
+            raise HTTPException(404, f"no stream {stream!r}")
+
+        async def parts() -> AsyncIterator[bytes]:
+            hub.viewer(stream, +1)
+            try:
+                sent = -1
+                while not await request.is_disconnected():
+                    jpeg, version = hub.picture(stream)
+                    if jpeg is not None and version != sent:
+                        sent = version
+                        yield b"--" + BOUNDARY.encode() + b"\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n"
+                    else:
+                        await hub.changed(1.0)
+            finally:
+                hub.viewer(stream, -1)
+
+        return StreamingResponse(parts(), media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}", headers={"Cache-Control": "no-store"})
+
+    @app.get("/api/alerts", summary="Alerts seen since the server started, newest first, with filters and paging")
+    async def alerts(
+        stream: str | None = None, rule: str | None = None, since: float | None = Query(None, description="capture time, Unix seconds"),
+        until: float | None = None, limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0),
+    ) -> dict[str, Any]:  # fmt: skip
+        held, _ = hub.alerts_since(0)
+        rows = [
+            a for a in reversed(held)
+            if (stream is None or a["stream"] == stream) and (rule is None or a["rule"] == rule)
+            and (since is None or a["capture_ts"] >= since) and (until is None or a["capture_ts"] <= until)
+        ]  # fmt: skip
+        return {"total": len(rows), "offset": offset, "alerts": rows[offset : offset + limit]}
+
+    @app.get("/api/alerts/live", summary="New alerts as server-sent events (event: alert, data: the alert as JSON)", response_class=StreamingResponse)
+    async def alerts_live(request: Request) -> StreamingResponse:
+        async def events() -> AsyncIterator[bytes]:
+            _, count = hub.alerts_since(0)
+            yield b": connected\n\n"
+            while not await request.is_disconnected():
+                new, count = hub.alerts_since(count)
+                for a in new:
+                    yield f"event: alert\nid: {a['id']}\ndata: {json.dumps(a)}\n\n".encode()
+                if not new:
+                    await hub.changed(5.0)
+                    yield b": keep-alive\n\n" if not hub.alerts_since(count)[0] else b""
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    @app.get("/api/recordings", summary="The recorded videos, newest first")
+    async def recordings_list() -> list[dict[str, Any]]:
+        if recordings is None or not recordings.is_dir():
+            return []
+        files = [p for p in recordings.iterdir() if p.is_file() and p.suffix in VIDEO_SUFFIXES and SAFE_NAME.fullmatch(p.name)]
+        files.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+        return [
+            {"name": p.name, "bytes": p.stat().st_size, "modified": p.stat().st_mtime, "url": f"/recordings/{p.name}", "complete": finished(p)}
+            for p in files
+        ]
+
+    @app.get("/recordings/{name}", summary="A recorded video (byte ranges supported, for seeking)", response_class=FileResponse)
+    async def recording(name: str) -> FileResponse:
+        if recordings is None or not SAFE_NAME.fullmatch(name) or Path(name).suffix not in VIDEO_SUFFIXES:
+            raise HTTPException(404, "no such recording")
+        path = recordings / name
+        if not path.is_file():
+            raise HTTPException(404, "no such recording")
+        return FileResponse(path, media_type=VIDEO_SUFFIXES[path.suffix])
+
+    return app
+
+
+def finished(path: Path) -> bool:
+    """Whether a video can be played: an MP4 has its index (the moov box) only once its writer closed it; other
+    containers are taken as they are."""
+    if path.suffix != ".mp4":
+        return True
+    try:
+        with path.open("rb") as f:
+            size = path.stat().st_size
+            at = 0
+            while at + 8 <= size:  # the top-level boxes: 32-bit size (1: a 64-bit one follows), 4-byte type
+                f.seek(at)
+                head = f.read(16)
+                n, kind = int.from_bytes(head[:4], "big"), head[4:8]
+                if n == 1 and len(head) == 16:
+                    n = int.from_bytes(head[8:16], "big")
+                if n < 8:  # 0: to the end of the file (an mdat still being written)
+                    return False
+                if kind == b"moov":
+                    return at + n <= size  # the whole index is there
+                at += n
+    except OSError:
+        return False
+    return False

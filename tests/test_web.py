@@ -1,0 +1,128 @@
+"""The web stage in a real pipeline (`vidpipe run` on a looping file), driven by a real headless browser (Debian's
+chromium through Selenium and chromedriver): the live view moves, alerts raised by the pipeline reach the feed, a
+recording plays in the page's video element, and nothing is served without the token."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import requests
+
+from tests.helpers.configs import write_config
+from tests.helpers.procs import free_ports, run_vidpipe, stop, vidpipe, wait_for
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+needs_browser = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="Debian's chromium and chromium-driver are not installed (tests/run.sh installs them)")
+TOKEN = "s3cret-token-for-the-test"
+README_SHOT = Path(__file__).resolve().parent.parent / "docs" / "web-live.jpg"  # VIDPIPE_README_SHOTS=1 remakes it
+
+
+def live_config(tmp_path: Path, samples: Path, web_port: int, recordings: Path) -> Path:
+    stages: list[dict[str, Any]] = [
+        {"name": "decode", "kind": "decode"},
+        {"name": "infer", "kind": "infer", "options": {"detector": {"type": "coco_ssd", "score_threshold": 0.2}}},
+        {"name": "track", "kind": "track"},
+        {"name": "analyze", "kind": "analyze", "publish": "auto", "options": {"streams": {"vtest": {
+            "frame_size": [768, 576],
+            "zones": {"grass": {"points": [[0, 251], [170, 271], [300, 299], [420, 349], [560, 404], [767, 496], [767, 575], [0, 575]]}},
+            "lines": {"crossing": {"points": [[460, 195], [460, 360]]}},
+            # Fires at every crossing either way: several a minute on vtest.avi.
+            "rules": [{"name": "crossing-any", "type": "line_crossing", "line": "crossing", "direction": "any", "classes": ["person"]}],
+        }}}},
+        {"name": "record", "kind": "record", "options": {"out_dir": str(tmp_path / "live-out"), "video": False}},
+        {"name": "web", "kind": "web", "input_pattern": "sub",
+         "options": {"port": web_port, "token": "${WEB_TOKEN}", "recordings": str(recordings)}},
+    ]  # fmt: skip
+    return write_config(tmp_path / "live.yaml", [{"id": "vtest", "source": str(samples / "vtest.avi"), "loop": True}], tmp_path,
+                        mode="live", port_base=None, stages=stages, run_dir=tmp_path / "run")  # fmt: skip
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM or ""
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,900", "--autoplay-policy=no-user-gesture-required"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER or ""), options=opts)
+    try:
+        yield driver
+    finally:
+        driver.quit()  # ends chromedriver and the browser it started
+
+
+@needs_browser
+@pytest.mark.slow
+def test_live_page_alerts_recordings_and_token(tmp_path: Path, samples: Path, browser: Any) -> None:
+    # A recording as the record stage writes it: a short replay's H.264 file.
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    recordings = tmp_path / "recordings"
+    done = run_vidpipe("replay", str(samples / "vtest.avi"), "--out", str(recordings), "--quiet", "--config", str(write_config(
+        tmp_path / "replay.yaml", [{"id": "x", "source": "x.avi"}], recordings, stages=[
+            {"name": "decode", "kind": "decode", "options": {}}, {"name": "infer", "kind": "infer"},
+            {"name": "record", "kind": "record", "options": {"out_dir": str(recordings)}}])), timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (recordings / "vtest.mp4").is_file()
+
+    (web_port,) = free_ports(1)
+    cfg = live_config(tmp_path, samples, web_port, recordings)
+    proc = vidpipe("run", str(cfg), log_path=tmp_path / "run.log", env={"WEB_TOKEN": TOKEN})
+    base = f"http://127.0.0.1:{web_port}"
+    try:
+        wait_for(lambda: requests.get(f"{base}/healthz", timeout=1).ok, 60, what="the web stage")
+        # Without the token: 401 for the page, the API, the pictures and the recordings.
+        for path in ("/", "/api/streams", "/streams/vtest/frame.jpg", "/recordings/vtest.mp4", "/api/alerts/live", "/docs"):
+            assert requests.get(base + path, timeout=5).status_code == 401, path
+        assert requests.get(base + "/api/streams", headers={"Authorization": "Bearer wrong"}, timeout=5).status_code == 401
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        wait_for(lambda: requests.get(f"{base}/api/streams", headers=auth, timeout=2).json()[0]["frames"] > 5, 60, what="frames at the web stage")
+        openapi = requests.get(f"{base}/openapi.json", headers=auth, timeout=5).json()
+        assert {"/api/streams", "/api/alerts", "/api/alerts/live", "/api/recordings"} <= set(openapi["paths"])
+
+        browser.get(f"{base}/?token={TOKEN}")  # a first visit by link; the page's own requests then carry a cookie
+        img = wait_for(lambda: browser.find_element("css selector", ".stream[data-stream='vtest'] img"), 20, what="the stream's card")
+        wait_for(lambda: browser.execute_script("return arguments[0].naturalWidth", img) == 768, 20, what="a live picture")
+        shots = []
+        for _ in range(3):
+            shots.append(img.screenshot_as_png)
+            time.sleep(0.7)
+        assert len(set(shots)) == 3, "the live picture does not move"
+        figures = browser.find_element("css selector", ".stream[data-stream='vtest'] .fig").text
+        assert "fps" in figures and "age" in figures, figures
+        # An alert the pipeline raises shows in the feed within a second of reaching the web stage.
+        browser.execute_script(
+            "window.shown = []; new MutationObserver(ms => ms.forEach(m => m.addedNodes.forEach(n => {"
+            " if (n.dataset && n.dataset.rule) window.shown.push([n.dataset.rule, Date.now() / 1000]); })))"
+            ".observe(document.getElementById('alerts'), {childList: true});"
+        )  # fmt: skip
+        shown = wait_for(lambda: browser.execute_script("return window.shown.length ? window.shown : null"), 90, interval=0.2, what="an alert in the feed")
+        alerts = requests.get(f"{base}/api/alerts", params={"rule": "crossing-any"}, headers=auth, timeout=5).json()["alerts"]
+        assert alerts and shown[0][0] == "crossing-any"  # type: ignore[index]
+        newest = max(alerts, key=lambda a: a["received_ts"])
+        latency = shown[-1][1] - newest["received_ts"]  # type: ignore[index]
+        assert -0.5 < latency < 1.0, f"the alert took {latency:.2f} s from the web stage to the page"
+        # The recording plays in the page's video element (H.264 from the record stage; byte ranges for seeking).
+        item = wait_for(lambda: browser.find_element("css selector", "#recordings li[data-url='/recordings/vtest.mp4']"), 20, what="the recording listed")
+        item.click()
+        wait_for(lambda: browser.execute_script("const v = document.getElementById('player'); return v.readyState >= 2 && v.currentTime > 0.3"),
+                 20, what="the video playing")  # fmt: skip
+        assert browser.execute_script("return document.getElementById('player').videoWidth") == 768
+        ranged = requests.get(f"{base}/recordings/vtest.mp4", headers={**auth, "Range": "bytes=0-99"}, timeout=5)
+        assert ranged.status_code == 206 and len(ranged.content) == 100
+        if os.environ.get("VIDPIPE_README_SHOTS"):
+            import cv2
+            import numpy as np
+
+            README_SHOT.parent.mkdir(exist_ok=True)
+            shot = cv2.imdecode(np.frombuffer(browser.get_screenshot_as_png(), np.uint8), cv2.IMREAD_COLOR)
+            cv2.imwrite(str(README_SHOT), shot, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    finally:
+        assert stop(proc) in (0, 130), (tmp_path / "run.log").read_text()[-3000:]
