@@ -40,6 +40,13 @@ class RecordOptions(BaseModel):
     crf: int = Field(DEFAULT_CRF, ge=0, le=51, description="h264's quality (constant rate factor): lower is better and larger; 28 is about mp4v's quality in a third fewer bytes.")
     draw: bool = Field(True, description="Draw the detections on the video; off: the frames as they arrive (blurred faces stay blurred).")
     labels: bool = Field(True, description="Draw class, track id and score next to each box.")
+    segment_s: float = Field(
+        60.0, gt=0, description="Live: the annotated video is cut into files of this many seconds (STREAM-YYYYmmdd-HHMMSS.mp4, named after "
+        "their first frame's capture time, with a STREAM-....json beside each: its times, frames and alerts), each playable once closed; replay writes one file per stream."
+    )
+    alert_max_age_days: float | None = Field(
+        None, gt=0, description="Live: segments in which an alert was raised are kept this long, past retention's age and size limits (null: like the others)."
+    )
     rotate_mb: float | None = Field(
         256.0, gt=0, description="Live: a stream's JSONL larger than this is closed as STREAM-TIME.jsonl and a new one begun (null: never)."
     )
@@ -99,7 +106,8 @@ def frame_record(frame: Frame) -> dict[str, Any]:
     return record
 
 
-RESULT_SUFFIXES = {".jsonl", ".mp4", ".avi", ".webm"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".webm"}
+RESULT_SUFFIXES = {".jsonl"} | VIDEO_SUFFIXES  # what retention removes (a segment's .json goes with its video)
 
 
 def _stream_of(name: str, streams: set[str]) -> str | None:
@@ -125,6 +133,7 @@ class StreamOutput:
     jsonl: IO[str] | None = None
     video: VideoOut | None = None
     video_path: str | None = None
+    segment: dict[str, Any] | None = None  # live: what the segment being written holds, written beside it when closed
     jsonl_path: str | None = None
     frames: int = 0
     video_frames: int = 0
@@ -184,7 +193,12 @@ class RecordStage(Stage):
             # Live: one video per start (a video file cannot be appended to); replay: one per stream, and one
             # more per restart of its source.
             if self.ctx.mode == "live":
-                stamp = time.strftime("-%Y%m%d-%H%M%S", time.localtime())
+                stamp = time.strftime("-%Y%m%d-%H%M%S", time.localtime(frame.capture_ts))
+                n = 1
+                while (self.out_dir / f"{frame.stream}{stamp}{ext}").exists():  # two segments begun within a second
+                    n += 1
+                    stamp = time.strftime("-%Y%m%d-%H%M%S", time.localtime(frame.capture_ts)) + f"-{n}"
+                out.segment = {"stream": frame.stream, "start_ts": frame.capture_ts, "end_ts": frame.capture_ts, "frames": 0, "alerts": []}
             else:
                 stamp = f"-{out.epochs}" if out.live and out.epochs > 1 else ""
             out.video_path = str(self.out_dir / f"{frame.stream}{stamp}{ext}")
@@ -211,12 +225,34 @@ class RecordStage(Stage):
         names = {s.id for s in self.ctx.config.streams}
         files = [p for p in self.out_dir.iterdir() if p.is_file() and p.suffix in RESULT_SUFFIXES and _stream_of(p.name, names)]
         in_use = {Path(p) for out in self.outputs.values() for p in (out.jsonl_path, out.video_path) if p}
+        in_use |= self._alert_segments(files, now)  # kept longer: what an operator comes back to
         pruned = prune_files(files, in_use, self.options.retention, now)
+        for path in pruned.by_age + pruned.by_size:
+            if path.suffix in VIDEO_SUFFIXES:
+                path.with_suffix(".json").unlink(missing_ok=True)  # the segment's facts go with it
         for reason, removed in (("age", pruned.by_age), ("size", pruned.by_size)):
             if removed:
                 self.m_deleted.labels(self.ctx.name, reason).inc(len(removed))
                 self.log.info("retention (%s): removed %s", reason, ", ".join(p.name for p in removed))
         self.m_bytes.labels(self.ctx.name).set(pruned.kept_bytes)
+
+    def _alert_segments(self, files: list[Path], now: float) -> set[Path]:
+        """The segments in which an alert was raised and that are younger than alert_max_age_days."""
+        limit = self.options.alert_max_age_days
+        if limit is None:
+            return set()
+        kept = set()
+        for path in files:
+            sidecar = path.with_suffix(".json")
+            if path.suffix not in VIDEO_SUFFIXES or not sidecar.is_file():
+                continue
+            try:
+                facts = json.loads(sidecar.read_text())
+                if facts.get("alerts") and now - float(facts["end_ts"]) <= limit * 86_400:
+                    kept.add(path)
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # an unreadable sidecar protects nothing
+        return kept
 
     def _rotate(self, out: StreamOutput) -> None:
         """Live: the JSONL grew past rotate_mb: close it under a dated name; the next frame begins a new one."""
@@ -250,8 +286,17 @@ class RecordStage(Stage):
                         self.log.warning("frames arrive without pixels: no annotated video (forward_pixels is off upstream)")
                         self._warned_no_pixels = True
                 elif out.video is not None:
+                    if out.segment is not None and frame.capture_ts - out.segment["start_ts"] >= self.options.segment_s:
+                        self._close_video(out)  # the next segment begins with this frame
+                        self._output(frame)
+                    assert out.video is not None
                     out.video.write(annotate(frame.image, frame, self.options.labels) if self.options.draw else frame.image)
                     out.video_frames += 1
+                    if out.segment is not None:
+                        out.segment["end_ts"] = frame.capture_ts
+                        out.segment["frames"] += 1
+                        if frame.analytics is not None:
+                            out.segment["alerts"] += [a.id for a in frame.analytics.alerts]
             out.frames += 1
             out.objects += len(frame.detections)
             for name in record["objects"]["classes"]:
@@ -267,9 +312,18 @@ class RecordStage(Stage):
         if out.jsonl is not None:
             out.jsonl.close()
             out.jsonl = None
+        self._close_video(out)
+
+    def _close_video(self, out: StreamOutput) -> None:
+        """Finalises the video (playable from now on); live, its segment's facts go beside it as NAME.json."""
         if out.video is not None:
             video, out.video = out.video, None
             video.close()
+        if out.segment is not None and out.video_path is not None:
+            segment, out.segment = out.segment, None
+            segment["video"] = Path(out.video_path).name
+            sidecar = Path(out.video_path).with_suffix(".json")
+            sidecar.write_text(json.dumps(segment, separators=(",", ":")) + "\n")
 
     def end_stream(self, stream: str, end: StreamEnd) -> None:
         out = self.outputs[stream]

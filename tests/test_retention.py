@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from pipeline.config import parse_config
 from pipeline.metrics import StageMetrics
@@ -84,3 +86,45 @@ def test_live_record_rotates_its_jsonl_and_keeps_what_retention_allows(tmp_path:
     kept = sum(p.stat().st_size for p in tmp_path.glob("cam*.jsonl"))
     assert kept <= 0.05 * 2**20 + (tmp_path / "cam.jsonl").stat().st_size
     rec.close()
+
+
+def test_live_video_is_cut_into_playable_segments_and_retention_keeps_the_alerted_one(tmp_path: Path) -> None:
+    """Segments of segment_s seconds, each finalised (playable) when the next begins, with its facts beside it;
+    retention removes the oldest while the stage runs, never the one being written, and keeps a segment in which an
+    alert was raised for alert_max_age_days."""
+    import av
+
+    from pipeline.analytics import Analytics
+    from stages.web.recordings import finished
+
+    cfg = parse_config({"mode": "live", "streams": [{"id": "cam", "source": "rtsp://h/x"}],
+                        "stages": [{"name": "decode", "kind": "decode"}, {"name": "record", "kind": "record"}]})  # fmt: skip
+    opts = RecordOptions(out_dir=str(tmp_path), jsonl=False, segment_s=2.0, alert_max_age_days=1.0,
+                         retention=RetentionOptions(max_total_mb=0.001, check_every_s=0.5))  # fmt: skip
+    ctx = StageContext("record", cfg, cfg.stages[1], opts, StageMetrics("record"), logging.getLogger("test"))
+    rec = RecordStage(ctx)
+    ctx.streams.begin(rec, "cam", StreamStart(1, live=True, fps=10.0))
+    t0 = time.time() - 60
+    rng = np.random.default_rng(0)
+    alert = make_alert(25, stream="cam")
+    for seq in range(100):  # 10 s at 10 fps: segments of 20 frames
+        frame = Frame("cam", seq, seq / 10, t0 + seq / 10, 64, 48, rng.integers(0, 255, (48, 64, 3), np.uint8))
+        if seq == 25:
+            frame.analytics = Analytics(alerts=[alert])
+        rec.process([frame])
+    videos = sorted(tmp_path.glob("cam-*.mp4"))
+    assert len(videos) == 5
+    closed, current = videos[:-1], videos[-1]
+    assert all(finished(v) for v in closed) and not finished(current)  # the one being written has no index yet
+    for v in closed:
+        facts = json.loads(v.with_suffix(".json").read_text())
+        assert facts["frames"] == 20 and facts["video"] == v.name and facts["end_ts"] - facts["start_ts"] == pytest.approx(1.9)
+        with av.open(str(v)) as c:
+            assert c.streams.video[0].frames == 20
+    assert json.loads(videos[1].with_suffix(".json").read_text())["alerts"] == [alert.id]
+    rec.tick()  # retention, as the runtime calls it while the pipeline runs
+    left = sorted(tmp_path.glob("cam-*.mp4"))
+    assert left == [videos[1], current], "the oldest go; the alerted segment and the one being written stay"
+    assert sorted(p.name for p in tmp_path.glob("cam-*.json")) == [videos[1].with_suffix(".json").name]
+    rec.close()
+    assert finished(current) and current.with_suffix(".json").is_file()

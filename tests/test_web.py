@@ -34,7 +34,8 @@ def live_config(tmp_path: Path, samples: Path, web_port: int, recordings: Path) 
             # Fires at every crossing either way: several a minute on vtest.avi.
             "rules": [{"name": "crossing-any", "type": "line_crossing", "line": "crossing", "direction": "any", "classes": ["person"]}],
         }}}},
-        {"name": "record", "kind": "record", "options": {"out_dir": str(tmp_path / "live-out"), "video": False}},
+        # Live segments of 2 s beside the replay's video: each playable once closed.
+        {"name": "record", "kind": "record", "options": {"out_dir": str(recordings), "jsonl": False, "segment_s": 2.0}},
         {"name": "web", "kind": "web", "input_pattern": "sub",
          "options": {"port": web_port, "token": "${WEB_TOKEN}", "recordings": str(recordings)}},
     ]  # fmt: skip
@@ -109,7 +110,26 @@ def test_live_page_alerts_recordings_and_token(tmp_path: Path, samples: Path, br
         newest = max(alerts, key=lambda a: a["received_ts"])
         latency = shown[-1][1] - newest["received_ts"]  # type: ignore[index]
         assert -0.5 < latency < 1.0, f"the alert took {latency:.2f} s from the web stage to the page"
-        # The recording plays in the page's video element (H.264 from the record stage; byte ranges for seeking).
+        # From the alert to its moment in the recording: the live segment that holds it plays from there.
+        alert_ts = newest["capture_ts"]
+        wait_for(lambda: requests.get(f"{base}/api/recordings/moment", params={"stream": "vtest", "ts": alert_ts}, headers=auth, timeout=5).ok,
+                 20, what="the alert's segment closed")  # fmt: skip
+        browser.execute_script("document.querySelector('#alerts li a.jump').click()")
+        wait_for(lambda: browser.execute_script("const v = document.getElementById('player'); return v.readyState >= 2 && !v.paused && v.src.includes('/recordings/vtest-')"),
+                 20, what="the alert's segment playing")  # fmt: skip
+        offset = float(browser.execute_script("return document.getElementById('player').dataset.offset"))
+        assert abs(browser.execute_script("return document.getElementById('player').currentTime") - offset) < 1.5
+        # A clip around the alert, cut from the segments without re-encoding (once the segments that hold it closed).
+        wait_for(lambda: requests.get(f"{base}/api/recordings/moment", params={"stream": "vtest", "ts": alert_ts + 2.5}, headers=auth, timeout=5).ok,
+                 20, what="the segment after the alert's closed")  # fmt: skip
+        clip = requests.get(f"{base}/api/clip", params={"stream": "vtest", "start": alert_ts - 1, "end": alert_ts + 1}, headers=auth, timeout=30)
+        assert clip.status_code == 200 and clip.headers["content-type"] == "video/mp4"
+        (tmp_path / "clip.mp4").write_bytes(clip.content)
+        import av
+
+        with av.open(str(tmp_path / "clip.mp4")) as c:
+            assert 20 <= sum(1 for _ in c.decode(video=0)) <= 45  # 2 s at 10 fps, from the keyframe up to 2 s before
+        # The replay's whole video plays in the page's video element (H.264 from the record stage; byte ranges for seeking).
         item = wait_for(lambda: browser.find_element("css selector", "#recordings li[data-url='/recordings/vtest.mp4']"), 20, what="the recording listed")
         item.click()
         wait_for(lambda: browser.execute_script("const v = document.getElementById('player'); return v.readyState >= 2 && v.currentTime > 0.3"),

@@ -15,7 +15,7 @@ from pipeline.config import ConfigError, parse_config
 from pipeline.metrics import StageMetrics
 from pipeline.stage import StageContext
 from stages.encode import open_video
-from stages.web.app import finished
+from stages.web.recordings import finished
 from stages.web.stage import WebOptions, WebStage
 
 
@@ -80,3 +80,47 @@ def test_a_port_in_use_is_the_stages_error(tmp_path: Path) -> None:
             WebStage(ctx)
     finally:
         taken.close()
+
+
+def _segments(tmp_path: Path, t0: float) -> None:
+    """10 s of a live stream at 10 fps through the record stage: five closed segments of 2 s."""
+    from pipeline.analytics import Analytics
+    from pipeline.protocol import Frame, StreamStart
+    from stages.record import RecordOptions, RecordStage
+    from tests.helpers.alerts import make_alert
+
+    cfg = parse_config({"mode": "live", "streams": [{"id": "cam", "source": "rtsp://h/x"}],
+                        "stages": [{"name": "decode", "kind": "decode"}, {"name": "record", "kind": "record"}]})  # fmt: skip
+    ctx = StageContext("record", cfg, cfg.stages[1], RecordOptions(out_dir=str(tmp_path), jsonl=False, segment_s=2.0), StageMetrics("record"), logging.getLogger("t"))
+    rec = RecordStage(ctx)
+    ctx.streams.begin(rec, "cam", StreamStart(1, live=True, fps=10.0))
+    for seq in range(100):
+        image = np.full((48, 64, 3), seq * 2, np.uint8)  # each frame its own grey: the clip's frames can be told apart
+        frame = Frame("cam", seq, seq / 10, t0 + seq / 10, 64, 48, image)
+        if seq == 55:
+            frame.analytics = Analytics(alerts=[make_alert(seq, stream="cam")])
+        rec.process([frame])
+    rec.close()
+
+
+def test_a_moment_is_found_in_its_segment_and_clips_are_cut_without_re_encoding(tmp_path: Path) -> None:
+    import av
+
+    from stages.web.recordings import export_clip, list_recordings, moment
+
+    t0 = 1_800_000_000.0
+    _segments(tmp_path, t0)
+    recs = list_recordings(tmp_path)
+    assert len(recs) == 5 and all(r.complete and r.stream == "cam" and r.frames == 20 for r in recs)
+    assert [r.alerts for r in sorted(recs, key=lambda r: r.start_ts or 0)] == [0, 0, 1, 0, 0]
+    found = moment(recs, "cam", t0 + 5.5)
+    assert found is not None and found[0].start_ts == pytest.approx(t0 + 4.0) and found[1] == pytest.approx(1.5)
+    assert moment(recs, "cam", t0 + 100) is None and moment(recs, "other", t0 + 5.5) is None
+    # 3.0 s to 6.5 s: from the keyframe at 2.0 s (a segment's first frame; keyframes every 2 s) across two segments.
+    n = export_clip(recs, "cam", t0 + 3.0, t0 + 6.5, tmp_path / "clip.mp4")
+    with av.open(str(tmp_path / "clip.mp4")) as c:
+        greys = [int(np.median(f.to_ndarray(format="gray"))) for f in c.decode(video=0)]
+    assert n == len(greys) == 46  # frames 20..65
+    assert abs(greys[0] - 40) <= 3 and abs(greys[-1] - 130) <= 3
+    with pytest.raises(ValueError, match="no recorded segment"):
+        export_clip(recs, "cam", t0 + 50, t0 + 60, tmp_path / "none.mp4")

@@ -11,20 +11,21 @@ import asyncio
 import contextlib
 import hmac
 import json
-import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 
 from stages.web.hub import Hub
+from stages.web.recordings import SAFE_NAME, VIDEO_TYPES, export_clip, list_recordings, moment
 
 PAGE = Path(__file__).with_name("page.html")
 COOKIE = "vidpipe_token"
 BOUNDARY = "vidpipe-frame"
-VIDEO_SUFFIXES = {".mp4": "video/mp4", ".webm": "video/webm", ".avi": "video/x-msvideo"}
-SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def build_app(hub: Hub, token: str | None, recordings: Path | None, title: str = "vidpipe") -> FastAPI:
@@ -119,49 +120,39 @@ def build_app(hub: Hub, token: str | None, recordings: Path | None, title: str =
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
-    @app.get("/api/recordings", summary="The recorded videos, newest first")
+    @app.get("/api/recordings", summary="The recorded videos, newest first: live segments with their stream, times, frames and alerts")
     async def recordings_list() -> list[dict[str, Any]]:
-        if recordings is None or not recordings.is_dir():
-            return []
-        files = [p for p in recordings.iterdir() if p.is_file() and p.suffix in VIDEO_SUFFIXES and SAFE_NAME.fullmatch(p.name)]
-        files.sort(key=lambda p: p.stat().st_mtime, reverse=True)
-        return [
-            {"name": p.name, "bytes": p.stat().st_size, "modified": p.stat().st_mtime, "url": f"/recordings/{p.name}", "complete": finished(p)}
-            for p in files
-        ]
+        return [r.info() for r in list_recordings(recordings)]
+
+    @app.get("/api/recordings/moment", summary="The recorded segment of a stream that holds a capture time, and the offset into it")
+    async def recordings_moment(stream: str, ts: float = Query(description="capture time, Unix seconds")) -> dict[str, Any]:
+        found = moment(list_recordings(recordings), stream, ts)
+        if found is None:
+            raise HTTPException(404, f"no closed segment of stream {stream!r} holds that time (yet)")
+        rec, offset = found
+        return {**rec.info(), "offset_s": round(offset, 3)}
+
+    @app.get("/api/clip", summary="An MP4 of a stream between two capture times, cut from the segments without re-encoding", response_class=FileResponse)
+    async def clip(stream: str, start: float, end: float) -> FileResponse:
+        if not end > start or end - start > 3600:
+            raise HTTPException(422, "end must be after start, at most an hour later")
+        folder = Path(tempfile.mkdtemp(prefix="vidpipe-clip-"))
+        path = folder / f"{stream}-{int(start)}-{int(end)}.mp4"
+        try:
+            await asyncio.to_thread(export_clip, list_recordings(recordings), stream, start, end, path)
+        except ValueError as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise HTTPException(404, str(exc)) from None
+        return FileResponse(path, media_type="video/mp4", filename=path.name, background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True))
 
     @app.get("/recordings/{name}", summary="A recorded video (byte ranges supported, for seeking)", response_class=FileResponse)
     async def recording(name: str) -> FileResponse:
-        if recordings is None or not SAFE_NAME.fullmatch(name) or Path(name).suffix not in VIDEO_SUFFIXES:
+        if recordings is None or not SAFE_NAME.fullmatch(name) or Path(name).suffix not in VIDEO_TYPES:
             raise HTTPException(404, "no such recording")
         path = recordings / name
         if not path.is_file():
             raise HTTPException(404, "no such recording")
-        return FileResponse(path, media_type=VIDEO_SUFFIXES[path.suffix])
+        return FileResponse(path, media_type=VIDEO_TYPES[path.suffix])
 
     return app
 
-
-def finished(path: Path) -> bool:
-    """Whether a video can be played: an MP4 has its index (the moov box) only once its writer closed it; other
-    containers are taken as they are."""
-    if path.suffix != ".mp4":
-        return True
-    try:
-        with path.open("rb") as f:
-            size = path.stat().st_size
-            at = 0
-            while at + 8 <= size:  # the top-level boxes: 32-bit size (1: a 64-bit one follows), 4-byte type
-                f.seek(at)
-                head = f.read(16)
-                n, kind = int.from_bytes(head[:4], "big"), head[4:8]
-                if n == 1 and len(head) == 16:
-                    n = int.from_bytes(head[8:16], "big")
-                if n < 8:  # 0: to the end of the file (an mdat still being written)
-                    return False
-                if kind == b"moov":
-                    return at + n <= size  # the whole index is there
-                at += n
-    except OSError:
-        return False
-    return False
