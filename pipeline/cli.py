@@ -269,7 +269,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
         print(f"stage: {exc}", file=sys.stderr)
         return 2
     try:
-        return run_stage(cfg, name, args.stream, args.metrics_port, args.restarted)
+        return run_stage(cfg, name, args.stream, args.metrics_port, args.restarted, Path(args.config).resolve())
     except ValueError as exc:
         print(f"stage {name}: {exc}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -52,7 +53,7 @@ def _carries_alerts(frame: Frame) -> bool:
 
 class StageRunner:
     def __init__(self, config: PipelineConfig, stage_name: str, stream: str | None = None, metrics_port: int | None = None,
-                 restarted: bool = False):  # fmt: skip
+                 restarted: bool = False, config_path: Path | None = None):  # fmt: skip
         self.config = config
         self.restarted = restarted  # this process replaces one of the stage that was lost (see _refused_epoch)
         self.stage_config = config.stage(stage_name)
@@ -71,7 +72,7 @@ class StageRunner:
         self.log = logging.getLogger(f"vidpipe.{stage_name}" + (f".{stream}" if stream else ""))
         self.metrics = StageMetrics(stage_name)
         options = self.cls.Options.model_validate(self.stage_config.options)
-        self.ctx = StageContext(stage_name, config, self.stage_config, options, self.metrics, self.log, stream)
+        self.ctx = StageContext(stage_name, config, self.stage_config, options, self.metrics, self.log, stream, config_path=config_path)
         self.live = config.mode == "live"
         self.zctx: zmq.Context = zmq.Context.instance()
         self._stop_at: float | None = None
@@ -521,9 +522,9 @@ def keep_frame_buffers_mapped() -> None:
 
 
 def run_stage(config: PipelineConfig, stage_name: str, stream: str | None = None, metrics_port: int | None = None,
-              restarted: bool = False) -> int:  # fmt: skip
+              restarted: bool = False, config_path: Path | None = None) -> int:  # fmt: skip
     """Entry point of a stage process; returns its exit code."""
     keep_frame_buffers_mapped()
-    runner = StageRunner(config, stage_name, stream, metrics_port, restarted)
+    runner = StageRunner(config, stage_name, stream, metrics_port, restarted, config_path)
     runner.log.info("started (pid %d, mode %s)", os.getpid(), config.mode)
     return runner.run()

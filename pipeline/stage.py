@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 from pydantic import BaseModel, ConfigDict
@@ -39,6 +40,7 @@ class StageContext:
     stop_event: threading.Event = field(default_factory=threading.Event)
     streams: Streams = field(default_factory=Streams)  # the framework's record of each stream's epoch and state
     problem: str | None = None  # set by a stage that cannot do its work right now: /healthz answers 503 with it
+    config_path: Path | None = None  # the file the config was read from (`vidpipe stage --config`), for stages that follow its edits
 
     @property
     def mode(self) -> str:

@@ -66,8 +66,9 @@ class Scene:
         self.zones, self.lines = fit_geometry(self.cfg, width, height)
         old = self.counters
         self.counters = {n: LineCounter(line, hysteresis=self.cfg.line_hysteresis, frame_size=(width, height)) for n, line in self.lines.items()}
-        for n, c in old.items():  # counts survive a size change; sides do not (the line moved)
-            self.counters[n].counts.update(c.counts)
+        for n, c in old.items():  # counts survive a size change or a new geometry; sides do not (the line moved)
+            if n in self.counters:
+                self.counters[n].counts.update(c.counts)
         for n, counts in self.carried_counts.items():
             if n in self.counters and not old:
                 self.counters[n].counts.update(counts)
@@ -76,6 +77,14 @@ class Scene:
             image = (np.asarray(gp.image, np.float64) * [width / cw, height / ch]).tolist()
             self.ground = GroundPlane.load(image, gp.ground, (width, height))
         self.size = (width, height)
+
+    def reconfigure(self, cfg: StreamAnalyticsConfig) -> None:
+        """New zones, lines and rules from an edited config, without a restart: a line's count goes on under its
+        name (its sides are found again), the rules keep their state unless the rules themselves changed."""
+        if cfg.rules != self.cfg.rules:
+            self.rules = [build_rule(r) for r in cfg.rules]
+        self.cfg = cfg
+        self.size = None  # refitted at the next frame
 
     def update(self, seq: int, pts: float, width: int, height: int, dets: Detections) -> FrameResult:
         """One frame's confirmed tracks, and its watchlist matches (face rows with an identity)."""

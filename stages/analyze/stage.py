@@ -10,6 +10,9 @@ and the line counts go on.
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import Counter, Gauge
@@ -23,6 +26,15 @@ from stages.analyze.options import AnalyzeOptions
 from stages.analyze.rule import Firing
 from stages.analyze.scene import Scene
 from stages.analyze.snapshot import snapshot
+
+CONFIG_CHECK_S = 1.0  # how often a live analyze stage looks at its config file for edits
+
+
+def _mtime(path: Path | None) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns if path is not None else None
+    except OSError:
+        return None
 
 
 class AnalyzeStage(Stage):
@@ -38,6 +50,8 @@ class AnalyzeStage(Stage):
         r = ctx.metrics.registry
         self.m_crossings = Counter(f"{PREFIX}_line_crossings", "Line crossings by confirmed tracks.", ["stage", "stream", "line", "direction"], registry=r)
         self.m_occupancy = Gauge(f"{PREFIX}_zone_occupancy", "Confirmed tracks in a zone, in the last analysed frame.", ["stage", "stream", "zone"], registry=r)
+        self._config_mtime = _mtime(ctx.config_path)
+        self._config_check = 0.0
         self.m_firings = Counter(f"{PREFIX}_rule_firings", "Rule firings, by outcome (raised, or suppressed by the cooldown).", ["stage", "stream", "rule", "outcome"], registry=r)
 
     def start_stream(self, stream: str, start: StreamStart) -> Scene | None:
@@ -56,6 +70,44 @@ class AnalyzeStage(Stage):
             self.counts[stream] = {n: dict(c.counts) for n, c in scene.counters.items()} or scene.carried_counts
         elif not end.restarted:
             self.counts.pop(stream, None)
+
+    def tick(self) -> list[Frame]:
+        """Live: an edit of the analytics in the config file (by hand, or by the web view's editor) is taken
+        within a second, without a restart."""
+        now = time.monotonic()
+        if self.ctx.mode == "live" and self.ctx.config_path is not None and now >= self._config_check:
+            self._config_check = now + CONFIG_CHECK_S
+            mtime = _mtime(self.ctx.config_path)
+            if mtime is not None and mtime != self._config_mtime:
+                self._config_mtime = mtime
+                self.reload(self.ctx.config_path)
+        return []
+
+    def reload(self, path: Path) -> bool:
+        """Takes this stage's options from the config file at `path` if they are valid; else keeps the current ones."""
+        from pydantic import ValidationError
+
+        from pipeline.config import ConfigError, load_config
+
+        try:
+            cfg = load_config(path, only_stage=self.ctx.name)
+            opts = AnalyzeOptions.model_validate(cfg.stage(self.ctx.name).options)
+        except (ConfigError, ValidationError, KeyError) as exc:
+            self.log.error("%s changed but its analytics are not valid; the analytics go on as they were: %s", path, exc)
+            return False
+        changed = sorted(sid for sid in set(opts.streams) | set(self.opts.streams) if opts.streams.get(sid) != self.opts.streams.get(sid))
+        self.opts = opts
+        for sid in changed:
+            if sid not in self.ctx.streams:
+                continue  # begins with the new options when it starts
+            scene: Scene | None = self.ctx.streams.state(sid)
+            if scene is not None and sid in opts.streams:
+                scene.reconfigure(opts.streams[sid])
+            else:  # analytics added to a running stream, or taken away
+                self.ctx.streams.slots[sid].state = self.start_stream(sid, self.ctx.streams.start(sid)) if sid in opts.streams else None
+        if changed:
+            self.log.info("analytics reloaded from %s: streams %s", path, ", ".join(changed))
+        return True
 
     def _alert_epoch(self, stream: str) -> int:
         """0 for files: a replay of the same file raises the same ids, as it should. A live source numbers its

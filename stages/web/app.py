@@ -18,8 +18,10 @@ from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
+from stages.web.editor import GeometryRejected, read_geometry, write_geometry
 from stages.web.hub import Hub
 from stages.web.recordings import SAFE_NAME, VIDEO_TYPES, export_clip, list_recordings, moment
 
@@ -28,7 +30,16 @@ COOKIE = "vidpipe_token"
 BOUNDARY = "vidpipe-frame"
 
 
-def build_app(hub: Hub, token: str | None, recordings: Path | None, title: str = "vidpipe") -> FastAPI:
+class GeometryEdit(BaseModel):
+    """A stream's zones and lines as the editor draws them: pixels of `frame_size` (the picture it drew on)."""
+
+    frame_size: tuple[int, int] = Field(description="[width, height] of the picture the points are in")
+    zones: dict[str, list[tuple[float, float]]] = Field(default_factory=dict, description="polygons by name, [[x, y], ...]")
+    lines: dict[str, list[tuple[float, float]]] = Field(default_factory=dict, description="directed lines by name, [[x, y], [x, y]] (a -> b)")
+
+
+def build_app(hub: Hub, token: str | None, recordings: Path | None, title: str = "vidpipe", config_path: Path | None = None,
+              editable: bool = False) -> FastAPI:  # fmt: skip
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         hub.attach(asyncio.get_running_loop())  # from now on the stage's thread can wake the waiting requests
@@ -119,6 +130,32 @@ def build_app(hub: Hub, token: str | None, recordings: Path | None, title: str =
                     yield b": keep-alive\n\n" if not hub.alerts_since(count)[0] else b""
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    @app.get("/api/streams/{stream}/geometry", summary="A stream's zones and lines, in pixels of its analytics frame size, as the config file has them")
+    async def geometry(stream: str) -> dict[str, Any]:
+        if config_path is None:
+            raise HTTPException(404, "the web stage does not know the config file")
+        try:
+            out = await asyncio.to_thread(read_geometry, config_path, stream)
+        except LookupError as exc:
+            raise HTTPException(404, str(exc)) from None
+        return {**out, "editable": editable}
+
+    @app.put("/api/streams/{stream}/geometry", summary="Replace a stream's zones and lines: checked like `vidpipe check`, written into the config file, taken by analyze without a restart")
+    async def set_geometry(stream: str, edit: GeometryEdit) -> dict[str, Any]:
+        if config_path is None or not editable:
+            raise HTTPException(409, "only a live pipeline's config is edited here (a replay's is a copy): edit the file and run again")
+        try:
+            await asyncio.to_thread(write_geometry, config_path, stream, edit.frame_size, {k: [list(p) for p in v] for k, v in edit.zones.items()},
+                                    {k: [list(p) for p in v] for k, v in edit.lines.items()})  # fmt: skip
+        except GeometryRejected as exc:
+            return JSONResponse({"detail": "not saved: the config would not be valid", "problems": [{"path": p, "message": m} for p, m in exc.problems]},
+                                status_code=422)  # type: ignore[return-value]  # fmt: skip
+        except LookupError as exc:
+            raise HTTPException(404, str(exc)) from None
+        except OSError as exc:
+            raise HTTPException(409, f"cannot write {config_path}: {exc.strerror or exc}") from None
+        return {"saved": str(config_path), **(await asyncio.to_thread(read_geometry, config_path, stream))}
 
     @app.get("/api/recordings", summary="The recorded videos, newest first: live segments with their stream, times, frames and alerts")
     async def recordings_list() -> list[dict[str, Any]]:

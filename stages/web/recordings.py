@@ -60,8 +60,10 @@ def _facts(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def moment(recordings: list[Recording], stream: str, ts: float, slack_s: float = 1.0) -> tuple[Recording, float] | None:
-    """The closed segment of `stream` that holds capture time `ts`, and the offset into it in seconds."""
+def moment(recordings: list[Recording], stream: str, ts: float, slack_s: float = 0.5) -> tuple[Recording, float] | None:
+    """The closed segment of `stream` that holds capture time `ts` (or lies within `slack_s` of it: a frame's
+    time between two segments), and the offset into it in seconds. None while the segment that holds it is
+    still being written."""
     near = [r for r in recordings if r.complete and r.stream == stream and r.start_ts is not None and r.end_ts is not None
             and r.start_ts - slack_s <= ts <= r.end_ts + slack_s]  # fmt: skip
     if not near:

@@ -93,7 +93,8 @@ class WebStage(Stage):
         from stages.web.app import build_app
 
         token = o.token.get_secret_value() if o.token is not None else None
-        app = build_app(self.hub, token, recordings, title=f"vidpipe: {ctx.config.mode}")
+        # The editor writes the file the pipeline was started from; a replay runs from a copy, so nothing to edit there.
+        app = build_app(self.hub, token, recordings, title=f"vidpipe: {ctx.config.mode}", config_path=ctx.config_path, editable=ctx.mode == "live")
         config = uvicorn.Config(app, log_level="warning", ssl_certfile=o.tls_certfile, ssl_keyfile=o.tls_keyfile, timeout_graceful_shutdown=1)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, name="web-server", daemon=True)
