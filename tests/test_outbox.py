@@ -285,3 +285,27 @@ def test_damaged_pages_cost_their_alerts_and_the_pending_rest_goes_out_again(tmp
         assert box.add([new], 11.0) == [new]  # the fresh outbox takes new alerts
     finally:
         box.close()
+
+
+def test_a_reader_pages_and_filters_the_history_while_the_owner_writes(tmp_path: Path) -> None:
+    from stages.alert.outbox import OutboxReader
+
+    reader = OutboxReader(tmp_path / "outbox.db")
+    assert reader.history() == (0, [])  # nothing raised yet: no file
+    box = Outbox(tmp_path / "outbox.db", ["hook"])
+    try:
+        alerts = [make_alert(i, stream="cam1" if i % 2 else "cam2", rule="door" if i < 6 else "gate") for i in range(10)]
+        for i, a in enumerate(alerts):
+            box.add([a], 1_000.0 + i)
+        total, page = reader.history(limit=3)
+        assert total == 10 and [a.id for a in page] == [alerts[9].id, alerts[8].id, alerts[7].id]  # newest first
+        total, page = reader.history(stream="cam1", rule="door", limit=10)
+        assert total == 3 and [a.seq for a in page] == [5, 3, 1]
+        total, page = reader.history(since=1_004.0, until=1_006.0, offset=1)
+        assert total == 3 and [a.seq for a in page] == [5, 4]
+        got = reader.get(alerts[4].id)
+        assert got is not None and got.snapshot == alerts[4].snapshot and reader.get("nope") is None
+        box.add([make_alert(99)], 2_000.0)  # the owner goes on writing: the reader sees it
+        assert reader.history()[0] == 11
+    finally:
+        box.close()

@@ -36,6 +36,7 @@ def live_config(tmp_path: Path, samples: Path, web_port: int, recordings: Path) 
             # Fires at every crossing either way: several a minute on vtest.avi.
             "rules": [{"name": "crossing-any", "type": "line_crossing", "line": "crossing", "direction": "any", "classes": ["person"]}],
         }}}},
+        {"name": "alert", "kind": "alert", "options": {"outbox": str(tmp_path / "outbox.db")}},  # the alert history the page reads
         # Live segments of 2 s beside the replay's video: each playable once closed.
         {"name": "record", "kind": "record", "options": {"out_dir": str(recordings), "jsonl": False, "segment_s": 2.0}},
         {"name": "web", "kind": "web", "input_pattern": "sub",
@@ -107,8 +108,16 @@ def test_live_page_alerts_recordings_and_token(tmp_path: Path, samples: Path, br
             ".observe(document.getElementById('alerts'), {childList: true});"
         )  # fmt: skip
         shown = wait_for(lambda: browser.execute_script("return window.shown.length ? window.shown : null"), 90, interval=0.2, what="an alert in the feed")
-        alerts = requests.get(f"{base}/api/alerts", params={"rule": "crossing-any"}, headers=auth, timeout=5).json()["alerts"]
-        assert alerts and shown[0][0] == "crossing-any"  # type: ignore[index]
+        assert shown[0][0] == "crossing-any"  # type: ignore[index]
+        # The history comes from the alert stage's outbox, with snapshots and paging.
+        history = wait_for(lambda: requests.get(f"{base}/api/alerts", params={"rule": "crossing-any"}, headers=auth, timeout=5).json(), 10, what="the history")
+        assert history["source"] == "outbox" and history["total"] >= 1  # type: ignore[index]
+        first = history["alerts"][-1]  # type: ignore[index]
+        snap = requests.get(base + first["snapshot_url"], headers=auth, timeout=5)
+        assert snap.status_code == 200 and snap.content[:2] == b"\xff\xd8"
+        paged = requests.get(f"{base}/api/alerts", params={"limit": 1, "offset": 0}, headers=auth, timeout=5).json()
+        assert len(paged["alerts"]) == 1 and paged["total"] >= history["total"]  # type: ignore[index]
+        alerts = browser.execute_script("return window.feedAlerts")  # as they came over the feed
         newest = max(alerts, key=lambda a: a["received_ts"])
         latency = shown[-1][1] - newest["received_ts"]  # type: ignore[index]
         assert -0.5 < latency < 1.0, f"the alert took {latency:.2f} s from the web stage to the page"

@@ -360,3 +360,43 @@ class Outbox:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+class OutboxReader:
+    """A read-only view of an outbox that another process owns (the web view's alert history): queries only,
+    each on a connection of its own (SQLite's WAL lets readers run beside the writer)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection | None]:
+        if not self.path.is_file():
+            yield None  # no alert raised yet: an empty history
+            return
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5.0, check_same_thread=False)
+        try:
+            yield db
+        finally:
+            db.close()
+
+    def history(self, stream: str | None = None, rule: str | None = None, since: float | None = None, until: float | None = None,
+                limit: int = 50, offset: int = 0) -> tuple[int, list[Alert]]:  # fmt: skip
+        """(how many match, the page of them newest first); `since`/`until`: when they were raised, Unix seconds."""
+        where, args = [], []
+        for clause, value in (("stream = ?", stream), ("rule = ?", rule), ("raised_ts >= ?", since), ("raised_ts <= ?", until)):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        cond = (" WHERE " + " AND ".join(where)) if where else ""
+        with self._db() as db:
+            if db is None:
+                return 0, []
+            total = db.execute(f"SELECT count(*) FROM alerts{cond}", args).fetchone()[0]
+            rows = db.execute(f"SELECT data FROM alerts{cond} ORDER BY rowid DESC LIMIT ? OFFSET ?", [*args, limit, offset]).fetchall()
+        return int(total), [_unpack(r[0]) for r in rows]
+
+    def get(self, alert_id: str) -> Alert | None:
+        with self._db() as db:
+            row = db.execute("SELECT data FROM alerts WHERE id = ?", (alert_id,)).fetchone() if db is not None else None
+        return _unpack(row[0]) if row else None

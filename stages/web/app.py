@@ -21,6 +21,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
+from stages.alert.outbox import OutboxReader
 from stages.web.editor import GeometryRejected, read_geometry, write_geometry
 from stages.web.hub import Hub
 from stages.web.recordings import SAFE_NAME, VIDEO_TYPES, export_clip, list_recordings, moment
@@ -39,7 +40,9 @@ class GeometryEdit(BaseModel):
 
 
 def build_app(hub: Hub, token: str | None, recordings: Path | None, title: str = "vidpipe", config_path: Path | None = None,
-              editable: bool = False) -> FastAPI:  # fmt: skip
+              editable: bool = False, outbox: Path | None = None) -> FastAPI:  # fmt: skip
+    reader = OutboxReader(outbox) if outbox is not None else None
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         hub.attach(asyncio.get_running_loop())  # from now on the stage's thread can wake the waiting requests
@@ -103,18 +106,33 @@ def build_app(hub: Hub, token: str | None, recordings: Path | None, title: str =
 
         return StreamingResponse(parts(), media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}", headers={"Cache-Control": "no-store"})
 
-    @app.get("/api/alerts", summary="Alerts seen since the server started, newest first, with filters and paging")
+    @app.get("/api/alerts", summary="Alert history, newest first, with filters and paging: the alert stage's outbox when there is one, "
+             "else the alerts this server saw since it started")
     async def alerts(
-        stream: str | None = None, rule: str | None = None, since: float | None = Query(None, description="capture time, Unix seconds"),
+        stream: str | None = None, rule: str | None = None, since: float | None = Query(None, description="Unix seconds"),
         until: float | None = None, limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0),
     ) -> dict[str, Any]:  # fmt: skip
+        if reader is not None and reader.path.is_file():
+            total, page = await asyncio.to_thread(reader.history, stream, rule, since, until, limit, offset)
+            rows = [{**a.to_json(snapshot=False), "snapshot_url": f"/api/alerts/{a.id}/snapshot.jpg" if a.snapshot else None} for a in page]
+            return {"source": "outbox", "total": total, "offset": offset, "alerts": rows}
         held, _ = hub.alerts_since(0)
         rows = [
             a for a in reversed(held)
             if (stream is None or a["stream"] == stream) and (rule is None or a["rule"] == rule)
             and (since is None or a["capture_ts"] >= since) and (until is None or a["capture_ts"] <= until)
         ]  # fmt: skip
-        return {"total": len(rows), "offset": offset, "alerts": rows[offset : offset + limit]}
+        return {"source": "feed", "total": len(rows), "offset": offset, "alerts": rows[offset : offset + limit]}
+
+    @app.get("/api/alerts/{alert_id}/snapshot.jpg", summary="An alert's snapshot: the frame with its zone or line and objects", response_class=Response)
+    async def alert_snapshot(alert_id: str) -> Response:
+        jpeg = hub.snapshot(alert_id)
+        if jpeg is None and reader is not None:
+            alert = await asyncio.to_thread(reader.get, alert_id)
+            jpeg = alert.snapshot if alert is not None else None
+        if jpeg is None:
+            raise HTTPException(404, "no snapshot of that alert")
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
     @app.get("/api/alerts/live", summary="New alerts as server-sent events (event: alert, data: the alert as JSON)", response_class=StreamingResponse)
     async def alerts_live(request: Request) -> StreamingResponse:

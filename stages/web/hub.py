@@ -14,6 +14,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+SNAPSHOTS_KEPT = 100  # alert snapshots held in memory (about 100 KB each)
+
 
 @dataclass
 class StreamView:
@@ -47,6 +49,7 @@ class Hub:
     alerts: deque[dict[str, Any]] = field(default_factory=deque)
     alert_count: int = 0  # alerts ever added: an SSE client resumes after the last one it got
     viewers: dict[str, int] = field(default_factory=dict)  # open live connections per stream
+    snapshots: dict[str, bytes] = field(default_factory=dict)  # of the newest alerts, by id (the outbox has them all)
     loop: asyncio.AbstractEventLoop | None = None
     _changed: asyncio.Event | None = None
 
@@ -67,14 +70,23 @@ class Hub:
                 v.version += 1
         self._wake()
 
-    def add_alerts(self, alerts: list[dict[str, Any]]) -> None:
+    def add_alerts(self, alerts: list[dict[str, Any]], snapshots: dict[str, bytes] | None = None) -> None:
+        """Alerts as JSON maps (no snapshot in them); `snapshots` by alert id, the newest SNAPSHOTS_KEPT held."""
         with self.lock:
             for a in alerts:
+                a["snapshot_url"] = f"/api/alerts/{a['id']}/snapshot.jpg" if snapshots and a["id"] in snapshots else None
                 self.alerts.append(a)
                 self.alert_count += 1
             while len(self.alerts) > self.max_alerts:
                 self.alerts.popleft()
+            self.snapshots.update(snapshots or {})
+            while len(self.snapshots) > SNAPSHOTS_KEPT:
+                self.snapshots.pop(next(iter(self.snapshots)))
         self._wake()
+
+    def snapshot(self, alert_id: str) -> bytes | None:
+        with self.lock:
+            return self.snapshots.get(alert_id)
 
     def watched(self, stream: str) -> bool:
         with self.lock:

@@ -42,6 +42,7 @@ class WebOptions(BaseModel):
     jpeg_quality: int = Field(80, ge=10, le=100, description="JPEG quality of the live pictures.")
     max_width: int = Field(1280, ge=64, description="Live pictures wider than this are scaled down.")
     recordings: str | None = Field(None, description="Folder of the recordings to list and play; default: the record stage's out_dir.")
+    outbox: str | None = Field(None, description="The alert stage's outbox, read for the alert history and snapshots; default: that stage's `outbox`.")
     alerts_kept: int = Field(1000, ge=1, le=1_000_000, description="Alerts held for the feed's history.")
 
     @model_validator(mode="after")
@@ -78,6 +79,7 @@ class WebStage(Stage):
         self._last_frame: dict[str, float] = {}
         self._warned_no_pixels = False
         recordings = Path(o.recordings) if o.recordings else _record_dir(ctx)
+        outbox = Path(o.outbox) if o.outbox else _outbox(ctx)
         # Bound here, so a port in use is this stage's error at start, not a log line from a server thread.
         family = socket.AF_INET6 if ":" in o.host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
@@ -94,7 +96,8 @@ class WebStage(Stage):
 
         token = o.token.get_secret_value() if o.token is not None else None
         # The editor writes the file the pipeline was started from; a replay runs from a copy, so nothing to edit there.
-        app = build_app(self.hub, token, recordings, title=f"vidpipe: {ctx.config.mode}", config_path=ctx.config_path, editable=ctx.mode == "live")
+        app = build_app(self.hub, token, recordings, title=f"vidpipe: {ctx.config.mode}", config_path=ctx.config_path, editable=ctx.mode == "live",
+                        outbox=outbox)  # fmt: skip
         config = uvicorn.Config(app, log_level="warning", ssl_certfile=o.tls_certfile, ssl_keyfile=o.tls_keyfile, timeout_graceful_shutdown=1)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, name="web-server", daemon=True)
@@ -113,7 +116,8 @@ class WebStage(Stage):
         for frame in batch:
             self._figures(frame, now)
             if frame.analytics is not None and frame.analytics.alerts:
-                self.hub.add_alerts([{**a.to_json(snapshot=False), "received_ts": now} for a in frame.analytics.alerts])
+                self.hub.add_alerts([{**a.to_json(snapshot=False), "received_ts": now} for a in frame.analytics.alerts],
+                                    {a.id: a.snapshot for a in frame.analytics.alerts if a.snapshot})  # fmt: skip
             self._picture(frame, now)
         return []
 
@@ -203,6 +207,15 @@ def _scenes(ctx: StageContext) -> dict[str, Any]:
             options = resolve_stage("analyze").Options.model_validate(st.options)
             return dict(options.streams)  # type: ignore[attr-defined]
     return {}
+
+
+def _outbox(ctx: StageContext) -> Path | None:
+    from pipeline.registry import resolve_stage
+
+    for st in ctx.config.stages:
+        if st.kind == "alert":
+            return Path(resolve_stage("alert").Options.model_validate(st.options).outbox)  # type: ignore[attr-defined]
+    return None
 
 
 def _record_dir(ctx: StageContext) -> Path | None:
