@@ -17,6 +17,7 @@ from pipeline.stage import StageContext
 from stages.encode import open_video
 from stages.web.recordings import finished
 from stages.web.stage import WebOptions, WebStage
+from tests.helpers.procs import free_ports, wait_for
 
 
 def _config(stages: list[dict[str, object]], tmp_path: Path) -> dict[str, object]:
@@ -124,3 +125,34 @@ def test_a_moment_is_found_in_its_segment_and_clips_are_cut_without_re_encoding(
     assert abs(greys[0] - 40) <= 3 and abs(greys[-1] - 130) <= 3
     with pytest.raises(ValueError, match="no recorded segment"):
         export_clip(recs, "cam", t0 + 50, t0 + 60, tmp_path / "none.mp4")
+
+
+def test_the_token_comes_from_the_environment_or_a_file_never_the_yaml(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match=r"write the token's place, not the token"):
+        WebOptions(token="hunter2")
+    (tmp_path / "token").write_text("from-a-file\n")
+    assert WebOptions(token=f"file:{tmp_path / 'token'}").token.get_secret_value() == "from-a-file"  # type: ignore[union-attr]
+    with pytest.raises(ValidationError, match="WEB_TOKEN is not set"):
+        WebOptions(token="${WEB_TOKEN}")
+
+
+def test_https_with_the_configured_certificate_and_the_token(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import requests
+
+    from tests.helpers.certs import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    monkeypatch.setenv("WEB_TOKEN", "tok")
+    (port,) = free_ports(1)
+    opts = WebOptions(port=port, token="${WEB_TOKEN}", tls_certfile=str(pki.server_cert), tls_keyfile=str(pki.server_key))
+    cfg = parse_config(_config([{"name": "decode", "kind": "decode"}, {"name": "web", "kind": "web", "options": {"port": port}}], tmp_path), "test")
+    stage = WebStage(StageContext("web", cfg, cfg.stage("web"), opts, StageMetrics("web"), logging.getLogger("web")))
+    try:
+        url = f"https://127.0.0.1:{port}/api/streams"
+        wait_for(lambda: requests.get(f"https://127.0.0.1:{port}/healthz", verify=str(pki.ca), timeout=2).ok, 10, what="https")
+        assert requests.get(url, verify=str(pki.ca), timeout=5).status_code == 401
+        assert requests.get(url, verify=str(pki.ca), headers={"Authorization": "Bearer tok"}, timeout=5).json() == []
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(url, timeout=5)  # not trusted without the CA: it is the configured certificate that answers
+    finally:
+        stage.close()

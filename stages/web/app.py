@@ -80,10 +80,10 @@ def build_app(hub: Hub, token: str | None, recordings: Path | None, title: str =
 
     @app.get("/streams/{stream}/frame.jpg", summary="A stream's newest annotated picture", response_class=Response)
     async def frame(stream: str) -> Response:
-        jpeg, _ = hub.picture(stream)
+        jpeg, _, ts, seq = hub.picture(stream)
         if jpeg is None:
             raise HTTPException(404, f"no picture of stream {stream!r} yet")
-        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store", "X-Capture-Ts": f"{ts:.6f}", "X-Seq": str(seq)})
 
     @app.get("/streams/{stream}/live.mjpg", summary="A stream live, as MJPEG (multipart/x-mixed-replace)", response_class=StreamingResponse)
     async def live(stream: str, request: Request) -> StreamingResponse:
@@ -95,10 +95,12 @@ def build_app(hub: Hub, token: str | None, recordings: Path | None, title: str =
             try:
                 sent = -1
                 while not await request.is_disconnected():
-                    jpeg, version = hub.picture(stream)
+                    jpeg, version, ts, seq = hub.picture(stream)
                     if jpeg is not None and version != sent:
                         sent = version
-                        yield b"--" + BOUNDARY.encode() + b"\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n"
+                        # The frame's capture time and seq ride in each part's headers: a client measures frame age with them.
+                        head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\nX-Capture-Ts: {ts:.6f}\r\nX-Seq: {seq}\r\n\r\n"
+                        yield head.encode() + jpeg + b"\r\n"
                     else:
                         await hub.changed(1.0)
             finally:

@@ -22,6 +22,8 @@ class StreamView:
     stream: str
     jpeg: bytes | None = None  # the newest annotated picture sent to viewers
     version: int = 0  # bumped with every new picture
+    picture_ts: float = 0.0  # capture time of the pictured frame
+    picture_seq: int = -1
     frames: int = 0  # frames seen
     seq: int = -1
     width: int = 0
@@ -123,10 +125,11 @@ class Hub:
         except asyncio.TimeoutError:
             pass
 
-    def picture(self, stream: str) -> tuple[bytes | None, int]:
+    def picture(self, stream: str) -> tuple[bytes | None, int, float, int]:
+        """The newest picture, its version, and its frame's capture time and seq."""
         with self.lock:
             v = self.streams.get(stream)
-            return (v.jpeg, v.version) if v is not None else (None, 0)
+            return (v.jpeg, v.version, v.picture_ts, v.picture_seq) if v is not None else (None, 0, 0.0, -1)
 
     def infos(self) -> list[dict[str, Any]]:
         now = time.time()

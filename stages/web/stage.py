@@ -18,11 +18,11 @@ from typing import Any
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.draw import draw_arrow, draw_label, draw_polygon
 from pipeline.protocol import Frame, StreamEnd, StreamStart
-from pipeline.secrets import Secret
+from pipeline.secrets import Secret, is_reference
 from pipeline.stage import Stage, StageContext
 from stages.web.hub import Hub
 
@@ -44,6 +44,14 @@ class WebOptions(BaseModel):
     recordings: str | None = Field(None, description="Folder of the recordings to list and play; default: the record stage's out_dir.")
     outbox: str | None = Field(None, description="The alert stage's outbox, read for the alert history and snapshots; default: that stage's `outbox`.")
     alerts_kept: int = Field(1000, ge=1, le=1_000_000, description="Alerts held for the feed's history.")
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _token_is_a_reference(cls, v: Any) -> Any:
+        # Runs before the secret is resolved: a token written into the YAML itself ends up in every copy of it.
+        if isinstance(v, str) and not is_reference(v):
+            raise ValueError("write the token's place, not the token: ${WEB_TOKEN} (an environment variable) or file:PATH")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> "WebOptions":
@@ -75,7 +83,8 @@ class WebStage(Stage):
         o: WebOptions = self.options
         self.hub = Hub(max_alerts=o.alerts_kept)
         self.scenes = _scenes(ctx)
-        self._last_encode: dict[str, float] = {}
+        self._last_encode: dict[str, float] = {}  # per stream: when the bucket was last filled
+        self._credit: dict[str, float] = {}
         self._last_frame: dict[str, float] = {}
         self._warned_no_pixels = False
         recordings = Path(o.recordings) if o.recordings else _record_dir(ctx)
@@ -137,17 +146,22 @@ class WebStage(Stage):
         )  # fmt: skip
 
     def _picture(self, frame: Frame, now: float) -> None:
-        last = self._last_encode.get(frame.stream, 0.0)
-        interval = 1.0 / self.options.max_fps if self.hub.watched(frame.stream) else 1.0
-        if now - last < interval:
+        # A token bucket (at most 2 pictures ahead): max_fps on average, whatever the jitter of arrivals (a plain
+        # minimum interval skips every frame that comes a little early: 6.6 of a 10 fps camera's 10 a second).
+        rate = self.options.max_fps if self.hub.watched(frame.stream) else 1.0
+        last = self._last_encode.get(frame.stream)
+        credit = 1.0 if last is None else min(2.0, self._credit.get(frame.stream, 0.0) + (now - last) * rate)
+        self._last_encode[frame.stream] = now
+        if credit < 1.0:
+            self._credit[frame.stream] = credit
             return
+        self._credit[frame.stream] = credit - 1.0
         if frame.image is None:
             if not self._warned_no_pixels:
                 self.log.warning("frames arrive without pixels: no live pictures (forward_pixels is off on the stage this one observes)")
                 self._warned_no_pixels = True
             return
-        self._last_encode[frame.stream] = now
-        self.hub.publish(frame.stream, self.render(frame))
+        self.hub.publish(frame.stream, self.render(frame), picture_ts=frame.capture_ts, picture_seq=frame.seq)
 
     def render(self, frame: Frame) -> bytes:
         """The frame as the live view shows it: detections, zones, lines and counts drawn, JPEG."""
