@@ -24,11 +24,17 @@ PLAYER_STATE = ("const v = document.getElementById('player'); return [v.src, v.r
 README_SHOT = Path(__file__).resolve().parent.parent / "docs" / "web-live.jpg"  # VIDPIPE_README_SHOTS=1 remakes it
 
 
+# The default chain up to the tracks: what the analyze stage of each test observes.
+DETECT_AND_TRACK: list[dict[str, Any]] = [
+    {"name": "decode", "kind": "decode"},
+    {"name": "infer", "kind": "infer", "options": {"detector": {"type": "coco_ssd", "score_threshold": 0.2}}},
+    {"name": "track", "kind": "track"},
+]
+
+
 def live_config(tmp_path: Path, samples: Path, web_port: int, recordings: Path) -> Path:
     stages: list[dict[str, Any]] = [
-        {"name": "decode", "kind": "decode"},
-        {"name": "infer", "kind": "infer", "options": {"detector": {"type": "coco_ssd", "score_threshold": 0.2}}},
-        {"name": "track", "kind": "track"},
+        *DETECT_AND_TRACK,
         {"name": "analyze", "kind": "analyze", "publish": "auto", "options": {"streams": {"vtest": {
             "frame_size": [768, 576],
             "zones": {"grass": {"points": [[0, 251], [170, 271], [300, 299], [420, 349], [560, 404], [767, 496], [767, 575], [0, 575]]}},
@@ -168,9 +174,7 @@ def test_live_page_alerts_recordings_and_token(tmp_path: Path, samples: Path, br
 def test_a_zone_drawn_in_the_page_is_saved_to_the_config_and_used_by_the_next_alert(tmp_path: Path, samples: Path, browser: Any) -> None:
     (web_port,) = free_ports(1)
     stages: list[dict[str, Any]] = [
-        {"name": "decode", "kind": "decode"},
-        {"name": "infer", "kind": "infer", "options": {"detector": {"type": "coco_ssd", "score_threshold": 0.2}}},
-        {"name": "track", "kind": "track"},
+        *DETECT_AND_TRACK,
         {"name": "analyze", "kind": "analyze", "publish": "auto", "options": {"streams": {"vtest": {
             "frame_size": [768, 576],
             "zones": {"door": {"points": [[0, 0], [24, 0], [24, 24], [0, 24]]}},  # a corner nobody walks into
