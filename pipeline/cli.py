@@ -330,7 +330,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if cfg is None:
         return 2
-    print(f"{args.config}: ok ({cfg.mode} mode, {len(cfg.streams)} streams, stages: {' -> '.join(s.name for s in cfg.stages)})")
+    main = " -> ".join(s.name for s in cfg.stages if s.input_pattern == "pull")
+    observers = "".join(f", {s.name} observing {', '.join(cfg.upstream(s.name))}" for s in cfg.stages if s.input_pattern == "sub")
+    print(f"{args.config}: ok ({cfg.mode} mode, {len(cfg.streams)} streams, stages: {main}{observers})")
     return 0
 
 

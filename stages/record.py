@@ -44,6 +44,10 @@ class RecordOptions(BaseModel):
         60.0, gt=0, description="Live: the annotated video is cut into files of this many seconds (STREAM-YYYYmmdd-HHMMSS.mp4, named after "
         "their first frame's capture time, with a STREAM-....json beside each: its times, frames and alerts), each playable once closed; replay writes one file per stream."
     )
+    keep: Literal["all", "alerts"] = Field(
+        "all", description="Live: which segments are kept: all, or alerts (a segment in which an alert was raised, with the one before and the one after "
+        "it; the others are deleted once their neighbours are known, so about one segment of each stream is on disk between events)."
+    )
     alert_max_age_days: float | None = Field(
         None, gt=0, description="Live: segments in which an alert was raised are kept this long, past retention's age and size limits (null: like the others)."
     )
@@ -134,6 +138,7 @@ class StreamOutput:
     video: VideoOut | None = None
     video_path: str | None = None
     segment: dict[str, Any] | None = None  # live: what the segment being written holds, written beside it when closed
+    closed: list[tuple[Path, bool]] = field(default_factory=list)  # keep: alerts: the last closed segments, and whether alerted
     jsonl_path: str | None = None
     frames: int = 0
     video_frames: int = 0
@@ -162,7 +167,7 @@ class RecordStage(Stage):
         self._warned_no_pixels = False
         self.closed = False
         r = ctx.metrics.registry
-        self.m_deleted = Counter(f"{PREFIX}_record_files_deleted", "Result files removed by retention, by the limit that removed them.", ["stage", "reason"], registry=r)
+        self.m_deleted = Counter(f"{PREFIX}_record_files_deleted", "Result files removed by retention, by the limit that removed them (age, size; no_alert: a segment keep: alerts let go).", ["stage", "reason"], registry=r)
         self.m_bytes = Gauge(f"{PREFIX}_record_bytes", "Bytes of the result files in out_dir (after retention).", ["stage"], registry=r)
         self._retention = Every(self.options.retention.check_every_s)
 
@@ -324,6 +329,23 @@ class RecordStage(Stage):
             segment["video"] = Path(out.video_path).name
             sidecar = Path(out.video_path).with_suffix(".json")
             sidecar.write_text(json.dumps(segment, separators=(",", ":")) + "\n")
+            if self.options.keep == "alerts":
+                self._keep_events(out, Path(out.video_path), bool(segment["alerts"]))
+
+    def _keep_events(self, out: StreamOutput, closed: Path, alerted: bool) -> None:
+        """keep: alerts. Of the last three closed segments, the middle one goes when none of the three had an
+        alert: each alert keeps its segment and one segment either side (what led to it, what followed)."""
+        out.closed.append((closed, alerted))
+        if len(out.closed) == 1 and not alerted:
+            return  # the stream's first segment: decided when the second closes
+        if len(out.closed) >= 2:
+            before = out.closed[-3][1] if len(out.closed) >= 3 else False
+            middle, middle_alerted = out.closed[-2]
+            if not (before or middle_alerted or alerted):
+                for path in (middle, middle.with_suffix(".json")):
+                    path.unlink(missing_ok=True)
+                self.m_deleted.labels(self.ctx.name, "no_alert").inc()
+        del out.closed[:-2]
 
     def end_stream(self, stream: str, end: StreamEnd) -> None:
         out = self.outputs[stream]

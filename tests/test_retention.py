@@ -128,3 +128,26 @@ def test_live_video_is_cut_into_playable_segments_and_retention_keeps_the_alerte
     assert sorted(p.name for p in tmp_path.glob("cam-*.json")) == [videos[1].with_suffix(".json").name]
     rec.close()
     assert finished(current) and current.with_suffix(".json").is_file()
+
+
+def test_keeping_only_alerts_keeps_each_alerted_segment_with_one_either_side(tmp_path: Path) -> None:
+    from pipeline.analytics import Analytics
+
+    cfg = parse_config({"mode": "live", "streams": [{"id": "cam", "source": "rtsp://h/x"}],
+                        "stages": [{"name": "decode", "kind": "decode"}, {"name": "record", "kind": "record"}]})  # fmt: skip
+    opts = RecordOptions(out_dir=str(tmp_path), jsonl=False, segment_s=1.0, keep="alerts")
+    ctx = StageContext("record", cfg, cfg.stages[1], opts, StageMetrics("record"), logging.getLogger("test"))
+    rec = RecordStage(ctx)
+    ctx.streams.begin(rec, "cam", StreamStart(1, live=True, fps=10.0))
+    t0 = time.time() - 60
+    image = np.zeros((48, 64, 3), np.uint8)
+    for seq in range(100):  # ten segments of 1 s; alerts in segments 4 and 8
+        frame = Frame("cam", seq, seq / 10, t0 + seq / 10, 64, 48, image)
+        if seq in (45, 83):
+            frame.analytics = Analytics(alerts=[make_alert(seq, stream="cam")])
+        rec.process([frame])
+    rec.close()
+    kept = sorted(tmp_path.glob("cam-*.mp4"))
+    starts = [round(json.loads(p.with_suffix(".json").read_text())["start_ts"] - t0) for p in kept]
+    assert starts == [3, 4, 5, 7, 8, 9], starts  # 4 and 8 with their neighbours; the rest went as they closed
+    assert len(list(tmp_path.glob("cam-*.json"))) == 6

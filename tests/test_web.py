@@ -150,6 +150,14 @@ def test_live_page_alerts_recordings_and_token(tmp_path: Path, samples: Path, br
 
         with av.open(str(tmp_path / "clip.mp4")) as c:
             assert 20 <= sum(1 for _ in c.decode(video=0)) <= 45  # 2 s at 10 fps, from the keyframe up to 2 s before
+        # The page's filter asks the history: a rule shows its alerts, a stream that is not there none.
+        browser.find_element("id", "af-rule").send_keys("crossing-any")
+        browser.find_element("id", "af-go").click()
+        wait_for(lambda: "in all (outbox)" in browser.find_element("id", "af-total").text, 10, what="the filtered history")
+        assert {li.get_attribute("data-rule") for li in browser.find_elements("css selector", "#alerts li")} == {"crossing-any"}
+        browser.find_element("id", "af-stream").send_keys("nowhere")
+        browser.find_element("id", "af-go").click()
+        wait_for(lambda: browser.find_element("id", "af-total").text.startswith("0 in all"), 10, what="an empty history")
         # The replay's whole video plays in the page's video element (H.264 from the record stage; byte ranges for seeking).
         item = wait_for(lambda: browser.find_element("css selector", "#recordings li[data-url='/recordings/vtest.mp4']"), 20, what="the recording listed")
         item.click()
