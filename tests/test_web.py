@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -13,6 +14,7 @@ from typing import Any, Iterator
 import pytest
 import requests
 
+from stages.web.recordings import finished
 from tests.helpers.configs import write_config
 from tests.helpers.procs import free_ports, run_vidpipe, stop, vidpipe, wait_for
 
@@ -203,6 +205,9 @@ def test_a_zone_drawn_in_the_page_is_saved_to_the_config_and_used_by_the_next_al
             "zones": {"door": {"points": [[0, 0], [24, 0], [24, 24], [0, 24]]}},  # a corner nobody walks into
             "rules": [{"name": "at-the-door", "type": "zone_intrusion", "zone": "door", "classes": ["person"]}],
         }}}},
+        # Segments of 1 s, pruned to 0.3 MB while the pipeline runs (never the one being written).
+        {"name": "record", "kind": "record", "options": {"out_dir": str(tmp_path / "rec"), "jsonl": False, "segment_s": 1.0,
+                                                         "retention": {"max_total_mb": 0.3, "check_every_s": 1.0}}},
         {"name": "web", "kind": "web", "input_pattern": "sub", "options": {"port": web_port}},
     ]  # fmt: skip
     cfg = write_config(tmp_path / "live.yaml", [{"id": "vtest", "source": str(samples / "vtest.avi"), "loop": True}], tmp_path,
@@ -213,6 +218,15 @@ def test_a_zone_drawn_in_the_page_is_saved_to_the_config_and_used_by_the_next_al
     try:
         wait_for(lambda: requests.get(f"{base}/api/streams", timeout=2).json()[0]["frames"] > 5, 60, what="frames at the web stage")
         assert requests.get(f"{base}/api/geometry/none", timeout=5).status_code == 404
+        first = wait_for(lambda: sorted((tmp_path / "rec").glob("vtest-*.json")), 20, what="a closed segment")[0]  # type: ignore[index]
+        # A viewer that stops reading slows nothing: the frames go on at the web stage (and the pipeline never waits on it).
+        stalled = socket.create_connection(("127.0.0.1", web_port))
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.sendall(b"GET /streams/vtest/live.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+        seen = requests.get(f"{base}/api/streams", timeout=2).json()[0]["frames"]
+        time.sleep(4)
+        assert requests.get(f"{base}/api/streams", timeout=2).json()[0]["frames"] >= seen + 25
+        stalled.close()
         # A polygon that crosses itself is refused with the field path `vidpipe check` would name; the file stays.
         bad = requests.put(f"{base}/api/streams/vtest/geometry", json={"frame_size": [768, 576], "zones": {"door": [[0, 0], [700, 500], [700, 0], [0, 500]]}}, timeout=10)
         assert bad.status_code == 422, bad.text
@@ -242,5 +256,11 @@ def test_a_zone_drawn_in_the_page_is_saved_to_the_config_and_used_by_the_next_al
         alerts = wait_for(lambda: requests.get(f"{base}/api/alerts", params={"rule": "at-the-door"}, timeout=5).json()["alerts"], 60, what="an alert in the new zone")
         assert alerts[0]["details"]["zone"] == "door"  # type: ignore[index]
         assert "analytics reloaded from" in (tmp_path / "run.log").read_text()
+        # Retention while the pipeline runs: the oldest segments are gone, the folder stays near its limit, and the
+        # segment being written is there (it is never removed).
+        wait_for(lambda: not first.exists() and not first.with_suffix(".mp4").exists(), 20, what="the first segment pruned")
+        segments = sorted((tmp_path / "rec").glob("vtest-*.mp4"))
+        assert sum(p.stat().st_size for p in segments) < 0.3 * 2**20 + 2 * max(p.stat().st_size for p in segments)
+        assert any(not finished(p) for p in segments), "the segment being written is missing"
     finally:
         assert stop(proc) in (0, 130), (tmp_path / "run.log").read_text()[-3000:]
