@@ -252,6 +252,18 @@ def test_a_zone_drawn_in_the_page_is_saved_to_the_config_and_used_by_the_next_al
         assert text != before and "door: {points: [[" in text, text
         saved = requests.get(f"{base}/api/streams/vtest/geometry", timeout=5).json()["zones"]["door"]
         assert len(saved) == 4 and saved[0][0] < 40 and saved[1][0] > 728 and saved[2][1] > 540, saved
+        # The live picture draws the new zone (its left edge, yellow, where there was grass).
+        x = int(round(saved[0][0]))
+
+        def edge_drawn() -> bool:
+            import cv2
+            import numpy as np
+
+            jpeg = requests.get(f"{base}/streams/vtest/frame.jpg", timeout=5).content
+            strip = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)[250:350, max(0, x - 3) : x + 4].astype(int)
+            return bool(((strip[..., 0] < 90) & (strip[..., 1] > 170) & (strip[..., 2] > 200)).mean(axis=1).min() > 0)
+
+        wait_for(edge_drawn, 15, interval=0.5, what="the new zone in the live picture")
         # The running analyze stage takes the new zone without a restart: the next alert is raised in it.
         alerts = wait_for(lambda: requests.get(f"{base}/api/alerts", params={"rule": "at-the-door"}, timeout=5).json()["alerts"], 60, what="an alert in the new zone")
         assert alerts[0]["details"]["zone"] == "door"  # type: ignore[index]

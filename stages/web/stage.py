@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pipeline.config import PipelineConfig
 from pipeline.draw import draw_arrow, draw_label, draw_polygon
 from pipeline.protocol import Frame, StreamEnd, StreamStart
 from pipeline.secrets import Secret, is_reference
@@ -82,7 +83,9 @@ class WebStage(Stage):
         super().__init__(ctx)
         o: WebOptions = self.options
         self.hub = Hub(max_alerts=o.alerts_kept)
-        self.scenes = _scenes(ctx)
+        self.scenes = _scenes(ctx.config)
+        self._scenes_checked = 0.0
+        self._scenes_mtime = ctx.config_path.stat().st_mtime_ns if ctx.config_path is not None and ctx.config_path.is_file() else None
         self._last_encode: dict[str, float] = {}  # per stream: when the bucket was last filled
         self._credit: dict[str, float] = {}
         self._last_frame: dict[str, float] = {}
@@ -161,7 +164,32 @@ class WebStage(Stage):
                 self.log.warning("frames arrive without pixels: no live pictures (forward_pixels is off on the stage this one observes)")
                 self._warned_no_pixels = True
             return
+        self._refresh_scenes(now)
         self.hub.publish(frame.stream, self.render(frame), picture_ts=frame.capture_ts, picture_seq=frame.seq)
+
+    def _refresh_scenes(self, now: float) -> None:
+        """The geometry the pictures show follows edits of the config file (the editor's, or by hand), as analyze does."""
+        path = self.ctx.config_path
+        if path is None or now < self._scenes_checked + 1.0:
+            return
+        self._scenes_checked = now
+        try:
+            mtime = path.stat().st_mtime_ns
+        except OSError:
+            return
+        if mtime == self._scenes_mtime:
+            return
+        self._scenes_mtime = mtime
+        try:
+            from pipeline.config import load_config
+
+            analyze = next((st.name for st in self.ctx.config.stages if st.kind == "analyze"), None)
+            if analyze is None:
+                return
+            cfg = load_config(path, only_stage=analyze)  # that stage's options only: the others may need secrets this process lacks
+            self.scenes = _scenes(cfg)
+        except Exception as exc:  # an invalid edit: analyze keeps its geometry, so do the pictures
+            self.log.warning("%s changed but cannot be read (%s): the pictures keep the zones and lines they had", path, exc)
 
     def render(self, frame: Frame) -> bytes:
         """The frame as the live view shows it: detections, zones, lines and counts drawn, JPEG."""
@@ -212,11 +240,11 @@ class WebStage(Stage):
             sock.close()
 
 
-def _scenes(ctx: StageContext) -> dict[str, Any]:
+def _scenes(config: PipelineConfig) -> dict[str, Any]:
     """The analyze stage's geometry per stream, if the pipeline has one: what the live view draws."""
     from pipeline.registry import resolve_stage
 
-    for st in ctx.config.stages:
+    for st in config.stages:
         if st.kind == "analyze":
             options = resolve_stage("analyze").Options.model_validate(st.options)
             return dict(options.streams)  # type: ignore[attr-defined]
