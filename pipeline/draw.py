@@ -48,15 +48,47 @@ def draw_label(
     cv2.putText(image, text, (x + pad[0], y + pad[1] + th), FONT, scale, color, thickness, cv2.LINE_AA)
 
 
+def label_scale(width: int, height: int) -> float:
+    """Text scale for a frame: 0.45 at 768x576, in proportion to the frame's smaller side, at least 0.3 (legible) and
+    at most 1.2."""
+    return float(min(1.2, max(0.3, 0.45 * (min(width, height) / 576))))
+
+
+def place_labels(boxes: Sequence[Box] | np.ndarray, sizes: Sequence[tuple[int, int]], width: int, height: int) -> list[tuple[int, int]]:
+    """Top-left corners for labels of `sizes` (w, h), one per box, inside the frame and overlapping no label placed
+    before them where a free place exists: above the box's top-left corner, below its bottom, inside its top, then
+    shifted up or down from those in label-height steps. Boxes are served largest first (their labels matter
+    most); a label that finds no free place takes the first candidate."""
+    placed: list[tuple[int, int, int, int]] = []
+    out: list[tuple[int, int]] = [(0, 0)] * len(sizes)
+    order = sorted(range(len(sizes)), key=lambda i: -float((boxes[i][2] - boxes[i][0]) * (boxes[i][3] - boxes[i][1])))
+    for i in order:
+        x1, y1, _, y2 = (int(np.rint(v)) for v in boxes[i])
+        w, h = sizes[i]
+        x = min(max(x1, 0), max(width - w, 0))  # inside the frame, left and right
+        candidates = [y1 - h, y2 + 1, y1]
+        candidates += [c + k * h * sgn for k in range(1, 4) for c in (y1 - h, y2 + 1) for sgn in (-1, 1)]
+        spots = [(x, min(max(y, 0), max(height - h, 0))) for y in candidates]
+        free = next((p for p in spots if not any(p[0] < b[2] and b[0] < p[0] + w and p[1] < b[3] and b[1] < p[1] + h for b in placed)), spots[0])
+        placed.append((free[0], free[1], free[0] + w, free[1] + h))
+        out[i] = free
+    return out
+
+
 def draw_boxes(
     image: np.ndarray, boxes: Sequence[Box] | np.ndarray, colors: Sequence[Color], labels: Sequence[str] | None = None, thickness: int = 2
 ) -> None:
-    """Each box in its colour, with its label (if given) on the box's colour just above it, or inside it at the frame's top."""
+    """Each box in its colour, with its label (if given) on the box's colour: just above it where that is free,
+    else the nearest free place (place_labels), inside the frame, text scaled to the frame (label_scale)."""
     for i, box in enumerate(boxes):
-        x1, y1, _, _ = draw_box(image, box, colors[i], thickness)
-        if labels is not None:
-            height = label_size(labels[i])[1]
-            draw_label(image, labels[i], (x1, max(y1 - height, 0)), colors[i])
+        draw_box(image, box, colors[i], thickness)
+    if labels is None or not len(boxes):
+        return
+    h, w = image.shape[:2]
+    scale = label_scale(w, h)
+    sizes = [label_size(text, scale) for text in labels]
+    for i, at in enumerate(place_labels(boxes, sizes, w, h)):
+        draw_label(image, labels[i], at, colors[i], scale=scale)
 
 
 def draw_polygon(image: np.ndarray, points: np.ndarray, color: Color, thickness: int = 2) -> None:

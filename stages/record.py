@@ -25,6 +25,7 @@ from pipeline.metrics import PREFIX
 from pipeline.protocol import Frame, StreamEnd, StreamStart
 from pipeline.retention import Every, RetentionOptions, prune_files
 from pipeline.stage import Stage, StageContext, StageFailure
+from stages.analyze.overlay import OverlayGeometry, draw_analytics
 from stages.encode import DEFAULT_CRF, EXTENSIONS, VideoOut, open_video
 
 
@@ -170,6 +171,8 @@ class RecordStage(Stage):
         self.m_deleted = Counter(f"{PREFIX}_record_files_deleted", "Result files removed by retention, by the limit that removed them (age, size; no_alert: a segment keep: alerts let go).", ["stage", "reason"], registry=r)
         self.m_bytes = Gauge(f"{PREFIX}_record_bytes", "Bytes of the result files in out_dir (after retention).", ["stage"], registry=r)
         self._retention = Every(self.options.retention.check_every_s)
+        # Live, the drawn zones and lines follow edits of the config file, as the analyze stage does.
+        self.overlay = OverlayGeometry(ctx.config, ctx.config_path if ctx.mode == "live" else None)
 
     def start_stream(self, stream: str, start: StreamStart) -> None:
         out = self.outputs.get(stream)
@@ -295,7 +298,7 @@ class RecordStage(Stage):
                         self._close_video(out)  # the next segment begins with this frame
                         self._output(frame)
                     assert out.video is not None
-                    out.video.write(annotate(frame.image, frame, self.options.labels) if self.options.draw else frame.image)
+                    out.video.write(self._picture(frame) if self.options.draw else frame.image)
                     out.video_frames += 1
                     if out.segment is not None:
                         out.segment["end_ts"] = frame.capture_ts
@@ -318,6 +321,15 @@ class RecordStage(Stage):
             out.jsonl.close()
             out.jsonl = None
         self._close_video(out)
+
+    def _picture(self, frame: Frame) -> np.ndarray:
+        """The frame with its detections and, where the stream is analysed, its zones, lines and counts drawn."""
+        assert frame.image is not None
+        image = annotate(frame.image, frame, self.options.labels)
+        cfg = self.overlay.get(frame.stream)
+        if cfg is not None:
+            draw_analytics(image, cfg, frame.analytics)
+        return image
 
     def _close_video(self, out: StreamOutput) -> None:
         """Finalises the video (playable from now on); live, its segment's facts go beside it as NAME.json."""

@@ -85,3 +85,4 @@ def test_vtest_line_and_lawn_alerts_match_what_was_seen(tmp_path: Path, samples:
         assert x["schema_version"] == 2 and x["frame_size"] == [768, 576] and x["event"] == "new"
         assert len(x["labels"]) == len(x["track_ids"]) and set(x["labels"]) <= {"person", "car", "bicycle"}
         assert x["labels"] == (["car"] if x["kind"] == "stopped_vehicle" else ["person"])
+

@@ -17,18 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pipeline.config import PipelineConfig
-from pipeline.draw import draw_arrow, draw_label, draw_polygon
 from pipeline.protocol import Frame, StreamEnd, StreamStart
 from pipeline.secrets import Secret, is_reference
 from pipeline.stage import Stage, StageContext
+from stages.analyze.overlay import OverlayGeometry, draw_analytics
 from stages.web.hub import Hub
-
-ZONE_COLOR = (0, 220, 255)
-LINE_COLOR = (255, 200, 0)
 
 
 class WebOptions(BaseModel):
@@ -83,9 +78,7 @@ class WebStage(Stage):
         super().__init__(ctx)
         o: WebOptions = self.options
         self.hub = Hub(max_alerts=o.alerts_kept)
-        self.scenes = _scenes(ctx.config)
-        self._scenes_checked = 0.0
-        self._scenes_mtime = ctx.config_path.stat().st_mtime_ns if ctx.config_path is not None and ctx.config_path.is_file() else None
+        self.overlay = OverlayGeometry(ctx.config, ctx.config_path)  # follows edits of the zones and lines
         self._last_encode: dict[str, float] = {}  # per stream: when the bucket was last filled
         self._credit: dict[str, float] = {}
         self._last_frame: dict[str, float] = {}
@@ -164,32 +157,7 @@ class WebStage(Stage):
                 self.log.warning("frames arrive without pixels: no live pictures (forward_pixels is off on the stage this one observes)")
                 self._warned_no_pixels = True
             return
-        self._refresh_scenes(now)
         self.hub.publish(frame.stream, self.render(frame), picture_ts=frame.capture_ts, picture_seq=frame.seq)
-
-    def _refresh_scenes(self, now: float) -> None:
-        """The geometry the pictures show follows edits of the config file (the editor's, or by hand), as analyze does."""
-        path = self.ctx.config_path
-        if path is None or now < self._scenes_checked + 1.0:
-            return
-        self._scenes_checked = now
-        try:
-            mtime = path.stat().st_mtime_ns
-        except OSError:
-            return
-        if mtime == self._scenes_mtime:
-            return
-        self._scenes_mtime = mtime
-        try:
-            from pipeline.config import load_config
-
-            analyze = next((st.name for st in self.ctx.config.stages if st.kind == "analyze"), None)
-            if analyze is None:
-                return
-            cfg = load_config(path, only_stage=analyze)  # that stage's options only: the others may need secrets this process lacks
-            self.scenes = _scenes(cfg)
-        except Exception as exc:  # an invalid edit: analyze keeps its geometry, so do the pictures
-            self.log.warning("%s changed but cannot be read (%s): the pictures keep the zones and lines they had", path, exc)
 
     def render(self, frame: Frame) -> bytes:
         """The frame as the live view shows it: detections, zones, lines and counts drawn, JPEG."""
@@ -200,7 +168,9 @@ class WebStage(Stage):
         if image.ndim == 2:
             image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
         out = annotate(image, frame)
-        self._draw_scene(out, frame)
+        cfg = self.overlay.get(frame.stream)
+        if cfg is not None:
+            draw_analytics(out, cfg, frame.analytics)
         o: WebOptions = self.options
         if out.shape[1] > o.max_width:
             out = cv2.resize(out, (o.max_width, round(out.shape[0] * o.max_width / out.shape[1])), interpolation=cv2.INTER_AREA)
@@ -208,27 +178,6 @@ class WebStage(Stage):
         if not ok:
             raise RuntimeError("JPEG encoding of a live picture failed")
         return bytes(buf.tobytes())
-
-    def _draw_scene(self, image: np.ndarray, frame: Frame) -> None:
-        cfg = self.scenes.get(frame.stream)
-        if cfg is None:
-            return
-        from stages.analyze.scene import fit_geometry
-
-        zones, lines = fit_geometry(cfg, image.shape[1], image.shape[0])
-        an = frame.analytics
-        for name, zone in zones.items():
-            draw_polygon(image, zone.polygon, ZONE_COLOR, 2)
-            inside = an.occupancy.get(name) if an is not None and an.occupancy is not None else None
-            x, y = np.min(zone.polygon, axis=0)
-            draw_label(image, name if inside is None else f"{name}: {inside}", (int(x) + 2, int(y) + 2), ZONE_COLOR)
-        for name, line in lines.items():
-            draw_arrow(image, line.a, line.b, LINE_COLOR, 2)
-            counts = an.counts.get(name) if an is not None and an.counts is not None else None
-            text = name if counts is None else f"{name}: in {counts.get('in', 0)} out {counts.get('out', 0)}"
-            x = int(min(max(line.a[0], 0), image.shape[1] - 1))
-            y = int(min(max(line.a[1], 0), image.shape[0] - 1))
-            draw_label(image, text, (x + 4, y + 2), LINE_COLOR)
 
     def close(self) -> None:
         server = getattr(self, "server", None)
@@ -238,17 +187,6 @@ class WebStage(Stage):
         sock = getattr(self, "sock", None)
         if sock is not None:
             sock.close()
-
-
-def _scenes(config: PipelineConfig) -> dict[str, Any]:
-    """The analyze stage's geometry per stream, if the pipeline has one: what the live view draws."""
-    from pipeline.registry import resolve_stage
-
-    for st in config.stages:
-        if st.kind == "analyze":
-            options = resolve_stage("analyze").Options.model_validate(st.options)
-            return dict(options.streams)  # type: ignore[attr-defined]
-    return {}
 
 
 def _outbox(ctx: StageContext) -> Path | None:

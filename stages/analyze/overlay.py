@@ -1,0 +1,95 @@
+"""The analytics drawn over a stream's pictures (the recorded video, the web view): its zones with their occupancy,
+its lines with their counts, in pixels of the picture; and the geometry itself, taken from the config file the
+pipeline runs from and followed through edits, as the analyze stage follows them."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from pipeline.analytics import Analytics
+from pipeline.draw import draw_arrow, draw_label, draw_polygon, label_scale, label_size
+
+if TYPE_CHECKING:
+    from pipeline.config import PipelineConfig
+    from stages.analyze.options import StreamAnalyticsConfig
+
+ZONE_COLOR = (0, 220, 255)
+LINE_COLOR = (255, 200, 0)
+
+
+def draw_analytics(image: np.ndarray, cfg: StreamAnalyticsConfig, analytics: Analytics | None) -> None:
+    """Zones (outline, name and tracks inside) and lines (arrow a -> b, name and counts in/out), in place."""
+    from stages.analyze.scene import fit_geometry
+
+    h, w = image.shape[:2]
+    zones, lines = fit_geometry(cfg, w, h)
+    scale = label_scale(w, h)
+    thickness = max(1, round(2 * scale / 0.45))
+
+    def label(text: str, x: float, y: float, color: tuple[int, int, int]) -> None:
+        tw, th = label_size(text, scale)
+        draw_label(image, text, (int(min(max(x, 0), max(w - tw, 0))), int(min(max(y, 0), max(h - th, 0)))), color, scale=scale)
+
+    for name, zone in zones.items():
+        draw_polygon(image, zone.polygon, ZONE_COLOR, thickness)
+        inside = analytics.occupancy.get(name) if analytics is not None and analytics.occupancy is not None else None
+        x, y = np.min(zone.polygon, axis=0)
+        label(name if inside is None else f"{name}: {inside}", x + 2, y + 2, ZONE_COLOR)
+    for name, line in lines.items():
+        draw_arrow(image, line.a, line.b, LINE_COLOR, thickness)
+        counts = analytics.counts.get(name) if analytics is not None and analytics.counts is not None else None
+        label(name if counts is None else f"{name}: in {counts.get('in', 0)} out {counts.get('out', 0)}", line.a[0] + 4, line.a[1] + 2, LINE_COLOR)
+
+
+def analytics_configs(config: PipelineConfig) -> dict[str, StreamAnalyticsConfig]:
+    """The analyze stage's configuration per stream, if the pipeline has an analyze stage."""
+    from stages.analyze.options import AnalyzeOptions
+
+    for st in config.stages:
+        if st.kind == "analyze":
+            return dict(AnalyzeOptions.model_validate(st.options).streams)
+    return {}
+
+
+class OverlayGeometry:
+    """Each stream's analytics configuration for drawing, re-read when the config file changes (looked at once a
+    second at most); an edit that does not load keeps what was drawn before."""
+
+    def __init__(self, config: PipelineConfig, path: Path | None) -> None:
+        self.config = config
+        self.path = path
+        self.streams = analytics_configs(config)
+        self._checked = 0.0
+        self._mtime = self._stat()
+
+    def _stat(self) -> int | None:
+        try:
+            return self.path.stat().st_mtime_ns if self.path is not None else None
+        except OSError:
+            return None
+
+    def get(self, stream: str) -> StreamAnalyticsConfig | None:
+        now = time.monotonic()
+        if self.path is not None and now >= self._checked + 1.0:
+            self._checked = now
+            mtime = self._stat()
+            if mtime is not None and mtime != self._mtime:
+                self._mtime = mtime
+                self._reload()
+        return self.streams.get(stream)
+
+    def _reload(self) -> None:
+        from pipeline.config import load_config
+
+        analyze = next((st.name for st in self.config.stages if st.kind == "analyze"), None)
+        if analyze is None or self.path is None:
+            return
+        try:
+            # That stage's options only: the others may name secrets this process does not have.
+            self.streams = analytics_configs(load_config(self.path, only_stage=analyze))
+        except Exception:  # an edit that does not load: analyze keeps its geometry, so do the pictures
+            return
