@@ -30,4 +30,5 @@ PY=${PYTHON:-python3}
 # The style and types the code keeps (rule sets and settings in pyproject.toml): a finding fails the run.
 "$PY" -m ruff check .
 "$PY" -m mypy
-exec "$PY" -m pytest -q "$@"
+# -v: each test's name as it starts and the share done so far, so a long run shows where it is.
+exec "$PY" -m pytest -v "$@"

@@ -8,11 +8,13 @@ is not raised twice. Frames pass on unchanged, except that their alerts lose the
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -23,7 +25,7 @@ from pipeline.protocol import Frame
 from pipeline.retention import Every, RetentionOptions
 from pipeline.stage import Stage, StageContext, StageFailure
 from stages.alert.delivery import DeliveryMetrics, DeliveryWorker
-from stages.alert.outbox import Outbox, Recovery, is_corruption
+from stages.alert.outbox import Outbox, OutboxReader, Recovery, is_corruption
 from stages.alert.sinks import SinkConfig, build_sink
 
 # Capture to raise: tens of milliseconds in a healthy pipeline, seconds when a stage lags.
@@ -33,7 +35,7 @@ _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0
 class AlertOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    outbox: str = Field("alerts/outbox.db", description="SQLite file of the durable outbox (WAL mode); one alert process per file.")
+    outbox: str = Field("alerts/outbox.db", description="SQLite file of the durable outbox (WAL mode); one alert process per file. Relative: to the working directory, in a replay to --out.")
     sinks: dict[str, SinkConfig] = Field(default_factory=dict, description="Where alerts go, by sink name; see the sink types below.")
     retry_initial_s: float = Field(0.5, gt=0, description="First wait before retrying a failed delivery (then doubled, with jitter).")
     retry_max_s: float = Field(60.0, gt=0, description="Longest wait between delivery attempts.")
@@ -180,3 +182,35 @@ class AlertStage(Stage):
             except Exception:
                 self.log.exception("closing sink %s failed", s.name)
         self.outbox.close()
+
+    # -- vidpipe replay -----------------------------------------------------------------------
+
+    @classmethod
+    def replay_options(cls, options: dict[str, Any], out_dir: str) -> None:
+        """A replay's alert files live under --out: the outbox and the file sinks' paths, where relative (or not
+        given), are taken relative to the results folder instead of the working directory; absolute ones stay."""
+
+        def under(path: Any) -> Any:
+            return str(Path(out_dir) / path) if isinstance(path, str) and not os.path.isabs(path) else path
+
+        options["outbox"] = under(options.get("outbox", AlertOptions.model_fields["outbox"].default))
+        sinks = options.get("sinks")
+        if isinstance(sinks, dict):
+            options["sinks"] = {
+                name: ({**sink, **{k: under(sink[k]) for k in ("path", "snapshots_dir") if k in sink}} if isinstance(sink, dict) and sink.get("type") == "jsonl" else sink)
+                for name, sink in sinks.items()
+            }
+
+    @classmethod
+    def replay_report(cls, options: Any, elapsed: float) -> int | None:
+        """What the replay wrote of alerts: how many the outbox holds, and the file sinks' files."""
+        outbox = OutboxReader(options.outbox)
+        total, _ = outbox.history(limit=1)
+        print(f"alerts: {total} in the outbox {options.outbox}")
+        for name, sink in options.sinks.items():
+            path = getattr(sink, "path", None)
+            if getattr(sink, "type", None) == "jsonl" and path is not None:
+                snaps = getattr(sink, "snapshots_dir", None)
+                n_snaps = len(list(Path(snaps).glob("*.jpg"))) if snaps and Path(snaps).is_dir() else 0
+                print(f"alerts: sink {name}: {path}" + (f", {n_snaps} snapshots in {snaps}" if snaps else ""))
+        return None
