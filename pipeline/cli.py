@@ -327,8 +327,14 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from pipeline.config import source_problems
+
     cfg = _load(args.config)
     if cfg is None:
+        return 2
+    missing = [] if args.no_sources else source_problems(cfg)
+    if missing:
+        print(ConfigError(missing, args.config), file=sys.stderr)
         return 2
     main = " -> ".join(s.name for s in cfg.stages if s.input_pattern == "pull")
     observers = "".join(f", {s.name} observing {', '.join(cfg.upstream(s.name))}" for s in cfg.stages if s.input_pattern == "sub")
@@ -375,8 +381,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="make pairs only for the stages that have none in the folder, and succeed when all have one")  # fmt: skip
     r.set_defaults(func=cmd_keys)
 
-    r = sub.add_parser("check", help="validate a config; exit status 2 on errors")
+    r = sub.add_parser("check", help="validate a config and that its file sources are there; exit status 2 on errors")
     r.add_argument("config")
+    r.add_argument("--no-sources", action="store_true", help="do not look for the file sources (a config for another machine)")
     r.set_defaults(func=cmd_check)
     return p
 

@@ -464,6 +464,22 @@ def redacted(data: dict[str, Any], cfg: PipelineConfig) -> dict[str, Any]:
     return out
 
 
+def source_problems(cfg: PipelineConfig) -> list[tuple[str, str]]:
+    """File and folder sources that are not there or cannot be read (what `vidpipe check` adds to the config's own
+    checks; a URL, a device or a source with an ${ENV} reference is the decode stage's to try)."""
+    problems = []
+    for i, s in enumerate(cfg.streams):
+        src = s.source
+        if not isinstance(src, str) or "://" in src or "${" in src or src.isdigit():
+            continue
+        p = Path(src)
+        if not p.exists():
+            problems.append((f"streams[{i}].source", f"no such file or folder: {src}"))
+        elif not os.access(p, os.R_OK) or (p.is_dir() and not os.access(p, os.X_OK)):
+            problems.append((f"streams[{i}].source", f"cannot be read: {src}"))
+    return problems
+
+
 def load_config(path: str | os.PathLike[str], only_stage: str | None = None) -> PipelineConfig:
     p = Path(path)
     try:

@@ -14,6 +14,7 @@ plugin modules therefore keep heavy imports (torch, runtimes, client libraries) 
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 import pkgutil
@@ -47,8 +48,10 @@ class Registry(Generic[P]):
         if name not in self._found:
             self.discover()
         if name not in self._found:
-            known = ", ".join(self.names())
-            raise ValueError(f"unknown {self.family} {name!r}; " + (f"known: {known} (or module:Class)" if known else "none is built in: name yours as module:Class"))
+            names = self.names()
+            near = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+            hint = f"did you mean {near[0]}? " if near else ""
+            raise ValueError(f"unknown {self.family} {name!r}; {hint}" + (f"known: {', '.join(names)} (or module:Class)" if names else "none is built in: name yours as module:Class"))
         return self._found[name]
 
     def all(self) -> dict[str, P]:

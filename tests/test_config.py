@@ -84,7 +84,7 @@ def test_duplicates_and_unknown_kinds(tmp_path: Path) -> None:
     assert problems(tmp_path, data) == [("", "streams: duplicate id cam1")]
     data["streams"].pop()
     data["stages"][2]["kind"] = "recorder"
-    assert problems(tmp_path, data) == [("stages[2].kind", "unknown stage kind 'recorder'; known: alert, analyze, decode, infer, record, track, web (or module:Class)")]
+    assert problems(tmp_path, data) == [("stages[2].kind", "unknown stage kind 'recorder'; did you mean record? known: alert, analyze, decode, infer, record, track, web (or module:Class)")]
 
 
 @pytest.mark.parametrize(
@@ -110,6 +110,9 @@ def test_bad_configs_name_the_problem(tmp_path: Path, text: str, path: str, frag
 
 def test_check_command_exit_status_and_message(tmp_path: Path) -> None:
     good = write(tmp_path, GOOD)
+    gone = run_vidpipe("check", str(good))  # its source, video.mp4 beside it, is not there yet
+    assert gone.returncode == 2 and f"streams[0].source: no such file or folder: {tmp_path / 'video.mp4'}" in gone.stderr, gone.stderr
+    (tmp_path / "video.mp4").write_bytes(b"")
     ok = run_vidpipe("check", str(good))
     assert ok.returncode == 0 and "ok (replay mode, 1 streams, stages: decode -> infer -> record)" in ok.stdout
     data = yaml.safe_load(yaml.safe_dump(GOOD))

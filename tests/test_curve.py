@@ -116,18 +116,18 @@ def test_reachable_tcp_needs_keys_or_an_explicit_allow(tmp_path: Path) -> None:
     stages = [{"name": "decode", "kind": "decode"},
               {"name": "record", "kind": "record", "input": "@tcp://*:5555", "options": {"out_dir": str(tmp_path / "out")}}]
     cfg = write_config(tmp_path / "c.yaml", [{"id": "cam", "source": "x.mp4"}], tmp_path, stages=stages)
-    out = run_vidpipe("check", str(cfg))
+    out = run_vidpipe("check", "--no-sources", str(cfg))
     assert out.returncode == 2 and "stages[1].input: @tcp://*:5555 binds where other hosts can reach it" in out.stderr
     write_config(cfg, [{"id": "cam", "source": "x.mp4"}], tmp_path, stages=stages, transport={"allow_insecure_tcp": True})
-    assert run_vidpipe("check", str(cfg)).returncode == 0
+    assert run_vidpipe("check", "--no-sources", str(cfg)).returncode == 0
     keys = tmp_path / "keys"
     assert run_vidpipe("keys", str(keys), "decode").returncode == 0
     write_config(cfg, [{"id": "cam", "source": "x.mp4"}], tmp_path, stages=stages, transport={"curve_keys": str(keys)})
-    out = run_vidpipe("check", str(cfg))
+    out = run_vidpipe("check", "--no-sources", str(cfg))
     assert out.returncode == 2 and "no public key of record" in out.stderr and f"vidpipe keys {keys} record" in out.stderr
     assert run_vidpipe("keys", str(keys), "--config", str(cfg)).returncode == 2  # decode's pair exists: nothing overwritten
     assert run_vidpipe("keys", str(keys), "record").returncode == 0
-    assert run_vidpipe("check", str(cfg)).returncode == 0
+    assert run_vidpipe("check", "--no-sources", str(cfg)).returncode == 0
 
 
 def test_keys_if_missing_makes_only_the_missing_pairs(tmp_path: Path) -> None:
@@ -143,7 +143,7 @@ def test_keys_if_missing_makes_only_the_missing_pairs(tmp_path: Path) -> None:
     assert made.stdout.split() == [str(keys / "infer.key"), str(keys / "infer.key_secret")]
     assert {p.name: p.read_bytes() for p in keys.iterdir() if not p.name.startswith("infer.")} == before
     assert (keys / "infer.key_secret").stat().st_mode & 0o777 == 0o600
-    assert run_vidpipe("check", str(cfg)).returncode == 0
+    assert run_vidpipe("check", "--no-sources", str(cfg)).returncode == 0
     after = {p.name: p.read_bytes() for p in keys.iterdir()}
     again = run_vidpipe("keys", str(keys), "--if-missing", "--config", str(cfg))
     assert again.returncode == 0 and again.stdout == "" and "none made" in again.stderr

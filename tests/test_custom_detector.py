@@ -508,7 +508,7 @@ def test_config_requires_custom_options(tmp_path: Path, yolo_ts: Path) -> None:
     assert result.returncode == 2 and "stages[1].options.detector.custom.class_map: entry 1: unknown category 'dog'" in result.stderr
     data["stages"][1]["options"]["detector"]["class_map"] = ["person", None, "car"]
     path.write_text(yaml.safe_dump(data))
-    assert run_vidpipe("check", str(path)).returncode == 0
+    assert run_vidpipe("check", "--no-sources", str(path)).returncode == 0  # video.mp4 is a name only
     detector = InferOptions.model_validate(data["stages"][1]["options"]).detector
     assert isinstance(detector, CustomOptions) and detector.class_map == ["person", None, "car"]
 

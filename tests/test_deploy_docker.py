@@ -249,7 +249,10 @@ def pipeline_cfg(keys_dir: Path):  # type: ignore[no-untyped-def]
 def test_vidpipe_check_passes(keys_dir: Path, tmp_path: Path) -> None:
     """With the keys the keys service makes (the container's /keys is a folder here; a check opens no source)."""
     copy = tmp_path / "pipeline.yaml"
-    copy.write_text(yaml.safe_dump(_with_keys(yaml.safe_load(PIPELINE.read_text()), keys_dir), sort_keys=False))
+    data = _with_keys(yaml.safe_load(PIPELINE.read_text()), keys_dir)
+    for s in data["streams"]:  # the copy is elsewhere: its relative sources from where the original is
+        s["source"] = str((PIPELINE.parent / s["source"]).resolve())
+    copy.write_text(yaml.safe_dump(data, sort_keys=False))
     proc = run_vidpipe("check", str(copy))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "ok (live mode" in proc.stdout
