@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -462,6 +463,34 @@ def redacted(data: dict[str, Any], cfg: PipelineConfig) -> dict[str, Any]:
     if stages:
         out["stages"] = stages
     return out
+
+
+class ConfigWatch:
+    """Whether a config file changed since the last look (its mtime), looked at no more than every `every_s`
+    seconds: how live stages follow edits of the file they run from."""
+
+    def __init__(self, path: Path | None, every_s: float = 1.0) -> None:
+        self.path = path
+        self.every_s = every_s
+        self._next = 0.0
+        self._mtime = self._stat()
+
+    def _stat(self) -> int | None:
+        try:
+            return self.path.stat().st_mtime_ns if self.path is not None else None
+        except OSError:
+            return None
+
+    def changed(self) -> bool:
+        now = time.monotonic()
+        if self.path is None or now < self._next:
+            return False
+        self._next = now + self.every_s
+        mtime = self._stat()
+        if mtime is None or mtime == self._mtime:
+            return False
+        self._mtime = mtime
+        return True
 
 
 def source_problems(cfg: PipelineConfig) -> list[tuple[str, str]]:

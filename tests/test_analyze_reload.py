@@ -49,7 +49,7 @@ def test_edited_zones_and_lines_are_taken_without_a_restart(tmp_path: Path) -> N
     # The line moves to x=100 and the zone to the left: the count goes on, the next frame in the zone alerts.
     path.write_text(yaml.safe_dump(_doc(100, [[0, 0], [120, 0], [120, 99], [0, 99]])))
     os.utime(path, ns=(1, 2))  # a changed mtime, whatever the clock's resolution
-    stage._config_check = 0.0
+    stage._config._next = 0.0  # look now, not a second later
     stage.tick()
     more = stage.process([_frame(6, 90)]) + stage.process([_frame(7, 110)])
     assert sum(more[-1].analytics.counts["gate"].values()) == 2  # one before the edit, one across the moved line

@@ -4,7 +4,6 @@ pipeline runs from and followed through edits, as the analyze stage follows them
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -60,26 +59,16 @@ class OverlayGeometry:
     second at most); an edit that does not load keeps what was drawn before."""
 
     def __init__(self, config: PipelineConfig, path: Path | None) -> None:
+        from pipeline.config import ConfigWatch
+
         self.config = config
         self.path = path
         self.streams = analytics_configs(config)
-        self._checked = 0.0
-        self._mtime = self._stat()
-
-    def _stat(self) -> int | None:
-        try:
-            return self.path.stat().st_mtime_ns if self.path is not None else None
-        except OSError:
-            return None
+        self._watch = ConfigWatch(path)
 
     def get(self, stream: str) -> StreamAnalyticsConfig | None:
-        now = time.monotonic()
-        if self.path is not None and now >= self._checked + 1.0:
-            self._checked = now
-            mtime = self._stat()
-            if mtime is not None and mtime != self._mtime:
-                self._mtime = mtime
-                self._reload()
+        if self._watch.changed():
+            self._reload()
         return self.streams.get(stream)
 
     def _reload(self) -> None:

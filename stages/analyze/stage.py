@@ -10,8 +10,6 @@ and the line counts go on.
 
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from prometheus_client import Counter, Gauge
 
 from pipeline.alert import Alert, alert_id
 from pipeline.analytics import Analytics
+from pipeline.config import ConfigWatch
 from pipeline.metrics import PREFIX
 from pipeline.protocol import Frame, StreamEnd, StreamStart
 from pipeline.stage import Stage, StageContext
@@ -26,15 +25,6 @@ from stages.analyze.options import AnalyzeOptions
 from stages.analyze.rule import Firing
 from stages.analyze.scene import Scene
 from stages.analyze.snapshot import snapshot
-
-CONFIG_CHECK_S = 1.0  # how often a live analyze stage looks at its config file for edits
-
-
-def _mtime(path: Path | None) -> int | None:
-    try:
-        return os.stat(path).st_mtime_ns if path is not None else None
-    except OSError:
-        return None
 
 
 class AnalyzeStage(Stage):
@@ -50,8 +40,8 @@ class AnalyzeStage(Stage):
         r = ctx.metrics.registry
         self.m_crossings = Counter(f"{PREFIX}_line_crossings", "Line crossings by confirmed tracks.", ["stage", "stream", "line", "direction"], registry=r)
         self.m_occupancy = Gauge(f"{PREFIX}_zone_occupancy", "Confirmed tracks in a zone, in the last analysed frame.", ["stage", "stream", "zone"], registry=r)
-        self._config_mtime = _mtime(ctx.config_path)
-        self._config_check = 0.0
+        # Live: edits of the config file it runs from are taken within a second (tick).
+        self._config = ConfigWatch(ctx.config_path if ctx.mode == "live" else None)
         self.m_firings = Counter(f"{PREFIX}_rule_firings", "Rule firings, by outcome (raised, or suppressed by the cooldown).", ["stage", "stream", "rule", "outcome"], registry=r)
 
     def start_stream(self, stream: str, start: StreamStart) -> Scene | None:
@@ -74,13 +64,9 @@ class AnalyzeStage(Stage):
     def tick(self) -> list[Frame]:
         """Live: an edit of the analytics in the config file (by hand, or by the web view's editor) is taken
         within a second, without a restart."""
-        now = time.monotonic()
-        if self.ctx.mode == "live" and self.ctx.config_path is not None and now >= self._config_check:
-            self._config_check = now + CONFIG_CHECK_S
-            mtime = _mtime(self.ctx.config_path)
-            if mtime is not None and mtime != self._config_mtime:
-                self._config_mtime = mtime
-                self.reload(self.ctx.config_path)
+        if self._config.changed():
+            assert self.ctx.config_path is not None
+            self.reload(self.ctx.config_path)
         return []
 
     def reload(self, path: Path) -> bool:

@@ -199,8 +199,9 @@ def _outbox(ctx: StageContext) -> Path | None:
 
 
 def _record_dir(ctx: StageContext) -> Path | None:
+    from pipeline.registry import resolve_stage
+
     for st in ctx.config.stages:
         if st.kind == "record":
-            options = st.options if isinstance(st.options, dict) else {}
-            return Path(options.get("out_dir", "out"))
+            return Path(resolve_stage("record").Options.model_validate(st.options).out_dir)  # type: ignore[attr-defined]
     return None
