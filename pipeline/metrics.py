@@ -64,6 +64,8 @@ class StageMetrics:
         # What runs, for dashboards and bug reports: the same labels on every stage process.
         Info(f"{PREFIX}_build", "The vidpipe version and platform of this process.", registry=r).info(build_info())
         self.last_beat = time.time()
+        # The series exists from the start (healthz answers from then on): a scrape never misses it while the stage builds.
+        self.heartbeat.labels(self.stage).set(self.last_beat)
         self.beat_file = os.environ.get(BEAT_FILE_ENV) or None
         self._touched = 0.0
 
