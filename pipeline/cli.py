@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import faulthandler
+import json
 import logging
 import os
 import random
@@ -71,8 +73,10 @@ def _stream_ids(videos: list[str]) -> list[str]:
     return ids
 
 
-def build_replay_config(videos: list[str], config_path: str | None, out_dir: str, run_dir: str) -> dict[str, Any]:
-    """The effective config of a replay: the given config (or the default chain), these videos, lossless mode."""
+def build_replay_config(videos: list[str], config_path: str | None, out_dir: str, run_dir: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The effective config of a replay: the given config (or the default chain), these videos, lossless mode; and
+    the same before this run's own settings (its --out, run dir and ports), which replays the same again with
+    `vidpipe replay --config` from anywhere."""
     if config_path:
         data = yaml.safe_load(Path(config_path).read_text()) or {}
         if not isinstance(data, dict):
@@ -89,6 +93,7 @@ def build_replay_config(videos: list[str], config_path: str | None, out_dir: str
         data["streams"] = [
             {"id": sid, "source": v if "://" in v else os.path.abspath(v)} for sid, v in zip(_stream_ids(videos), videos)
         ]
+    shareable = copy.deepcopy(data)
     from pipeline.registry import resolve_stage
 
     for st in data.get("stages") or []:
@@ -107,7 +112,7 @@ def build_replay_config(videos: list[str], config_path: str | None, out_dir: str
     transport["run_dir"] = run_dir
     n_proc = len(data.get("streams") or []) + len(data.get("stages") or []) + 1
     data.setdefault("metrics", {})["port_base"] = _free_port_block(n_proc)
-    return data
+    return data, shareable
 
 
 def _write_private(path: Path, data: dict[str, Any]) -> None:
@@ -145,61 +150,72 @@ def _expected_frames(source: str | int) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from pipeline.config import source_problems
     from pipeline.launcher import Launcher
+    from pipeline.progress import ReplayProgress
 
     out_dir = os.path.abspath(args.out)
-    os.makedirs(out_dir, exist_ok=True)
     if not args.videos and not args.config:
         print("replay: give at least one video (or a --config with streams)", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="vidpipe-") as run_dir:
         try:
-            data = build_replay_config(args.videos, args.config, out_dir, run_dir)
+            data, shareable = build_replay_config(args.videos, args.config, out_dir, run_dir)
             cfg = parse_config(data, args.config or "replay")
+            # Inputs are checked before any stage starts: a missing file is a clear error at once.
+            missing = source_problems(cfg.streams)
+            if missing:
+                raise ConfigError(missing, args.config or "replay")
         except ConfigError as exc:
             print(exc, file=sys.stderr)
             return 2
         except (OSError, yaml.YAMLError) as exc:
             print(f"replay: cannot read config: {exc}", file=sys.stderr)
             return 2
+        os.makedirs(out_dir, exist_ok=True)
         # The stages read the config with its secrets from the private run dir (gone with the run); the copy
-        # beside the results says what ran, without them.
+        # beside the results says what ran, without them, and runs again as it is (`vidpipe replay --config`).
         effective = Path(run_dir) / "config.yaml"
         _write_private(effective, data)
-        _write_private(Path(out_dir) / "config.yaml", redacted(data, cfg))
+        _write_private(Path(out_dir) / "config.yaml", redacted(shareable, cfg))
         last = cfg.stages[-1].name
         port = cfg.metrics_port(last, None) if not cfg.is_source(last) else None
-        totals = {s.id: _expected_frames(s.source) for s in cfg.streams}
+        totals = {s.id: _expected_frames(s.source) or None for s in cfg.streams}
         started = time.monotonic()
         show = not args.quiet and sys.stderr.isatty()
         state = {"last": 0.0}
+        with ReplayProgress(totals, started, enabled=show) as progress:
 
-        def tick() -> None:
-            now = time.monotonic()
-            if not show or port is None or now - state["last"] < 0.5:
-                return
-            state["last"] = now
-            try:
-                done = _scrape(f"http://{cfg.metrics.host}:{port}/metrics")
-            except OSError:
-                return
-            parts = [f"{sid} {int(done.get(sid, 0))}/{totals[sid] or '?'}" for sid in totals]
-            fps = sum(done.values()) / max(now - started, 1e-6)
-            sys.stderr.write("\r" + "  ".join(parts) + f"  {fps:.1f} fps ")
-            sys.stderr.flush()
+            def tick() -> None:
+                now = time.monotonic()
+                if not show or port is None or now - state["last"] < 0.5:
+                    return
+                state["last"] = now
+                try:
+                    progress.update(_scrape(f"http://{cfg.metrics.host}:{port}/metrics"), now)
+                except OSError:
+                    return
 
-        launcher = Launcher(cfg, str(effective), args.log_level)
-        rc = launcher.run(on_tick=tick)
-        if show:
-            sys.stderr.write("\n")
-    elapsed = time.monotonic() - started
+            launcher = Launcher(cfg, str(effective), args.log_level, stage_log=progress.log if show else None)
+            rc = launcher.run(on_tick=tick)
+            elapsed = time.monotonic() - started
+            progress.finish(_frames_done(Path(out_dir) / "summary.json"), elapsed)
     if launcher.failed:
         print("replay: a stage kept crashing (see the log above); stopped", file=sys.stderr)
         return 1
     if rc != 0:
         return rc
     status = _report(cfg, out_dir, elapsed)
-    return 130 if launcher.stopping.is_set() else status
+    return 128 + launcher.stop_signal if launcher.stop_signal is not None else status
+
+
+def _frames_done(summary: Path) -> dict[str, tuple[int, int | None]]:
+    """Per stream, the frames a replay's results hold and how many its source had (the record stage's summary)."""
+    try:
+        streams = json.loads(summary.read_text())["streams"]
+        return {sid: (int(s["frames"]), s.get("source_frames")) for sid, s in streams.items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def _report(cfg: PipelineConfig, out_dir: str | None, elapsed: float) -> int:
@@ -231,14 +247,21 @@ def _load(path: str, only_stage: str | None = None) -> PipelineConfig | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.config import source_problems
     from pipeline.launcher import Launcher
 
     cfg = _load(args.config)
     if cfg is None:
         return 2
+    # A deployment runs the streams it can: a missing file ends its own stream (with this error in the summary),
+    # never the others. Said at once, before the stages load their models.
+    for path, problem in source_problems(cfg.streams):
+        logging.getLogger("vidpipe").warning("%s: %s (that stream will end with this error; the others run)", path, problem)
     started = time.monotonic()
     launcher = Launcher(cfg, args.config, args.log_level)
     rc = launcher.run()
+    if rc == 0 and launcher.stop_signal is not None:
+        return 128 + launcher.stop_signal  # stopped by a signal, cleanly: as replay says it
     if rc != 0 or cfg.mode != "replay" or launcher.stopping.is_set():
         return rc
     # A replay that ran to its end: its exit status says whether every stream is complete.
@@ -327,14 +350,10 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from pipeline.config import source_problems
-
-    cfg = _load(args.config)
-    if cfg is None:
-        return 2
-    missing = [] if args.no_sources else source_problems(cfg)
-    if missing:
-        print(ConfigError(missing, args.config), file=sys.stderr)
+    try:
+        cfg = load_config(args.config, sources=not args.no_sources)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
         return 2
     main = " -> ".join(s.name for s in cfg.stages if s.input_pattern == "pull")
     observers = "".join(f", {s.name} observing {', '.join(cfg.upstream(s.name))}" for s in cfg.stages if s.input_pattern == "sub")
@@ -389,6 +408,14 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C before the launcher took the signal over: nothing was started yet
+        print("stopped", file=sys.stderr)
+        return 128 + signal.SIGINT
+
+
+def _main(argv: list[str] | None) -> int:
     args = make_parser().parse_args(argv)
     from pipeline.runtime import setup_logging
 

@@ -11,13 +11,17 @@ import hashlib
 import os
 import re
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from pipeline.curve import public_key_path
+from pipeline.plugins import nearest
 from pipeline.secrets import expand_env, is_reference, redact_options, redact_url
 from pipeline.transport import is_loopback, parse_endpoint
 
@@ -364,10 +368,93 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _friendly(err: Any) -> str:  # a pydantic ErrorDetails
+# Member tags pydantic puts in a location when no member of a plain union fits; dropped where the walk below
+# cannot tell them from keys.
+_UNION_TAGS = ("str", "int", "function-after[_source(), union[str,int]]")
+
+
+def _unwrap(tp: Any, discriminator: Any) -> tuple[Any, Any]:
+    """`tp` without Annotated[...], and the discriminator (a field name) it or the field declares, if any."""
+    while get_origin(tp) is Annotated:
+        for meta in tp.__metadata__:
+            if isinstance(meta, FieldInfo) and meta.discriminator is not None:
+                discriminator = meta.discriminator
+        tp = get_args(tp)[0]
+    return tp, discriminator
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _model_field(model: type[BaseModel], key: Any) -> FieldInfo | None:
+    for name, field in model.model_fields.items():
+        if key in (name, field.alias, field.validation_alias):
+            return field
+    return None
+
+
+def _tagged(member: Any, discriminator: str, tag: Any) -> bool:
+    """Whether `member` (a model of a discriminated union) is the one whose discriminator field takes `tag`."""
+    member, _ = _unwrap(member, None)
+    field = _model_field(member, discriminator) if _is_model(member) else None
+    return field is not None and get_origin(field.annotation) is Literal and tag in get_args(field.annotation)
+
+
+def _walk(tp: Any, loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], Any, int]:
+    """Follow a pydantic error location through the annotation `tp` it was validated against: the location as
+    the document spells it (no union-member tags: `detector.coco_ssd.score` is `detector.score` in the YAML),
+    the type reached, and how many parts of `loc` were followed (fewer than all where the annotation says
+    nothing about the next part: Any, a key no model has, a validator's own location)."""
+    out: list[Any] = []
+    discriminator: Any = None
+    i = 0
+    while True:
+        tp, discriminator = _unwrap(tp, discriminator)
+        origin = get_origin(tp)
+        if origin in (Union, UnionType):
+            members = [m for m in get_args(tp) if m is not type(None)]
+            if len(members) == 1:  # `X | None`: pydantic adds no tag
+                tp, discriminator = members[0], None
+                continue
+        if i == len(loc):
+            break
+        part = loc[i]
+        if origin in (Union, UnionType):
+            if isinstance(discriminator, str):
+                member = next((m for m in members if _tagged(m, discriminator, part)), None)
+            else:  # a plain union: pydantic names the member by its type
+                member = next((m for m in members if getattr(_unwrap(m, None)[0], "__name__", None) == part), None)
+            if member is None:
+                break
+            tp, discriminator, i = member, None, i + 1  # the tag is not a key of the document
+            continue
+        if _is_model(tp):
+            field = _model_field(tp, part)
+            if field is None:
+                break
+            tp, discriminator = field.annotation, field.discriminator
+        elif origin in (list, set, frozenset) and isinstance(part, int):
+            tp, discriminator = (get_args(tp) or (Any,))[0], None
+        elif origin is tuple and isinstance(part, int):
+            args = get_args(tp)
+            fixed = not (len(args) == 2 and args[1] is Ellipsis)
+            if fixed and part >= len(args):
+                break
+            tp, discriminator = (args[part] if fixed else args[0]), None
+        elif origin in (dict, Mapping) and len(get_args(tp)) == 2:
+            tp, discriminator = get_args(tp)[1], None
+        else:
+            break
+        out.append(part)
+        i += 1
+    return tuple(out) + tuple(p for p in loc[i:] if p not in _UNION_TAGS), tp, i
+
+
+def _friendly(err: Any, near: str | None = None) -> str:  # a pydantic ErrorDetails
     kind = err.get("type", "")
     if kind == "extra_forbidden":
-        return "unknown key (not part of the schema; check its spelling)"
+        return f"unknown key (did you mean {near}?)" if near else "unknown key (not part of the schema; check its spelling)"
     if kind == "missing":
         return "missing required field"
     msg = err.get("msg", "invalid")
@@ -377,18 +464,117 @@ def _friendly(err: Any) -> str:  # a pydantic ErrorDetails
     return msg
 
 
-def _problems(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> list[tuple[str, str]]:
+def _problems(exc: ValidationError, model: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[str, str]]:
+    """The errors of validating data as `model`, each as (field path in the document, message)."""
     out = []
     for err in exc.errors():
-        loc = prefix + tuple(err["loc"])
-        # Strip the union-member tags pydantic inserts (e.g. 'str', 'int') when both fail.
-        loc = tuple(p for p in loc if p not in ("str", "int", "function-after[_source(), union[str,int]]"))
-        out.append((_format_loc(loc), _friendly(err)))
+        raw = tuple(err["loc"])
+        loc, tp, followed = _walk(model, raw)
+        near = None
+        if err["type"] == "extra_forbidden" and followed == len(raw) - 1 and _is_model(tp) and isinstance(raw[-1], str):
+            # The unknown key is the last part, and the walk ended in the model that refused it.
+            near = nearest(raw[-1], [f.alias or name for name, f in tp.model_fields.items()])
+        out.append((_format_loc(prefix + loc), _friendly(err, near)))
+    return out
+
+
+def _document_position(data: Any, problem: tuple[str, str]) -> tuple[int, ...]:
+    """Where a problem's field is in the document: the index of each key in its mapping (a key the document does
+    not have: after the others), of each item in its list. A problem of the whole config names its field first."""
+    path, msg = problem
+    if not path:
+        lead = re.match(r"[A-Za-z_][\w.\[\]-]*(?=: )", msg)
+        path = lead[0] if lead else ""
+    out: list[int] = []
+    node, rest = data, path
+    while rest:
+        if rest.startswith("["):
+            m = re.match(r"\[(\d+)\]", rest)
+            if m is None or not isinstance(node, list):
+                break
+            index = int(m[1])
+            out.append(index)
+            node, rest = (node[index] if index < len(node) else None), rest[m.end() :]
+            continue
+        rest = rest.removeprefix(".")
+        if not isinstance(node, dict):
+            break
+        keys = [str(k) for k in node]
+        # The longest key the path goes on with: a stream id may hold a dot.
+        key = max((k for k in keys if rest == k or rest.startswith((k + ".", k + "["))), key=len, default=None)
+        if key is None:
+            out.append(len(keys))
+            break
+        out.append(keys.index(key))
+        node, rest = list(node.values())[keys.index(key)], rest[len(key) :]
+    return tuple(out)
+
+
+def _stage_problems(
+    i: int, name: str | None, kind: str, options: dict[str, Any], stream_ids: list[str] | None, only_stage: str | None
+) -> list[tuple[str, str]]:
+    """The problems of stage `i` that its kind finds: the kind itself, its role (only the first stage is a
+    source), its options (`stream_ids`: the config's streams, for options that name them; None when unknown)."""
+    from pipeline.registry import resolve_stage  # here: the registry imports stage modules
+
+    mine = only_stage is None or only_stage in (name, kind)
+    # The first stage is always resolved: whether it is a source decides how many processes there are.
+    # Another stage's kind is not, for `only_stage`: a decode process must not import torch to check infer's.
+    if not mine and i > 0:
+        return []
+    try:
+        cls = resolve_stage(kind)
+    except (ImportError, ValueError) as exc:
+        return [(f"stages[{i}].kind", str(exc))]
+    if i == 0 and not cls.source:
+        return [("", f"stages: the first stage must be a source (a Source stage kind such as decode), not {kind}")]
+    if i > 0 and cls.source:
+        return [(f"stages[{i}].kind", f"{kind} is a source: only the first stage may be one")]
+    if not mine:
+        return []
+    try:
+        opts = cls.Options.model_validate(options)
+    except ValidationError as exc:
+        return _problems(exc, cls.Options, ("stages", i, "options"))
+    # Options that refer to the rest of the config (stream ids) check it here.
+    check = getattr(opts, "check_against", None)
+    if check is None or stream_ids is None:
+        return []
+    return [(f"stages[{i}].options.{path}", msg) for path, msg in check(stream_ids)]
+
+
+def _stream_ids(streams: Any) -> list[str] | None:
+    """The stream ids a document names, if it names them all (other fields of a stream may still be wrong)."""
+    if not isinstance(streams, list) or not streams or not all(isinstance(s, dict) and isinstance(s.get("id"), str) for s in streams):
+        return None
+    return [s["id"] for s in streams]
+
+
+def _each_stage_problems(data: dict[str, Any], only_stage: str | None) -> list[tuple[str, str]]:
+    """The problems of each stage entry checked on its own, for a document whose top level is not valid: so that
+    one `check` names every problem, not those of the top level first and the stages' after a fix."""
+    stages = data.get("stages")
+    if not isinstance(stages, list):
+        return []
+    ids = _stream_ids(data.get("streams"))
+    out: list[tuple[str, str]] = []
+    for i, raw in enumerate(stages):
+        if not isinstance(raw, dict):
+            continue  # the top level says so
+        try:
+            StageConfig.model_validate(raw)
+        except ValidationError as exc:
+            out += _problems(exc, StageConfig, ("stages", i))
+        # Its kind and options are checked even where other fields of it are wrong.
+        name, kind, options = raw.get("name"), raw.get("kind"), raw.get("options", {})
+        if isinstance(kind, str) and isinstance(options, dict):
+            out += _stage_problems(i, name if isinstance(name, str) else None, kind, options, ids, only_stage)
     return out
 
 
 def parse_config(data: Any, source: str = "config", only_stage: str | None = None) -> PipelineConfig:
-    """Validate a loaded YAML document, including each stage's options; raises ConfigError.
+    """Validate a loaded YAML document, including each stage's options; raises ConfigError with every problem
+    found, in the order of the document.
 
     `only_stage` (a stage name or kind): check the options of that stage alone. A stage process uses it, so
     that a decode process never imports the infer stage's modules (and torch) just to validate them.
@@ -398,36 +584,14 @@ def parse_config(data: Any, source: str = "config", only_stage: str | None = Non
     try:
         cfg = PipelineConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_problems(exc), source) from None
-    problems: list[tuple[str, str]] = []
-    from pipeline.registry import resolve_stage  # here: the registry imports stage modules
-
+        problems = _problems(exc, PipelineConfig)
+        seen = set(problems)  # a stage's own errors are among the top level's too
+        problems += [p for p in dict.fromkeys(_each_stage_problems(data, only_stage)) if p not in seen]
+        raise ConfigError(sorted(problems, key=lambda p: _document_position(data, p)), source) from None
+    problems = []
+    ids = [s.id for s in cfg.streams]
     for i, st in enumerate(cfg.stages):
-        # The first stage is always resolved: whether it is a source decides how many processes there are.
-        if only_stage is not None and only_stage not in (st.name, st.kind) and i > 0:
-            continue
-        try:
-            cls = resolve_stage(st.kind)
-        except (ImportError, ValueError) as exc:
-            problems.append((f"stages[{i}].kind", str(exc)))
-            continue
-        if i == 0 and not cls.source:
-            problems.append(("", f"stages: the first stage must be a source (a Source stage kind such as decode), not {st.kind}"))
-            continue
-        if i > 0 and cls.source:
-            problems.append((f"stages[{i}].kind", f"{st.kind} is a source: only the first stage may be one"))
-            continue
-        if only_stage is not None and only_stage not in (st.name, st.kind):
-            continue
-        try:
-            opts = cls.Options.model_validate(st.options)
-        except ValidationError as exc:
-            problems += _problems(exc, ("stages", i, "options"))
-            continue
-        # Options that refer to the rest of the config (stream ids) check it here.
-        check = getattr(opts, "check_against", None)
-        if check is not None:
-            problems += [(f"stages[{i}].options.{path}", msg) for path, msg in check([s.id for s in cfg.streams])]
+        problems += _stage_problems(i, st.name, st.kind, st.options, ids, only_stage)
     for i in range(len(cfg.stages)):
         try:
             cfg.output_endpoint(cfg.stages[i].name)
@@ -438,7 +602,7 @@ def parse_config(data: Any, source: str = "config", only_stage: str | None = Non
         except ValueError as exc:
             problems.append((f"stages[{i}].input", str(exc)))
     if problems:
-        raise ConfigError(problems, source)
+        raise ConfigError(sorted(problems, key=lambda p: _document_position(data, p)), source)
     return cfg
 
 
@@ -493,23 +657,26 @@ class ConfigWatch:
         return True
 
 
-def source_problems(cfg: PipelineConfig) -> list[tuple[str, str]]:
+def source_problems(streams: list[Any], base: Path | None = None) -> list[tuple[str, str]]:
     """File and folder sources that are not there or cannot be read (what `vidpipe check` adds to the config's own
-    checks; a URL, a device or a source with an ${ENV} reference is the decode stage's to try)."""
+    checks; a URL, a device or a source with an ${ENV} reference is the decode stage's to try). `streams`: the
+    config's (StreamConfig) or a document's raw entries, whose relative paths are relative to `base`."""
     problems = []
-    for i, s in enumerate(cfg.streams):
-        src = s.source
+    for i, s in enumerate(streams):
+        src = s.get("source") if isinstance(s, dict) else getattr(s, "source", None)
         if not isinstance(src, str) or "://" in src or "${" in src or src.isdigit():
             continue
-        p = Path(src)
+        p = Path(src) if base is None else (base / src).resolve()  # the path looked for, said as such
         if not p.exists():
-            problems.append((f"streams[{i}].source", f"no such file or folder: {src}"))
+            problems.append((f"streams[{i}].source", f"no such file or folder: {p}"))
         elif not os.access(p, os.R_OK) or (p.is_dir() and not os.access(p, os.X_OK)):
-            problems.append((f"streams[{i}].source", f"cannot be read: {src}"))
+            problems.append((f"streams[{i}].source", f"cannot be read: {p}"))
     return problems
 
 
-def load_config(path: str | os.PathLike[str], only_stage: str | None = None) -> PipelineConfig:
+def load_config(path: str | os.PathLike[str], only_stage: str | None = None, sources: bool = False) -> PipelineConfig:
+    """The config in the file at `path`, checked (see parse_config); `sources`: also that its file sources are
+    there (`vidpipe check`), reported with the config's other problems, all at once."""
     p = Path(path)
     try:
         text = p.read_text()
@@ -523,7 +690,13 @@ def load_config(path: str | os.PathLike[str], only_stage: str | None = None) -> 
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError([("", f"{where}not valid YAML: {getattr(exc, 'problem', exc)}")], str(p)) from None
-    cfg = parse_config(data, str(p), only_stage)
+    missing = source_problems(data.get("streams") or [] if isinstance(data, dict) else [], p.parent) if sources else []
+    try:
+        cfg = parse_config(data, str(p), only_stage)
+    except ConfigError as exc:
+        raise ConfigError(sorted(exc.problems + missing, key=lambda q: _document_position(data, q)), str(p)) from None
+    if missing:
+        raise ConfigError(missing, str(p))
     # Relative file sources are relative to the config file, as users expect.
     streams = []
     for s in cfg.streams:

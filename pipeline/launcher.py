@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import IO, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -52,6 +52,13 @@ def _child_setup() -> None:
         pass
 
 
+def _forward_lines(pipe: IO[bytes], write: Callable[[str], None]) -> None:
+    """A stage's stderr, line by line, to `write`, until the stage closes it (exits)."""
+    with pipe:
+        for line in iter(pipe.readline, b""):
+            write(line.decode(errors="replace").rstrip("\n"))
+
+
 @dataclass
 class Child:
     stage: str
@@ -73,8 +80,12 @@ class Child:
 
 
 class Launcher:
-    def __init__(self, config: PipelineConfig, config_path: str, log_level: str = "INFO", env: dict[str, str] | None = None):
+    def __init__(self, config: PipelineConfig, config_path: str, log_level: str = "INFO", env: dict[str, str] | None = None,
+                 stage_log: Callable[[str], None] | None = None):  # fmt: skip
+        """`stage_log`: where the stages' log lines go (each a line of their stderr); None: straight to this
+        process's stderr. The progress display takes them so that they print above it, not through it."""
         self.config = config
+        self.stage_log = stage_log
         self.config_path = os.path.abspath(config_path)
         self.log_level = log_level
         self.env = dict(os.environ if env is None else env)
@@ -89,6 +100,7 @@ class Launcher:
         ]
         self.stopping = threading.Event()
         self.failed = False  # a stage kept crashing: the pipeline was stopped
+        self.stop_signal: int | None = None  # the signal that stopped the pipeline (Ctrl-C: SIGINT)
         self.registry = CollectorRegistry()
         self.restarts = Counter(f"{PREFIX}_stage_restarts", "Stage processes restarted after a crash.", ["stage", "stream"], registry=self.registry)
         self.up = Gauge(f"{PREFIX}_stage_up", "1 while the stage process runs.", ["stage", "stream"], registry=self.registry)
@@ -112,7 +124,9 @@ class Launcher:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(child.beat_file)  # the last process's: its age says nothing of this one
             env = {**self.env, BEAT_FILE_ENV: child.beat_file}
-        child.proc = subprocess.Popen(cmd, env=env, preexec_fn=_child_setup)
+        child.proc = subprocess.Popen(cmd, env=env, preexec_fn=_child_setup, stderr=subprocess.PIPE if self.stage_log else None)
+        if self.stage_log is not None and child.proc.stderr is not None:
+            threading.Thread(target=_forward_lines, args=(child.proc.stderr, self.stage_log), daemon=True, name=f"log-{child.label}").start()
         child.started_at = time.monotonic()
         child.restart_at = None
         self.up.labels(child.stage, child.stream or "").set(1)
@@ -134,7 +148,9 @@ class Launcher:
     def pids(self) -> dict[str, int]:
         return {c.label: c.proc.pid for c in self.children if c.proc and c.proc.poll() is None}
 
-    def request_stop(self, *_args: object) -> None:
+    def request_stop(self, signum: int | None = None, *_args: object) -> None:
+        if self.stop_signal is None and signum is not None:
+            self.stop_signal = signum
         if not self.stopping.is_set():
             log.info("stopping the pipeline (%s)", "sources first, then draining" if self.config.mode == "replay" else "all stages")
         self.stopping.set()

@@ -19,6 +19,7 @@ import importlib
 import inspect
 import pkgutil
 import re
+from collections.abc import Iterable
 from types import ModuleType
 from typing import Any, Generic, TypeVar
 
@@ -49,8 +50,8 @@ class Registry(Generic[P]):
             self.discover()
         if name not in self._found:
             names = self.names()
-            near = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
-            hint = f"did you mean {near[0]}? " if near else ""
+            near = nearest(name, names)
+            hint = f"did you mean {near}? " if near else ""
             raise ValueError(f"unknown {self.family} {name!r}; {hint}" + (f"known: {', '.join(names)} (or module:Class)" if names else "none is built in: name yours as module:Class"))
         return self._found[name]
 
@@ -114,6 +115,12 @@ class Registry(Generic[P]):
         if not (inspect.isclass(cls) and issubclass(cls, self.base)):
             raise ValueError(f"{self.family} {ref!r}: {class_name} is not a {self.base.__name__} class in {module_name}")
         return cls  # type: ignore[return-value]
+
+
+def nearest(name: str, names: Iterable[str]) -> str | None:
+    """The known name closest to a misspelt `name`, for a "did you mean ...?" hint; None when none is close."""
+    near = difflib.get_close_matches(name, list(names), n=1, cutoff=0.6)
+    return near[0] if near else None
 
 
 def _qualname(cls: type) -> str:

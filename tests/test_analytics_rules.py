@@ -212,7 +212,7 @@ def test_a_bad_analytics_config_stops_the_whole_config_with_paths() -> None:
         parse_config(data)
     problems = dict(err.value.problems)
     assert "outside the 640x480 frame" in problems["stages[1].options.streams.cam1"]
-    assert "must be an http:// or https:// URL" in problems["stages[2].options.sinks.hook.webhook.url"]
+    assert "must be an http:// or https:// URL" in problems["stages[2].options.sinks.hook.url"]
     data["stages"][1]["options"]["streams"]["cam1"]["lines"]["gate"]["points"] = [[0, 0], [600, 0]]
     with pytest.raises(ConfigError) as err:
         parse_config(data)

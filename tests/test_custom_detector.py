@@ -493,11 +493,11 @@ def test_config_requires_custom_options(tmp_path: Path, yolo_ts: Path) -> None:
         load_config(path)
     # `detector: custom` alone is the custom detector with its defaults: what has none is missing.
     assert exc.value.problems == [
-        (f"stages[1].options.detector.custom.{key}", "missing required field") for key in ("path", "layout", "class_map", "input_size")
+        (f"stages[1].options.detector.{key}", "missing required field") for key in ("path", "layout", "class_map", "input_size")
     ]
     result = run_vidpipe("check", str(path))
     assert result.returncode == 2
-    assert "stages[1].options.detector.custom.path: missing required field" in result.stderr
+    assert "stages[1].options.detector.path: missing required field" in result.stderr
     # Problems inside the detector's settings are named by their own path.
     data = yaml.safe_load(yaml.safe_dump(GOOD))
     data["stages"][1]["options"]["detector"] = {
@@ -505,7 +505,7 @@ def test_config_requires_custom_options(tmp_path: Path, yolo_ts: Path) -> None:
     }  # fmt: skip
     path.write_text(yaml.safe_dump(data))
     result = run_vidpipe("check", str(path))
-    assert result.returncode == 2 and "stages[1].options.detector.custom.class_map: entry 1: unknown category 'dog'" in result.stderr
+    assert result.returncode == 2 and "stages[1].options.detector.class_map: entry 1: unknown category 'dog'" in result.stderr
     data["stages"][1]["options"]["detector"]["class_map"] = ["person", None, "car"]
     path.write_text(yaml.safe_dump(data))
     assert run_vidpipe("check", "--no-sources", str(path)).returncode == 0  # video.mp4 is a name only

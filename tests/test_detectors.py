@@ -52,7 +52,7 @@ def test_bad_detectors_name_the_field() -> None:
     [(path, msg)] = problems({"detector": {"score_threshold": 0.2}})
     assert path == "stages[1].options.detector" and msg.startswith("needs a type: one of coco_ssd, custom, motion")
     got = dict(problems({"detector": {"type": "motion", "history": 3, "score_threshold": 0.2}}))
-    assert set(got) == {"stages[1].options.detector.motion.history", "stages[1].options.detector.motion.score_threshold"}
+    assert set(got) == {"stages[1].options.detector.history", "stages[1].options.detector.score_threshold"}
     with pytest.raises(ValidationError):
         parse_detector_config({"type": "motion", "history": 3})
 

@@ -56,7 +56,7 @@ def test_kill_9_of_a_camera_decoder_mid_replay_is_followed_by_epoch(tmp_path: Pa
         rc = stop(proc, signal.SIGINT)
         server.close()
     log = (tmp_path / "log.txt").read_text()
-    assert rc == 0, log[-3000:]
+    assert rc == 130, log[-3000:]  # stopped by the SIGINT, cleanly
     # Every stage downstream ended the old epoch once and went on with the new one.
     for name, m in (("track", track), ("analyze", analyze), ("record", record)):
         assert metric(m, "vidpipe_streams_ended_total", stream="cam", outcome="restarted") == 1, name

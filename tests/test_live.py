@@ -38,7 +38,7 @@ def test_live_sheds_at_the_source_and_stays_bounded(tmp_path: Path, sock_dir: Pa
     finally:
         rc = stop(proc, signal.SIGINT)
     log = (tmp_path / "log.txt").read_text()
-    assert rc == 0, log[-3000:]
+    assert rc == 130, log[-3000:]  # stopped by the SIGINT, cleanly
     # Memory: no queue grows without bound (12 s at 25 fps in, 10 fps out would queue 180 frames = 90 MB).
     for p in pids:
         assert rss_end[p] - rss_start[p] < 25 * 2**20, (p, rss_start[p], rss_end[p])

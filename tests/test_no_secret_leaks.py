@@ -126,12 +126,12 @@ def test_replay_of_a_camera_with_credentials_leaks_no_secret(tmp_path: Path, soc
 
         wait_for(lambda: (out / "config.yaml").exists() or proc.poll() is not None, 30, 0.1, "the replay to write its config")
         running()
-        written = yaml.safe_load((out / "config.yaml").read_text())
-        port_base, n_ports = written["metrics"]["port_base"], len(written["stages"]) + 2
-        alert_port = port_base + 1 + [s["name"] for s in written["stages"]].index("alert")
         # The running stages read the config with its secrets from the private run dir, which only we can read.
         (run_dir,) = [p for p in private_tmp.iterdir() if p.name.startswith("vidpipe-")]
         assert run_dir.stat().st_mode & 0o777 == 0o700 and (run_dir / "config.yaml").stat().st_mode & 0o777 == 0o600
+        running_config = yaml.safe_load((run_dir / "config.yaml").read_text())  # with this run's ports
+        port_base, n_ports = running_config["metrics"]["port_base"], len(running_config["stages"]) + 2
+        alert_port = port_base + 1 + [s["name"] for s in running_config["stages"]].index("alert")
 
         def delivered() -> bool:
             samples = scrape(alert_port)

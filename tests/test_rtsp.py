@@ -42,5 +42,5 @@ def test_rtsp_source_reads_and_reconnects_after_a_server_restart(tmp_path: Path,
         rc = stop(pipeline, signal.SIGINT)
         stop(server, signal.SIGTERM)  # type: ignore[arg-type]
     log = (tmp_path / "log.txt").read_text()
-    assert rc == 0, log[-3000:]
+    assert rc == 130, log[-3000:]  # stopped by the SIGINT, cleanly
     assert "stream cam: source stopped delivering" in log and log.count("stream cam: opened rtsp://") >= 2

@@ -66,7 +66,7 @@ def test_a_bad_infer_option_is_still_reported_without_torch(tmp_path: Path) -> N
     out = subprocess.run([sys.executable, "-P", "-c", code + "\nimport sys\nprint('torch' in sys.modules)"], cwd=ROOT, env=ENV,
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert out.returncode == 0, out.stderr
-    assert "stages[1].options.detector.coco_ssd.backend" in out.stdout and "unicorn" in out.stdout
+    assert "stages[1].options.detector.backend" in out.stdout and "unicorn" in out.stdout
     assert out.stdout.strip().endswith("False")
 
 
