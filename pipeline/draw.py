@@ -54,12 +54,18 @@ def label_scale(width: int, height: int) -> float:
     return float(min(1.2, max(0.3, 0.45 * (min(width, height) / 576))))
 
 
-def place_labels(boxes: Sequence[Box] | np.ndarray, sizes: Sequence[tuple[int, int]], width: int, height: int) -> list[tuple[int, int]]:
+Rect = tuple[int, int, int, int]  # x1, y1, x2, y2 of a label
+
+
+def place_labels(
+    boxes: Sequence[Box] | np.ndarray, sizes: Sequence[tuple[int, int]], width: int, height: int, taken: Sequence[Rect] = ()
+) -> list[tuple[int, int]]:
     """Top-left corners for labels of `sizes` (w, h), one per box, inside the frame and overlapping no label placed
-    before them where a free place exists: above the box's top-left corner, below its bottom, inside its top, then
-    shifted up or down from those in label-height steps. Boxes are served largest first (their labels matter
-    most); a label that finds no free place takes the first candidate."""
-    placed: list[tuple[int, int, int, int]] = []
+    before them nor a `taken` one (the zones' and lines' labels) where a free place exists: above the box's
+    top-left corner, below its bottom, inside its top, then shifted up or down from those in label-height steps.
+    Boxes are served largest first (their labels matter most); a label that finds no free place takes the first
+    candidate."""
+    placed: list[Rect] = list(taken)
     out: list[tuple[int, int]] = [(0, 0)] * len(sizes)
     order = sorted(range(len(sizes)), key=lambda i: -float((boxes[i][2] - boxes[i][0]) * (boxes[i][3] - boxes[i][1])))
     for i in order:
@@ -76,10 +82,12 @@ def place_labels(boxes: Sequence[Box] | np.ndarray, sizes: Sequence[tuple[int, i
 
 
 def draw_boxes(
-    image: np.ndarray, boxes: Sequence[Box] | np.ndarray, colors: Sequence[Color], labels: Sequence[str] | None = None, thickness: int = 2
+    image: np.ndarray, boxes: Sequence[Box] | np.ndarray, colors: Sequence[Color], labels: Sequence[str] | None = None, thickness: int = 2,
+    taken: Sequence[Rect] = (),
 ) -> None:
     """Each box in its colour, with its label (if given) on the box's colour: just above it where that is free,
-    else the nearest free place (place_labels), inside the frame, text scaled to the frame (label_scale)."""
+    else the nearest free place around `taken` labels (place_labels), inside the frame, text scaled to the frame
+    (label_scale)."""
     for i, box in enumerate(boxes):
         draw_box(image, box, colors[i], thickness)
     if labels is None or not len(boxes):
@@ -87,7 +95,7 @@ def draw_boxes(
     h, w = image.shape[:2]
     scale = label_scale(w, h)
     sizes = [label_size(text, scale) for text in labels]
-    for i, at in enumerate(place_labels(boxes, sizes, w, h)):
+    for i, at in enumerate(place_labels(boxes, sizes, w, h, taken)):
         draw_label(image, labels[i], at, colors[i], scale=scale)
 
 

@@ -1,5 +1,9 @@
 """record: per stream an annotated video and a JSONL file of per-frame metadata; a summary at the end.
 
+Replay writes STREAM.mp4, STREAM.jsonl and summary.json. Live cuts every stream into segments of segment_s
+seconds, each written as STREAM-YYYYmmdd-HHMMSS.mp4 and .jsonl with its facts in a .json beside them, and writes
+one summary-YYYYmmdd-HHMMSS.json per run: no file spans two runs, and none is appended to.
+
 The JSONL holds only what follows from the input (no wall-clock times), so two
 replays of the same input and config write byte-identical files.
 """
@@ -8,11 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 import cv2
 import numpy as np
@@ -20,13 +26,16 @@ from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.categories import CATEGORIES, category_name
-from pipeline.draw import draw_boxes
+from pipeline.draw import Rect, draw_boxes
 from pipeline.metrics import PREFIX
 from pipeline.protocol import Frame, StreamEnd, StreamStart
 from pipeline.retention import Every, RetentionOptions, prune_files
 from pipeline.stage import Stage, StageContext, StageFailure
-from stages.analyze.overlay import OverlayGeometry, draw_analytics
+from stages.analyze.overlay import OverlayGeometry, analytics_labels, draw_analytics, label_rects
 from stages.encode import DEFAULT_CRF, EXTENSIONS, VideoOut, open_video
+
+if TYPE_CHECKING:
+    from stages.analyze.options import StreamAnalyticsConfig
 
 
 class RecordOptions(BaseModel):
@@ -42,21 +51,22 @@ class RecordOptions(BaseModel):
     draw: bool = Field(True, description="Draw the detections on the video; off: the frames as they arrive (blurred faces stay blurred).")
     labels: bool = Field(True, description="Draw class, track id and score next to each box.")
     segment_s: float = Field(
-        60.0, gt=0, description="Live: the annotated video is cut into files of this many seconds (STREAM-YYYYmmdd-HHMMSS.mp4, named after "
-        "their first frame's capture time, with a STREAM-....json beside each: its times, frames and alerts), each playable once closed; replay writes one file per stream."
+        60.0, gt=0, description="Live: each stream is cut into segments of this many seconds of capture time, each written as "
+        "STREAM-YYYYmmdd-HHMMSS.mp4 and STREAM-YYYYmmdd-HHMMSS.jsonl (named after its first frame's capture time) with a STREAM-YYYYmmdd-HHMMSS.json "
+        "beside them (its times, frames, alerts and file names); a video is playable once closed. Replay writes one video and one JSONL per stream."
     )
     keep: Literal["all", "alerts"] = Field(
-        "all", description="Live: which segments are kept: all, or alerts (a segment in which an alert was raised, with the one before and the one after "
-        "it; the others are deleted once their neighbours are known, so about one segment of each stream is on disk between events)."
+        "all", description="Live: which segments' videos are kept: all, or alerts (a segment in which an alert was raised, with the one before and "
+        "the one after it; the others' video and .json are deleted once their neighbours are known, so about one segment of each stream is on "
+        "disk between events). Every segment's JSONL is kept (retention still applies)."
     )
     alert_max_age_days: float | None = Field(
-        None, gt=0, description="Live: segments in which an alert was raised are kept this long, past retention's age and size limits (null: like the others)."
-    )
-    rotate_mb: float | None = Field(
-        256.0, gt=0, description="Live: a stream's JSONL larger than this is closed as STREAM-TIME.jsonl and a new one begun (null: never)."
+        None, gt=0, description="Live: segments in which an alert was raised (video and JSONL) are kept this long, past retention's age and size "
+        "limits (null: like the others)."
     )
     retention: RetentionOptions = Field(
-        default_factory=RetentionOptions, description="What of out_dir's videos and rotated JSONL files to keep (live recording grows without end)."
+        default_factory=RetentionOptions, description="What of out_dir's videos and JSONL files to keep (live recording grows without end); "
+        "never the segment being written, never a summary."
     )
 
 
@@ -68,15 +78,26 @@ def _color(class_id: int, track_id: int) -> tuple[int, int, int]:
     return int(bgr[0]), int(bgr[1]), int(bgr[2])
 
 
-def annotate(image: np.ndarray, frame: Frame, labels: bool = True) -> np.ndarray:
-    """A copy of the image with the frame's detections drawn."""
+def annotate(image: np.ndarray, frame: Frame, labels: bool = True, taken: Sequence[Rect] = ()) -> np.ndarray:
+    """A copy of the image with the frame's detections drawn, their labels clear of the `taken` ones."""
     out = np.array(image, copy=True)  # the frame keeps its clean pixels for whoever reads it next
     d = frame.detections
     colors = [_color(int(cid), int(tid)) for cid, tid in zip(d.class_ids, d.track_ids)]
     texts = None
     if labels:
         texts = [category_name(int(cid)) + (f" #{tid}" if tid >= 0 else "") + f" {score:.2f}" for score, cid, tid in zip(d.scores, d.class_ids, d.track_ids)]
-    draw_boxes(out, d.boxes, colors, texts)
+    draw_boxes(out, d.boxes, colors, texts, taken=taken)
+    return out
+
+
+def annotated_picture(image: np.ndarray, frame: Frame, analytics: StreamAnalyticsConfig | None, labels: bool = True) -> np.ndarray:
+    """A copy of the image with the detections and, where the stream is analysed, its zones, lines and counts
+    drawn; the detections' labels go around the analytics' ones (drawn last, on top)."""
+    if analytics is None:
+        return annotate(image, frame, labels)
+    h, w = image.shape[:2]
+    out = annotate(image, frame, labels, taken=label_rects(analytics_labels(analytics, frame.analytics, w, h), w, h))
+    draw_analytics(out, analytics, frame.analytics)
     return out
 
 
@@ -113,16 +134,32 @@ def frame_record(frame: Frame) -> dict[str, Any]:
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".webm"}
 RESULT_SUFFIXES = {".jsonl"} | VIDEO_SUFFIXES  # what retention removes (a segment's .json goes with its video)
+SEGMENT_STAMP = re.compile(r".*-\d{8}-\d{6}(-\d+)?")  # a live segment's stem: STREAM-YYYYmmdd-HHMMSS[-N]
 
 
 def _stream_of(name: str, streams: set[str]) -> str | None:
-    """The stream a result file belongs to (STREAM.jsonl, STREAM-2.mp4, STREAM-20261206-101500.jsonl), if any."""
+    """The stream a result file belongs to (STREAM.jsonl, STREAM-2.mp4, STREAM-20261206-101500-2.jsonl), if any."""
     stem = name.rsplit(".", 1)[0]
     for sid in sorted(streams, key=len, reverse=True):
         rest = stem[len(sid) :]
         if stem.startswith(sid) and (rest == "" or (rest[0] == "-" and rest[1:].replace("-", "").isdigit())):
             return sid
     return None
+
+
+def _stamp(ts: float) -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.localtime(ts))
+
+
+def _unused(folder: Path, stem: str, suffixes: tuple[str, ...], taken: str = "") -> str:
+    """STEM, or STEM-2, -3, ... where folder holds a file of that name with one of the suffixes already (two
+    segments begun within a second, a stage restarted within a second) or it is `taken` (the run's summary: a
+    stream may be called summary)."""
+    name, n = stem, 1
+    while name == taken or any((folder / f"{name}{sfx}").exists() for sfx in suffixes):
+        n += 1
+        name = f"{stem}-{n}"
+    return name
 
 
 MIN_FREE_BYTES = 16 << 20  # below this the video writer starts failing silently: stop before, with an error
@@ -139,7 +176,9 @@ class StreamOutput:
     video: VideoOut | None = None
     video_path: str | None = None
     segment: dict[str, Any] | None = None  # live: what the segment being written holds, written beside it when closed
-    closed: list[tuple[Path, bool]] = field(default_factory=list)  # keep: alerts: the last closed segments, and whether alerted
+    stem: str | None = None  # live: the segment's name, that of its video, JSONL and facts
+    segments: int = 0  # live: segments begun
+    closed: list[tuple[Path | None, bool]] = field(default_factory=list)  # keep: alerts: the last closed segments, and whether alerted
     jsonl_path: str | None = None
     frames: int = 0
     video_frames: int = 0
@@ -165,6 +204,9 @@ class RecordStage(Stage):
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.outputs: dict[str, StreamOutput] = {}
         self.started = time.time()
+        self.summary_path = self.out_dir / "summary.json"
+        if ctx.mode == "live":  # one summary per run: a restarted stage does not overwrite what the last one said
+            self.summary_path = self.out_dir / (_unused(self.out_dir, f"summary-{_stamp(self.started)}", (".json",)) + ".json")
         self._warned_no_pixels = False
         self.closed = False
         r = ctx.metrics.registry
@@ -190,29 +232,42 @@ class RecordStage(Stage):
 
     def _output(self, frame: Frame) -> StreamOutput:
         out = self.outputs[frame.stream]
+        if self.ctx.mode == "live":
+            return self._segment(out, frame)
         if self.options.jsonl and out.jsonl is None:
             out.jsonl_path = str(self.out_dir / f"{frame.stream}.jsonl")
-            # Live: a restarted record stage adds to what the last one wrote; replay starts afresh, and a live
-            # source that restarted within it (a new epoch, numbering from 0 again) adds to the same file.
-            append = self.ctx.mode == "live" or (out.live and out.epochs > 1)
+            # A live source that restarted within a replay (a new epoch, numbering from 0 again) adds to the same file.
+            append = out.live and out.epochs > 1
             out.jsonl = open(out.jsonl_path, "a" if append else "w", encoding="utf-8")
         if self.options.video and out.video is None and frame.image is not None:
-            ext = EXTENSIONS[self.options.codec]
-            # Live: one video per start (a video file cannot be appended to); replay: one per stream, and one
-            # more per restart of its source.
-            if self.ctx.mode == "live":
-                stamp = time.strftime("-%Y%m%d-%H%M%S", time.localtime(frame.capture_ts))
-                n = 1
-                while (self.out_dir / f"{frame.stream}{stamp}{ext}").exists():  # two segments begun within a second
-                    n += 1
-                    stamp = time.strftime("-%Y%m%d-%H%M%S", time.localtime(frame.capture_ts)) + f"-{n}"
-                out.segment = {"stream": frame.stream, "start_ts": frame.capture_ts, "end_ts": frame.capture_ts, "frames": 0, "alerts": []}
-            else:
-                stamp = f"-{out.epochs}" if out.live and out.epochs > 1 else ""
-            out.video_path = str(self.out_dir / f"{frame.stream}{stamp}{ext}")
-            fps = out.fps or 25.0
-            out.video = open_video(out.video_path, self.options.codec, fps, frame.width, frame.height, self.options.crf)
+            # One video per stream, and one more per restart of its source (a video file cannot be appended to).
+            stamp = f"-{out.epochs}" if out.live and out.epochs > 1 else ""
+            self._open_video(out, frame, f"{frame.stream}{stamp}")
         return out
+
+    def _segment(self, out: StreamOutput, frame: Frame) -> StreamOutput:
+        """Live: the segment the frame belongs to, begun with it when the last one is segment_s old (or closed)."""
+        if out.segment is not None and frame.capture_ts - out.segment["start_ts"] >= self.options.segment_s:
+            self._finish(out)  # the next segment begins with this frame
+            self._write_summary()  # which files are the stream's last ones now
+        if out.segment is None:
+            suffixes = (EXTENSIONS[self.options.codec], ".jsonl", ".json")
+            out.stem = _unused(self.out_dir, f"{frame.stream}-{_stamp(frame.capture_ts)}", suffixes, self.summary_path.name[: -len(".json")])
+            out.segment = {"stream": frame.stream, "start_ts": frame.capture_ts, "end_ts": frame.capture_ts, "frames": 0, "alerts": []}
+            out.segments += 1
+            out.video_path = None
+            out.jsonl_path = None
+            if self.options.jsonl:
+                out.jsonl_path = str(self.out_dir / f"{out.stem}.jsonl")
+                out.jsonl = open(out.jsonl_path, "w", encoding="utf-8")
+        if self.options.video and out.video is None and frame.image is not None:
+            assert out.stem is not None
+            self._open_video(out, frame, out.stem)
+        return out
+
+    def _open_video(self, out: StreamOutput, frame: Frame, stem: str) -> None:
+        out.video_path = str(self.out_dir / f"{stem}{EXTENSIONS[self.options.codec]}")
+        out.video = open_video(out.video_path, self.options.codec, out.fps or 25.0, frame.width, frame.height, self.options.crf)
 
     def process(self, batch: list[Frame]) -> list[Frame]:
         try:
@@ -236,8 +291,10 @@ class RecordStage(Stage):
         in_use |= self._alert_segments(files, now)  # kept longer: what an operator comes back to
         pruned = prune_files(files, in_use, self.options.retention, now)
         for path in pruned.by_age + pruned.by_size:
-            if path.suffix in VIDEO_SUFFIXES:
-                path.with_suffix(".json").unlink(missing_ok=True)  # the segment's facts go with it
+            # A segment's facts go with its video (what the web view lists), or with the last of its files.
+            sidecar = path.with_suffix(".json")
+            if SEGMENT_STAMP.fullmatch(path.stem) and (path.suffix in VIDEO_SUFFIXES or not any(sidecar.with_suffix(x).exists() for x in RESULT_SUFFIXES)):
+                sidecar.unlink(missing_ok=True)
         for reason, removed in (("age", pruned.by_age), ("size", pruned.by_size)):
             if removed:
                 self.m_deleted.labels(self.ctx.name, reason).inc(len(removed))
@@ -245,14 +302,14 @@ class RecordStage(Stage):
         self.m_bytes.labels(self.ctx.name).set(pruned.kept_bytes)
 
     def _alert_segments(self, files: list[Path], now: float) -> set[Path]:
-        """The segments in which an alert was raised and that are younger than alert_max_age_days."""
+        """The files (video, JSONL) of the segments in which an alert was raised and that are younger than alert_max_age_days."""
         limit = self.options.alert_max_age_days
         if limit is None:
             return set()
         kept = set()
         for path in files:
             sidecar = path.with_suffix(".json")
-            if path.suffix not in VIDEO_SUFFIXES or not sidecar.is_file():
+            if not sidecar.is_file():
                 continue
             try:
                 facts = json.loads(sidecar.read_text())
@@ -261,16 +318,6 @@ class RecordStage(Stage):
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # an unreadable sidecar protects nothing
         return kept
-
-    def _rotate(self, out: StreamOutput) -> None:
-        """Live: the JSONL grew past rotate_mb: close it under a dated name; the next frame begins a new one."""
-        if out.jsonl is None or out.jsonl_path is None or self.ctx.mode != "live" or self.options.rotate_mb is None:
-            return
-        if out.jsonl.tell() < self.options.rotate_mb * 2**20:
-            return
-        out.jsonl.close()
-        out.jsonl = None
-        os.replace(out.jsonl_path, self.out_dir / f"{out.stream}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
 
     def _check_space(self) -> None:
         """A full disk is an error, not a warning: OpenCV's video writer only warns when its writes fail."""
@@ -294,17 +341,13 @@ class RecordStage(Stage):
                         self.log.warning("frames arrive without pixels: no annotated video (forward_pixels is off upstream)")
                         self._warned_no_pixels = True
                 elif out.video is not None:
-                    if out.segment is not None and frame.capture_ts - out.segment["start_ts"] >= self.options.segment_s:
-                        self._close_video(out)  # the next segment begins with this frame
-                        self._output(frame)
-                    assert out.video is not None
                     out.video.write(self._picture(frame) if self.options.draw else frame.image)
                     out.video_frames += 1
-                    if out.segment is not None:
-                        out.segment["end_ts"] = frame.capture_ts
-                        out.segment["frames"] += 1
-                        if frame.analytics is not None:
-                            out.segment["alerts"] += [a.id for a in frame.analytics.alerts]
+            if out.segment is not None:
+                out.segment["end_ts"] = frame.capture_ts
+                out.segment["frames"] += 1
+                if frame.analytics is not None:
+                    out.segment["alerts"] += [a.id for a in frame.analytics.alerts]
             out.frames += 1
             out.objects += len(frame.detections)
             for name in record["objects"]["classes"]:
@@ -314,46 +357,41 @@ class RecordStage(Stage):
         for out in (self.outputs[s] for s in {f.stream for f in batch}):
             if out.jsonl is not None:
                 out.jsonl.flush()  # a write error surfaces with this batch, not at the end of the stream
-                self._rotate(out)
 
     def _finish(self, out: StreamOutput) -> None:
+        """Closes the stream's files (a video is playable from now on); live, the segment's facts go beside them as STEM.json."""
         if out.jsonl is not None:
             out.jsonl.close()
             out.jsonl = None
-        self._close_video(out)
+        if out.video is not None:
+            video, out.video = out.video, None
+            video.close()
+        if out.segment is None or not (out.video_path or out.jsonl_path):  # nothing written: no facts of it either
+            out.segment = None
+            return
+        segment, out.segment = out.segment, None
+        segment["video"] = Path(out.video_path).name if out.video_path else None
+        segment["jsonl"] = Path(out.jsonl_path).name if out.jsonl_path else None
+        (self.out_dir / f"{out.stem}.json").write_text(json.dumps(segment, separators=(",", ":")) + "\n")
+        if self.options.video and self.options.keep == "alerts":
+            self._keep_events(out, Path(out.video_path) if out.video_path else None, bool(segment["alerts"]))
 
     def _picture(self, frame: Frame) -> np.ndarray:
         """The frame with its detections and, where the stream is analysed, its zones, lines and counts drawn."""
         assert frame.image is not None
-        image = annotate(frame.image, frame, self.options.labels)
-        cfg = self.overlay.get(frame.stream)
-        if cfg is not None:
-            draw_analytics(image, cfg, frame.analytics)
-        return image
+        return annotated_picture(frame.image, frame, self.overlay.get(frame.stream), self.options.labels)
 
-    def _close_video(self, out: StreamOutput) -> None:
-        """Finalises the video (playable from now on); live, its segment's facts go beside it as NAME.json."""
-        if out.video is not None:
-            video, out.video = out.video, None
-            video.close()
-        if out.segment is not None and out.video_path is not None:
-            segment, out.segment = out.segment, None
-            segment["video"] = Path(out.video_path).name
-            sidecar = Path(out.video_path).with_suffix(".json")
-            sidecar.write_text(json.dumps(segment, separators=(",", ":")) + "\n")
-            if self.options.keep == "alerts":
-                self._keep_events(out, Path(out.video_path), bool(segment["alerts"]))
-
-    def _keep_events(self, out: StreamOutput, closed: Path, alerted: bool) -> None:
-        """keep: alerts. Of the last three closed segments, the middle one goes when none of the three had an
-        alert: each alert keeps its segment and one segment either side (what led to it, what followed)."""
+    def _keep_events(self, out: StreamOutput, closed: Path | None, alerted: bool) -> None:
+        """keep: alerts. Of the last three closed segments, the middle one's video and facts go when none of the
+        three had an alert: each alert keeps its segment and one segment either side (what led to it, what
+        followed). Its JSONL stays: the metadata of every frame is small. `closed`: the segment's video, if any."""
         out.closed.append((closed, alerted))
         if len(out.closed) == 1 and not alerted:
             return  # the stream's first segment: decided when the second closes
         if len(out.closed) >= 2:
             before = out.closed[-3][1] if len(out.closed) >= 3 else False
             middle, middle_alerted = out.closed[-2]
-            if not (before or middle_alerted or alerted):
+            if middle is not None and not (before or middle_alerted or alerted):
                 for path in (middle, middle.with_suffix(".json")):
                     path.unlink(missing_ok=True)
                 self.m_deleted.labels(self.ctx.name, "no_alert").inc()
@@ -393,6 +431,12 @@ class RecordStage(Stage):
             print(f"replay: no summary was written to {path}", file=sys.stderr)
             return 1
         summary = json.loads(path.read_text())
+        # The replay's own time, start to end, as the progress display and the line below say it (the stage's
+        # own began after the pipeline started).
+        summary["wall_seconds"] = round(elapsed, 3)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        os.replace(tmp, path)
         rows = [("stream", "frames", "lost", "objects", "status", "video", "jsonl")]
         bad = 0
         for sid, s in summary["streams"].items():
@@ -431,13 +475,15 @@ class RecordStage(Stage):
                 "lost": out.lost,
                 "status": status,
                 "error": ended.error,
-                "video": out.video_path,
+                "video": out.video_path,  # live: the segment being written, or the last one
                 "jsonl": out.jsonl_path,
             }
+            if self.ctx.mode == "live":
+                streams[sid]["segments"] = out.segments
         return {"mode": self.ctx.mode, "wall_seconds": round(time.time() - self.started, 3), "streams": streams}
 
     def _write_summary(self) -> None:
-        path = self.out_dir / "summary.json"
+        path = self.summary_path
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(self.summary(), indent=2) + "\n")
         os.replace(tmp, path)

@@ -10,7 +10,7 @@ import numpy as np
 from pipeline.analytics import Analytics
 from pipeline.draw import draw_boxes, label_scale, label_size, place_labels
 from stages.analyze.options import StreamAnalyticsConfig
-from stages.analyze.overlay import LINE_COLOR, ZONE_COLOR, draw_analytics
+from stages.analyze.overlay import LINE_COLOR, ZONE_COLOR, analytics_labels, draw_analytics, label_rects
 
 
 def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
@@ -32,6 +32,20 @@ def test_labels_of_a_crowd_do_not_cover_each_other_and_stay_inside() -> None:
     image = np.zeros((h, w, 3), np.uint8)
     draw_boxes(image, np.array(boxes, np.float32), [(0, 255, 0)] * len(boxes), texts)
     assert image[:, -1].any()  # the right-edge label is drawn up to the edge, not cut off beyond it
+
+
+def test_labels_go_around_the_counts_of_a_line() -> None:
+    """A person right below a line's count label: their label finds another place, and nothing covers the count."""
+    cfg = StreamAnalyticsConfig.model_validate({"frame_size": [768, 576], "lines": {"crossing": {"points": [[460, 195], [460, 360]]}}})
+    counts = Analytics(counts={"crossing": {"in": 1, "out": 2}})
+    taken = label_rects(analytics_labels(cfg, counts, 768, 576), 768, 576)
+    (count_rect,) = taken
+    box = [count_rect[0], count_rect[3] + 2, count_rect[0] + 30, count_rect[3] + 90]  # its label would go where the count is
+    size = label_size("person #3 0.80", label_scale(768, 576))
+    (free,) = place_labels(np.array([box], np.float32), [size], 768, 576, taken)
+    assert not _overlaps(count_rect, (free[0], free[1], free[0] + size[0], free[1] + size[1]))
+    (blind,) = place_labels(np.array([box], np.float32), [size], 768, 576)
+    assert _overlaps(count_rect, (blind[0], blind[1], blind[0] + size[0], blind[1] + size[1]))  # what it did before
 
 
 def test_text_scales_with_the_frame() -> None:

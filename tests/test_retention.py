@@ -7,6 +7,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from pipeline.protocol import Frame, StreamStart
 from pipeline.retention import RetentionOptions, prune_files
 from pipeline.stage import StageContext
 from stages.alert.outbox import DELIVERED, Outbox
-from stages.record import RecordOptions, RecordStage
+from stages.record import RecordOptions, RecordStage, _stream_of
 from tests.helpers.alerts import make_alert
 
 
@@ -67,25 +68,97 @@ def test_the_outbox_forgets_delivered_alerts_by_age_and_size_never_pending_ones(
         box.close()
 
 
-def test_live_record_rotates_its_jsonl_and_keeps_what_retention_allows(tmp_path: Path) -> None:
+def _live_record(tmp_path: Path, **options: Any) -> RecordStage:
     cfg = parse_config({"mode": "live", "streams": [{"id": "cam", "source": "rtsp://h/x"}],
-                        "stages": [{"name": "decode", "kind": "decode"}, {"name": "record", "kind": "record"}]})
-    opts = RecordOptions(out_dir=str(tmp_path), video=False, rotate_mb=0.01, retention=RetentionOptions(max_total_mb=0.05))
+                        "stages": [{"name": "decode", "kind": "decode"}, {"name": "record", "kind": "record"}]})  # fmt: skip
+    opts = RecordOptions(out_dir=str(tmp_path), **options)
     ctx = StageContext("record", cfg, cfg.stages[1], opts, StageMetrics("record"), logging.getLogger("test"))
     rec = RecordStage(ctx)
-    old = _file(tmp_path / "cam-20250101-000000.jsonl", 40_000, 30, time.time())  # an earlier rotation
-    other = _file(tmp_path / "notes.jsonl", 40_000, 30, time.time())  # not a result of this config: never touched
-    ctx.streams.begin(rec, "cam", StreamStart(1, live=True))
-    image = np.zeros((8, 8, 3), np.uint8)
-    for seq in range(200):
-        rec.process([Frame("cam", seq, seq / 10, time.time(), 8, 8, image)])
-    rotated = sorted(p.name for p in tmp_path.glob("cam-*.jsonl"))
-    assert len(rotated) >= 2 and (tmp_path / "cam.jsonl").exists()  # rotated at 10 kB, a new one begun
-    rec.apply_retention(time.time())
-    assert not old.exists() and other.exists() and (tmp_path / "cam.jsonl").exists()
-    kept = sum(p.stat().st_size for p in tmp_path.glob("cam*.jsonl"))
-    assert kept <= 0.05 * 2**20 + (tmp_path / "cam.jsonl").stat().st_size
+    ctx.streams.begin(rec, "cam", StreamStart(1, live=True, fps=10.0))
+    return rec
+
+
+def _feed(rec: RecordStage, t0: float, n: int, batch: int = 3) -> None:
+    """n frames at 10 fps captured from t0, in batches that straddle the segments' ends."""
+    image = np.zeros((48, 64, 3), np.uint8)
+    frames = [Frame("cam", seq, seq / 10, t0 + seq / 10, 64, 48, image) for seq in range(n)]
+    for i in range(0, n, batch):
+        rec.process(frames[i : i + batch])
+
+
+def _seqs(path: Path) -> list[int]:
+    return [json.loads(line)["seq"] for line in path.read_text().splitlines()]
+
+
+def _age(paths: list[Path], seconds: float) -> None:
+    for p in paths:
+        os.utime(p, (time.time() - seconds, time.time() - seconds))
+
+
+def test_live_record_writes_each_segment_as_video_jsonl_and_facts_and_a_summary_per_run(tmp_path: Path) -> None:
+    """Live: a segment is the unit of every output of a stream: its video and its JSONL begin and end at the same
+    frame, under one name, with its facts beside them; no file spans two runs, each run has its own summary, and
+    retention removes old segments (and their facts) but never the one being written nor a summary."""
+    t0 = float(int(time.time()) - 3600)
+    rec = _live_record(tmp_path, segment_s=1.0, retention=RetentionOptions(max_age_days=0.01))
+    _feed(rec, t0, 50)  # five segments of 1 s, the last still open
+    stems = sorted(p.stem for p in tmp_path.glob("cam-*.mp4"))
+    assert len(stems) == 5 and sorted(p.stem for p in tmp_path.glob("cam-*.jsonl")) == stems
+    assert sorted(p.stem for p in tmp_path.glob("cam-*.json")) == stems[:4]  # the open one's facts come when it closes
+    assert stems[0] == "cam-" + time.strftime("%Y%m%d-%H%M%S", time.localtime(t0))
+    assert _seqs(tmp_path / f"{stems[4]}.jsonl") == list(range(40, 50)), "flushed with each batch: readable while written"
     rec.close()
+    for i, stem in enumerate(stems):
+        facts = json.loads((tmp_path / f"{stem}.json").read_text())
+        assert facts["video"] == f"{stem}.mp4" and facts["jsonl"] == f"{stem}.jsonl" and facts["frames"] == 10
+        assert facts["start_ts"] == pytest.approx(t0 + i) and facts["end_ts"] == pytest.approx(t0 + i + 0.9)
+        assert _seqs(tmp_path / f"{stem}.jsonl") == list(range(10 * i, 10 * i + 10))  # that segment's frames, in order
+    (first,) = tmp_path.glob("summary-*.json")
+    assert first.name == "summary-" + time.strftime("%Y%m%d-%H%M%S", time.localtime(rec.started)) + ".json"
+    cam = json.loads(first.read_text())["streams"]["cam"]
+    assert cam["segments"] == 5 and cam["frames"] == 50 and cam["status"] == "stopped"
+    assert cam["video"] == str(tmp_path / f"{stems[4]}.mp4") and cam["jsonl"] == str(tmp_path / f"{stems[4]}.jsonl")
+    assert not (tmp_path / "summary.json").exists() and not (tmp_path / "cam.jsonl").exists()
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    # A second run in the same folder (within the same second: its summary takes the next free name), its first
+    # segment begun in the same second as the first run's last: it takes the next free name too.
+    rec = _live_record(tmp_path, segment_s=1.0, retention=RetentionOptions(max_age_days=0.01))
+    _feed(rec, t0 + 4.5, 15)
+    assert all((tmp_path / name).read_bytes() == data for name, data in before.items()), "the first run's files are left as they were"
+    again = sorted(p.stem for p in tmp_path.glob("cam-*.jsonl") if p.stem not in stems)
+    assert again == [f"{stems[4]}-2", "cam-" + time.strftime("%Y%m%d-%H%M%S", time.localtime(t0 + 5.5))]
+    assert _seqs(tmp_path / f"{again[0]}.jsonl") == list(range(10)) and _seqs(tmp_path / f"{again[1]}.jsonl") == list(range(10, 15))
+    assert (tmp_path / f"{again[0]}.mp4").is_file() and (tmp_path / f"{again[0]}.json").is_file()
+    assert rec.summary_path != first and rec.summary_path.name.startswith("summary-")
+    assert _stream_of(f"{again[0]}.jsonl", {"cam", "cam-1"}) == "cam"
+
+    # Retention: everything is an hour old, the open segment and the summaries too; the open segment stays, and so do
+    # the summaries, and what is not a result of this config's streams.
+    old_jsonl_only = [tmp_path / "cam-20250101-000000.jsonl", tmp_path / "cam-20250101-000000.json"]  # a segment of a run without video
+    for p in old_jsonl_only:
+        p.write_text("{}\n")
+    other = tmp_path / "notes.jsonl"
+    other.write_text("{}\n")
+    _age(list(tmp_path.iterdir()), 3600)
+    rec.apply_retention(time.time())
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted([first.name, rec.summary_path.name, other.name, f"{again[1]}.mp4", f"{again[1]}.jsonl"]), left
+    rec.close()
+    assert json.loads(rec.summary_path.read_text())["streams"]["cam"]["segments"] == 2
+    assert json.loads((tmp_path / f"{again[1]}.json").read_text())["frames"] == 5
+
+
+def test_live_record_without_video_still_writes_segments_with_their_facts(tmp_path: Path) -> None:
+    t0 = float(int(time.time()) - 60)
+    rec = _live_record(tmp_path, video=False, segment_s=2.0)
+    _feed(rec, t0, 50, batch=7)
+    rec.close()
+    stems = sorted(p.stem for p in tmp_path.glob("cam-*.jsonl"))
+    assert len(stems) == 3 and not list(tmp_path.glob("*.mp4"))
+    assert [_seqs(tmp_path / f"{s}.jsonl") for s in stems] == [list(range(20)), list(range(20, 40)), list(range(40, 50))]
+    facts = [json.loads((tmp_path / f"{s}.json").read_text()) for s in stems]
+    assert [(f["video"], f["jsonl"], f["frames"]) for f in facts] == [(None, f"{s}.jsonl", n) for s, n in zip(stems, (20, 20, 10))]
 
 
 def test_live_video_is_cut_into_playable_segments_and_retention_keeps_the_alerted_one(tmp_path: Path) -> None:
@@ -135,7 +208,7 @@ def test_keeping_only_alerts_keeps_each_alerted_segment_with_one_either_side(tmp
 
     cfg = parse_config({"mode": "live", "streams": [{"id": "cam", "source": "rtsp://h/x"}],
                         "stages": [{"name": "decode", "kind": "decode"}, {"name": "record", "kind": "record"}]})  # fmt: skip
-    opts = RecordOptions(out_dir=str(tmp_path), jsonl=False, segment_s=1.0, keep="alerts")
+    opts = RecordOptions(out_dir=str(tmp_path), segment_s=1.0, keep="alerts")
     ctx = StageContext("record", cfg, cfg.stages[1], opts, StageMetrics("record"), logging.getLogger("test"))
     rec = RecordStage(ctx)
     ctx.streams.begin(rec, "cam", StreamStart(1, live=True, fps=10.0))
@@ -151,3 +224,4 @@ def test_keeping_only_alerts_keeps_each_alerted_segment_with_one_either_side(tmp
     starts = [round(json.loads(p.with_suffix(".json").read_text())["start_ts"] - t0) for p in kept]
     assert starts == [3, 4, 5, 7, 8, 9], starts  # 4 and 8 with their neighbours; the rest went as they closed
     assert len(list(tmp_path.glob("cam-*.json"))) == 6
+    assert len(list(tmp_path.glob("cam-*.jsonl"))) == 10  # the metadata of every frame stays: it is small

@@ -92,7 +92,8 @@ def _segments(tmp_path: Path, t0: float) -> None:
 
     cfg = parse_config({"mode": "live", "streams": [{"id": "cam", "source": "rtsp://h/x"}],
                         "stages": [{"name": "decode", "kind": "decode"}, {"name": "record", "kind": "record"}]})  # fmt: skip
-    ctx = StageContext("record", cfg, cfg.stages[1], RecordOptions(out_dir=str(tmp_path), jsonl=False, segment_s=2.0), StageMetrics("record"), logging.getLogger("t"))
+    # With the segments' JSONL beside their videos: the recordings are the videos only.
+    ctx = StageContext("record", cfg, cfg.stages[1], RecordOptions(out_dir=str(tmp_path), segment_s=2.0), StageMetrics("record"), logging.getLogger("t"))
     rec = RecordStage(ctx)
     ctx.streams.begin(rec, "cam", StreamStart(1, live=True, fps=10.0))
     for seq in range(100):
@@ -112,7 +113,8 @@ def test_a_moment_is_found_in_its_segment_and_clips_are_cut_without_re_encoding(
     t0 = 1_800_000_000.0
     _segments(tmp_path, t0)
     recs = list_recordings(tmp_path)
-    assert len(recs) == 5 and all(r.complete and r.stream == "cam" and r.frames == 20 for r in recs)
+    assert len(recs) == 5 and all(r.complete and r.stream == "cam" and r.frames == 20 and r.path.suffix == ".mp4" for r in recs)
+    assert len(list(tmp_path.glob("cam-*.jsonl"))) == 5
     assert [r.alerts for r in sorted(recs, key=lambda r: r.start_ts or 0)] == [0, 0, 1, 0, 0]
     found = moment(recs, "cam", t0 + 5.5)
     assert found is not None and found[0].start_ts == pytest.approx(t0 + 4.0) and found[1] == pytest.approx(1.5)

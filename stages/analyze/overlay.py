@@ -20,6 +20,38 @@ ZONE_COLOR = (0, 220, 255)
 LINE_COLOR = (255, 200, 0)
 
 
+Label = tuple[str, tuple[int, int], tuple[int, int, int]]  # text, top-left corner, colour
+
+
+def analytics_labels(cfg: StreamAnalyticsConfig, analytics: Analytics | None, width: int, height: int) -> list[Label]:
+    """Where draw_analytics puts its labels (zone name and occupancy, line name and counts), inside the picture:
+    what the detections' labels are placed around."""
+    from stages.analyze.scene import fit_geometry
+
+    zones, lines = fit_geometry(cfg, width, height)
+    scale = label_scale(width, height)
+    out: list[Label] = []
+
+    def label(text: str, x: float, y: float, color: tuple[int, int, int]) -> None:
+        tw, th = label_size(text, scale)
+        out.append((text, (int(min(max(x, 0), max(width - tw, 0))), int(min(max(y, 0), max(height - th, 0)))), color))
+
+    for name, zone in zones.items():
+        inside = analytics.occupancy.get(name) if analytics is not None and analytics.occupancy is not None else None
+        x, y = np.min(zone.polygon, axis=0)
+        label(name if inside is None else f"{name}: {inside}", x + 2, y + 2, ZONE_COLOR)
+    for name, line in lines.items():
+        counts = analytics.counts.get(name) if analytics is not None and analytics.counts is not None else None
+        label(name if counts is None else f"{name}: in {counts.get('in', 0)} out {counts.get('out', 0)}", line.a[0] + 4, line.a[1] + 2, LINE_COLOR)
+    return out
+
+
+def label_rects(labels: list[Label], width: int, height: int) -> list[tuple[int, int, int, int]]:
+    """The boxes (x1, y1, x2, y2) the labels take."""
+    scale = label_scale(width, height)
+    return [(x, y, x + w, y + h) for text, (x, y), _ in labels for w, h in [label_size(text, scale)]]
+
+
 def draw_analytics(image: np.ndarray, cfg: StreamAnalyticsConfig, analytics: Analytics | None) -> None:
     """Zones (outline, name and tracks inside) and lines (arrow a -> b, name and counts in/out), in place."""
     from stages.analyze.scene import fit_geometry
@@ -28,20 +60,12 @@ def draw_analytics(image: np.ndarray, cfg: StreamAnalyticsConfig, analytics: Ana
     zones, lines = fit_geometry(cfg, w, h)
     scale = label_scale(w, h)
     thickness = max(1, round(2 * scale / 0.45))
-
-    def label(text: str, x: float, y: float, color: tuple[int, int, int]) -> None:
-        tw, th = label_size(text, scale)
-        draw_label(image, text, (int(min(max(x, 0), max(w - tw, 0))), int(min(max(y, 0), max(h - th, 0)))), color, scale=scale)
-
-    for name, zone in zones.items():
+    for zone in zones.values():
         draw_polygon(image, zone.polygon, ZONE_COLOR, thickness)
-        inside = analytics.occupancy.get(name) if analytics is not None and analytics.occupancy is not None else None
-        x, y = np.min(zone.polygon, axis=0)
-        label(name if inside is None else f"{name}: {inside}", x + 2, y + 2, ZONE_COLOR)
-    for name, line in lines.items():
+    for line in lines.values():
         draw_arrow(image, line.a, line.b, LINE_COLOR, thickness)
-        counts = analytics.counts.get(name) if analytics is not None and analytics.counts is not None else None
-        label(name if counts is None else f"{name}: in {counts.get('in', 0)} out {counts.get('out', 0)}", line.a[0] + 4, line.a[1] + 2, LINE_COLOR)
+    for text, at, color in analytics_labels(cfg, analytics, w, h):
+        draw_label(image, text, at, color, scale=scale)
 
 
 def analytics_configs(config: PipelineConfig) -> dict[str, StreamAnalyticsConfig]:

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pipeline.protocol import Frame, StreamEnd, StreamStart
 from pipeline.secrets import Secret, is_reference
 from pipeline.stage import Stage, StageContext
-from stages.analyze.overlay import OverlayGeometry, draw_analytics
+from stages.analyze.overlay import OverlayGeometry
 from stages.web.hub import Hub
 
 
@@ -161,16 +161,13 @@ class WebStage(Stage):
 
     def render(self, frame: Frame) -> bytes:
         """The frame as the live view shows it: detections, zones, lines and counts drawn, JPEG."""
-        from stages.record import annotate
+        from stages.record import annotated_picture
 
         image = frame.image
         assert image is not None
         if image.ndim == 2:
             image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-        out = annotate(image, frame)
-        cfg = self.overlay.get(frame.stream)
-        if cfg is not None:
-            draw_analytics(out, cfg, frame.analytics)
+        out = annotated_picture(image, frame, self.overlay.get(frame.stream))
         o: WebOptions = self.options
         if out.shape[1] > o.max_width:
             out = cv2.resize(out, (o.max_width, round(out.shape[0] * o.max_width / out.shape[1])), interpolation=cv2.INTER_AREA)
