@@ -155,3 +155,44 @@ def test_a_ctrl_c_during_start_up_returns_within_3_s(tmp_path: Path, after: str)
     assert rc == 130, log[-3000:]  # a stop, as `vidpipe run` says it too
     assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
     assert all(_gone(pid) for pid in _stage_pids(log))
+
+
+def test_progress_on_a_terminal_keeps_its_own_line_and_ends_at_the_results(tmp_path: Path, samples: Path) -> None:
+    """On a terminal (a pseudo-terminal here) the progress bar is redrawn below the log lines, not through them, ends
+    at every frame of the clip and says the time the summary line says."""
+    import pty
+
+    from tests.helpers.analytics import make_clip
+
+    clip = make_clip(samples / "vtest.avi", tmp_path / "clip.avi", 60)
+    cmd = [str(VIDPIPE), "replay", str(clip), "--out", str(tmp_path / "out")]
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdin=slave, stdout=slave, stderr=slave, env={**os.environ, "COLUMNS": "120", "TERM": "xterm"})
+    os.close(slave)
+    chunks = []
+    try:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # the other end closed: the command ended
+                break
+            if not data:
+                break
+            chunks.append(data)
+        rc = proc.wait(120)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))
+    assert rc == 0, text[-3000:]
+    # Every log line is a line of its own: none begins after a progress bar's text.
+    log_lines = [line for line in re.split(r"[\r\n]+", text) if " INFO " in line]
+    assert log_lines and all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO ", line) for line in log_lines), log_lines[:5]
+    summary = re.search(r"60 frames in (\d+\.\d)s", text)
+    assert summary, text[-2000:]
+    bars = re.findall(r"clip .*?(\d+)/(\d+) .*?(\d+\.\d) fps (\d+\.\d)s", text)
+    assert bars, text[-2000:]
+    done, total, _, seconds = bars[-1]
+    assert (done, total) == ("60", "60") and seconds == summary[1], (bars[-3:], summary[0])
