@@ -349,12 +349,48 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _probe_cameras(cfg: PipelineConfig) -> list[tuple[str, str]]:
+    """Each camera and URL source opened and read once, all at once (each within its stream's open timeout); what
+    answers is said on stdout, what does not comes back as a problem."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    # The problems are said below, once each: not also in FFmpeg's and OpenCV's own words.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    import cv2
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    from stages.decode import SourceError, probe, redact, source_kind
+
+    live = [(i, s) for i, s in enumerate(cfg.streams) if source_kind(s.source) in ("url", "device")]
+
+    def one(stream: Any) -> tuple[bool, str]:
+        try:
+            return True, probe(stream)
+        except (SourceError, ValueError) as exc:
+            return False, str(exc)
+
+    with ThreadPoolExecutor(max_workers=min(16, len(live) or 1)) as pool:
+        answers = list(pool.map(one, [s for _, s in live]))
+    problems = []
+    for (i, stream), (ok, what) in zip(live, answers):
+        if ok:
+            print(f"stream {stream.id}: {redact(stream.source)} answers ({what})")
+        else:
+            problems.append((f"streams[{i}].source", what))
+    return problems
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config, sources=not args.no_sources)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    if args.cameras:
+        problems = _probe_cameras(cfg)
+        if problems:
+            print(ConfigError(problems, args.config), file=sys.stderr)
+            return 2
     main = " -> ".join(s.name for s in cfg.stages if s.input_pattern == "pull")
     observers = "".join(f", {s.name} observing {', '.join(cfg.upstream(s.name))}" for s in cfg.stages if s.input_pattern == "sub")
     print(f"{args.config}: ok ({cfg.mode} mode, {len(cfg.streams)} streams, stages: {main}{observers})")
@@ -403,6 +439,7 @@ def make_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("check", help="validate a config and that its file sources are there; exit status 2 on errors")
     r.add_argument("config")
     r.add_argument("--no-sources", action="store_true", help="do not look for the file sources (a config for another machine)")
+    r.add_argument("--cameras", action="store_true", help="also open each camera and URL source and read a frame from it (each within its open timeout)")
     r.set_defaults(func=cmd_check)
     return p
 

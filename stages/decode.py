@@ -54,6 +54,41 @@ class SourceError(Exception):
         self.reason = reason
 
 
+def open_live(stream: StreamConfig) -> cv2.VideoCapture:
+    """A camera or URL source opened within its reconnect settings' timeouts (`stream.source` resolved already);
+    SourceError when it does not open."""
+    rc = stream.reconnect
+    source = stream.source
+    params = [
+        cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(rc.open_timeout_s * 1000),
+        cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(rc.read_timeout_s * 1000),
+    ]
+    if isinstance(source, int):
+        cap = cv2.VideoCapture(source, cv2.CAP_V4L2)
+    else:
+        cap = cv2.VideoCapture(source, cv2.CAP_FFMPEG, params)
+    if not cap.isOpened():
+        cap.release()
+        what = f"V4L2 device /dev/video{source}" if isinstance(source, int) else redact(source)
+        raise SourceError("open_failed", f"cannot open {what} (unreachable, refused or not a video stream)")
+    return cap
+
+
+def probe(stream: StreamConfig) -> str:
+    """Whether a camera or URL source answers: opened and one frame read, as the decode stage would (`vidpipe check
+    --cameras`). Returns what it sends (size, rate); SourceError (or ValueError: an unset ${NAME}) otherwise."""
+    stream = stream.model_copy(update={"source": stream.resolved_source()})
+    cap = open_live(stream)
+    try:
+        ok, image = cap.read()
+        if not ok or image is None:
+            raise SourceError("read_failed", f"{redact(stream.source)} opened but sent no frame within {stream.reconnect.read_timeout_s:g}s")
+        fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+        return f"{image.shape[1]}x{image.shape[0]}" + (f" at {fps:g} fps" if fps else "")
+    finally:
+        cap.release()
+
+
 class DecodeStage(Source):
     kind = "decode"
 
@@ -261,23 +296,6 @@ class DecodeStage(Source):
             if delay > 0:
                 self.ctx.stop_event.wait(delay)
 
-    def _open_live(self) -> cv2.VideoCapture:
-        rc = self.stream.reconnect
-        source = self.stream.source
-        params = [
-            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(rc.open_timeout_s * 1000),
-            cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(rc.read_timeout_s * 1000),
-        ]
-        if isinstance(source, int):
-            cap = cv2.VideoCapture(source, cv2.CAP_V4L2)
-        else:
-            cap = cv2.VideoCapture(source, cv2.CAP_FFMPEG, params)
-        if not cap.isOpened():
-            cap.release()
-            what = f"V4L2 device /dev/video{source}" if isinstance(source, int) else redact(source)
-            raise SourceError("open_failed", f"cannot open {what} (unreachable, refused or not a video stream)")
-        return cap
-
     def _live(self) -> Iterator[Frame | Control]:
         rc = self.stream.reconnect
         backoff = rc.initial_s
@@ -286,7 +304,7 @@ class DecodeStage(Source):
         while not self.ctx.stopping:
             attempt += 1
             try:
-                cap = self._open_live()
+                cap = open_live(self.stream)
             except SourceError as exc:
                 self._error(exc.reason)
                 self._up.set(0)
