@@ -31,6 +31,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from vs_loop import running_config  # noqa: E402  (the ports of a running replay)
 
 
 def make_clip(dst: Path, frames: int) -> Path:
@@ -51,20 +54,10 @@ def make_clip(dst: Path, frames: int) -> Path:
     return dst
 
 
-def record_url(out_dir: Path) -> str | None:
-    """The record stage's /metrics, from the effective config the replay writes into its output folder."""
-    import yaml
-
-    from pipeline.config import ConfigError, parse_config
-
-    path = out_dir / "config.yaml"
-    if not path.exists():
-        return None
-    try:
-        cfg = parse_config(yaml.safe_load(path.read_text()), "bench")
-    except (ConfigError, yaml.YAMLError):
-        return None  # still being written
-    return f"http://{cfg.metrics.host}:{cfg.metrics_port('record', None)}/metrics"
+def record_url(out_dir: Path, private_tmp: Path) -> str | None:
+    """The record stage's /metrics, from the config the replay runs with (see vs_loop.running_config)."""
+    cfg = running_config(out_dir, str(private_tmp))
+    return None if cfg is None else f"http://{cfg.metrics.host}:{cfg.metrics_port('record', None)}/metrics"
 
 
 def frames_in(url: str) -> float:
@@ -77,7 +70,8 @@ def run_once(tree: Path, clip: Path, tmp: Path, cache: Path) -> dict[str, float]
     import psutil
 
     out_dir = Path(tempfile.mkdtemp(prefix="out-", dir=tmp))
-    env = dict(os.environ, PYTHONPATH=str(tree), VIDPIPE_CACHE_DIR=str(cache))
+    private = Path(tempfile.mkdtemp(prefix="run-", dir=tmp))  # its TMPDIR: where its run dir, with its ports, is
+    env = dict(os.environ, PYTHONPATH=str(tree), VIDPIPE_CACHE_DIR=str(cache), TMPDIR=str(private))
     cmd = [sys.executable, "-P", "-m", "pipeline.cli", "--log-level", "WARNING", "replay", str(clip), "--out", str(out_dir), "--quiet"]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -102,7 +96,7 @@ def run_once(tree: Path, clip: Path, tmp: Path, cache: Path) -> dict[str, float]
     sampler.start()
     url = None
     while proc.poll() is None and first is None:
-        url = url or record_url(out_dir)
+        url = url or record_url(out_dir, private)
         if url:
             try:
                 if frames_in(url) > 0:

@@ -152,11 +152,32 @@ def _scrape(url: str) -> dict[str, float]:
     return out
 
 
+def running_config(out_dir: Path, private_tmp: str | None) -> Any:
+    """The config a replay runs with, its ports included: the private copy in its run dir (made in the TMPDIR the
+    bench gave it), or, from a vidpipe that wrote its ports there, the copy beside the results. None until written."""
+    import glob
+
+    import yaml
+
+    from pipeline.config import parse_config
+
+    paths = sorted(glob.glob(os.path.join(private_tmp, "vidpipe-*", "config.yaml"))) if private_tmp else []
+    for path in [*paths, str(out_dir / "config.yaml")]:
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+            if isinstance(data, dict) and (data.get("metrics") or {}).get("port_base"):
+                return parse_config(data, "bench")
+        except Exception:
+            continue  # not there yet, or still being written
+    return None
+
+
 class StageScraper:
     """Scrapes every stage's /metrics while a replay runs; keeps the first scrape with frames and the last."""
 
-    def __init__(self, out_dir: str) -> None:
+    def __init__(self, out_dir: str, private_tmp: str | None = None) -> None:
         self.out_dir = out_dir
+        self.private_tmp = private_tmp
         self.first: dict[str, dict[str, float]] = {}
         self.last: dict[str, dict[str, float]] = {}
         self.peak_rss: dict[str, float] = {}
@@ -165,16 +186,8 @@ class StageScraper:
         self._thread.start()
 
     def _ports(self) -> dict[str, str] | None:
-        path = Path(self.out_dir) / "config.yaml"
-        if not path.exists():
-            return None
-        import yaml
-
-        from pipeline.config import parse_config
-
-        try:
-            cfg = parse_config(yaml.safe_load(path.read_text()), "bench")
-        except Exception:
+        cfg = running_config(Path(self.out_dir), self.private_tmp)
+        if cfg is None:
             return None
         return {
             stage + (f"[{stream}]" if stream else ""): f"http://{cfg.metrics.host}:{cfg.metrics_port(stage, stream)}/metrics"
@@ -216,10 +229,11 @@ def run_vidpipe(video: str, config: str | None, tmp: str) -> dict[str, Any]:
     cmd = [sys.executable, "-P", "-m", "pipeline.cli", "--log-level", "WARNING", "replay", video, "--out", out_dir, "--quiet"]
     if config:
         cmd += ["--config", config]
+    private = tempfile.mkdtemp(prefix="run-", dir=tmp)  # its TMPDIR: where its run dir, with its ports, is
     c0, t0 = _cpu_children(), time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": private})
     sampler = TreeSampler(proc.pid)
-    scraper = StageScraper(out_dir)
+    scraper = StageScraper(out_dir, private)
     out, err = proc.communicate()
     wall = time.perf_counter() - t0
     sampler.stop()
