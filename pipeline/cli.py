@@ -206,6 +206,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if rc != 0:
         return rc
     status = _report(cfg, out_dir, elapsed)
+    print(f"config: {Path(out_dir) / 'config.yaml'} (vidpipe replay --config {Path(out_dir) / 'config.yaml'} --out DIR runs it again)")
     return 128 + launcher.stop_signal if launcher.stop_signal is not None else status
 
 

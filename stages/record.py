@@ -449,6 +449,7 @@ class RecordStage(Stage):
             if s["error"]:
                 print(f"error: {sid}: {s['error']}")
         total = sum(s["frames"] for s in summary["streams"].values())
+        print(f"summary: {path}")
         print(f"{total} frames in {elapsed:.1f}s ({total / max(elapsed, 1e-6):.1f} fps); results in {out_dir}")
         return 1 if bad else 0
 

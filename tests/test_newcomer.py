@@ -79,7 +79,7 @@ def test_the_readme_examples_run_from_elsewhere_with_every_output_under_out(tmp_
         if "--config" in command:
             assert {"alerts/alerts.jsonl", "alerts/outbox.db"} <= written and any(w.startswith("alerts/snapshots/") for w in written), written
             # The end-of-run table lists every file the run wrote.
-            for name in ("alerts/alerts.jsonl", "alerts/outbox.db", "vtest.mp4", "vtest.jsonl"):
+            for name in ("alerts/alerts.jsonl", "alerts/outbox.db", "vtest.mp4", "vtest.jsonl", "summary.json", "config.yaml"):
                 assert str(out / name) in res.stdout, (name, res.stdout)
             # The config beside the results runs again as it is, from anywhere, into another folder: the same
             # alerts (a replay is deterministic), all of them under the new --out.
