@@ -25,6 +25,7 @@ import yaml
 
 from pipeline.config import STAGE_NAME, ConfigError, PipelineConfig, load_config, parse_config, redacted
 from pipeline.metrics import version
+from pipeline.paths import resolve_config_inputs
 from pipeline.protocol import PROTOCOL_VERSION
 
 # The chain `vidpipe replay` runs without --config: data, not code (the stages it names are plugins).
@@ -81,11 +82,9 @@ def build_replay_config(videos: list[str], config_path: str | None, out_dir: str
         data = yaml.safe_load(Path(config_path).read_text()) or {}
         if not isinstance(data, dict):
             raise ConfigError([("", "the config must be a YAML mapping")], config_path)
-        base = Path(config_path).resolve().parent
-        for s in data.get("streams") or []:
-            src = s.get("source") if isinstance(s, dict) else None
-            if isinstance(src, str) and "://" not in src and not os.path.isabs(src):
-                s["source"] = str(base / src)
+        # What the config reads is found beside it (pipeline/paths.py), and the copy written beside the results
+        # names it absolutely: it runs from anywhere.
+        data = resolve_config_inputs(data, Path(config_path).resolve().parent)
     else:
         data = {"stages": default_stages()}
     data["mode"] = "replay"

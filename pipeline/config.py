@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.fields import FieldInfo
 
 from pipeline.curve import public_key_path
+from pipeline.paths import resolve_config_inputs, source_path
 from pipeline.plugins import nearest
 from pipeline.secrets import expand_env, is_reference, redact_options, redact_url
 from pipeline.transport import is_loopback, parse_endpoint
@@ -158,7 +159,7 @@ class TransportConfig(Strict):
 
     curve_keys: str | None = Field(
         None, description="Folder of the stages' CURVE keys (`vidpipe keys FOLDER STAGE...`): every tcp:// socket is then authenticated and "
-        "encrypted, and a stage accepts only the stages the config wires to it. A stage's secret key may come from $VIDPIPE_CURVE_SECRET instead.",
+        "encrypted, and a stage accepts only the stages the config wires to it. A stage's secret key may come from $VIDPIPE_CURVE_SECRET instead. Relative: to the config file's folder.",
     )
     allow_insecure_tcp: bool = Field(
         False, description="Let stages bind tcp:// on an address other hosts can reach without curve_keys: anyone who reaches the port "
@@ -666,7 +667,7 @@ def source_problems(streams: list[Any], base: Path | None = None) -> list[tuple[
         src = s.get("source") if isinstance(s, dict) else getattr(s, "source", None)
         if not isinstance(src, str) or "://" in src or "${" in src or src.isdigit():
             continue
-        p = Path(src) if base is None else (base / src).resolve()  # the path looked for, said as such
+        p = Path(src) if base is None else Path(source_path(src, base))  # the path looked for, said as such
         if not p.exists():
             problems.append((f"streams[{i}].source", f"no such file or folder: {p}"))
         elif not os.access(p, os.R_OK) or (p.is_dir() and not os.access(p, os.X_OK)):
@@ -690,18 +691,14 @@ def load_config(path: str | os.PathLike[str], only_stage: str | None = None, sou
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError([("", f"{where}not valid YAML: {getattr(exc, 'problem', exc)}")], str(p)) from None
-    missing = source_problems(data.get("streams") or [] if isinstance(data, dict) else [], p.parent) if sources else []
+    if isinstance(data, dict):
+        # What the config reads is found beside it (pipeline/paths.py): it runs the same from any folder.
+        data = resolve_config_inputs(data, p.resolve().parent, only_stage)
+    missing = source_problems(data.get("streams") or [] if isinstance(data, dict) else []) if sources else []
     try:
         cfg = parse_config(data, str(p), only_stage)
     except ConfigError as exc:
         raise ConfigError(sorted(exc.problems + missing, key=lambda q: _document_position(data, q)), str(p)) from None
     if missing:
         raise ConfigError(missing, str(p))
-    # Relative file sources are relative to the config file, as users expect.
-    streams = []
-    for s in cfg.streams:
-        src = s.source
-        if isinstance(src, str) and "://" not in src and not os.path.isabs(src):
-            src = str((p.parent / src).resolve())
-        streams.append(s.model_copy(update={"source": src}))
-    return cfg.model_copy(update={"streams": streams})
+    return cfg

@@ -31,7 +31,7 @@ def test_two_host_example_passes_check(tmp_path: Path, monkeypatch: pytest.Monke
     m = re.search(r"```yaml\n(# pipeline.yaml, the same file on both hosts.*?)```", (ROOT / "README.md").read_text(), re.S)
     assert m, "the two-host example is gone from README.md"
     data = yaml.safe_load(m.group(1))
-    monkeypatch.chdir(tmp_path)  # curve_keys is relative to the working directory
+    monkeypatch.chdir(tmp_path)  # `vidpipe keys keys` makes them here; curve_keys is relative to the config beside them
     (tmp_path / "pipeline.yaml").write_text(m.group(1))
     make_keys(data["transport"]["curve_keys"], [st["name"] for st in data["stages"]])  # vidpipe keys keys --config pipeline.yaml
     cfg = load_config(tmp_path / "pipeline.yaml")

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from pipeline.categories import check_categories
+from pipeline.paths import InputPath
 from stages.infer.backend import BackendName
 from stages.infer.detectors import DetectorConfig, detector_mapping
 from stages.infer.detectors.coco_ssd import CocoSsdOptions
@@ -112,7 +113,7 @@ class SignOptions(BaseModel):
     proposal_classes: list[str] = Field(
         ["stop_sign"], description="Detector categories whose boxes are classified too (COCO-SSD's stop signs); the detector's own rows stay."
     )
-    weights: str | None = Field(None, description="state_dict of SignNet; null: the bundled weights (README, Traffic signs).")
+    weights: InputPath | None = Field(None, description="state_dict of SignNet; null: the bundled weights (README, Traffic signs).")
     backend: BackendName = Field("auto", description="Inference backend of the sign classifier (auto: the fastest for the device).")
 
     @field_validator("proposal_classes")

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pipeline.categories import category_id, check_categories
 from pipeline.detections import Detections
 from pipeline.metrics import PREFIX
+from pipeline.paths import InputPath
 from pipeline.protocol import Frame, StreamEnd, StreamStart
 from pipeline.stage import Stage, StageContext
 from stages.infer.backend import BackendName
@@ -26,7 +27,7 @@ class AnomalyModelOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    weights: str | None = Field(None, description="Autoencoder weights (with their .json calibration beside them); null: the bundled generic model.")
+    weights: InputPath | None = Field(None, description="Autoencoder weights (with their .json calibration beside them); null: the bundled generic model.")
     backend: BackendName = Field("auto", description="Backend of the trajectory model (auto: the fastest for the device).")
     classes: list[str] = Field(["person"], description="Categories scored: the bundled model knows people walking; a car at walking speed is not one.")
 
@@ -54,9 +55,9 @@ class TrackOptions(BaseModel):
     motion: Literal["lstm", "kalman"] = Field(
         "lstm", description="Motion model: the bundled motion LSTM (trained on the tracker's own histories, with a predictive uncertainty that bounds association and re-identification), or a constant-velocity Kalman filter. The default scores higher on the tuning sequences (bench/track_eval.py --tuning)."
     )
-    motion_weights: str | None = Field(None, description="Weights of the motion LSTM; null: the bundled ones.")
+    motion_weights: InputPath | None = Field(None, description="Weights of the motion LSTM; null: the bundled ones.")
     appearance: bool = Field(True, description="Use the appearance CNN (association and re-identification).")
-    appearance_weights: str | None = Field(None, description="Weights of the appearance CNN; null: the bundled ones.")
+    appearance_weights: InputPath | None = Field(None, description="Weights of the appearance CNN; null: the bundled ones.")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N.")
     precision: Literal["fp32", "bf16"] = Field(
         "fp32",

@@ -19,6 +19,7 @@ from typing import Any
 import cv2
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pipeline.paths import InputPath
 from pipeline.protocol import Frame, StreamEnd, StreamStart
 from pipeline.secrets import Secret, is_reference
 from pipeline.stage import Stage, StageContext
@@ -32,8 +33,8 @@ class WebOptions(BaseModel):
     host: str = Field("127.0.0.1", description="Address to listen on. Beyond loopback a `token` is required.")
     port: int = Field(8080, ge=1, le=65535, description="Port to listen on.")
     token: Secret | None = Field(None, description="Access token (`${ENV}` or `file:PATH`): requests need it as a bearer token, a cookie set by `?token=`, or the query.")
-    tls_certfile: str | None = Field(None, description="PEM certificate: serve HTTPS (with tls_keyfile).")
-    tls_keyfile: str | None = Field(None, description="PEM private key of tls_certfile.")
+    tls_certfile: InputPath | None = Field(None, description="PEM certificate: serve HTTPS (with tls_keyfile).")
+    tls_keyfile: InputPath | None = Field(None, description="PEM private key of tls_certfile.")
     max_fps: float = Field(10.0, gt=0, le=60, description="Live pictures per second per stream, at most.")
     jpeg_quality: int = Field(80, ge=10, le=100, description="JPEG quality of the live pictures.")
     max_width: int = Field(1280, ge=64, description="Live pictures wider than this are scaled down.")

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.alert import Alert
+from pipeline.paths import InputPath
 from pipeline.secrets import Secret
 
 if TYPE_CHECKING:
@@ -77,9 +78,9 @@ TOPIC_FIELDS = ("stream", "rule", "kind", "severity")  # fields of the alert a t
 class MqttTls(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    ca_file: str | None = Field(None, description="PEM file of the CA that signed the broker's certificate; default: the system's CAs.")
-    cert_file: str | None = Field(None, description="PEM client certificate, for a broker that authenticates clients by certificate.")
-    key_file: str | None = Field(None, description="PEM private key of `cert_file` (default: in `cert_file`).")
+    ca_file: InputPath | None = Field(None, description="PEM file of the CA that signed the broker's certificate; default: the system's CAs.")
+    cert_file: InputPath | None = Field(None, description="PEM client certificate, for a broker that authenticates clients by certificate.")
+    key_file: InputPath | None = Field(None, description="PEM private key of `cert_file` (default: in `cert_file`).")
     key_password: Secret | None = Field(None, description="Password of an encrypted `key_file` (secret: `${NAME}` or `file:PATH`).")
     verify_hostname: bool = Field(True, description="Check that the broker's certificate names `host`; turn off only for a broker addressed by an IP its certificate lacks.")
 

@@ -22,6 +22,7 @@ from pydantic import Field
 
 from pipeline.categories import category_id
 from pipeline.detections import Detections
+from pipeline.paths import InputPath
 from stages.infer.backend import CpuRunner, CpuRuntime, compile_cached, file_key
 from stages.infer.detector import CnnDetector, CnnOptions, cnn_backend
 from stages.infer.ssd import taps
@@ -44,7 +45,7 @@ EXAMPLE_FRAME = (576, 768)  # the export's example input (the batch and the taps
 
 class CocoSsdOptions(CnnOptions):
     type: Literal["coco_ssd"] = Field("coco_ssd", description="COCO-SSD (SSDLite MobileNetV2, COCO), the default: see Detection.")
-    weights: str | None = Field(None, description="state_dict of SSDLiteMobileNetV2; null: the bundled COCO weights.")
+    weights: InputPath | None = Field(None, description="state_dict of SSDLiteMobileNetV2; null: the bundled COCO weights.")
 
 
 class CocoSsdDetector(CnnDetector):

@@ -34,6 +34,7 @@ from pydantic import Field, field_validator, model_validator
 
 from pipeline.categories import category_id, check_categories
 from pipeline.device import autocast, select_device
+from pipeline.paths import InputPath
 from stages.infer.backend import InputSpec, Runner, compile_module, load_onnx
 from stages.infer.detector import CnnDetector, CnnOptions, cnn_backend
 
@@ -62,7 +63,7 @@ class CustomOptions(CnnOptions):
     """A TorchScript or ONNX detector described by its input and output layout."""
 
     type: Literal["custom"] = Field("custom", description="Your own TorchScript or ONNX model: see Bring your own detector.")
-    path: str = Field(..., description="Model file: .pt, .pt2, .ts (TorchScript) or .onnx (ONNX); see `format`.")
+    path: InputPath = Field(..., description="Model file: .pt, .pt2, .ts (TorchScript) or .onnx (ONNX); see `format`.")
     format: Format | None = Field(None, description="torchscript or onnx; default: from the file's suffix.")
     layout: Literal["yolo", "ssd"] = Field(..., description="yolo: one output [B, N, 4+C]; ssd: boxes [B, N, 4] and scores [B, N, C].")
     class_map: list[str | None] = Field(..., min_length=1, description="Pipeline category of each score column, null to drop it.")

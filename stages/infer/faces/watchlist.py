@@ -26,12 +26,13 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.paths import INPUT
 from stages.infer.faces.encoder import DIM, FaceEncoder
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ DetectFaces = Callable[[np.ndarray], np.ndarray]
 class WatchlistOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    folder: Path = Field(
+    folder: Annotated[Path, INPUT] = Field(
         description="Folder with one sub-folder per identity (its name is the identity's name), photos inside "
         "(jpg, jpeg, png, bmp, webp; one clearly visible face each, the largest face is used)."
     )

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.paths import InputPath
 from stages.infer.backend import BackendName, CpuRuntime, compile_cached, file_key
 from stages.infer.lights import CROP_HW, DEFAULT_WEIGHTS, LIGHT_STATES
 from stages.infer.secondary_model import SecondaryModel
@@ -34,7 +35,7 @@ _CODE = [Path(__file__).resolve().parent.parent / "lights" / f for f in ("__init
 class LightStateOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    weights: str | None = Field(None, description="state_dict of LightStateNet; null: the bundled weights (README, Traffic lights).")
+    weights: InputPath | None = Field(None, description="state_dict of LightStateNet; null: the bundled weights (README, Traffic lights).")
     backend: BackendName = Field("auto", description="Inference backend of the light model (auto: the fastest for the device).")
 
 
