@@ -42,6 +42,9 @@ def test_missing_truncated_and_unreachable_sources_end_only_their_streams(tmp_pa
         assert summary[sid]["status"] == "error", summary[sid]
         assert fragment in summary[sid]["error"], summary[sid]["error"]
         assert f"stream {sid} ends: {fragment}" in log
+    # Said at once, before any stage loaded its models, and the run went on with the other streams.
+    assert f"streams[1].source: no such file or folder: {tmp_path / 'nope.mp4'} (that stream will end with this error; the others run)" in log
+    assert log.index("no such file or folder") < log.index("started decode")
     assert "of 795 frames (truncated or corrupt file)" in summary["cut-avi"]["error"]
     # What a truncated file did hold is processed and kept.
     assert 100 < summary["cut-avi"]["frames"] < 795
