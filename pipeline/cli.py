@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from pipeline.config import STAGE_NAME, ConfigError, PipelineConfig, load_config, parse_config, redacted
+from pipeline.entry import interrupted
 from pipeline.metrics import version
 from pipeline.paths import resolve_config_inputs
 from pipeline.protocol import PROTOCOL_VERSION
@@ -237,10 +238,10 @@ def _report(cfg: PipelineConfig, out_dir: str | None, elapsed: float) -> int:
     return max(statuses)
 
 
-def _load(path: str, only_stage: str | None = None) -> PipelineConfig | None:
-    """The config, or None after printing every problem in it."""
+def _load(path: str, only_stage: str | None = None, sources: bool = False) -> PipelineConfig | None:
+    """The config, or None after printing every problem in it (`sources`: its missing file sources among them)."""
     try:
-        return load_config(path, only_stage)
+        return load_config(path, only_stage, sources)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return None
@@ -381,10 +382,8 @@ def _probe_cameras(cfg: PipelineConfig) -> list[tuple[str, str]]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    try:
-        cfg = load_config(args.config, sources=not args.no_sources)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    cfg = _load(args.config, sources=not args.no_sources)
+    if cfg is None:
         return 2
     if args.cameras:
         problems = _probe_cameras(cfg)
@@ -448,8 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
     except KeyboardInterrupt:  # Ctrl-C before the launcher took the signal over: nothing was started yet
-        print("stopped", file=sys.stderr)
-        return 128 + signal.SIGINT
+        return interrupted()
 
 
 def _main(argv: list[str] | None) -> int:

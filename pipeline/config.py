@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.fields import FieldInfo
 
 from pipeline.curve import public_key_path
-from pipeline.paths import resolve_config_inputs, source_path
+from pipeline.paths import resolve_config_inputs
 from pipeline.plugins import nearest
 from pipeline.secrets import expand_env, is_reference, redact_options, redact_url
 from pipeline.transport import is_loopback, parse_endpoint
@@ -658,16 +658,16 @@ class ConfigWatch:
         return True
 
 
-def source_problems(streams: list[Any], base: Path | None = None) -> list[tuple[str, str]]:
+def source_problems(streams: list[Any]) -> list[tuple[str, str]]:
     """File and folder sources that are not there or cannot be read (what `vidpipe check` adds to the config's own
     checks; a URL, a device or a source with an ${ENV} reference is the decode stage's to try). `streams`: the
-    config's (StreamConfig) or a document's raw entries, whose relative paths are relative to `base`."""
+    config's (StreamConfig) or a document's raw entries, their paths resolved already (pipeline/paths.py)."""
     problems = []
     for i, s in enumerate(streams):
         src = s.get("source") if isinstance(s, dict) else getattr(s, "source", None)
         if not isinstance(src, str) or "://" in src or "${" in src or src.isdigit():
             continue
-        p = Path(src) if base is None else Path(source_path(src, base))  # the path looked for, said as such
+        p = Path(src)
         if not p.exists():
             problems.append((f"streams[{i}].source", f"no such file or folder: {p}"))
         elif not os.access(p, os.R_OK) or (p.is_dir() and not os.access(p, os.X_OK)):

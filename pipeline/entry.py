@@ -7,14 +7,19 @@ import signal
 import sys
 
 
+def interrupted() -> int:
+    """A Ctrl-C before anything was started: said, with the exit status of a stop."""
+    print("stopped", file=sys.stderr)
+    return 128 + signal.SIGINT
+
+
 def main() -> int:
     try:
         from pipeline.cli import main as cli_main
 
         return cli_main()
-    except KeyboardInterrupt:
-        print("stopped", file=sys.stderr)
-        return 128 + signal.SIGINT
+    except KeyboardInterrupt:  # while pipeline.cli loads: its own main catches the ones after
+        return interrupted()
 
 
 if __name__ == "__main__":

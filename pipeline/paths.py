@@ -40,7 +40,7 @@ def _resolved(value: str, base: Path) -> str:
     return os.path.normpath(base / value)
 
 
-def source_path(source: Any, base: Path) -> Any:
+def _source_path(source: Any, base: Path) -> Any:
     """A stream's source with a relative file or folder path made absolute against `base` (URLs, devices and
     `${NAME}` references as they are)."""
     if isinstance(source, str) and _relative_path(source) and not source.isdigit():
@@ -119,7 +119,7 @@ def resolve_config_inputs(data: dict[str, Any], base: Path, only_stage: str | No
     out = dict(data)
     streams = data.get("streams")
     if isinstance(streams, list):
-        out["streams"] = [{**s, "source": source_path(s["source"], base)} if isinstance(s, dict) and "source" in s else s for s in streams]
+        out["streams"] = [{**s, "source": _source_path(s["source"], base)} if isinstance(s, dict) and "source" in s else s for s in streams]
     transport = data.get("transport")
     if isinstance(transport, dict) and _relative_path(transport.get("curve_keys")):
         out["transport"] = {**transport, "curve_keys": _resolved(transport["curve_keys"], base)}

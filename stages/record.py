@@ -78,6 +78,11 @@ def _color(class_id: int, track_id: int) -> tuple[int, int, int]:
     return int(bgr[0]), int(bgr[1]), int(bgr[2])
 
 
+def label_text(class_name: str, track_id: int, score: float) -> str:
+    """A detection's label in the video: class, track id (once it is a track) and score."""
+    return class_name + (f" #{track_id}" if track_id >= 0 else "") + f" {score:.2f}"
+
+
 def annotate(image: np.ndarray, frame: Frame, labels: bool = True, taken: Sequence[Rect] = ()) -> np.ndarray:
     """A copy of the image with the frame's detections drawn, their labels clear of the `taken` ones."""
     out = np.array(image, copy=True)  # the frame keeps its clean pixels for whoever reads it next
@@ -85,7 +90,7 @@ def annotate(image: np.ndarray, frame: Frame, labels: bool = True, taken: Sequen
     colors = [_color(int(cid), int(tid)) for cid, tid in zip(d.class_ids, d.track_ids)]
     texts = None
     if labels:
-        texts = [category_name(int(cid)) + (f" #{tid}" if tid >= 0 else "") + f" {score:.2f}" for score, cid, tid in zip(d.scores, d.class_ids, d.track_ids)]
+        texts = [label_text(category_name(int(cid)), int(tid), float(score)) for score, cid, tid in zip(d.scores, d.class_ids, d.track_ids)]
     draw_boxes(out, d.boxes, colors, texts, taken=taken)
     return out
 
@@ -96,8 +101,9 @@ def annotated_picture(image: np.ndarray, frame: Frame, analytics: StreamAnalytic
     if analytics is None:
         return annotate(image, frame, labels)
     h, w = image.shape[:2]
-    out = annotate(image, frame, labels, taken=label_rects(analytics_labels(analytics, frame.analytics, w, h), w, h))
-    draw_analytics(out, analytics, frame.analytics)
+    drawn = analytics_labels(analytics, frame.analytics, w, h)
+    out = annotate(image, frame, labels, taken=label_rects(drawn, w, h))
+    draw_analytics(out, analytics, frame.analytics, drawn)
     return out
 
 

@@ -23,11 +23,8 @@ from pipeline.config import load_config
 from pipeline.draw import label_scale, label_size, place_labels
 from stages.analyze.options import StreamAnalyticsConfig
 from stages.analyze.overlay import analytics_configs, analytics_labels, label_rects
-
-
-def _label_texts(objects: dict[str, list]) -> list[str]:  # type: ignore[type-arg]
-    # As stages/record.py's annotate writes them: class, track id, score.
-    return [f"{c}" + (f" #{t}" if t >= 0 else "") + f" {s:.2f}" for c, t, s in zip(objects["classes"], objects["track_ids"], objects["scores"])]
+from stages.record import label_text
+from tools.tracklets import read_frames
 
 
 def overlaps(record: dict, analytics: StreamAnalyticsConfig | None) -> int:  # type: ignore[type-arg]
@@ -40,7 +37,8 @@ def overlaps(record: dict, analytics: StreamAnalyticsConfig | None) -> int:  # t
         state = Analytics(counts=facts.get("counts"), occupancy=facts.get("occupancy"))
         taken = label_rects(analytics_labels(analytics, state, width, height), width, height)
     scale = label_scale(width, height)
-    sizes = [label_size(t, scale) for t in _label_texts(objects)]
+    texts = [label_text(c, t, s) for c, t, s in zip(objects["classes"], objects["track_ids"], objects["scores"])]
+    sizes = [label_size(t, scale) for t in texts]
     spots = place_labels(np.asarray(objects["boxes"], dtype=np.float64).reshape(-1, 4), sizes, width, height, taken)
     rects = taken + [(x, y, x + w, y + h) for (x, y), (w, h) in zip(spots, sizes)]
     return sum(1 for i, a in enumerate(rects) for b in rects[i + 1 :] if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3])
@@ -77,16 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     if not seqs:
         print("no frame with a line count in these results (an analytics replay?)", file=sys.stderr)
         return 1
-    cap = cv2.VideoCapture(str(args.results / f"{args.stream}.mp4"))
-    frames, seq = {}, 0
-    while len(frames) < len(seqs):
-        ok, image = cap.read()
-        if not ok:
-            break
-        if seq in seqs:
-            frames[seq] = image
-        seq += 1
-    cap.release()
+    frames = {i: image for i, image in read_frames(args.results / f"{args.stream}.mp4", seqs[0], seqs[-1] + 1) if i in seqs}
     for s in seqs:
         r = records[s]
         print(f"frame {s}: {len(r['objects']['boxes'])} labels, {overlaps(r, analytics)} overlapping pairs")

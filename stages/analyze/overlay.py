@@ -14,6 +14,7 @@ from pipeline.draw import draw_arrow, draw_label, draw_polygon, label_scale, lab
 
 if TYPE_CHECKING:
     from pipeline.config import PipelineConfig
+    from stages.analyze.geometry import Line, Zone
     from stages.analyze.options import StreamAnalyticsConfig
 
 ZONE_COLOR = (0, 220, 255)
@@ -22,13 +23,27 @@ LINE_COLOR = (255, 200, 0)
 
 Label = tuple[str, tuple[int, int], tuple[int, int, int]]  # text, top-left corner, colour
 
+# fit_geometry per (config, frame size): every drawn frame needs it, and it changes only with the config. An entry
+# holds its config, so the id in its key is not reused while it is there.
+_FITTED: dict[tuple[int, int, int], tuple[StreamAnalyticsConfig, dict[str, Zone], dict[str, Line]]] = {}
+
+
+def _fitted(cfg: StreamAnalyticsConfig, width: int, height: int) -> tuple[dict[str, Zone], dict[str, Line]]:
+    from stages.analyze.scene import fit_geometry
+
+    key = (id(cfg), width, height)
+    hit = _FITTED.get(key)
+    if hit is None or hit[0] is not cfg:
+        if len(_FITTED) >= 64:  # configs replaced by edits: let the old ones go
+            _FITTED.clear()
+        hit = _FITTED[key] = (cfg, *fit_geometry(cfg, width, height))
+    return hit[1], hit[2]
+
 
 def analytics_labels(cfg: StreamAnalyticsConfig, analytics: Analytics | None, width: int, height: int) -> list[Label]:
     """Where draw_analytics puts its labels (zone name and occupancy, line name and counts), inside the picture:
     what the detections' labels are placed around."""
-    from stages.analyze.scene import fit_geometry
-
-    zones, lines = fit_geometry(cfg, width, height)
+    zones, lines = _fitted(cfg, width, height)
     scale = label_scale(width, height)
     out: list[Label] = []
 
@@ -52,19 +67,18 @@ def label_rects(labels: list[Label], width: int, height: int) -> list[tuple[int,
     return [(x, y, x + w, y + h) for text, (x, y), _ in labels for w, h in [label_size(text, scale)]]
 
 
-def draw_analytics(image: np.ndarray, cfg: StreamAnalyticsConfig, analytics: Analytics | None) -> None:
-    """Zones (outline, name and tracks inside) and lines (arrow a -> b, name and counts in/out), in place."""
-    from stages.analyze.scene import fit_geometry
-
+def draw_analytics(image: np.ndarray, cfg: StreamAnalyticsConfig, analytics: Analytics | None, labels: list[Label] | None = None) -> None:
+    """Zones (outline, name and tracks inside) and lines (arrow a -> b, name and counts in/out), in place;
+    `labels`: analytics_labels of this picture, where the caller has them already."""
     h, w = image.shape[:2]
-    zones, lines = fit_geometry(cfg, w, h)
+    zones, lines = _fitted(cfg, w, h)
     scale = label_scale(w, h)
     thickness = max(1, round(2 * scale / 0.45))
     for zone in zones.values():
         draw_polygon(image, zone.polygon, ZONE_COLOR, thickness)
     for line in lines.values():
         draw_arrow(image, line.a, line.b, LINE_COLOR, thickness)
-    for text, at, color in analytics_labels(cfg, analytics, w, h):
+    for text, at, color in analytics_labels(cfg, analytics, w, h) if labels is None else labels:
         draw_label(image, text, at, color, scale=scale)
 
 
