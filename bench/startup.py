@@ -85,7 +85,7 @@ def run_once(tree: Path, clip: Path, tmp: Path, cache: Path) -> dict[str, float]
         while not stop.is_set():
             try:
                 for child in parent.children(recursive=True):
-                    cmdline = child.cmdline()
+                    cmdline = " ".join(child.cmdline()).split()  # a forked stage's title is one string
                     if "stage" in cmdline and "decode" in cmdline:
                         peak = max(peak, child.memory_info().rss)
             except psutil.Error:

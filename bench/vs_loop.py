@@ -99,7 +99,7 @@ class TreeSampler:
                     try:
                         rss = p.memory_info().rss
                         total += rss
-                        name = " ".join(p.cmdline()[-6:])
+                        name = " ".join(" ".join(p.cmdline()).split()[-6:])  # forked stages: a title
                         old = self.per_pid.get(p.pid, ("", 0))
                         self.per_pid[p.pid] = (name, max(old[1], rss))
                     except (psutil.NoSuchProcess, psutil.AccessDenied):

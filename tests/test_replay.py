@@ -21,9 +21,11 @@ def video_frames(path: Path) -> int:
 
 def test_replay_vtest_twice_is_complete_and_identical(tmp_path: Path, samples: Path) -> None:
     outs = []
-    for run in ("a", "b"):
+    # a: stages forked from the launcher (the default); b: each a new interpreter, as after a launcher that had
+    # loaded a model runtime itself (pipeline/launcher.py): the same bytes either way.
+    for run, start in (("a", "fork"), ("b", "exec")):
         out = tmp_path / run
-        result = run_vidpipe("replay", str(samples / "vtest.avi"), "--out", str(out), timeout=300)
+        result = run_vidpipe("replay", str(samples / "vtest.avi"), "--out", str(out), timeout=300, env={"VIDPIPE_START": start})
         assert result.returncode == 0, result.stderr[-3000:]
         assert "vtest" in result.stdout and "795" in result.stdout and "complete" in result.stdout
         outs.append(out)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.helpers.procs import ROOT
+from tests.helpers.procs import ROOT, find_stage, stop, vidpipe, wait_for
 
 HEAVY = ("torch", "onnxruntime", "openvino", "scipy.optimize")
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))  # this checkout, whatever is installed
@@ -135,3 +135,24 @@ def test_the_tracker_runs_without_torch_once_exported(tmp_path: Path) -> None:
     assert "torch" in loaded_after(code, cache)  # the exports are made
     # The assignment solver is scipy's extension module alone (stages.track.association.assignment_solver).
     assert loaded_after(code, cache) == {"onnxruntime"}
+
+
+def test_stages_are_forked_from_the_launcher_and_say_which_they_are(tmp_path: Path) -> None:
+    """The launcher forks its stages (no new interpreter importing what it has loaded already); each shows its own
+    stage command in `ps`, and shares nothing with the launcher that a stage needs (the replay completes)."""
+    import psutil
+
+    proc = vidpipe("replay", str(ROOT / "sample_videos" / "vtest.avi"), "--out", str(tmp_path / "out"), log_path=tmp_path / "log.txt")
+    try:
+        wait_for(lambda: find_stage(proc.pid, "infer") is not None and find_stage(proc.pid, "decode") is not None, 60, what="stages")
+        for name in ("decode", "infer", "track", "record"):
+            pid = find_stage(proc.pid, name)
+            assert pid is not None, name
+            child = psutil.Process(pid)
+            title = " ".join(child.cmdline()).split()
+            assert title[0] == "vidpipe" and title[title.index("stage") + 1] == name, title  # a fork's title, no interpreter path
+            assert child.ppid() == proc.pid
+        assert proc.wait(120) == 0, (tmp_path / "log.txt").read_text()[-3000:]
+    finally:
+        stop(proc)
+    assert find_stage(proc.pid) is None

@@ -161,7 +161,7 @@ def find_stage(pid: int, stage: str | None = None) -> int | None:
         return None
     for c in children:
         try:
-            argv = c.cmdline()
+            argv = " ".join(c.cmdline()).split()  # a forked stage's title is one string
         except psutil.NoSuchProcess:
             continue
         if "stage" in argv:
