@@ -38,7 +38,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from pipeline.config import PipelineConfig
 from pipeline.metrics import BEAT_FILE_ENV, PREFIX, MetricsServer
-from pipeline.runtime import EXIT_INCOMPLETE
+from pipeline.runtime import EXIT_INCOMPLETE, STOP_NOW
 from pipeline.transport import bound_ipc_path, ensure_private_dir
 
 log = logging.getLogger("vidpipe.launcher")
@@ -403,11 +403,20 @@ class Launcher:
                 return False
         return True
 
+    @staticmethod
+    def _in_loop(child: Child) -> bool:
+        """Whether the stage has loaded and runs its loop (its loop touches the beat file)."""
+        return child.beat_file is None or os.path.exists(child.beat_file)
+
     def _shutdown(self) -> int:
         # After a give-up there is nothing worth draining into: a short grace, then kill.
         drain = self.config.transport.drain_timeout_s if not self.failed else 0.0
         alive = [c for c in self.children if c.proc and c.restart_at is None]
-        if self.config.mode == "replay" and not self.failed:
+        if self.config.mode == "replay" and not self.failed and not all(self._in_loop(c) for c in alive):
+            # Stopped while starting: what a stage still loading has not passed on, nothing after it has seen,
+            # so there is nothing to drain; every stage stops at once (one loading stops its loading).
+            self._signal(alive, STOP_NOW)
+        elif self.config.mode == "replay" and not self.failed:
             # Sources end their streams (as stopped); each stage in turn is then told to stop, and leaves once
             # that end of stream has reached it, having handed on everything before it.
             for stage in self.config.stages:

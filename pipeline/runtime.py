@@ -37,6 +37,20 @@ POLL_MS = 200
 EXIT_INCOMPLETE = 3
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
 HEALTHY_WITHIN_S = 15.0
+# A stopping replay stage leaves once its input has been quiet this long. The launcher stops stages in
+# order and signals one only after its upstream stages exited, and a sender exits only once its queue was
+# handed on (linger; it queues only to connected peers), so by then everything is already in the socket.
+DRAIN_QUIET_S = 0.25
+
+
+# The launcher's "stop now, nothing to drain" (a stop before every stage was in its loop: nothing has reached
+# the results yet); SIGTERM stops a replay stage after it drained.
+STOP_NOW = signal.SIGUSR2
+
+
+class _StoppedLoading(BaseException):  # not an Exception: no `except Exception` in a loader may swallow it
+    """A stop while the stage was still being built (loading models): no socket is open yet, so nothing can
+    have been sent to it, and there is nothing to drain."""
 
 
 def setup_logging(level: str = "INFO") -> None:
@@ -76,6 +90,8 @@ class StageRunner:
         self.live = config.mode == "live"
         self.zctx: zmq.Context = zmq.Context.instance()
         self._stop_at: float | None = None
+        self._loading = False  # a stop now interrupts building the stage (see _StoppedLoading)
+        self._now = False  # told to stop without draining (STOP_NOW)
         self._refused = 0
         self._curve_keys: Curve | None = None
         self._zap: ZapHandler | None = None
@@ -92,30 +108,44 @@ class StageRunner:
         return self.ctx.problem is None and time.time() - self.metrics.last_beat < HEALTHY_WITHIN_S
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
+        if signum == STOP_NOW:
+            self._now = True
         if not self.ctx.stop_event.is_set():
-            self.log.info("%s: stopping (%s)", signal.Signals(signum).name, "draining" if not self.live else "now")
+            self.log.info("%s: stopping (%s)", signal.Signals(signum).name, "draining" if not (self.live or self._now) else "now")
             self._stop_at = time.monotonic()
         self.ctx.stop_event.set()
+        if self._loading:
+            raise _StoppedLoading
 
     def _drain_expired(self) -> bool:
-        return self._stop_at is not None and time.monotonic() - self._stop_at > self.config.transport.drain_timeout_s
+        return self._now or self._stop_at is not None and time.monotonic() - self._stop_at > self.config.transport.drain_timeout_s
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(STOP_NOW, self._on_signal)
         stage: Stage | None = None
         try:
-            stage = self.cls(self.ctx)
+            self._loading = True
+            try:
+                stage = self.cls(self.ctx)
+            finally:
+                self._loading = False
             if isinstance(stage, Source):
                 complete = self._run_source(stage)
             else:
                 complete = self._run_processor(stage)
             return 0 if complete or self.live else EXIT_INCOMPLETE
-        except StageFailure as exc:
-            self.log.error("stage failed: %s", exc)  # says what and where; no traceback needed
-            return 1
-        except Exception:
-            self.log.exception("stage failed")
+        except (_StoppedLoading, Exception) as exc:
+            if stage is None and self.ctx.stop_event.is_set():
+                # Stopped while loading (also when the stop hit an extension module's import, which then
+                # reports an error of its own): nothing was received, nothing to drain.
+                self.log.info("stopped while loading")
+                return 0 if self.live else EXIT_INCOMPLETE
+            if isinstance(exc, StageFailure):
+                self.log.error("stage failed: %s", exc)  # says what and where; no traceback needed
+            else:
+                self.log.exception("stage failed")
             return 1
         finally:
             if stage is not None:
@@ -217,7 +247,7 @@ class StageRunner:
         # Other control messages are never shed, except by a live stage that is stopping: its
         # downstream may be gone already, and live stops must be prompt.
         blocking = not (self.live and self.ctx.stopping)
-        if out is not None and not self._send(out, msg, blocking=blocking):
+        if out is not None and not self._send(out, msg, blocking=blocking) and not self._now:
             self.log.error("could not hand on %s of stream %s before the drain timeout", msg.kind, msg.stream)
         if pub is not None:
             pub.send(msg, timeout_ms=0)
@@ -269,6 +299,8 @@ class StageRunner:
                 # A live stage whose streams ended (not stopped) still owes downstream the end-of-stream
                 # it queued; with live's linger of 0 it would be dropped whenever downstream was busy.
                 out.sock.setsockopt(zmq.LINGER, int(self.config.transport.drain_timeout_s * 1000))
+            if self._now:
+                out.sock.setsockopt(zmq.LINGER, 0)
             out.close()
         if pub is not None:
             pub.close()
@@ -333,7 +365,7 @@ class StageRunner:
                         break
                     # Replay drain: finish what is queued; stop once the input has been quiet for a while.
                     idle_since = idle_since or now
-                    if now - idle_since > 1.0:
+                    if now - idle_since > DRAIN_QUIET_S:
                         break
                 deadline = batcher.next_deadline()
                 timeout = POLL_MS if deadline is None else max(0, min(POLL_MS, int((deadline - now) * 1000) + 1))

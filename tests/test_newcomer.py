@@ -132,8 +132,10 @@ def test_a_ctrl_c_during_start_up_returns_within_3_s(tmp_path: Path, after: str)
     log_path = tmp_path / "log.txt"
     cmd = [str(VIDPIPE), "replay", "--config", str(ROOT / "deploy" / "config" / "vtest-analytics.yaml"),
            str(ROOT / "sample_videos" / "vtest.avi"), "--out", str(tmp_path / "out")]  # fmt: skip
+    # An empty model cache: the stages spend seconds exporting their models (a first run), whatever ran before.
+    env = {**os.environ, "VIDPIPE_CACHE_DIR": str(tmp_path / "models")}
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         if after == "loading":
             time.sleep(0.3)  # the command is still importing its modules

@@ -292,6 +292,8 @@ def test_a_reader_pages_and_filters_the_history_while_the_owner_writes(tmp_path:
 
     reader = OutboxReader(tmp_path / "outbox.db")
     assert reader.history() == (0, [])  # nothing raised yet: no file
+    sqlite3.connect(tmp_path / "outbox.db").close()
+    assert reader.history() == (0, []) and reader.get("x") is None  # a file without tables yet: the writer is starting
     box = Outbox(tmp_path / "outbox.db", ["hook"])
     try:
         alerts = [make_alert(i, stream="cam1" if i % 2 else "cam2", rule="door" if i < 6 else "gate") for i in range(10)]

@@ -376,7 +376,9 @@ class OutboxReader:
             return
         db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5.0, check_same_thread=False)
         try:
-            yield db
+            # The writer creates the file, then its tables: one starting (or stopped while starting) has none yet.
+            ready = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alerts'").fetchone()
+            yield db if ready else None
         finally:
             db.close()
 
