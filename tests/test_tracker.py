@@ -66,6 +66,34 @@ def test_a_lost_track_is_reidentified_by_appearance_and_removed_after_max_lost()
     assert [t.track_id for t in tr.streams["s"].tracks] == [2]  # track 1, lost over 20 frames, is removed
 
 
+def test_a_detection_goes_to_the_lost_track_it_looks_like_not_to_the_nearer_one_it_resembles_less() -> None:
+    """Two people walk close together; B is hidden for two frames (its track is lost), then A is hidden and B
+    shows up where A was heading. By overlap A's track is the better fit, and B's look is not different enough
+    from A's to gate the pair out; appearance rivalry gives the detection to the track it looks most like."""
+
+    def look(deg: float) -> np.ndarray:
+        v = np.zeros(8, np.float32)
+        v[0], v[1] = np.cos(np.deg2rad(deg)), np.sin(np.deg2rad(deg))
+        return v
+
+    a, b = look(0), look(40)  # cosine distance 0.23: under the 0.5 gate
+
+    def ids(rivalry: float) -> list[list[int]]:
+        tr = Tracker(KalmanMotion(), TrackerSettings(appearance_rivalry=rivalry))
+        for t in range(8):
+            tr.step([StepInput("s", t, dets([walk(0, 3, t), walk(25, 3, t)], [0.9, 0.9]), np.stack([a, b]))])
+        for t in (8, 9):
+            tr.step([StepInput("s", t, dets([walk(0, 3, t)], [0.9]), a[None])])
+        out = [tr.step([StepInput("s", 10, dets([walk(5, 3, 10)], [0.9]), b[None])])[0].track_ids.tolist()]
+        for t in (11, 12):  # both seen again
+            boxes = dets([walk(0, 3, t), walk(8, 3, t, y=104)], [0.9, 0.9])
+            out.append(tr.step([StepInput("s", t, boxes, np.stack([a, b]))])[0].track_ids.tolist())
+        return out
+
+    assert ids(0.0)[0] == [1]  # without rivalry: A's track takes B's detection
+    assert ids(1.5) == [[2], [1, 2], [1, 2]]
+
+
 def test_crops_are_asked_for_only_where_the_appearance_can_decide_something() -> None:
     """With crop_refresh N, a box alone in its frame on one lone box of the frame before gets a crop only
     every Nth frame; boxes near another, newcomers and frames after a gap always get one; decided from the

@@ -79,6 +79,10 @@ class TrackOptions(BaseModel):
         description="Speed for a little identity: 0 embeds every crop; N embeds a box that can only be one object (alone, on one lone box of the frame before) only every Nth frame (bench/track_speed.py, README).",
     )
     reid_distance: float = Field(0.15, gt=0, le=2, description="Cosine distance under which a lost track is re-identified.")
+    appearance_rivalry: float = Field(
+        1.5, ge=0, le=10,
+        description="Cost a track-detection pair pays per unit of cosine distance by which it looks less alike than the best rival pair of the same detection or track (0: off): a detection goes to the track it resembles, not the nearer one.",
+    )
     anomaly: AnomalyModelOptions | None = Field(
         None, description="Score each track's last 2 s of motion against normal motion (column anomaly.score, read by the anomaly rule); null: off."
     )
@@ -104,6 +108,7 @@ class TrackOptions(BaseModel):
             appearance_gate=self.appearance_gate,
             reid_distance=self.reid_distance,
             crop_refresh=self.crop_refresh,
+            appearance_rivalry=self.appearance_rivalry,
         )
 
 

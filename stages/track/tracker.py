@@ -5,12 +5,13 @@ own models: the motion LSTM predicts each track's box (instead of a Kalman filte
 CNN's embeddings both sharpen the first-stage cost and re-identify lost tracks.
 
 1. confident detections vs confirmed and lost tracks: IoU with the predicted box, fused with
-   appearance distance; pairs whose appearance is clearly different are gated out (no swaps at crossings);
+   appearance distance; pairs whose appearance is clearly different are gated out (no swaps at crossings),
+   and a pair pays for looking less alike than the best rival pair of its detection or its track;
 2. the tracks still unmatched that were seen in the previous frame vs the low-score detections, by IoU
    alone (a partly hidden object scores low: this is what keeps it tracked);
-3. tentative tracks vs the confident detections left;
-4. re-identification: lost tracks vs the confident detections left, by appearance within a spatial
+3. re-identification: lost tracks vs the confident detections left, by appearance within a spatial
    window that grows with the time lost;
+4. tentative tracks vs the confident detections left;
 5. confident detections still left start tentative tracks.
 
 Frames of one stream must be given in order; `Tracker.step` takes at most one frame per stream so that
@@ -80,6 +81,7 @@ class TrackerSettings:
     crop_refresh: int = 0  # every this many frames all crops; between, none for boxes that can only be one object (0: all, always)
     reid_ratio: float = 0.8  # appearance distance at most this times that of the next-best candidate
     embedding_momentum: float = 0.9
+    appearance_rivalry: float = 1.5  # stage 1: cost added per unit of appearance distance above the best rival pair's
     clean_crop_iou: float = 0.3  # a crop overlapping another detection more than this does not update the embedding
 
 
@@ -273,6 +275,8 @@ class Tracker:
             height = np.maximum(pred[main, 3] - pred[main, 1], 1.0)
             reach = s.gate_sigmas * np.maximum(spread[main], 0.1 * height)
             cost = np.where(_centre_distance(pred[main], det.boxes[high]) > reach[:, None], INFEASIBLE, cost)
+        if dist is not None and s.appearance_rivalry > 0 and len(main) and len(high):
+            cost = self._rivalry(cost, dist)
         rest_t, rest_high = match(main, high, cost, s.match_cost)
 
         # Stage 2: tracks seen in the previous frame vs low-score detections, IoU only.
@@ -281,15 +285,10 @@ class Tracker:
             iou = iou_matrix(pred[recent], det.boxes[low])
             match(recent, low, 1.0 - iou, 1.0 - s.low_match_iou)
 
-        # Stage 3: tentative tracks vs the confident detections left.
-        tentative = np.array([i for i, t in enumerate(tracks) if t.state == TrackState.TENTATIVE], np.int64)
-        if len(tentative) and len(rest_high):
-            iou = iou_matrix(pred[tentative], det.boxes[rest_high])
-            rest_high = match(tentative, rest_high, 1.0 - iou, 1.0 - s.tentative_match_iou)[1]
-
-        # Stage 4: re-identify lost tracks by appearance, where the track could plausibly be by now, and only
+        # Stage 3: re-identify lost tracks by appearance, where the track could plausibly be by now, and only
         # when the pair is clearly better than the other candidates of both (a ratio test: in a crowd of
-        # look-alikes the nearest embedding is no evidence).
+        # look-alikes the nearest embedding is no evidence). Before the tentative tracks: a person back from an
+        # occlusion whose first sighting started a tentative track (no id yet) gets the old id back.
         matched_tracks = set(track_of_row[track_of_row >= 0].tolist())
         lost = np.array([i for i, t in enumerate(tracks) if t.state == TrackState.LOST and i not in matched_tracks], np.int64)
         if emb is not None and len(lost) and len(rest_high):
@@ -304,6 +303,12 @@ class Tracker:
             rest_high = match(lost, rest_high, cost, s.reid_distance)[1]
             for _ in range(int((track_of_row >= 0).sum()) - before):
                 self.on_event(inp.stream, "reidentified")
+
+        # Stage 4: tentative tracks vs the confident detections left.
+        tentative = np.array([i for i, t in enumerate(tracks) if t.state == TrackState.TENTATIVE], np.int64)
+        if len(tentative) and len(rest_high):
+            iou = iou_matrix(pred[tentative], det.boxes[rest_high])
+            rest_high = match(tentative, rest_high, 1.0 - iou, 1.0 - s.tentative_match_iou)[1]
 
         # Update matched tracks.
         crop_clean = self._clean_crops(det.boxes)
@@ -395,6 +400,17 @@ class Tracker:
             rival = np.where(d == np.expand_dims(best, axis), np.expand_dims(second, axis), np.expand_dims(best, axis))
             ok &= d <= self.s.reid_ratio * rival
         return ok
+
+    def _rivalry(self, cost: np.ndarray, dist: np.ndarray) -> np.ndarray:
+        """Stage-1 costs raised by how much worse each pair's appearance is than the best feasible pair of its
+        detection and of its track: a detection that looks like another track that could be there goes to that one."""
+        known = (cost < INFEASIBLE) & ~np.isnan(dist)
+        d = np.where(known, dist, np.inf)
+        excess = np.zeros_like(cost)
+        for axis in (0, 1):
+            best = d.min(axis=axis, keepdims=True)  # finite wherever a pair of this row/column is known
+            excess = np.maximum(excess, np.where(known, d - np.where(np.isfinite(best), best, 0.0), 0.0))
+        return np.where(cost < INFEASIBLE, cost + self.s.appearance_rivalry * excess, cost)
 
     def _clean_crops(self, boxes: np.ndarray) -> np.ndarray:
         """Rows whose crop shows mostly their own object (not another detection's)."""
