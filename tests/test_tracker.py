@@ -78,20 +78,24 @@ def test_a_detection_goes_to_the_lost_track_it_looks_like_not_to_the_nearer_one_
 
     a, b = look(0), look(40)  # cosine distance 0.23: under the 0.5 gate
 
-    def ids(rivalry: float) -> list[list[int]]:
+    def ids(rivalry: float, hidden: int = 2) -> list[list[int]]:
         tr = Tracker(KalmanMotion(), TrackerSettings(appearance_rivalry=rivalry))
         for t in range(8):
             tr.step([StepInput("s", t, dets([walk(0, 3, t), walk(25, 3, t)], [0.9, 0.9]), np.stack([a, b]))])
-        for t in (8, 9):
+        for t in range(8, 8 + hidden):
             tr.step([StepInput("s", t, dets([walk(0, 3, t)], [0.9]), a[None])])
-        out = [tr.step([StepInput("s", 10, dets([walk(5, 3, 10)], [0.9]), b[None])])[0].track_ids.tolist()]
-        for t in (11, 12):  # both seen again
+        t = 8 + hidden
+        out = [tr.step([StepInput("s", t, dets([walk(5, 3, t)], [0.9]), b[None])])[0].track_ids.tolist()]
+        for t in (t + 1, t + 2):  # both seen again
             boxes = dets([walk(0, 3, t), walk(8, 3, t, y=104)], [0.9, 0.9])
             out.append(tr.step([StepInput("s", t, boxes, np.stack([a, b]))])[0].track_ids.tolist())
         return out
 
     assert ids(0.0)[0] == [1]  # without rivalry: A's track takes B's detection
     assert ids(1.5) == [[2], [1, 2], [1, 2]]
+    # B's track lost for longer than rivalry_gap (10 frames) takes no part: the box predicted for a track lost
+    # that long may lie on anyone, and its look does not outweigh the track that is there.
+    assert ids(1.5, hidden=12)[0] == [1]
 
 
 def test_crops_are_asked_for_only_where_the_appearance_can_decide_something() -> None:

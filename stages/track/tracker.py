@@ -82,6 +82,7 @@ class TrackerSettings:
     reid_ratio: float = 0.8  # appearance distance at most this times that of the next-best candidate
     embedding_momentum: float = 0.9
     appearance_rivalry: float = 1.5  # stage 1: cost added per unit of appearance distance above the best rival pair's
+    rivalry_gap: int = 10  # tracks unseen longer than this frames neither pay nor impose the rivalry (their box has drifted)
     clean_crop_iou: float = 0.3  # a crop overlapping another detection more than this does not update the embedding
 
 
@@ -276,7 +277,8 @@ class Tracker:
             reach = s.gate_sigmas * np.maximum(spread[main], 0.1 * height)
             cost = np.where(_centre_distance(pred[main], det.boxes[high]) > reach[:, None], INFEASIBLE, cost)
         if dist is not None and s.appearance_rivalry > 0 and len(main) and len(high):
-            cost = self._rivalry(cost, dist)
+            recent = np.array([frame - tracks[i].last_frame <= s.rivalry_gap for i in main], bool)
+            cost = self._rivalry(cost, dist, recent)
         rest_t, rest_high = match(main, high, cost, s.match_cost)
 
         # Stage 2: tracks seen in the previous frame vs low-score detections, IoU only.
@@ -401,10 +403,12 @@ class Tracker:
             ok &= d <= self.s.reid_ratio * rival
         return ok
 
-    def _rivalry(self, cost: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    def _rivalry(self, cost: np.ndarray, dist: np.ndarray, recent: np.ndarray) -> np.ndarray:
         """Stage-1 costs raised by how much worse each pair's appearance is than the best feasible pair of its
-        detection and of its track: a detection that looks like another track that could be there goes to that one."""
-        known = (cost < INFEASIBLE) & ~np.isnan(dist)
+        detection and of its track: a detection that looks like another track that could be there goes to that one.
+        Only `recent` tracks ([T]) take part: the predicted box of one lost for long may lie on anyone, and its look
+        must not outweigh the track that is there (a fallen person's track onto a walker)."""
+        known = (cost < INFEASIBLE) & ~np.isnan(dist) & recent[:, None]
         d = np.where(known, dist, np.inf)
         excess = np.zeros_like(cost)
         for axis in (0, 1):
