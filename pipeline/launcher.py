@@ -405,8 +405,9 @@ class Launcher:
 
     @staticmethod
     def _in_loop(child: Child) -> bool:
-        """Whether the stage has loaded and runs its loop (its loop touches the beat file)."""
-        return child.beat_file is None or os.path.exists(child.beat_file)
+        """Whether the stage got past loading: it runs its loop (which touches the beat file) or has exited."""
+        exited = child.proc is not None and child.proc.poll() is not None
+        return exited or child.beat_file is None or os.path.exists(child.beat_file)
 
     def _shutdown(self) -> int:
         # After a give-up there is nothing worth draining into: a short grace, then kill.
