@@ -18,6 +18,7 @@ its files, so a process whose models all run on a CPU runtime never builds them,
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.metadata
@@ -176,9 +177,14 @@ def export_onnx(module: nn.Module, examples: Sequence[Tensor], name: str, extra:
             dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True, dynamo=False,
         )  # fmt: skip
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}-", suffix=".onnx")
-    with os.fdopen(fd, "wb") as f:
-        f.write(buf.getvalue())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf.getvalue())
+        os.replace(tmp, path)
+    except BaseException:  # a stop while loading (pipeline/runtime.py) or a full disk: no stray half file
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
     log.info("exported %s to %s", name, path)
     return path
 
