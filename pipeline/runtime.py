@@ -137,7 +137,7 @@ class StageRunner:
                 complete = self._run_processor(stage)
             return 0 if complete or self.live else EXIT_INCOMPLETE
         except (_StoppedLoading, Exception) as exc:
-            if stage is None and self.ctx.stop_event.is_set():
+            if isinstance(exc, _StoppedLoading) or (stage is None and self.ctx.stop_event.is_set()):
                 # Stopped while loading (also when the stop hit an extension module's import, which then
                 # reports an error of its own): nothing was received, nothing to drain.
                 self.log.info("stopped while loading")
