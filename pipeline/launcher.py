@@ -413,18 +413,19 @@ class Launcher:
         # After a give-up there is nothing worth draining into: a short grace, then kill.
         drain = self.config.transport.drain_timeout_s if not self.failed else 0.0
         alive = [c for c in self.children if c.proc and c.restart_at is None]
-        if self.config.mode == "replay" and not self.failed and not all(self._in_loop(c) for c in alive):
-            # Stopped while starting: what a stage still loading has not passed on, nothing after it has seen,
-            # so there is nothing to drain; every stage stops at once (one loading stops its loading).
-            self._signal(alive, STOP_NOW)
-        elif self.config.mode == "replay" and not self.failed:
-            # Sources end their streams (as stopped); each stage in turn is then told to stop, and leaves once
-            # that end of stream has reached it, having handed on everything before it.
-            for stage in self.config.stages:
-                group = [c for c in alive if c.stage == stage.name]
-                self._signal(group, signal.SIGTERM)
-                if not self._wait(group, drain + 5):
-                    log.warning("%s not drained within %.0fs", stage.name, drain + 5)
+        if self.config.mode == "replay" and not self.failed:
+            if not all(self._in_loop(c) for c in alive):
+                # Stopped while starting: what a stage still loading has not passed on, nothing after it has
+                # seen, so there is nothing to drain; every stage stops at once (one loading stops its loading).
+                self._signal(alive, STOP_NOW)
+            else:
+                # Sources end their streams (as stopped); each stage in turn is then told to stop, and leaves
+                # once that end of stream has reached it, having handed on everything before it.
+                for stage in self.config.stages:
+                    group = [c for c in alive if c.stage == stage.name]
+                    self._signal(group, signal.SIGTERM)
+                    if not self._wait(group, drain + 5):
+                        log.warning("%s not drained within %.0fs", stage.name, drain + 5)
         self._signal(alive, signal.SIGTERM)
         if not self._wait(alive, drain + 5):
             still = [c.label for c in alive if c.proc and c.proc.poll() is None]

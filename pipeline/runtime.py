@@ -299,7 +299,7 @@ class StageRunner:
                 # A live stage whose streams ended (not stopped) still owes downstream the end-of-stream
                 # it queued; with live's linger of 0 it would be dropped whenever downstream was busy.
                 out.sock.setsockopt(zmq.LINGER, int(self.config.transport.drain_timeout_s * 1000))
-            if self._now:
+            elif self._now:  # told to stop without draining: nothing queued is waited for
                 out.sock.setsockopt(zmq.LINGER, 0)
             out.close()
         if pub is not None:

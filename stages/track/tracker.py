@@ -277,8 +277,8 @@ class Tracker:
             reach = s.gate_sigmas * np.maximum(spread[main], 0.1 * height)
             cost = np.where(_centre_distance(pred[main], det.boxes[high]) > reach[:, None], INFEASIBLE, cost)
         if dist is not None and s.appearance_rivalry > 0 and len(main) and len(high):
-            recent = np.array([frame - tracks[i].last_frame <= s.rivalry_gap for i in main], bool)
-            cost = self._rivalry(cost, dist, recent)
+            fresh = np.array([frame - tracks[i].last_frame <= s.rivalry_gap for i in main], bool)
+            cost = self._rivalry(cost, dist, fresh)
         rest_t, rest_high = match(main, high, cost, s.match_cost)
 
         # Stage 2: tracks seen in the previous frame vs low-score detections, IoU only.
@@ -403,12 +403,12 @@ class Tracker:
             ok &= d <= self.s.reid_ratio * rival
         return ok
 
-    def _rivalry(self, cost: np.ndarray, dist: np.ndarray, recent: np.ndarray) -> np.ndarray:
+    def _rivalry(self, cost: np.ndarray, dist: np.ndarray, fresh: np.ndarray) -> np.ndarray:
         """Stage-1 costs raised by how much worse each pair's appearance is than the best feasible pair of its
         detection and of its track: a detection that looks like another track that could be there goes to that one.
-        Only `recent` tracks ([T]) take part: the predicted box of one lost for long may lie on anyone, and its look
+        Only `fresh` tracks ([T]) take part: the predicted box of one lost for long may lie on anyone, and its look
         must not outweigh the track that is there (a fallen person's track onto a walker)."""
-        known = (cost < INFEASIBLE) & ~np.isnan(dist) & recent[:, None]
+        known = (cost < INFEASIBLE) & ~np.isnan(dist) & fresh[:, None]
         d = np.where(known, dist, np.inf)
         excess = np.zeros_like(cost)
         for axis in (0, 1):
