@@ -330,7 +330,7 @@ def run_streams(n: int, plan: Plan, pool: list[np.ndarray], detector: Any, track
         dets = detector.detect(frames)
         tb = time.perf_counter()
         embeddings = embed_rows(tracker, encoder, [f.image for f in frames], dets)
-        tracked = tracker.step([StepInput(f.stream, f.seq, d, e) for f, d, e in zip(frames, dets, embeddings)])
+        tracked = tracker.step([StepInput(f.stream, f.seq, d, e, (f.width, f.height)) for f, d, e in zip(frames, dets, embeddings)])
         for f, d in zip(frames, tracked):
             f.detections = d
         tc = time.perf_counter()

@@ -104,7 +104,7 @@ def main() -> None:
             emb = embed_rows(tracker, encoder, [img], [d], [("b", i)])[0]
             if encoder is not None:
                 parts["appearance CNN"] += time.perf_counter() - t1
-            tracker.step([StepInput("b", i, d, emb)])
+            tracker.step([StepInput("b", i, d, emb, (img.shape[1], img.shape[0]))])
             total += time.perf_counter() - t0
             counted = i + 1 - WARMUP
             held.append(sum(tracker.streams["b"].counts().values()))

@@ -19,5 +19,5 @@ def track_sequence(
     out = []
     for i, (img, det) in enumerate(zip(frames, detections)):
         emb = embed_rows(tracker, encoder, [img], [det], [(stream, i)])[0]
-        out.append(tracker.step([StepInput(stream, i, det, emb)])[0])
+        out.append(tracker.step([StepInput(stream, i, det, emb, (img.shape[1], img.shape[0]))])[0])
     return out

@@ -18,7 +18,8 @@ Identities break, so two more rules keep the count exact:
 - a new track whose first side is opposite to that of a track that vanished less than `stitch_s` before,
   close to the line on both sides (`stitch_reach` box heights) and at a plausible speed, is the same person
   found again under a new id: the crossing is counted once, and the vanished track can no longer count it.
-  Not at the frame's edge: a track that vanished there left the picture, one that starts there came in.
+  Not where people leave or come in (the frame's edge, and the exit and entry zones learned from the tracks:
+  `pipeline.scene_zones`): a track that vanished there left the picture, one that starts there came in.
 """
 
 from __future__ import annotations
@@ -27,10 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.boxes import near_frame_edge
+from pipeline.scene_zones import SceneZones
 from stages.analyze.geometry import Line, segments_intersect
-
-EDGE = 0.01  # of the frame's smaller side: a box this close to the edge may be partly out of view
 
 
 def anchors(boxes: np.ndarray) -> np.ndarray:
@@ -47,7 +46,7 @@ class _Side:
     frame: int  # last frame the track was seen
     time: float  # and when (stream time, seconds)
     height: float  # its box height then (pixels)
-    at_edge: bool  # its box then touched the frame's edge
+    box: np.ndarray  # its box then
 
 
 @dataclass
@@ -61,9 +60,15 @@ class LineCounter:
     stitch_s: float = 2.0  # how long after a track vanished a new one may continue it across the line
     stitch_reach: float = 1.5  # box heights from the line both ends of a stitched crossing must be
     frame_size: tuple[int, int] | None = None  # (width, height): where tracks enter and leave; None: unknown
+    track_end_s: float = 3.0  # a track unseen this long has ended (for learning where tracks leave the picture)
     counts: dict[str, int] = field(default_factory=lambda: {"in": 0, "out": 0})
     _tracks: dict[int, _Side] = field(default_factory=dict)
     _entering: dict[int, tuple[int, np.ndarray, float, int]] = field(default_factory=dict)  # first seen in the band: sign, point, time, frame
+    _zones: SceneZones | None = None
+
+    def __post_init__(self) -> None:
+        if self.frame_size is not None:
+            self._zones = SceneZones(self.frame_size, end_after=self.track_end_s, link=self.stitch_s)
 
     def update(self, frame: int, t: float, track_ids: np.ndarray, boxes: np.ndarray) -> list[tuple[int, str]]:
         """Feed one frame's confirmed tracks (`t`: its stream time, seconds); returns the (track id,
@@ -74,9 +79,9 @@ class LineCounter:
         heights = np.maximum(b[:, 3] - b[:, 1], 1.0)
         pts = anchors(b)
         dist = self.line.signed_distance(pts)
-        edge = near_frame_edge(b, self.frame_size, EDGE) if self.frame_size is not None else np.zeros(len(b), bool)
+        entry = self._zones.entry_at(b) if self._zones is not None else np.zeros(len(b), bool)
         seen = set(ids.tolist())
-        for tid, p, d, h, e in zip(ids.tolist(), pts, dist, heights, edge.tolist()):
+        for tid, p, d, h, e, box in zip(ids.tolist(), pts, dist, heights, entry.tolist(), b):
             if tid < 0:
                 continue  # not a confirmed track
             state = self._tracks.get(tid)
@@ -88,7 +93,7 @@ class LineCounter:
                     if d and tid not in self._entering:
                         self._entering[tid] = (1 if d > 0 else -1, p, t, frame)
                     continue
-                self._tracks[tid] = _Side(side, p, t, frame, t, h, e)
+                self._tracks[tid] = _Side(side, p, t, frame, t, h, box)
                 entered = self._entering.pop(tid, None)
                 if entered is not None and entered[0] != side:
                     speed = float(np.hypot(*(p - entered[1]))) / h / max(t - entered[2], 1e-3)
@@ -101,7 +106,7 @@ class LineCounter:
                     events.append(self._count(tid, side))
                 continue
             gap = t - state.time
-            state.frame, state.time, state.height, state.at_edge = frame, t, h, e
+            state.frame, state.time, state.height, state.box = frame, t, h, box
             if side == 0:
                 continue  # inside the band: undecided, keeps its side
             dt = max(t - state.point_time, 1e-3)
@@ -111,6 +116,8 @@ class LineCounter:
                 events.append(self._count(tid, side))
             # Passing beside the line's end (not through it) only moves the reference side.
             state.side, state.point, state.point_time = side, p, t
+        if self._zones is not None:
+            self._zones.update(t, ids, b)
         for tid in [k for k, s in self._tracks.items() if frame - s.frame > self.forget_after]:
             del self._tracks[tid]
         for tid in [k for k, s in self._entering.items() if frame - s[3] > self.forget_after]:
@@ -129,8 +136,10 @@ class LineCounter:
             return None
         best, best_time = None, -np.inf
         for other, st in self._tracks.items():
-            if other == tid or other in seen or st.at_edge or st.side != -side or not 0 < t - st.time <= self.stitch_s:
+            if other == tid or other in seen or st.side != -side or not 0 < t - st.time <= self.stitch_s:
                 continue
+            if self._zones is not None and self._zones.exit_at(st.box)[0]:
+                continue  # it left the picture there
             if abs(float(self.line.signed_distance(st.point[None])[0])) > self.stitch_reach * st.height:
                 continue
             speed = float(np.hypot(*(p - st.point))) / max(h, st.height) / max(t - st.point_time, 1e-3)

@@ -256,7 +256,8 @@ class TrackStage(Stage):
         for wave in waves:
             try:
                 results = self.tracker.step(
-                    [StepInput(frames[i].stream, frames[i].seq, frames[i].detections, embeddings[i]) for i in wave]
+                    [StepInput(frames[i].stream, frames[i].seq, frames[i].detections, embeddings[i], (frames[i].width, frames[i].height))
+                     for i in wave]
                 )
             except Exception as exc:
                 # Tracking state moves frame by frame, so a frame cannot be retried later; it goes on untracked.

@@ -10,7 +10,8 @@ CNN's embeddings both sharpen the first-stage cost and re-identify lost tracks.
 2. the tracks still unmatched that were seen in the previous frame vs the low-score detections, by IoU
    alone (a partly hidden object scores low: this is what keeps it tracked);
 3. re-identification: lost tracks vs the confident detections left, by appearance within a spatial
-   window that grows with the time lost;
+   window that grows with the time lost; a track lost where tracks leave the picture (the scene's exit
+   zones, learned from its tracks) only by a detection where they come in;
 4. tentative tracks vs the confident detections left;
 5. confident detections still left start tentative tracks.
 
@@ -27,6 +28,7 @@ import numpy as np
 
 from pipeline.categories import LOOKALIKES, category_id
 from pipeline.detections import Detections
+from pipeline.scene_zones import SceneZones
 from stages.track.association import INFEASIBLE, cosine_distance, iou_matrix, linear_assignment
 from stages.track.track import Track, TrackState
 
@@ -84,6 +86,7 @@ class TrackerSettings:
     appearance_rivalry: float = 1.5  # stage 1: cost added per unit of appearance distance above the best rival pair's
     rivalry_gap: int = 10  # tracks unseen longer than this frames neither pay nor impose the rivalry (their box has drifted)
     clean_crop_iou: float = 0.3  # a crop overlapping another detection more than this does not update the embedding
+    scene_zones: bool = True  # learn where tracks enter and leave the picture, and re-identify only through them
 
 
 @dataclass
@@ -92,6 +95,7 @@ class StepInput:
     frame: int  # frame index in the stream (seq); gaps are frames that never came
     detections: Detections
     embeddings: np.ndarray | None  # [N, D] for the rows of `detections`, NaN rows where none was computed
+    frame_size: tuple[int, int] | None = None  # (width, height); None: the scene's entry and exit zones are not learned
 
 
 class StreamTracks:
@@ -103,6 +107,7 @@ class StreamTracks:
         self.next_id = 1
         self.first_frame: int | None = None
         self.last_frame: int | None = None
+        self.zones: SceneZones | None = None  # where tracks enter and leave, learned from its confirmed tracks (in frames)
 
     def active(self) -> list[Track]:
         return [t for t in self.tracks if t.state != TrackState.REMOVED]
@@ -193,6 +198,8 @@ class Tracker:
                 raise ValueError(f"stream {inp.stream}: frame {inp.frame} is not after frame {st.last_frame} (a restarted source needs start_stream)")
             if st.first_frame is None:
                 st.first_frame = inp.frame
+            if self.s.scene_zones and inp.frame_size is not None and (st.zones is None or st.zones.size != inp.frame_size):
+                st.zones = SceneZones(inp.frame_size, end_after=self.s.max_lost_frames, link=self.s.max_lost_frames)
             st.last_frame = inp.frame
             self._expire(inp.stream, st, inp.frame)
             per_stream.append((inp, st, st.active()))
@@ -299,6 +306,11 @@ class Tracker:
             boxes = det.boxes[rest_high]
             far = ~self._plausible(tracks, lost, pred[lost], boxes, frame, None if spread is None else spread[lost])
             known = np.where(np.isnan(dist), np.inf, dist)
+            if st.zones is not None:
+                # A track lost where tracks leave the picture left it: whoever appears now is someone else,
+                # unless they appear where tracks come in (it came back).
+                gone = st.zones.exit_at(np.stack([tracks[i].last_box for i in lost]))
+                far |= gone[:, None] & ~st.zones.entry_at(boxes)[None, :]
             cost = np.where(np.isinf(known) | far, INFEASIBLE, known)
             cost = np.where(self._distinct(known, cost < INFEASIBLE), cost, INFEASIBLE)
             before = int((track_of_row >= 0).sum())
@@ -359,6 +371,8 @@ class Tracker:
         keep |= ~self._tracked_rows(det) & (det.scores >= s.low_score)  # untracked classes pass through
         out = det[keep]
         out.track_ids = ids[keep]
+        if st.zones is not None:
+            st.zones.update(float(frame), out.track_ids, out.boxes)
         return out
 
     def _confirm(self, stream: str, st: StreamTracks, t: Track) -> None:
