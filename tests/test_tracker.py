@@ -189,3 +189,23 @@ def test_a_new_epoch_starts_fresh_tracks_with_new_ids_and_no_guessing() -> None:
     # Frame numbers going back without a new epoch are an error, not a restart to guess.
     with pytest.raises(ValueError, match="not after frame 9"):
         tracker.step([StepInput("cam", 3, Detections(boxes=box, scores=[0.9], class_ids=[1]), None)])
+
+
+def test_a_second_box_on_a_tracked_person_that_looks_like_them_starts_no_track() -> None:
+    """The detector sometimes boxes one person twice (overlapping boxes, both confident). A box overlapping a
+    tracked person's box and looking like their track is not a newcomer; one that looks different is."""
+    a, b = np.eye(8, dtype=np.float32)[0], np.eye(8, dtype=np.float32)[1]
+
+    def ids(second_look: np.ndarray, duplicate_iou: float = 0.3) -> list[list[int]]:
+        tr = Tracker(KalmanMotion(), TrackerSettings(duplicate_iou=duplicate_iou))
+        for t in range(5):
+            tr.step([StepInput("s", t, dets([walk(0, 3, t)], [0.9]), a[None])])
+        out = []
+        for t in range(5, 10):  # a second box shifted by half a width: IoU 0.33 with the first
+            boxes = dets([walk(0, 3, t), walk(20, 3, t)], [0.9, 0.8])
+            out.append(tr.step([StepInput("s", t, boxes, np.stack([a, second_look]))])[0].track_ids.tolist())
+        return out
+
+    assert ids(a) == [[1, -1]] * 5  # shown (it is confident) but never tracked
+    assert ids(a, duplicate_iou=1.0)[-1] == [1, 2]  # without the rule it becomes a second person
+    assert ids(b)[-1] == [1, 2]  # someone else beside them

@@ -13,7 +13,8 @@ CNN's embeddings both sharpen the first-stage cost and re-identify lost tracks.
    window that grows with the time lost; a track lost where tracks leave the picture (the scene's exit
    zones, learned from its tracks) only by a detection where they come in;
 4. tentative tracks vs the confident detections left;
-5. confident detections still left start tentative tracks.
+5. confident detections still left start tentative tracks, unless one overlaps an object tracked in this frame
+   and looks like its track (the detector boxed that object twice).
 
 Frames of one stream must be given in order; `Tracker.step` takes at most one frame per stream so that
 all streams' tracks share one motion-model forward.
@@ -86,6 +87,8 @@ class TrackerSettings:
     appearance_rivalry: float = 1.5  # stage 1: cost added per unit of appearance distance above the best rival pair's
     rivalry_gap: int = 10  # tracks unseen longer than this frames neither pay nor impose the rivalry (their box has drifted)
     clean_crop_iou: float = 0.3  # a crop overlapping another detection more than this does not update the embedding
+    duplicate_iou: float = 0.3  # a confident unmatched box overlapping a tracked object's box this much (IoU) and
+    duplicate_distance: float = 0.2  # looking this much like its track (cosine distance) starts no track: it is a second box on it
     scene_zones: bool = True  # learn where tracks enter and leave the picture, and re-identify only through them
 
 
@@ -347,8 +350,11 @@ class Tracker:
                 t.state = TrackState.REMOVED
         # New tracks; on a stream's first frame they are trusted at once (nothing to confuse them with).
         row_track: dict[int, Track] = {int(r): tracks[int(track_of_row[r])] for r in np.flatnonzero(track_of_row >= 0)}
+        tracked = [(r, t.embedding) for r, t in row_track.items() if t.state == TrackState.CONFIRMED and t.embedding is not None]
         for row in rest_high:
             if det.scores[row] < s.new_track_score:
+                continue
+            if tracked and emb is not None and self._duplicate(det.boxes[row], emb[row], det.boxes[[r for r, _ in tracked]], [e for _, e in tracked]):
                 continue
             t = Track(st.next_key, int(det.class_ids[row]), int(groups[row]), frame, self.motion.history)
             st.next_key += 1
@@ -429,6 +435,17 @@ class Tracker:
             best = d.min(axis=axis, keepdims=True)  # finite wherever a pair of this row/column is known
             excess = np.maximum(excess, np.where(known, d - np.where(np.isfinite(best), best, 0.0), 0.0))
         return np.where(cost < INFEASIBLE, cost + self.s.appearance_rivalry * excess, cost)
+
+    def _duplicate(self, box: np.ndarray, embedding: np.ndarray, tracked_boxes: np.ndarray, tracked_looks: list[np.ndarray]) -> bool:
+        """Whether a confident box left unmatched is a second box on an object tracked in this frame (the detector
+        split it, or boxed part of it): it overlaps that object's matched box and looks like its track."""
+        if self.s.duplicate_iou >= 1 or np.isnan(embedding).any():
+            return False
+        near = np.flatnonzero(iou_matrix(box[None], tracked_boxes)[0] >= self.s.duplicate_iou)
+        if not len(near):
+            return False
+        look = cosine_distance(embedding[None], np.stack([tracked_looks[i] for i in near]))[0]
+        return bool(look.min() <= self.s.duplicate_distance)
 
     def _clean_crops(self, boxes: np.ndarray) -> np.ndarray:
         """Rows whose crop shows mostly their own object (not another detection's)."""
