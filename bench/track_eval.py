@@ -278,6 +278,15 @@ def score(gt: np.ndarray, pred: np.ndarray, work: Path, name: str) -> dict[str, 
     return {"HOTA": 100 * r.HOTA.HOTA, "IDF1": 100 * r.Identity.IDF1, "MOTA": 100 * r.CLEAR.MOTA, "IDSW": int(r.CLEAR.IDSW)}
 
 
+def _direction_errors(rs: list[dict[str, float]], truths: list[dict[str, float]]) -> str:
+    """Per direction over sequences: crossings missed (count under the truth) and extra (over it), e.g. 'in -2+1'."""
+    out = []
+    for d in ("in", "out"):
+        diff = [int(r[d] - t[d]) for r, t in zip(rs, truths)]
+        out.append(f"{d} -{sum(-x for x in diff if x < 0)}+{sum(x for x in diff if x > 0)}")
+    return ", ".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", help="one sequence by name")
@@ -309,7 +318,7 @@ def main() -> None:
             truth = seq.crossings
             print(f"\n{seq.name} ({seq.kind}): {len(seq.frames)} frames, {people}"
                   f"{sum(len(d) for d in dets)} detections; detector {det_ms:.1f} ms/frame; line crossings in/out {truth['in']}/{truth['out']}")
-            print(f"  {'tracker':30s} {'HOTA':>6s} {'IDF1':>6s} {'MOTA':>6s} {'IDSW':>5s} {'ms/frame':>9s}  {'count in/out':>12s} {'error':>5s}")
+            print(f"  {'tracker':30s} {'HOTA':>6s} {'IDF1':>6s} {'MOTA':>6s} {'IDSW':>5s} {'ms/frame':>9s}  {'count in/out':>12s} {'error':>5s} {'in/out':>7s}")
             for name, fn in chosen.items():
                 t0 = time.perf_counter()
                 pred = fn(seq, dets)
@@ -319,20 +328,24 @@ def main() -> None:
                            else count_linezone(seq, pred))
                 r["in"], r["out"] = counted["in"], counted["out"]
                 r["count_error"] = abs(counted["in"] - truth["in"]) + abs(counted["out"] - truth["out"])
+                results[(seq.name, "truth")] = {"in": truth["in"], "out": truth["out"]}
                 results[(seq.name, name)] = r
                 mark = " *" if name == default else ""
                 metrics = f"{r['HOTA']:6.1f} {r['IDF1']:6.1f} {r['MOTA']:6.1f} {int(r['IDSW']):5d}" if seq.gt is not None else f"{'':6s} {'':6s} {'':6s} {'':5s}"
-                print(f"  {name + mark:30s} {metrics} {ms:9.2f}  {int(r['in']):5d}/{int(r['out']):<6d} {int(r['count_error']):5d}")
+                signed = f"{int(r['in']) - truth['in']:+d}/{int(r['out']) - truth['out']:+d}"
+                print(f"  {name + mark:30s} {metrics} {ms:9.2f}  {int(r['in']):5d}/{int(r['out']):<6d} {int(r['count_error']):5d} {signed:>7s}")
                 if args.switches and seq.gt is not None:
                     print("      ID switches: " + ", ".join(f"{k} {v}" for k, v in switch_kinds(seq.gt, pred).items()))
     synth = [s.name for s in seqs if s.kind == "synthetic"]
     if len(synth) > 1:
-        print(f"\nmean over the {len(synth)} synthetic sequences (IDSW and count errors summed); * the default")
+        print(f"\nmean over the {len(synth)} synthetic sequences (IDSW and count errors summed; in/out: crossings missed and extra"
+              f" per direction); * the default")
         for name in chosen:
             rs = [results[(s, name)] for s in synth]
             mark = " *" if name == default else ""
             print(f"  {name + mark:30s} {np.mean([r['HOTA'] for r in rs]):6.1f} {np.mean([r['IDF1'] for r in rs]):6.1f} "
-                  f"{np.mean([r['MOTA'] for r in rs]):6.1f} {sum(int(r['IDSW']) for r in rs):5d} {'':9s}  {'':12s} {sum(int(r['count_error']) for r in rs):5d}")
+                  f"{np.mean([r['MOTA'] for r in rs]):6.1f} {sum(int(r['IDSW']) for r in rs):5d} {'':9s}  {'':12s} {sum(int(r['count_error']) for r in rs):5d}"
+                  f"  {_direction_errors(rs, [results[(s, 'truth')] for s in synth])}")
     print("\ncount: the analyze stage's LineCounter on our tracks; supervision's LineZone (bottom centre) on the baselines'")
 
 if __name__ == "__main__":
