@@ -40,11 +40,9 @@ def _neighbourhood_sum(a: np.ndarray) -> np.ndarray:
 
 @dataclass
 class _Seen:
-    first_box: np.ndarray
-    first_time: float
     last_box: np.ndarray
     last_time: float
-    cells: set[int]
+    cells: set[int]  # visited
 
 
 @dataclass
@@ -61,7 +59,7 @@ class SceneZones:
     entries: np.ndarray = field(init=False)
     exits: np.ndarray = field(init=False)
     _live: dict[int, _Seen] = field(default_factory=dict)
-    _births: list[tuple[int, np.ndarray, float, bool]] = field(default_factory=list)  # id, box, time, explained
+    _births: list[tuple[np.ndarray, float, bool]] = field(default_factory=list)  # recent beginnings: box, time, explained
 
     def __post_init__(self) -> None:
         gx, gy = self.grid
@@ -86,8 +84,8 @@ class SceneZones:
                 continue
             s = self._live.get(tid)
             if s is None:
-                s = self._live[tid] = _Seen(box, t, box, t, set())
-                self._births.append((tid, box, t, False))
+                s = self._live[tid] = _Seen(box, t, set())
+                self._births.append((box, t, False))
             s.last_box, s.last_time = box, t
             if c not in s.cells:
                 s.cells.add(c)
@@ -97,7 +95,7 @@ class SceneZones:
         # A beginning no end explained by now never will be: every track that vanished before it has ended.
         keep = []
         for birth in self._births:
-            _, box, bt, explained = birth
+            box, bt, explained = birth
             if t - bt <= self.end_after + self.link:
                 keep.append(birth)
             elif not explained:
@@ -108,10 +106,10 @@ class SceneZones:
         h = max(float(s.last_box[3] - s.last_box[1]), 1.0)
         a = np.array([(s.last_box[0] + s.last_box[2]) / 2, s.last_box[3]])
         explained = False
-        for i, (tid, box, bt, done) in enumerate(self._births):
+        for i, (box, bt, done) in enumerate(self._births):
             if not done and s.last_time < bt <= s.last_time + self.link:
                 if float(np.hypot((box[0] + box[2]) / 2 - a[0], box[3] - a[1])) <= self.reach * h:
-                    self._births[i] = (tid, box, bt, True)
+                    self._births[i] = (box, bt, True)
                     explained = True
                     break
         if not explained:
