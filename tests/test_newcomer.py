@@ -194,7 +194,8 @@ def test_progress_on_a_terminal_keeps_its_own_line_and_ends_at_the_results(tmp_p
     assert log_lines and all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO ", line) for line in log_lines), log_lines[:5]
     summary = re.search(r"60 frames in (\d+\.\d)s", text)
     assert summary, text[-2000:]
-    bars = re.findall(r"clip .*?(\d+)/(\d+) .*?(\d+\.\d) fps (\d+\.\d)s", text)
+    # Per redraw: a bar redrawn in place follows the one before after a carriage return, on the same line of text.
+    bars = [m for part in re.split(r"[\r\n]+", text) for m in re.findall(r"clip .*?(\d+)/(\d+) .*?(\d+\.\d) fps (\d+\.\d)s", part)]
     assert bars, text[-2000:]
     done, total, _, seconds = bars[-1]
     assert (done, total) == ("60", "60") and seconds == summary[1], (bars[-3:], summary[0])
