@@ -12,7 +12,7 @@ from pipeline.detections import Detections
 from pipeline.scene_zones import SceneZones
 from stages.analyze.geometry import Line
 from stages.analyze.line_counter import LineCounter
-from stages.track.stage import KalmanMotion
+from stages.track.stage import KalmanMotion, TrackOptions
 from stages.track.tracker import StepInput, Tracker, TrackerSettings
 
 SIZE = (640, 480)
@@ -104,3 +104,4 @@ def test_the_tracker_does_not_reidentify_a_track_that_left_through_a_door() -> N
 
     assert last_ids(zones=False) == [26]  # taken for the last one, found again
     assert last_ids(zones=True) == [27]  # a new person
+    assert TrackOptions().settings().scene_zones and not TrackOptions(scene_zones=False).settings().scene_zones  # the config's switch

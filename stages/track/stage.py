@@ -83,6 +83,10 @@ class TrackOptions(BaseModel):
         1.5, ge=0, le=10,
         description="Cost a track-detection pair pays per unit of cosine distance by which it looks less alike than the best rival pair of the same detection or track (0: off): a detection goes to the track it resembles, not the nearer one.",
     )
+    scene_zones: bool = Field(
+        True,
+        description="Learn where tracks enter and leave the picture and re-identify a track lost where tracks leave only by a detection where they come in (off for a camera that pans: its zones move).",
+    )
     anomaly: AnomalyModelOptions | None = Field(
         None, description="Score each track's last 2 s of motion against normal motion (column anomaly.score, read by the anomaly rule); null: off."
     )
@@ -109,6 +113,7 @@ class TrackOptions(BaseModel):
             reid_distance=self.reid_distance,
             crop_refresh=self.crop_refresh,
             appearance_rivalry=self.appearance_rivalry,
+            scene_zones=self.scene_zones,
         )
 
 
