@@ -60,6 +60,7 @@ class SceneZones:
     exits: np.ndarray = field(init=False)
     _live: dict[int, _Seen] = field(default_factory=dict)
     _births: list[tuple[np.ndarray, float, bool]] = field(default_factory=list)  # recent beginnings: box, time, explained
+    _masks: dict[str, np.ndarray | None] = field(default_factory=dict)  # the zones as of the last update (asked often)
 
     def __post_init__(self) -> None:
         gx, gy = self.grid
@@ -101,6 +102,7 @@ class SceneZones:
             elif not explained:
                 self.entries.flat[int(self.cells(box)[0])] += 1
         self._births = keep
+        self._masks.clear()
 
     def _end(self, s: _Seen) -> None:
         h = max(float(s.last_box[3] - s.last_box[1]), 1.0)
@@ -124,13 +126,16 @@ class SceneZones:
 
     def exit_at(self, boxes: np.ndarray) -> np.ndarray:
         """[N] whether each box stands where objects go out of view."""
-        return self._at(boxes, self._zone(self.exits))
+        return self._at(boxes, "exits")
 
     def entry_at(self, boxes: np.ndarray) -> np.ndarray:
         """[N] whether each box stands where objects come into view."""
-        return self._at(boxes, self._zone(self.entries))
+        return self._at(boxes, "entries")
 
-    def _at(self, boxes: np.ndarray, zone: np.ndarray | None) -> np.ndarray:
+    def _at(self, boxes: np.ndarray, kind: str) -> np.ndarray:
+        if kind not in self._masks:
+            self._masks[kind] = self._zone(self.exits if kind == "exits" else self.entries)
+        zone = self._masks[kind]
         b = np.asarray(boxes, np.float64).reshape(-1, 4)
         edge = near_frame_edge(b, self.size, EDGE)
         if zone is None:

@@ -31,6 +31,15 @@ import numpy as np
 from pipeline.scene_zones import SceneZones
 from stages.analyze.geometry import Line, segments_intersect
 
+TRACK_END_S = 3.0  # a track unseen this long has ended (for learning where tracks leave the picture)
+STITCH_S = 2.0  # how long after a track vanished a new one may continue it across the line
+
+
+def entry_exit_zones(frame_size: tuple[int, int], stitch_s: float = STITCH_S) -> SceneZones:
+    """The entry and exit zones line counters go by: an end and a beginning within `stitch_s` (the counters' own
+    stitching time) and close by are one person hidden a while, not someone leaving and someone else coming."""
+    return SceneZones(frame_size, end_after=TRACK_END_S, link=stitch_s)
+
 
 def anchors(boxes: np.ndarray) -> np.ndarray:
     """Bottom centre of xyxy boxes [N, 4] -> [N, 2]."""
@@ -57,18 +66,19 @@ class LineCounter:
     max_speed: float = 15.0  # box heights per second; a car at 50 km/h is about 9, a runner about 4
     max_gap_s: float = 0.5  # unseen longer than this, the path in between is not observed
     gap_speed: float = 3.0  # box heights per second a path over an unobserved gap may need (a walk is about 0.8)
-    stitch_s: float = 2.0  # how long after a track vanished a new one may continue it across the line
+    stitch_s: float = STITCH_S
     stitch_reach: float = 1.5  # box heights from the line both ends of a stitched crossing must be
     frame_size: tuple[int, int] | None = None  # (width, height): where tracks enter and leave; None: unknown
-    track_end_s: float = 3.0  # a track unseen this long has ended (for learning where tracks leave the picture)
+    zones: SceneZones | None = None  # where tracks enter and leave, learned and updated by its owner (a stream's
+    # lines share one: `entry_exit_zones`); None: the counter learns its own, given the frame size
     counts: dict[str, int] = field(default_factory=lambda: {"in": 0, "out": 0})
     _tracks: dict[int, _Side] = field(default_factory=dict)
     _entering: dict[int, tuple[int, np.ndarray, float, int]] = field(default_factory=dict)  # first seen in the band: sign, point, time, frame
-    _zones: SceneZones | None = None
+    _own_zones: bool = False
 
     def __post_init__(self) -> None:
-        if self.frame_size is not None:
-            self._zones = SceneZones(self.frame_size, end_after=self.track_end_s, link=self.stitch_s)
+        if self.zones is None and self.frame_size is not None:
+            self.zones, self._own_zones = entry_exit_zones(self.frame_size, self.stitch_s), True
 
     def update(self, frame: int, t: float, track_ids: np.ndarray, boxes: np.ndarray) -> list[tuple[int, str]]:
         """Feed one frame's confirmed tracks (`t`: its stream time, seconds); returns the (track id,
@@ -79,7 +89,7 @@ class LineCounter:
         heights = np.maximum(b[:, 3] - b[:, 1], 1.0)
         pts = anchors(b)
         dist = self.line.signed_distance(pts)
-        entry = self._zones.entry_at(b) if self._zones is not None else np.zeros(len(b), bool)
+        entry = self.zones.entry_at(b) if self.zones is not None else np.zeros(len(b), bool)
         seen = set(ids.tolist())
         for tid, p, d, h, e, box in zip(ids.tolist(), pts, dist, heights, entry.tolist(), b):
             if tid < 0:
@@ -116,8 +126,8 @@ class LineCounter:
                 events.append(self._count(tid, side))
             # Passing beside the line's end (not through it) only moves the reference side.
             state.side, state.point, state.point_time = side, p, t
-        if self._zones is not None:
-            self._zones.update(t, ids, b)
+        if self._own_zones and self.zones is not None:
+            self.zones.update(t, ids, b)
         for tid in [k for k, s in self._tracks.items() if frame - s.frame > self.forget_after]:
             del self._tracks[tid]
         for tid in [k for k, s in self._entering.items() if frame - s[3] > self.forget_after]:
@@ -138,7 +148,7 @@ class LineCounter:
         for other, st in self._tracks.items():
             if other == tid or other in seen or st.side != -side or not 0 < t - st.time <= self.stitch_s:
                 continue
-            if self._zones is not None and self._zones.exit_at(st.box)[0]:
+            if self.zones is not None and self.zones.exit_at(st.box)[0]:
                 continue  # it left the picture there
             if abs(float(self.line.signed_distance(st.point[None])[0])) > self.stitch_reach * st.height:
                 continue

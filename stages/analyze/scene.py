@@ -9,9 +9,10 @@ import numpy as np
 
 from pipeline.categories import category_name
 from pipeline.detections import FACE_DISTANCE, FACE_IDENTITY, PARENT, Detections
+from pipeline.scene_zones import SceneZones
 from stages.analyze.geometry import Line, Zone
 from stages.analyze.ground_plane import GroundPlane
-from stages.analyze.line_counter import LineCounter, anchors
+from stages.analyze.line_counter import LineCounter, anchors, entry_exit_zones
 from stages.analyze.motion import TrackMotion
 from stages.analyze.options import ShapeConfig, StreamAnalyticsConfig
 from stages.analyze.rule import FaceMatch, Firing, FrameView, Rule
@@ -50,6 +51,7 @@ class Scene:
         self.zones: dict[str, Zone] = {}
         self.lines: dict[str, Line] = {}
         self.counters: dict[str, LineCounter] = {}
+        self.entry_exit: SceneZones | None = None  # learned from the tracks; its lines go by it (kept over a new geometry)
         self.ground: GroundPlane | None = None
         self.rules: list[Rule[Any]] = [build_rule(r) for r in cfg.rules]
         self.motion: dict[int, TrackMotion] = {}
@@ -65,7 +67,10 @@ class Scene:
             self.scale_warning = f"frames are {width}x{height}, geometry was given for {cw}x{ch}: scaled"
         self.zones, self.lines = fit_geometry(self.cfg, width, height)
         old = self.counters
-        self.counters = {n: LineCounter(line, hysteresis=self.cfg.line_hysteresis, frame_size=(width, height)) for n, line in self.lines.items()}
+        if self.entry_exit is None or self.entry_exit.size != (width, height):
+            self.entry_exit = entry_exit_zones((width, height))
+        self.counters = {n: LineCounter(line, hysteresis=self.cfg.line_hysteresis, frame_size=(width, height), zones=self.entry_exit)
+                         for n, line in self.lines.items()}  # fmt: skip
         for n, c in old.items():  # counts survive a size change or a new geometry; sides do not (the line moved)
             if n in self.counters:
                 self.counters[n].counts.update(c.counts)
@@ -100,6 +105,8 @@ class Scene:
             m.add(pts, g)
         inside = {n: z.contains(feet) if len(feet) else np.zeros(0, bool) for n, z in self.zones.items()}
         crossings = {n: c.update(seq, pts, ids, boxes) for n, c in self.counters.items()}
+        if self.entry_exit is not None:
+            self.entry_exit.update(pts, ids, boxes)
         view = FrameView(seq, pts, ids, classes, boxes, inside, self.motion, crossings, "m/s" if self.ground else "px/s", face_matches(dets),
                          dets, self.lines, self.zones)  # fmt: skip
         firings = [f for rule in self.rules for f in rule.step(view)]

@@ -350,11 +350,13 @@ class Tracker:
                 t.state = TrackState.REMOVED
         # New tracks; on a stream's first frame they are trusted at once (nothing to confuse them with).
         row_track: dict[int, Track] = {int(r): tracks[int(track_of_row[r])] for r in np.flatnonzero(track_of_row >= 0)}
-        tracked = [(r, t.embedding) for r, t in row_track.items() if t.state == TrackState.CONFIRMED and t.embedding is not None]
+        held = [(r, t.embedding) for r, t in row_track.items() if t.state == TrackState.CONFIRMED and t.embedding is not None]
+        held_boxes = det.boxes[[r for r, _ in held]]
+        held_looks = np.stack([e for _, e in held]) if held else np.zeros((0, 0), np.float32)
         for row in rest_high:
             if det.scores[row] < s.new_track_score:
                 continue
-            if tracked and emb is not None and self._duplicate(det.boxes[row], emb[row], det.boxes[[r for r, _ in tracked]], [e for _, e in tracked]):
+            if held and emb is not None and self._duplicate(det.boxes[row], emb[row], held_boxes, held_looks):
                 continue
             t = Track(st.next_key, int(det.class_ids[row]), int(groups[row]), frame, self.motion.history)
             st.next_key += 1
@@ -436,7 +438,7 @@ class Tracker:
             excess = np.maximum(excess, np.where(known, d - np.where(np.isfinite(best), best, 0.0), 0.0))
         return np.where(cost < INFEASIBLE, cost + self.s.appearance_rivalry * excess, cost)
 
-    def _duplicate(self, box: np.ndarray, embedding: np.ndarray, tracked_boxes: np.ndarray, tracked_looks: list[np.ndarray]) -> bool:
+    def _duplicate(self, box: np.ndarray, embedding: np.ndarray, tracked_boxes: np.ndarray, tracked_looks: np.ndarray) -> bool:
         """Whether a confident box left unmatched is a second box on an object tracked in this frame (the detector
         split it, or boxed part of it): it overlaps that object's matched box and looks like its track."""
         if self.s.duplicate_iou >= 1 or np.isnan(embedding).any():
@@ -444,8 +446,7 @@ class Tracker:
         near = np.flatnonzero(iou_matrix(box[None], tracked_boxes)[0] >= self.s.duplicate_iou)
         if not len(near):
             return False
-        look = cosine_distance(embedding[None], np.stack([tracked_looks[i] for i in near]))[0]
-        return bool(look.min() <= self.s.duplicate_distance)
+        return bool(cosine_distance(embedding[None], tracked_looks[near])[0].min() <= self.s.duplicate_distance)
 
     def _clean_crops(self, boxes: np.ndarray) -> np.ndarray:
         """Rows whose crop shows mostly their own object (not another detection's)."""
