@@ -68,6 +68,7 @@ class Sequence:
     times: np.ndarray  # seconds of each frame
     line: Line
     crossings: dict[str, int]  # true crossings of `line` per direction
+    events: list[tuple[int, str]]  # each true crossing: (frame, direction)
 
 
 def centre_line(size: tuple[int, int]) -> Line:
@@ -78,14 +79,43 @@ def centre_line(size: tuple[int, int]) -> Line:
     return Line.load("centre", [[w / 2, 0], [w / 2, h]], size)
 
 
-def line_counts(rows: np.ndarray, times: np.ndarray, line: Line, frame_size: tuple[int, int] | None = None) -> dict[str, int]:
-    """The analyze stage's line counter over track rows (frame, id, x1, y1, x2, y2): on the ground-truth tracks
-    (exact positions, hidden or not) it gives the true crossings; on a tracker's, its count."""
+def line_events(rows: np.ndarray, times: np.ndarray, line: Line, frame_size: tuple[int, int] | None = None) -> list[tuple[int, str]]:
+    """The analyze stage's line counter over track rows (frame, id, x1, y1, x2, y2): each crossing it counts,
+    (frame, direction). On the ground-truth tracks (exact positions, hidden or not) they are the true crossings."""
     counter = LineCounter(line, frame_size=frame_size)
+    events = []
     for f in range(len(times)):
         r = rows[rows[:, 0] == f]
-        counter.update(f, float(times[f]), r[:, 1].astype(np.int64), r[:, 2:6])
-    return dict(counter.counts)
+        events += [(f, d) for _, d in counter.update(f, float(times[f]), r[:, 1].astype(np.int64), r[:, 2:6])]
+    return events
+
+
+def line_counts(rows: np.ndarray, times: np.ndarray, line: Line, frame_size: tuple[int, int] | None = None) -> dict[str, int]:
+    """The analyze stage's line counter's count per direction over track rows (see `line_events`)."""
+    return _tally(line_events(rows, times, line, frame_size))
+
+
+def _tally(events: list[tuple[int, str]]) -> dict[str, int]:
+    return {d: sum(1 for _, e in events if e == d) for d in ("in", "out")}
+
+
+def match_events(found: list[tuple[int, str]], truth: list[tuple[int, str]], fps: float, window_s: float = 3.0) -> dict[str, int]:
+    """Crossings missed and extra per direction, event by event: a counted crossing is right only if it pairs with a
+    true crossing of the same direction within `window_s` (a crossing counted once its track is found again comes
+    late). Unlike the count difference, a missed crossing and an extra one in the same direction do not cancel."""
+    from scipy.optimize import linear_sum_assignment
+
+    out = {}
+    for d in ("in", "out"):
+        a = np.array([f for f, e in found if e == d], np.float64)
+        b = np.array([f for f, e in truth if e == d], np.float64)
+        paired = 0
+        if len(a) and len(b):
+            dt = np.abs(a[:, None] - b[None, :]) / fps
+            rows, cols = linear_sum_assignment(np.where(dt <= window_s, dt, 1e6))
+            paired = int(np.sum(dt[rows, cols] <= window_s))
+        out[f"{d}_missed"], out[f"{d}_extra"] = len(b) - paired, len(a) - paired
+    return out
 
 
 def synthetic_sequences(only: str | None, tuning: bool = False) -> list[Sequence]:
@@ -99,7 +129,8 @@ def synthetic_sequences(only: str | None, tuning: bool = False) -> list[Sequence
         seq = make_sequence(spec, bank)
         gt = seq.gt[seq.gt[:, 7] == PERSON][:, :7]
         line = centre_line(spec.size)
-        out.append(Sequence(spec.name, "synthetic", spec.fps, seq.frames, gt, seq.times, line, line_counts(gt[:, :6], seq.times, line)))
+        events = line_events(gt[:, :6], seq.times, line)
+        out.append(Sequence(spec.name, "synthetic", spec.fps, seq.frames, gt, seq.times, line, _tally(events), events))
     return out
 
 
@@ -119,8 +150,8 @@ def vtest_sequence() -> Sequence:
     frames = [img for _, img in read_frames(ROOT / "sample_videos" / "vtest.avi", 0, n)]
     gt = np.column_stack([rows[:, 0] - 1, rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 2] + rows[:, 4], rows[:, 3] + rows[:, 5], rows[:, 8]])
     line, seen = _vtest_line()
-    crossings = {d: sum(1 for c in seen if c["direction"] == d and c["frame"] < len(frames)) for d in ("in", "out")}
-    return Sequence(path.stem.removesuffix("_gt"), "real", 10.0, frames, gt, np.arange(len(frames)) / 10.0, line, crossings)
+    events = [(int(c["frame"]), str(c["direction"])) for c in seen if c["frame"] < len(frames)]
+    return Sequence(path.stem.removesuffix("_gt"), "real", 10.0, frames, gt, np.arange(len(frames)) / 10.0, line, _tally(events), events)
 
 
 def vtest_line_sequence() -> Sequence:
@@ -129,8 +160,8 @@ def vtest_line_sequence() -> Sequence:
 
     frames = [img for _, img in read_frames(ROOT / "sample_videos" / "vtest.avi", 0, 10_000)]
     line, seen = _vtest_line()
-    crossings = {d: sum(1 for c in seen if c["direction"] == d) for d in ("in", "out")}
-    return Sequence("vtest_line", "real", 10.0, frames, None, np.arange(len(frames)) / 10.0, line, crossings)
+    events = [(int(c["frame"]), str(c["direction"])) for c in seen]
+    return Sequence("vtest_line", "real", 10.0, frames, None, np.arange(len(frames)) / 10.0, line, _tally(events), events)
 
 
 def detect(seq: Sequence) -> tuple[list[Detections], float]:
@@ -204,17 +235,20 @@ def default_name() -> str:
 # -- scoring ----------------------------------------------------------------------------------
 
 
-def count_linezone(seq: Sequence, rows: np.ndarray) -> dict[str, int]:
-    """supervision's LineZone (the feet: bottom centre), what a supervision user counts with."""
+def linezone_events(seq: Sequence, rows: np.ndarray) -> list[tuple[int, str]]:
+    """supervision's LineZone (the feet: bottom centre), what a supervision user counts with: each crossing it
+    counts, (frame, direction)."""
     import supervision as sv
 
     zone = sv.LineZone(start=sv.Point(*seq.line.a), end=sv.Point(*seq.line.b), triggering_anchors=[sv.Position.BOTTOM_CENTER])
+    events = []
     for f in range(len(seq.frames)):
         r = rows[rows[:, 0] == f]
         if len(r):
-            zone.trigger(sv.Detections(xyxy=r[:, 2:6].astype(np.float32), tracker_id=r[:, 1].astype(int), class_id=np.zeros(len(r), int)))
-    # LineZone's `in` is ours: crossing from the right of start -> end to its left.
-    return {"in": int(zone.in_count), "out": int(zone.out_count)}
+            came_in, went_out = zone.trigger(sv.Detections(xyxy=r[:, 2:6].astype(np.float32), tracker_id=r[:, 1].astype(int), class_id=np.zeros(len(r), int)))
+            # LineZone's `in` is ours: crossing from the right of start -> end to its left.
+            events += [(f, "in")] * int(np.sum(came_in)) + [(f, "out")] * int(np.sum(went_out))
+    return events
 
 
 def _mot_lines(rows: np.ndarray, classes: np.ndarray | None = None) -> str:
@@ -278,13 +312,9 @@ def score(gt: np.ndarray, pred: np.ndarray, work: Path, name: str) -> dict[str, 
     return {"HOTA": 100 * r.HOTA.HOTA, "IDF1": 100 * r.Identity.IDF1, "MOTA": 100 * r.CLEAR.MOTA, "IDSW": int(r.CLEAR.IDSW)}
 
 
-def _direction_errors(rs: list[dict[str, float]], truths: list[dict[str, float]]) -> str:
-    """Per direction over sequences: crossings missed (count under the truth) and extra (over it), e.g. 'in -2+1'."""
-    out = []
-    for d in ("in", "out"):
-        diff = [int(r[d] - t[d]) for r, t in zip(rs, truths)]
-        out.append(f"{d} -{sum(-x for x in diff if x < 0)}+{sum(x for x in diff if x > 0)}")
-    return ", ".join(out)
+def _missed_extra(rs: list[dict[str, float]]) -> str:
+    """Crossings missed and extra per direction, matched event by event (`match_events`), e.g. 'in -2+1 out -0+0'."""
+    return " ".join(f"{d} -{sum(int(r[d + '_missed']) for r in rs)}+{sum(int(r[d + '_extra']) for r in rs)}" for d in ("in", "out"))
 
 
 def main() -> None:
@@ -318,34 +348,36 @@ def main() -> None:
             truth = seq.crossings
             print(f"\n{seq.name} ({seq.kind}): {len(seq.frames)} frames, {people}"
                   f"{sum(len(d) for d in dets)} detections; detector {det_ms:.1f} ms/frame; line crossings in/out {truth['in']}/{truth['out']}")
-            print(f"  {'tracker':30s} {'HOTA':>6s} {'IDF1':>6s} {'MOTA':>6s} {'IDSW':>5s} {'ms/frame':>9s}  {'count in/out':>12s} {'error':>5s} {'in/out':>7s}")
+            print(f"  {'tracker':30s} {'HOTA':>6s} {'IDF1':>6s} {'MOTA':>6s} {'IDSW':>5s} {'ms/frame':>9s}  {'count in/out':>12s} {'error':>5s} {'in/out':>7s}  missed-extra")
             for name, fn in chosen.items():
                 t0 = time.perf_counter()
                 pred = fn(seq, dets)
                 ms = (time.perf_counter() - t0) / len(seq.frames) * 1000
                 r: dict[str, float] = score(seq.gt, pred, work, f"{seq.name}-{len(results)}") if seq.gt is not None else {}
-                counted = (line_counts(pred, seq.times, seq.line, (seq.frames[0].shape[1], seq.frames[0].shape[0])) if name.startswith("ours")
-                           else count_linezone(seq, pred))
+                found = (line_events(pred, seq.times, seq.line, (seq.frames[0].shape[1], seq.frames[0].shape[0])) if name.startswith("ours")
+                         else linezone_events(seq, pred))
+                counted = _tally(found)
                 r["in"], r["out"] = counted["in"], counted["out"]
                 r["count_error"] = abs(counted["in"] - truth["in"]) + abs(counted["out"] - truth["out"])
+                r.update(match_events(found, seq.events, seq.fps))
                 results[(seq.name, "truth")] = {"in": truth["in"], "out": truth["out"]}
                 results[(seq.name, name)] = r
                 mark = " *" if name == default else ""
                 metrics = f"{r['HOTA']:6.1f} {r['IDF1']:6.1f} {r['MOTA']:6.1f} {int(r['IDSW']):5d}" if seq.gt is not None else f"{'':6s} {'':6s} {'':6s} {'':5s}"
                 signed = f"{int(r['in']) - truth['in']:+d}/{int(r['out']) - truth['out']:+d}"
-                print(f"  {name + mark:30s} {metrics} {ms:9.2f}  {int(r['in']):5d}/{int(r['out']):<6d} {int(r['count_error']):5d} {signed:>7s}")
+                print(f"  {name + mark:30s} {metrics} {ms:9.2f}  {int(r['in']):5d}/{int(r['out']):<6d} {int(r['count_error']):5d} {signed:>7s}  {_missed_extra([r])}")
                 if args.switches and seq.gt is not None:
                     print("      ID switches: " + ", ".join(f"{k} {v}" for k, v in switch_kinds(seq.gt, pred).items()))
     synth = [s.name for s in seqs if s.kind == "synthetic"]
     if len(synth) > 1:
-        print(f"\nmean over the {len(synth)} synthetic sequences (IDSW and count errors summed; in/out: crossings missed and extra"
-              f" per direction); * the default")
+        print(f"\nmean over the {len(synth)} synthetic sequences (IDSW and count errors summed; missed-extra: crossings"
+              f" missed and extra per direction, matched event by event within 3 s); * the default")
         for name in chosen:
             rs = [results[(s, name)] for s in synth]
             mark = " *" if name == default else ""
             print(f"  {name + mark:30s} {np.mean([r['HOTA'] for r in rs]):6.1f} {np.mean([r['IDF1'] for r in rs]):6.1f} "
                   f"{np.mean([r['MOTA'] for r in rs]):6.1f} {sum(int(r['IDSW']) for r in rs):5d} {'':9s}  {'':12s} {sum(int(r['count_error']) for r in rs):5d}"
-                  f"  {_direction_errors(rs, [results[(s, 'truth')] for s in synth])}")
+                  f"          {_missed_extra(rs)}")
     print("\ncount: the analyze stage's LineCounter on our tracks; supervision's LineZone (bottom centre) on the baselines'")
 
 if __name__ == "__main__":
