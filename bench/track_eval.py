@@ -40,7 +40,7 @@ from pipeline.categories import category_id  # noqa: E402
 from pipeline.detections import Detections  # noqa: E402
 from pipeline.protocol import Frame  # noqa: E402
 from stages.analyze.geometry import Line  # noqa: E402
-from stages.analyze.line_counter import LineCounter  # noqa: E402
+from stages.analyze.line_counter import LineCounter, anchors  # noqa: E402
 from tools.tracklets import detect_frames  # noqa: E402
 
 PERSON = category_id("person")
@@ -58,6 +58,16 @@ def vtest_gt_path() -> Path:
     return found[-1]
 
 
+Crossing = tuple[int, str, float]  # frame, direction, where on the line (pixels from its start)
+
+
+def _along(line: Line, points: np.ndarray) -> np.ndarray:
+    """[N] pixels along `line` from its start of the points' projections onto it."""
+    a, b = np.asarray(line.a, np.float64), np.asarray(line.b, np.float64)
+    u = (b - a) / max(float(np.hypot(*(b - a))), 1e-9)
+    return (np.asarray(points, np.float64).reshape(-1, 2) - a) @ u
+
+
 @dataclass
 class Sequence:
     name: str
@@ -68,7 +78,7 @@ class Sequence:
     times: np.ndarray  # seconds of each frame
     line: Line
     crossings: dict[str, int]  # true crossings of `line` per direction
-    events: list[tuple[int, str]]  # each true crossing: (frame, direction)
+    events: list[Crossing]  # each true crossing
 
 
 def centre_line(size: tuple[int, int]) -> Line:
@@ -79,14 +89,17 @@ def centre_line(size: tuple[int, int]) -> Line:
     return Line.load("centre", [[w / 2, 0], [w / 2, h]], size)
 
 
-def line_events(rows: np.ndarray, times: np.ndarray, line: Line, frame_size: tuple[int, int] | None = None) -> list[tuple[int, str]]:
-    """The analyze stage's line counter over track rows (frame, id, x1, y1, x2, y2): each crossing it counts,
-    (frame, direction). On the ground-truth tracks (exact positions, hidden or not) they are the true crossings."""
+def line_events(rows: np.ndarray, times: np.ndarray, line: Line, frame_size: tuple[int, int] | None = None) -> list[Crossing]:
+    """The analyze stage's line counter over track rows (frame, id, x1, y1, x2, y2): each crossing it counts, with
+    where the track's feet are along the line then. On the ground-truth tracks (exact positions, hidden or not)
+    they are the true crossings."""
     counter = LineCounter(line, frame_size=frame_size)
     events = []
     for f in range(len(times)):
         r = rows[rows[:, 0] == f]
-        events += [(f, d) for _, d in counter.update(f, float(times[f]), r[:, 1].astype(np.int64), r[:, 2:6])]
+        for tid, d in counter.update(f, float(times[f]), r[:, 1].astype(np.int64), r[:, 2:6]):
+            box = r[r[:, 1] == tid][0, 2:6]
+            events.append((f, d, float(_along(line, anchors(box[None]))[0])))
     return events
 
 
@@ -95,25 +108,29 @@ def line_counts(rows: np.ndarray, times: np.ndarray, line: Line, frame_size: tup
     return _tally(line_events(rows, times, line, frame_size))
 
 
-def _tally(events: list[tuple[int, str]]) -> dict[str, int]:
-    return {d: sum(1 for _, e in events if e == d) for d in ("in", "out")}
+def _tally(events: list[Crossing]) -> dict[str, int]:
+    return {d: sum(1 for _, e, _ in events if e == d) for d in ("in", "out")}
 
 
-def match_events(found: list[tuple[int, str]], truth: list[tuple[int, str]], fps: float, window_s: float = 3.0) -> dict[str, int]:
+def match_events(found: list[Crossing], truth: list[Crossing], fps: float, window_s: float = 3.0, reach: float = 100.0) -> dict[str, int]:
     """Crossings missed and extra per direction, event by event: a counted crossing is right only if it pairs with a
     true crossing of the same direction within `window_s` (a crossing counted once its track is found again comes
-    late). Unlike the count difference, a missed crossing and an extra one in the same direction do not cancel."""
+    late) and `reach` pixels along the line (about a person's height in these scenes: someone else crossing
+    elsewhere meanwhile is not it). Unlike the count difference, a missed crossing and an extra one in the same
+    direction do not cancel."""
     from scipy.optimize import linear_sum_assignment
 
     out = {}
     for d in ("in", "out"):
-        a = np.array([f for f, e in found if e == d], np.float64)
-        b = np.array([f for f, e in truth if e == d], np.float64)
+        a = np.array([(f, x) for f, e, x in found if e == d], np.float64).reshape(-1, 2)
+        b = np.array([(f, x) for f, e, x in truth if e == d], np.float64).reshape(-1, 2)
         paired = 0
         if len(a) and len(b):
-            dt = np.abs(a[:, None] - b[None, :]) / fps
-            rows, cols = linear_sum_assignment(np.where(dt <= window_s, dt, 1e6))
-            paired = int(np.sum(dt[rows, cols] <= window_s))
+            dt = np.abs(a[:, None, 0] - b[None, :, 0]) / fps / window_s
+            dx = np.abs(a[:, None, 1] - b[None, :, 1]) / reach
+            ok = (dt <= 1) & (dx <= 1)
+            rows, cols = linear_sum_assignment(np.where(ok, dt + dx, 1e6))
+            paired = int(np.sum(ok[rows, cols]))
         out[f"{d}_missed"], out[f"{d}_extra"] = len(b) - paired, len(a) - paired
     return out
 
@@ -141,6 +158,12 @@ def _vtest_line() -> tuple[Line, list[dict]]:
     return Line.load(g["name"], [g["a"], g["b"]], (768, 576)), events["crossings"]
 
 
+def _seen_events(line: Line, seen: list[dict], frames: int) -> list[Crossing]:
+    """The crossings seen by eye before frame `frames`; each is labelled with the height where it passed the (upright) line."""
+    x = float(line.a[0])
+    return [(int(c["frame"]), str(c["direction"]), float(_along(line, np.array([x, c["y_at_line"]]))[0])) for c in seen if c["frame"] < frames]
+
+
 def vtest_sequence() -> Sequence:
     from tools.tracklets import read_frames
 
@@ -150,7 +173,7 @@ def vtest_sequence() -> Sequence:
     frames = [img for _, img in read_frames(ROOT / "sample_videos" / "vtest.avi", 0, n)]
     gt = np.column_stack([rows[:, 0] - 1, rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 2] + rows[:, 4], rows[:, 3] + rows[:, 5], rows[:, 8]])
     line, seen = _vtest_line()
-    events = [(int(c["frame"]), str(c["direction"])) for c in seen if c["frame"] < len(frames)]
+    events = _seen_events(line, seen, len(frames))
     return Sequence(path.stem.removesuffix("_gt"), "real", 10.0, frames, gt, np.arange(len(frames)) / 10.0, line, _tally(events), events)
 
 
@@ -160,7 +183,7 @@ def vtest_line_sequence() -> Sequence:
 
     frames = [img for _, img in read_frames(ROOT / "sample_videos" / "vtest.avi", 0, 10_000)]
     line, seen = _vtest_line()
-    events = [(int(c["frame"]), str(c["direction"])) for c in seen]
+    events = _seen_events(line, seen, len(frames))
     return Sequence("vtest_line", "real", 10.0, frames, None, np.arange(len(frames)) / 10.0, line, _tally(events), events)
 
 
@@ -235,7 +258,7 @@ def default_name() -> str:
 # -- scoring ----------------------------------------------------------------------------------
 
 
-def linezone_events(seq: Sequence, rows: np.ndarray) -> list[tuple[int, str]]:
+def linezone_events(seq: Sequence, rows: np.ndarray) -> list[Crossing]:
     """supervision's LineZone (the feet: bottom centre), what a supervision user counts with: each crossing it
     counts, (frame, direction)."""
     import supervision as sv
@@ -247,7 +270,8 @@ def linezone_events(seq: Sequence, rows: np.ndarray) -> list[tuple[int, str]]:
         if len(r):
             came_in, went_out = zone.trigger(sv.Detections(xyxy=r[:, 2:6].astype(np.float32), tracker_id=r[:, 1].astype(int), class_id=np.zeros(len(r), int)))
             # LineZone's `in` is ours: crossing from the right of start -> end to its left.
-            events += [(f, "in")] * int(np.sum(came_in)) + [(f, "out")] * int(np.sum(went_out))
+            at = _along(seq.line, anchors(r[:, 2:6]))
+            events += [(f, "in", float(x)) for x in at[came_in]] + [(f, "out", float(x)) for x in at[went_out]]
     return events
 
 

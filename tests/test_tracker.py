@@ -209,3 +209,22 @@ def test_a_second_box_on_a_tracked_person_that_looks_like_them_starts_no_track()
     assert ids(a) == [[1, -1]] * 5  # shown (it is confident) but never tracked
     assert ids(a, duplicate_iou=1.0)[-1] == [1, 2]  # without the rule it becomes a second person
     assert ids(b)[-1] == [1, 2]  # someone else beside them
+
+
+def test_a_box_around_a_group_is_not_tracked_as_one_more_person() -> None:
+    """The detector sometimes boxes a crowd as one person: a confident box holding two or more boxes of people
+    whole. It is shown but starts no track (tracked, its id crossed lines and stole people's boxes)."""
+    looks = np.eye(8, dtype=np.float32)[:3]
+
+    def ids(group_of: int, inside: int = 2) -> list[int]:
+        tr = Tracker(KalmanMotion(), TrackerSettings(group_of=group_of))
+        out: list[int] = []
+        for t in range(8):
+            people = [walk(0, 3, t), walk(200, 3, t)][:inside]
+            group = [-10.0 + 3 * t, 80.0, 260.0 + 3 * t, 220.0]
+            out = tr.step([StepInput("s", t, dets([*people, group], [0.9] * inside + [0.8]), looks[: inside + 1])])[0].track_ids.tolist()
+        return out
+
+    assert ids(group_of=2) == [1, 2, -1]  # the people keep their tracks; the group box is shown, untracked
+    assert ids(group_of=0) == [1, 2, 3]  # without the rule it is a third person
+    assert ids(group_of=2, inside=1) == [1, 2]  # a big box around one person is that person's business: tracked

@@ -16,6 +16,9 @@ CNN's embeddings both sharpen the first-stage cost and re-identify lost tracks.
 5. confident detections still left start tentative tracks, unless one overlaps an object tracked in this frame
    and looks like its track (the detector boxed that object twice).
 
+A box that holds two or more boxes of its kind whole (the detector boxed a crowd as one person) takes part in
+no stage: it is shown, untracked.
+
 Frames of one stream must be given in order; `Tracker.step` takes at most one frame per stream so that
 all streams' tracks share one motion-model forward.
 """
@@ -48,6 +51,20 @@ def _apart(boxes: np.ndarray, max_iou: float) -> np.ndarray:
     iou = iou_matrix(boxes, boxes)
     np.fill_diagonal(iou, 0.0)
     return iou.max(axis=1) <= max_iou
+
+
+def _groups(boxes: np.ndarray, groups: np.ndarray, min_inside: int) -> np.ndarray:
+    """[N] which boxes hold at least `min_inside` other boxes of their class group whole (at least 90% of each
+    inside, each under half its area): a detector's box around a crowd, not an object."""
+    out = np.zeros(len(boxes), bool)
+    if min_inside <= 0 or len(boxes) <= min_inside:
+        return out
+    b = np.asarray(boxes, np.float64)
+    area = np.maximum((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), 1e-9)
+    w = np.clip(np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]), 0, None)
+    h = np.clip(np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]), 0, None)
+    inside = (w * h >= 0.9 * area[None, :]) & (area[None, :] < 0.5 * area[:, None]) & (groups[:, None] == groups[None, :])
+    return inside.sum(axis=1) >= min_inside
 
 
 def _centre_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -89,6 +106,7 @@ class TrackerSettings:
     clean_crop_iou: float = 0.3  # a crop overlapping another detection more than this does not update the embedding
     duplicate_iou: float = 0.3  # a confident unmatched box overlapping a tracked object's box this much (IoU) and
     duplicate_distance: float = 0.2  # looking this much like its track (cosine distance) starts no track: it is a second box on it
+    group_of: int = 2  # a box that holds this many other boxes of its class group whole is a group, not one object (0: off)
     scene_zones: bool = True  # learn where tracks enter and leave the picture, and re-identify only through them
 
 
@@ -243,11 +261,12 @@ class Tracker:
         s, det, frame = self.s, inp.detections, inp.frame
         n = len(det)
         track_of_row = np.full(n, -1, np.int64)  # index into `tracks`
+        groups = np.array([class_group(int(c)) for c in det.class_ids], np.int64)
         candidates = self._tracked_rows(det)
+        candidates &= ~_groups(det.boxes, np.where(candidates, groups, -1), s.group_of)
         high = np.flatnonzero(candidates & (det.scores >= s.high_score))
         low = np.flatnonzero(candidates & (det.scores < s.high_score))
         emb = inp.embeddings
-        groups = np.array([class_group(int(c)) for c in det.class_ids], np.int64)
         t_groups = np.array([t.group for t in tracks], np.int64)
 
         def match(t_idx: np.ndarray, d_idx: np.ndarray, cost: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
