@@ -53,9 +53,10 @@ def _apart(boxes: np.ndarray, max_iou: float) -> np.ndarray:
     return iou.max(axis=1) <= max_iou
 
 
-def _groups(boxes: np.ndarray, groups: np.ndarray, min_inside: int) -> np.ndarray:
-    """[N] which boxes hold at least `min_inside` other boxes of their class group whole (at least 90% of each
-    inside, each under half its area): a detector's box around a crowd, not an object."""
+def _groups(boxes: np.ndarray, groups: np.ndarray, confident: np.ndarray, min_inside: int) -> np.ndarray:
+    """[N] which boxes hold at least `min_inside` other confident boxes of their class group whole (at least 90% of
+    each inside, each under half its area): a detector's box around a crowd, not an object. Unconfident boxes inside
+    do not count: detectors box parts of one object (a head, the legs) at low scores."""
     out = np.zeros(len(boxes), bool)
     if min_inside <= 0 or len(boxes) <= min_inside:
         return out
@@ -63,7 +64,7 @@ def _groups(boxes: np.ndarray, groups: np.ndarray, min_inside: int) -> np.ndarra
     area = np.maximum((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), 1e-9)
     w = np.clip(np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]), 0, None)
     h = np.clip(np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]), 0, None)
-    inside = (w * h >= 0.9 * area[None, :]) & (area[None, :] < 0.5 * area[:, None]) & (groups[:, None] == groups[None, :])
+    inside = (w * h >= 0.9 * area[None, :]) & (area[None, :] < 0.5 * area[:, None]) & (groups[:, None] == groups[None, :]) & confident[None, :]
     return inside.sum(axis=1) >= min_inside
 
 
@@ -263,7 +264,7 @@ class Tracker:
         track_of_row = np.full(n, -1, np.int64)  # index into `tracks`
         groups = np.array([class_group(int(c)) for c in det.class_ids], np.int64)
         candidates = self._tracked_rows(det)
-        candidates &= ~_groups(det.boxes, np.where(candidates, groups, -1), s.group_of)
+        candidates &= ~_groups(det.boxes, np.where(candidates, groups, -1), det.scores >= s.high_score, s.group_of)
         high = np.flatnonzero(candidates & (det.scores >= s.high_score))
         low = np.flatnonzero(candidates & (det.scores < s.high_score))
         emb = inp.embeddings
