@@ -228,3 +228,20 @@ def test_a_box_around_a_group_is_not_tracked_as_one_more_person() -> None:
     assert ids(group_of=2) == [1, 2, -1]  # the people keep their tracks; the group box is shown, untracked
     assert ids(group_of=0) == [1, 2, 3]  # without the rule it is a third person
     assert ids(group_of=2, inside=1) == [1, 2]  # a big box around one person is that person's business: tracked
+
+
+def test_a_person_seen_mostly_at_low_scores_is_tracked_from_one_confident_sighting() -> None:
+    """COCO-SSD sees some people at 0.2-0.5 nearly all the time: one sighting at the new-track score starts a
+    tentative track, and low-score boxes on its path confirm it (ByteTrack's stage 2 only keeps confirmed ones)."""
+
+    def ids(tentative_low_score: float) -> list[list[int]]:
+        tr = Tracker(KalmanMotion(), TrackerSettings(tentative_low_score=tentative_low_score))
+        tr.step([StepInput("s", 0, dets([[600, 100, 640, 200]], [0.9]), None)])  # someone else: frame 0 is not theirs
+        out = []
+        for t in range(1, 8):
+            seen = dets([[600, 100, 640, 200], walk(0, 4, t)], [0.9, 0.65 if t == 1 else 0.35])
+            out.append(tr.step([StepInput("s", t, seen, None)])[0].track_ids.tolist())
+        return out
+
+    assert ids(0.3)[1:] == [[1, 2]] * 6  # confirmed by its second box, kept by the low-score ones
+    assert ids(1.0)[1:] == [[1]] * 6  # without: the tentative track dies and the low boxes are dropped

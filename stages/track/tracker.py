@@ -12,7 +12,8 @@ CNN's embeddings both sharpen the first-stage cost and re-identify lost tracks.
 3. re-identification: lost tracks vs the confident detections left, by appearance within a spatial
    window that grows with the time lost; a track lost where tracks leave the picture (the scene's exit
    zones, learned from its tracks) only by a detection where they come in;
-4. tentative tracks vs the confident detections left;
+4. tentative tracks vs the confident detections left, then by IoU vs the low-score ones left from
+   `tentative_low_score` (a person the detector sees at 0.2-0.5 most of the time still gets a track);
 5. confident detections still left start tentative tracks, unless one overlaps an object tracked in this frame
    and looks like its track (the detector boxed that object twice).
 
@@ -108,6 +109,7 @@ class TrackerSettings:
     duplicate_iou: float = 0.3  # a confident unmatched box overlapping a tracked object's box this much (IoU) and
     duplicate_distance: float = 0.2  # looking this much like its track (cosine distance) starts no track: it is a second box on it
     group_of: int = 2  # a box that holds this many other boxes of its class group whole is a group, not one object (0: off)
+    tentative_low_score: float = 0.3  # low-score detections from this score continue tentative tracks too (1: never)
     scene_zones: bool = True  # learn where tracks enter and leave the picture, and re-identify only through them
 
 
@@ -346,6 +348,14 @@ class Tracker:
         if len(tentative) and len(rest_high):
             iou = iou_matrix(pred[tentative], det.boxes[rest_high])
             rest_high = match(tentative, rest_high, 1.0 - iou, 1.0 - s.tentative_match_iou)[1]
+        if len(tentative) and s.tentative_low_score < s.high_score:
+            # A person the detector sees at 0.2-0.5 most of the time is confirmed from one confident sighting.
+            matched_now = set(track_of_row[track_of_row >= 0].tolist())
+            tent = np.array([i for i in tentative if i not in matched_now], np.int64)
+            lows = np.array([r for r in low if track_of_row[r] < 0 and det.scores[r] >= s.tentative_low_score], np.int64)
+            if len(tent) and len(lows):
+                iou = iou_matrix(pred[tent], det.boxes[lows])
+                match(tent, lows, 1.0 - iou, 1.0 - s.low_match_iou)
 
         # Update matched tracks.
         crop_clean = self._clean_crops(det.boxes)
