@@ -245,3 +245,20 @@ def test_a_person_seen_mostly_at_low_scores_is_tracked_from_one_confident_sighti
 
     assert ids(0.3)[1:] == [[1, 2]] * 6  # confirmed by its second box, kept by the low-score ones
     assert ids(1.0)[1:] == [[1]] * 6  # without: the tentative track dies and the low boxes are dropped
+
+
+def test_a_person_lost_while_half_hidden_is_reidentified_when_back_whole() -> None:
+    """People are often lost behind someone when their box was already cut to the part still showing: the size
+    check of re-identification goes by the track's height over its recent sightings, not by that last cut box."""
+    a = np.eye(8, dtype=np.float32)[0]
+    tr = Tracker(KalmanMotion(), TrackerSettings())
+    tr.step([StepInput("s", 0, dets([[600, 100, 640, 200]], [0.9]), np.eye(8, dtype=np.float32)[1:2])])
+    for t in range(1, 9):
+        tr.step([StepInput("s", t, dets([[600, 100, 640, 200], walk(0, 3, t)], [0.9, 0.9]), np.stack([np.eye(8, dtype=np.float32)[1], a]))])
+    for t in (9, 10):  # the lower half goes behind something
+        x = walk(0, 3, t)
+        tr.step([StepInput("s", t, dets([[600, 100, 640, 200], [x[0], x[1], x[2], x[1] + 45]], [0.9, 0.6]), np.stack([np.eye(8, dtype=np.float32)[1], a]))])
+    for t in range(11, 18):  # hidden
+        tr.step([StepInput("s", t, dets([[600, 100, 640, 200]], [0.9]), np.eye(8, dtype=np.float32)[1:2])])
+    back = tr.step([StepInput("s", 18, dets([[600, 100, 640, 200], walk(0, 3, 18)], [0.9, 0.9]), np.stack([np.eye(8, dtype=np.float32)[1], a]))])[0]
+    assert back.track_ids.tolist() == [1, 2]  # its own id again, not a tentative newcomer (-1)

@@ -426,8 +426,9 @@ class Tracker:
         sped up): the model's own (`reid_sigmas` standard deviations) where it has one, else `reid_spread`
         box heights per frame; and of a similar size (the same distance from the camera)."""
         s = self.s
-        last = np.stack([tracks[i].last_box for i in lost])
-        height = np.maximum(last[:, 3] - last[:, 1], 1.0)
+        # The track's height over its recent sightings, not its last box's: a person is often lost behind someone,
+        # when the last box was cut to the part still showing, and comes back whole.
+        height = np.array([max(float(np.median((tracks[i].boxes[:, 3] - tracks[i].boxes[:, 1])[tracks[i].frames >= 0])), 1.0) for i in lost])
         gap = np.array([frame - tracks[i].last_frame for i in lost], np.float64)
         if spread is not None:
             radius = np.maximum(height * s.reid_radius, s.reid_sigmas * spread)
