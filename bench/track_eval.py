@@ -11,7 +11,8 @@ Sequences:
   (c) all of vtest.avi for the line count only: every crossing of its line seen by eye (tests/data/analytics/).
 Every sequence has a counting line with exact crossings: (a) the ground-truth tracks through the analyze
 stage's counter, (b)/(c) the hand-labelled ones. Counts: our tracks through the same counter, the baselines'
-through supervision's LineZone (what their users count with).
+through supervision's LineZone (what their users count with); scored as the count error per direction and as
+crossings missed and extra, each counted crossing paired with a true one (`match_events`).
 Detections: the bundled COCO-SSD on every frame at score >= 0.1 (so ByteTrack's low-score stage has
 something to work with), persons only (the ground truth of (b) has persons only, and the backgrounds of (a)
 contain real parked vehicles that are not in its ground truth). Metrics: HOTA, IDF1, MOTA and ID switches
