@@ -216,8 +216,8 @@ def test_a_box_around_a_group_is_not_tracked_as_one_more_person() -> None:
     whole. It is shown but starts no track (tracked, its id crossed lines and stole people's boxes)."""
     looks = np.eye(8, dtype=np.float32)[:3]
 
-    def ids(group_of: int, inside: int = 2) -> list[int]:
-        tr = Tracker(KalmanMotion(), TrackerSettings(group_of=group_of))
+    def ids(crowd_of: int, inside: int = 2) -> list[int]:
+        tr = Tracker(KalmanMotion(), TrackerSettings(crowd_of=crowd_of))
         out: list[int] = []
         for t in range(8):
             people = [walk(0, 3, t), walk(200, 3, t)][:inside]
@@ -225,9 +225,9 @@ def test_a_box_around_a_group_is_not_tracked_as_one_more_person() -> None:
             out = tr.step([StepInput("s", t, dets([*people, group], [0.9] * inside + [0.8]), looks[: inside + 1])])[0].track_ids.tolist()
         return out
 
-    assert ids(group_of=2) == [1, 2, -1]  # the people keep their tracks; the group box is shown, untracked
-    assert ids(group_of=0) == [1, 2, 3]  # without the rule it is a third person
-    assert ids(group_of=2, inside=1) == [1, 2]  # a big box around one person is that person's business: tracked
+    assert ids(crowd_of=2) == [1, 2, -1]  # the people keep their tracks; the group box is shown, untracked
+    assert ids(crowd_of=0) == [1, 2, 3]  # without the rule it is a third person
+    assert ids(crowd_of=2, inside=1) == [1, 2]  # a big box around one person is that person's business: tracked
 
 
 def test_a_person_seen_mostly_at_low_scores_is_tracked_from_one_confident_sighting() -> None:

@@ -54,7 +54,7 @@ def _apart(boxes: np.ndarray, max_iou: float) -> np.ndarray:
     return iou.max(axis=1) <= max_iou
 
 
-def _groups(boxes: np.ndarray, groups: np.ndarray, confident: np.ndarray, min_inside: int) -> np.ndarray:
+def _crowd_boxes(boxes: np.ndarray, groups: np.ndarray, confident: np.ndarray, min_inside: int) -> np.ndarray:
     """[N] which boxes hold at least `min_inside` other confident boxes of their class group whole (at least 90% of
     each inside, each under half its area): a detector's box around a crowd, not an object. Unconfident boxes inside
     do not count: detectors box parts of one object (a head, the legs) at low scores."""
@@ -108,7 +108,7 @@ class TrackerSettings:
     clean_crop_iou: float = 0.3  # a crop overlapping another detection more than this does not update the embedding
     duplicate_iou: float = 0.3  # a confident unmatched box overlapping a tracked object's box this much (IoU) and
     duplicate_distance: float = 0.2  # looking this much like its track (cosine distance) starts no track: it is a second box on it
-    group_of: int = 2  # a box that holds this many other boxes of its class group whole is a group, not one object (0: off)
+    crowd_of: int = 2  # a box that holds this many confident boxes of its class group whole is a crowd, not one object (0: off)
     tentative_low_score: float = 0.3  # low-score detections from this score continue tentative tracks too (1: never)
     scene_zones: bool = True  # learn where tracks enter and leave the picture, and re-identify only through them
 
@@ -266,7 +266,7 @@ class Tracker:
         track_of_row = np.full(n, -1, np.int64)  # index into `tracks`
         groups = np.array([class_group(int(c)) for c in det.class_ids], np.int64)
         candidates = self._tracked_rows(det)
-        candidates &= ~_groups(det.boxes, np.where(candidates, groups, -1), det.scores >= s.high_score, s.group_of)
+        candidates &= ~_crowd_boxes(det.boxes, np.where(candidates, groups, -1), det.scores >= s.high_score, s.crowd_of)
         high = np.flatnonzero(candidates & (det.scores >= s.high_score))
         low = np.flatnonzero(candidates & (det.scores < s.high_score))
         emb = inp.embeddings
