@@ -136,12 +136,13 @@ def match_events(found: list[Crossing], truth: list[Crossing], fps: float, windo
     return out
 
 
-def synthetic_sequences(only: str | None, tuning: bool = False) -> list[Sequence]:
+def synthetic_sequences(only: str | None, tuning: bool | int = False) -> list[Sequence]:
+    """The evaluation sequences, or with `tuning` (True or a round number) a tuning set."""
     from tools.synthetic import evaluation_specs, make_sequence, sprite_bank, tuning_specs
 
     bank = sprite_bank(ROOT)
     out = []
-    for spec in tuning_specs() if tuning else evaluation_specs():
+    for spec in tuning_specs(int(tuning)) if tuning else evaluation_specs():
         if only and only != spec.name:
             continue
         seq = make_sequence(spec, bank)
@@ -347,7 +348,8 @@ def main() -> None:
     ap.add_argument("--only", help="one sequence by name")
     ap.add_argument("--trackers", help="comma-separated substrings of tracker names to run")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--tuning", action="store_true", help="the tuning sequences (other seeds; no vtest) instead")
+    ap.add_argument("--tuning", nargs="?", type=int, const=1, default=0, metavar="ROUND",
+                    help="the tuning sequences (other seeds; no vtest) instead; ROUND 2: a second set with its own seeds")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a track option for our tracker (YAML value)")
     ap.add_argument("--switches", action="store_true", help="also print each tracker's ID switches by kind (see switch_kinds)")
     args = ap.parse_args()

@@ -1205,10 +1205,14 @@ def evaluation_specs() -> list[SequenceSpec]:
     ]
 
 
-def tuning_specs() -> list[SequenceSpec]:
+def tuning_specs(tuning_round: int = 1) -> list[SequenceSpec]:
     """The evaluation set's recipes with other seeds: for choosing the tracker's settings without
-    looking at the sequences it is evaluated on."""
-    return [replace(s, name=s.name + "_tune", seed=s.seed + 100_000) for s in evaluation_specs()]
+    looking at the sequences it is evaluated on. Round 2 is a second such set, with its own seeds: a change
+    chosen on round 1 can be checked on sequences it was not chosen on, still without the evaluation set."""
+    if tuning_round < 1:
+        raise ValueError(f"tuning round {tuning_round}: rounds count from 1")
+    suffix = "_tune" if tuning_round == 1 else f"_tune{tuning_round}"
+    return [replace(s, name=s.name + suffix, seed=s.seed + 100_000 * tuning_round) for s in evaluation_specs()]
 
 
 def crossing_spec() -> SequenceSpec:
