@@ -262,3 +262,19 @@ def test_a_person_lost_while_half_hidden_is_reidentified_when_back_whole() -> No
         tr.step([StepInput("s", t, dets([[600, 100, 640, 200]], [0.9]), np.eye(8, dtype=np.float32)[1:2])])
     back = tr.step([StepInput("s", 18, dets([[600, 100, 640, 200], walk(0, 3, 18)], [0.9, 0.9]), np.stack([np.eye(8, dtype=np.float32)[1], a]))])[0]
     assert back.track_ids.tolist() == [1, 2]  # its own id again, not a tentative newcomer (-1)
+
+
+def test_a_low_score_box_that_looks_like_someone_else_does_not_keep_a_track() -> None:
+    """Stage 2 (low-score boxes keep tracks alive) goes by appearance as well as IoU: where a person is hidden, the
+    low box on their predicted place is often someone else's, and IoU alone handed their id over."""
+    a, b = np.eye(8, dtype=np.float32)[0], np.eye(8, dtype=np.float32)[1]
+
+    def ids(low_look: np.ndarray, low_appearance_gate: float = 0.3) -> list[int]:
+        tr = Tracker(KalmanMotion(), TrackerSettings(low_appearance_gate=low_appearance_gate))
+        for t in range(6):
+            tr.step([StepInput("s", t, dets([walk(0, 3, t)], [0.9]), a[None])])
+        return tr.step([StepInput("s", 6, dets([walk(0, 3, 6)], [0.3]), low_look[None])])[0].track_ids.tolist()
+
+    assert ids(a) == [1]  # the same person, seen weakly: kept
+    assert ids(b) == []  # someone else where they were: dropped, the track is lost
+    assert ids(b, low_appearance_gate=2.0) == [1]  # by IoU alone (ByteTrack's stage 2) the id goes to them

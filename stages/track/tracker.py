@@ -8,7 +8,8 @@ CNN's embeddings both sharpen the first-stage cost and re-identify lost tracks.
    appearance distance; pairs whose appearance is clearly different are gated out (no swaps at crossings),
    and a pair pays for looking less alike than the best rival pair of its detection or its track;
 2. the tracks still unmatched that were seen in the previous frame vs the low-score detections, by IoU
-   alone (a partly hidden object scores low: this is what keeps it tracked);
+   and appearance (a partly hidden object scores low: this is what keeps it tracked; a low box that looks
+   like someone else is often theirs);
 3. re-identification: lost tracks vs the confident detections left, by appearance within a spatial
    window that grows with the time lost; a track lost where tracks leave the picture (the scene's exit
    zones, learned from its tracks) only by a detection where they come in;
@@ -110,6 +111,9 @@ class TrackerSettings:
     duplicate_distance: float = 0.2  # looking this much like its track (cosine distance) starts no track: it is a second box on it
     crowd_of: int = 2  # a box that holds this many confident boxes of its class group whole is a crowd, not one object (0: off)
     tentative_low_score: float = 0.3  # low-score detections from this score continue tentative tracks too (1: never)
+    low_appearance_gate: float = 0.3  # stage 2: cosine distance above which a low-score pair is never matched (2: off,
+    # and low-score boxes are not embedded)
+    low_appearance_weight: float = 0.5  # stage 2: cost per unit of cosine distance; a pair that looks alike may overlap less
     scene_zones: bool = True  # learn where tracks enter and leave the picture, and re-identify only through them
 
 
@@ -159,16 +163,18 @@ class Tracker:
         self.next_ids: dict[str, int] = {}  # per stream, the first id after its last ended epoch
         self.on_event = on_event or (lambda stream, event: None)  # metrics: created, confirmed, reidentified, removed
         self._previous: dict[str, tuple[int, np.ndarray]] = {}  # per stream: the last frame asked about, its boxes
+        self._low_looks = settings.low_appearance_gate < 2.0  # stage 2 uses appearance: low-score boxes are embedded too
 
     def wants_embedding(self, det: Detections, stream: str | None = None, frame: int | None = None) -> np.ndarray:
-        """Rows whose appearance the tracker uses: tracked classes at or above the high score. Given the stream
-        and frame (asked in frame order per stream), not those that can only be one object (DeepSORT's
-        observation: appearance matters where objects are close): a box alone in its frame on exactly one box,
+        """Rows whose appearance the tracker uses: tracked classes (only those at or above the high score where
+        stage 2 goes by IoU alone). Given the stream and frame (asked in frame order per stream), not those that
+        can only be one object (DeepSORT's observation: appearance matters where objects are close): a box alone
+        in its frame on exactly one box,
         alone too, of the stream's previous frame, except every `crop_refresh`-th frame. Decided from the
         detections alone, so the result does not depend on how frames were batched (a live run and a replay
         of the same file track alike)."""
         tracked = self._tracked_rows(det)
-        want = tracked & (det.scores >= self.s.high_score)
+        want = tracked if self._low_looks else tracked & (det.scores >= self.s.high_score)
         if stream is None or frame is None or self.s.crop_refresh <= 0:
             return want
         boxes = det.boxes[tracked]
@@ -313,11 +319,20 @@ class Tracker:
             cost = self._rivalry(cost, dist, fresh)
         rest_t, rest_high = match(main, high, cost, s.match_cost)
 
-        # Stage 2: tracks seen in the previous frame vs low-score detections, IoU only.
+        # Stage 2: tracks seen in the previous frame vs low-score detections, by IoU and, unlike ByteTrack, by
+        # appearance: a half-hidden person's low box is often the neighbour's, and IoU alone hands the track over.
         recent = np.array([i for i in rest_t if tracks[i].last_frame >= frame - 1], np.int64)
         if len(recent) and len(low):
             iou = iou_matrix(pred[recent], det.boxes[low])
-            match(recent, low, 1.0 - iou, 1.0 - s.low_match_iou)
+            cost, threshold = 1.0 - iou, 1.0 - s.low_match_iou
+            dist = app_dist(recent, low) if self._low_looks else None
+            if dist is not None:
+                known = ~np.isnan(dist)
+                cost = np.where(known, cost + s.low_appearance_weight * np.nan_to_num(dist), cost)
+                cost = np.where(known & (dist > s.low_appearance_gate), INFEASIBLE, cost)
+                # A pair at the gate needs the IoU of a pair without appearance; one that looks alike, less.
+                threshold += s.low_appearance_weight * s.low_appearance_gate
+            match(recent, low, cost, threshold)
 
         # Stage 3: re-identify lost tracks by appearance, where the track could plausibly be by now, and only
         # when the pair is clearly better than the other candidates of both (a ratio test: in a crowd of
