@@ -104,11 +104,6 @@ def line_events(rows: np.ndarray, times: np.ndarray, line: Line, frame_size: tup
     return events
 
 
-def line_counts(rows: np.ndarray, times: np.ndarray, line: Line, frame_size: tuple[int, int] | None = None) -> dict[str, int]:
-    """The analyze stage's line counter's count per direction over track rows (see `line_events`)."""
-    return _tally(line_events(rows, times, line, frame_size))
-
-
 def _tally(events: list[Crossing]) -> dict[str, int]:
     return {d: sum(1 for _, e, _ in events if e == d) for d in ("in", "out")}
 

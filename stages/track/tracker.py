@@ -32,6 +32,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from pipeline.boxes import box_ioa
 from pipeline.categories import LOOKALIKES, category_id
 from pipeline.detections import Detections
 from pipeline.scene_zones import SceneZones
@@ -59,14 +60,12 @@ def _crowd_boxes(boxes: np.ndarray, groups: np.ndarray, confident: np.ndarray, m
     """[N] which boxes hold at least `min_inside` other confident boxes of their class group whole (at least 90% of
     each inside, each under half its area): a detector's box around a crowd, not an object. Unconfident boxes inside
     do not count: detectors box parts of one object (a head, the legs) at low scores."""
-    out = np.zeros(len(boxes), bool)
     if min_inside <= 0 or len(boxes) <= min_inside:
-        return out
+        return np.zeros(len(boxes), bool)
     b = np.asarray(boxes, np.float64)
-    area = np.maximum((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), 1e-9)
-    w = np.clip(np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]), 0, None)
-    h = np.clip(np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]), 0, None)
-    inside = (w * h >= 0.9 * area[None, :]) & (area[None, :] < 0.5 * area[:, None]) & (groups[:, None] == groups[None, :]) & confident[None, :]
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    inside = box_ioa(b, b).T >= 0.9  # [i, j]: box j lies within box i
+    inside &= (area[None, :] < 0.5 * area[:, None]) & (groups[:, None] == groups[None, :]) & confident[None, :]
     return inside.sum(axis=1) >= min_inside
 
 
