@@ -278,3 +278,24 @@ def test_a_low_score_box_that_looks_like_someone_else_does_not_keep_a_track() ->
     assert ids(a) == [1]  # the same person, seen weakly: kept
     assert ids(b) == []  # someone else where they were: dropped, the track is lost
     assert ids(b, low_appearance_gate=2.0) == [1]  # by IoU alone (ByteTrack's stage 2) the id goes to them
+
+
+def test_a_track_lost_at_the_picture_edge_is_kept_briefly_then_whoever_comes_in_there_is_someone_new() -> None:
+    """At the edge a person missed for a few frames is still there; unseen for longer, they walked out of view,
+    and the next one to come in there is someone else, however alike they look (synthetic street sequences:
+    re-identifications after 13-30 frames at the edge were nearly all someone else, those after 2-5 the same)."""
+    look = np.eye(8, dtype=np.float32)[0][None]
+    size = (640, 480)
+
+    def ids(exit_lost_frames: int) -> tuple[list[int], list[int]]:
+        tr = Tracker(KalmanMotion(), TrackerSettings(exit_lost_frames=exit_lost_frames))
+        for t in range(6):  # standing at the left edge, half out of view
+            tr.step([StepInput("s", t, dets([[0, 100, 30, 200]], [0.9]), look, size)])
+        back = tr.step([StepInput("s", 9, dets([[0, 101, 30, 201]], [0.9]), look, size)])[0]  # missed for 3 frames
+        out: list[int] = []
+        for t in range(25, 28):  # unseen for 15 frames: gone; someone comes in at the same place
+            out = tr.step([StepInput("s", t, dets([[0, 110, 30, 210]], [0.9]), look, size)])[0].track_ids.tolist()
+        return back.track_ids.tolist(), out
+
+    assert ids(10) == ([1], [2])
+    assert ids(30) == ([1], [1])  # kept as long as a track lost anywhere else: the newcomer got the id

@@ -85,7 +85,7 @@ class TrackOptions(BaseModel):
     )
     scene_zones: bool = Field(
         True,
-        description="Learn where tracks enter and leave the picture and re-identify a track lost where tracks leave only by a detection where they come in (off for a camera that pans: its zones move).",
+        description="Learn where tracks enter and leave the picture and re-identify a track lost where tracks leave only by a detection where they come in, and only for 10 frames (off for a camera that pans: its zones move).",
     )
     anomaly: AnomalyModelOptions | None = Field(
         None, description="Score each track's last 2 s of motion against normal motion (column anomaly.score, read by the anomaly rule); null: off."

@@ -88,6 +88,7 @@ class TrackerSettings:
     new_track_score: float = 0.6
     confirm_hits: int = 2  # matches in a row before a track is confirmed (ByteTrack: 2)
     max_lost_frames: int = 30  # a lost track is removed after this many frames
+    exit_lost_frames: int = 10  # one lost where tracks leave the picture (its edge, an exit zone), after this many: it left
     match_cost: float = 0.8  # stage-1 cost above which a pair is not matched
     low_match_iou: float = 0.5  # stage-2 IoU needed
     tentative_match_iou: float = 0.3  # stage-3 IoU needed
@@ -241,7 +242,13 @@ class Tracker:
         for t in st.tracks:
             if t.state == TrackState.CONFIRMED and frame - t.last_frame > 1:
                 t.state = TrackState.LOST  # frames in between never came (shed upstream): it was not seen
-            if t.state == TrackState.LOST and frame - t.last_frame > self.s.max_lost_frames:
+        # A track lost where tracks leave the picture is kept only briefly (the detector missed it for a few
+        # frames at the edge); after that it went out of view, and whoever comes in there later is someone else.
+        lost = [t for t in st.tracks if t.state == TrackState.LOST and frame - t.last_frame > self.s.exit_lost_frames]
+        gone = st.zones.exit_at(np.stack([t.last_box for t in lost])) if lost and st.zones is not None else np.zeros(len(lost), bool)
+        left = {id(t) for t, g in zip(lost, gone.tolist()) if g}
+        for t in st.tracks:
+            if t.state == TrackState.LOST and (frame - t.last_frame > self.s.max_lost_frames or id(t) in left):
                 t.state = TrackState.REMOVED
                 self.on_event(stream, "removed")
         st.tracks = [t for t in st.tracks if t.state != TrackState.REMOVED]
