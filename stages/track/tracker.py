@@ -12,7 +12,7 @@ CNN's embeddings both sharpen the first-stage cost and re-identify lost tracks.
    like someone else is often theirs);
 3. re-identification: lost tracks vs the confident detections left, by appearance within a spatial
    window that grows with the time lost; a track lost where tracks leave the picture (the scene's exit
-   zones, learned from its tracks) only by a detection where they come in;
+   zones, learned from its tracks) only by a detection where they come in, and only for `exit_lost_frames`;
 4. tentative tracks vs the confident detections left, then by IoU vs the low-score ones left from
    `tentative_low_score` (a person the detector sees at 0.2-0.5 most of the time still gets a track);
 5. confident detections still left start tentative tracks, unless one overlaps an object tracked in this frame
