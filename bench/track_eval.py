@@ -15,7 +15,8 @@ through supervision's LineZone (what their users count with); scored as the coun
 crossings missed and extra, each counted crossing paired with a true one (`match_events`).
 Detections: the bundled COCO-SSD on every frame at score >= 0.1 (so ByteTrack's low-score stage has
 something to work with), persons only (the ground truth of (b) has persons only, and the backgrounds of (a)
-contain real parked vehicles that are not in its ground truth). Metrics: HOTA, IDF1, MOTA and ID switches
+contain real parked vehicles that are not in its ground truth); `--tiles 2` runs the detector tiled
+(`detector.tiles`, stages/infer/tiling.py: the whole frame and 2x2 overlapping tiles, for small people). Metrics: HOTA, IDF1, MOTA and ID switches
 from `trackers.eval` (Roboflow's re-implementation of TrackEval, checked to match it). Ground-truth boxes
 marked as ignored (visibility below 0.25: mostly hidden) neither count as misses, nor make a tracker box
 that covers them count as a false positive (TrackEval's MOT17 distractor rule, which trackers.eval applies).
@@ -47,6 +48,7 @@ from tools.tracklets import detect_frames  # noqa: E402
 PERSON = category_id("person")
 MIN_VISIBILITY = 0.25
 CACHE = Path.home() / ".cache" / "vidpipe" / "track_eval"
+TILES = 1  # the detector's tiled inference (--tiles): 1, the whole frame only, as the pipeline by default
 OVERRIDES: dict[str, Any] = {}  # --set KEY=VALUE: track options to try
 TRACKS_DIR = ROOT / "tests" / "data" / "tracks"
 
@@ -189,8 +191,8 @@ def detect(seq: Sequence) -> tuple[list[Detections], float]:
     part of a run); also the detector's mean ms per frame (batch 1)."""
     from stages.infer.detectors.coco_ssd import CocoSsdDetector, CocoSsdOptions
 
-    out = detect_frames(seq.frames, 0.1, ["person"], CACHE)
-    det = CocoSsdDetector(CocoSsdOptions(device="cpu", score_threshold=0.1, classes=["person"]))
+    out = detect_frames(seq.frames, 0.1, ["person"], CACHE, tiles=TILES)
+    det = CocoSsdDetector(CocoSsdOptions(device="cpu", score_threshold=0.1, classes=["person"], tiles=TILES))
     timed = seq.frames[:: max(1, len(seq.frames) // 20)]
     t0 = time.perf_counter()
     for i, f in enumerate(timed):
@@ -346,6 +348,7 @@ def main() -> None:
     ap.add_argument("--tuning", nargs="?", type=int, const=1, default=0, metavar="ROUND",
                     help="the tuning sequences (other seeds; no vtest) instead; ROUND 2: a second set with its own seeds")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a track option for our tracker (YAML value)")
+    ap.add_argument("--tiles", type=int, default=1, help="the detector's tiles (detector.tiles): 2 also detects on 2x2 overlapping tiles")
     ap.add_argument("--switches", action="store_true", help="also print each tracker's ID switches by kind (see switch_kinds)")
     args = ap.parse_args()
     import torch
@@ -356,6 +359,8 @@ def main() -> None:
         OVERRIDES[key] = yaml.safe_load(value)
 
     torch.set_num_threads(args.threads)
+    global TILES
+    TILES = args.tiles
     seqs = synthetic_sequences(args.only, args.tuning)
     if not args.tuning and (not args.only or args.only.startswith("vtest")):
         seqs += [vtest_sequence(), vtest_line_sequence()]

@@ -81,25 +81,28 @@ def detect_frames(
     classes: list[str] | None = None,
     cache_dir: Path | None = None,
     batch: int = 8,
+    tiles: int = 1,
 ) -> list[Detections]:
     """detect_video for frames held in memory (rendered, re-encoded), cached in `cache_dir` by their content and
-    the settings."""
-    digest = hashlib.sha256(f"{score_threshold:.3f} {classes}".encode())
+    the settings; `tiles`: the detector's tiled inference (stages/infer/tiling.py)."""
+    digest = hashlib.sha256(f"{score_threshold:.3f} {classes}".encode() + (f" tiles {tiles}".encode() if tiles > 1 else b""))
     for f in frames:
         digest.update(f.tobytes())
     path = cache_dir / f"frames-{digest.hexdigest()[:16]}.npz" if cache_dir else None
     if path is not None and path.exists():
         return load_detections(path)
-    out = _detect(enumerate(frames), "frames", score_threshold, classes, batch)
+    out = _detect(enumerate(frames), "frames", score_threshold, classes, batch, tiles)
     if path is not None:
         save_detections(path, out)
     return out
 
 
-def _detect(frames: Iterable[tuple[int, np.ndarray]], name: str, score_threshold: float, classes: list[str] | None, batch: int) -> list[Detections]:
+def _detect(
+    frames: Iterable[tuple[int, np.ndarray]], name: str, score_threshold: float, classes: list[str] | None, batch: int, tiles: int = 1
+) -> list[Detections]:
     from stages.infer.detectors.coco_ssd import CocoSsdDetector, CocoSsdOptions  # torch: only when detecting
 
-    detector = CocoSsdDetector(CocoSsdOptions(device="cpu", precision="fp32", score_threshold=score_threshold, classes=classes))
+    detector = CocoSsdDetector(CocoSsdOptions(device="cpu", precision="fp32", score_threshold=score_threshold, classes=classes, tiles=tiles))
     out: list[Detections] = []
     pending: list[Frame] = []
 

@@ -32,6 +32,7 @@ from pipeline.detections import Detections
 from pipeline.device import Precision, device_name, precision_name
 from pipeline.protocol import Frame
 from stages.infer.backend import BackendName, CpuRuntime, available, openvino_bf16, resolve_backend
+from stages.infer.tiling import merge_tiles, tile_rects
 
 if TYPE_CHECKING:
     import torch
@@ -57,6 +58,14 @@ class CnnOptions(BaseModel):
     classes: list[str] | None = Field(None, description="Categories to keep (default: every category the model maps to).")
     nms_iou: float = Field(0.5, gt=0, le=1, description="Boxes of one class overlapping more than this are merged by NMS.")
     max_detections: int = Field(100, ge=1, le=10_000, description="Most detections kept per frame.")
+    tiles: int = Field(
+        1,
+        ge=1,
+        le=4,
+        description="Also detect on a tiles x tiles grid of overlapping tiles and merge (small or crowded objects: people "
+        "far from the camera); 1: the whole frame only. Costs one network pass per tile more (2: 5 passes a frame).",
+    )
+    tile_overlap: float = Field(0.25, ge=0, lt=1, description="How much neighbouring tiles overlap, as a share of a tile.")
 
     @field_validator("class_thresholds")
     @classmethod
@@ -174,14 +183,31 @@ class CnnDetector(Detector):
         normalised to the frame as (ymin, xmin, ymax, xmax); numpy arrays or tensors."""
 
     def detect(self, frames: list[Frame]) -> list[Detections]:
-        by_size: dict[tuple[int, ...], list[int]] = defaultdict(list)
-        for i, f in enumerate(frames):
+        images = []
+        for f in frames:
             if f.image is None:
                 raise ValueError(f"frame {f.stream}#{f.seq} carries no pixels (forward_pixels is off upstream)")
-            by_size[f.image.shape].append(i)
-        out: list[Detections] = [Detections()] * len(frames)
+            images.append(f.image)
+        if self.o.tiles < 2:
+            return self._detect_images(images)
+        # Tiled: every frame's tiles go through the network in the same batches as the whole frames.
+        rects = [tile_rects(im.shape[1], im.shape[0], self.o.tiles, self.o.tile_overlap) for im in images]
+        views = images + [im[y : y + th, x : x + tw] for im, rs in zip(images, rects) for x, y, tw, th in rs]
+        found = self._detect_images(views)
+        out, at = [], len(images)
+        for i, (im, rs) in enumerate(zip(images, rects)):
+            tiles = list(zip(found[at : at + len(rs)], rs))
+            at += len(rs)
+            out.append(merge_tiles(found[i], tiles, (im.shape[1], im.shape[0]), self.o.nms_iou, self.o.max_detections))
+        return out
+
+    def _detect_images(self, images: list[np.ndarray]) -> list[Detections]:
+        by_size: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for i, im in enumerate(images):
+            by_size[im.shape].append(i)
+        out: list[Detections] = [Detections()] * len(images)
         for shape, indices in by_size.items():
-            for i, det in zip(indices, self._detect_same_size([frames[i].image for i in indices], shape)):  # type: ignore[misc]
+            for i, det in zip(indices, self._detect_same_size([images[i] for i in indices], shape)):
                 out[i] = det
         return out
 
