@@ -29,16 +29,19 @@ def test_tiles_cover_the_frame_and_overlap_their_neighbours() -> None:
 
 
 def test_a_box_cut_by_an_inner_tile_border_is_dropped_and_the_rest_move_to_frame_coordinates() -> None:
-    full = people([[100, 100, 140, 200]], [0.8])
+    # the whole frame: someone, and a smaller box mostly inside theirs (a child in front): the detector's own
+    # NMS kept both, and so does the merge
+    full = people([[100, 100, 140, 200], [105, 150, 125, 200]], [0.8, 0.6])
     # the top-left tile (0, 0, 439, 330): one person inside, one cut by its right border (inner), one at the
     # frame's top edge (not an inner border: kept)
-    top_left = people([[350, 150, 380, 230], [420, 100, 439, 200], [200, 0, 230, 60]], [0.7, 0.9, 0.6])
+    top_left = people([[350, 150, 380, 230], [420, 100, 439, 200], [200, 0, 230, 60], [102, 104, 136, 196]], [0.7, 0.9, 0.6, 0.5])
     # the top-right tile starts at x 329: the top-left tile's first person again (where the tiles overlap, seen a
-    # little differently: merged by NMS), and someone new
+    # little differently: one object), and someone new
     top_right = people([[21, 150, 52, 231], [200, 100, 240, 200]], [0.65, 0.75])
-    out = merge_tiles(full, [(top_left, (0, 0, 439, 330)), (top_right, (329, 0, 439, 330))], (768, 576), 0.5, 100)
+    out = merge_tiles(full, [(top_left, (0, 0, 439, 330)), (top_right, (329, 0, 439, 330))], (768, 576))
     got = sorted(map(tuple, out.boxes.round().astype(int).tolist()))
-    assert got == sorted([(100, 100, 140, 200), (350, 150, 380, 230), (200, 0, 230, 60), (529, 100, 569, 200)])
+    # the tile's box of the first person, inside the whole frame's and scored lower, is the same object: dropped
+    assert got == sorted([(100, 100, 140, 200), (105, 150, 125, 200), (350, 150, 380, 230), (200, 0, 230, 60), (529, 100, 569, 200)])
     assert out.scores.max() == np.float32(0.8) and (out.class_ids == PERSON).all()
 
 

@@ -85,7 +85,9 @@ def detect_frames(
 ) -> list[Detections]:
     """detect_video for frames held in memory (rendered, re-encoded), cached in `cache_dir` by their content and
     the settings; `tiles`: the detector's tiled inference (stages/infer/tiling.py)."""
-    digest = hashlib.sha256(f"{score_threshold:.3f} {classes}".encode() + (f" tiles {tiles}".encode() if tiles > 1 else b""))
+    from stages.infer.tiling import SAME_OBJECT
+
+    digest = hashlib.sha256(f"{score_threshold:.3f} {classes}".encode() + (f" tiles {tiles} same {SAME_OBJECT}".encode() if tiles > 1 else b""))
     for f in frames:
         digest.update(f.tobytes())
     path = cache_dir / f"frames-{digest.hexdigest()[:16]}.npz" if cache_dir else None

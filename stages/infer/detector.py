@@ -198,7 +198,7 @@ class CnnDetector(Detector):
         for i, (im, rs) in enumerate(zip(images, rects)):
             tiles = list(zip(found[at : at + len(rs)], rs))
             at += len(rs)
-            out.append(merge_tiles(found[i], tiles, (im.shape[1], im.shape[0]), self.o.nms_iou, self.o.max_detections))
+            out.append(merge_tiles(found[i], tiles, (im.shape[1], im.shape[0]), max_detections=self.o.max_detections))
         return out
 
     def _detect_images(self, images: list[np.ndarray]) -> list[Detections]:

@@ -4,8 +4,8 @@ COCO-SSD sees every frame at 300x300: a person 100 px tall in a 768x576 frame is
 where it misses many and boxes two people side by side as one. With `tiles: 2` the detector also runs on a 2x2
 grid of overlapping tiles (each seen at 300x300, so objects at about 1.8x the size), and the boxes of all views
 are merged: a tile's box that touches a tile border inside the frame is dropped (the object was cut there; the
-neighbouring tile or the whole frame sees it whole), the rest are moved to frame coordinates and per-class NMS
-keeps the best of overlapping boxes. The whole frame still runs, for objects larger than a tile. The idea is
+neighbouring tile or the whole frame sees it whole), the rest are moved to frame coordinates, and of boxes of
+different views that are one object (one mostly inside the other) the best scored is kept. The whole frame still runs, for objects larger than a tile. The idea is
 SAHI's (slicing aided hyper inference); the cost is one network pass per view (5 for 2x2), batched.
 """
 
@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.boxes import batched_nms
+from pipeline.boxes import box_ioa
 from pipeline.detections import Detections
 
 CUT_MARGIN = 2.0  # pixels: a tile's box this close to one of its inner borders was cut by it
+SAME_OBJECT = 0.5  # boxes of two views overlapping this much of the smaller one are one object (SAHI's default)
 
 
 def tile_rects(width: int, height: int, grid: int, overlap: float) -> list[tuple[int, int, int, int]]:
@@ -36,10 +37,15 @@ def merge_tiles(
     full: Detections,
     tiles: list[tuple[Detections, tuple[int, int, int, int]]],
     frame_size: tuple[int, int],
-    nms_iou: float,
-    max_detections: int,
+    same: float = SAME_OBJECT,
+    max_detections: int = 100,
 ) -> Detections:
-    """One frame's detections from its whole-frame detections and each tile's (in tile coordinates)."""
+    """One frame's detections from its whole-frame detections and each tile's (in tile coordinates).
+
+    Boxes of different views are one object when the smaller lies mostly inside the other (intersection over
+    the smaller box above `same`: a tile sees a person whole and tighter than the whole frame does, so their IoU
+    is often low); the higher score is kept. Within one view the detector's own NMS has already decided.
+    """
     w, h = frame_size
     parts = [full]
     for det, (x, y, tw, th) in tiles:
@@ -56,5 +62,15 @@ def merge_tiles(
     boxes = np.concatenate([p.boxes for p in parts]).astype(np.float32, copy=False)
     scores = np.concatenate([p.scores for p in parts]).astype(np.float32, copy=False)
     classes = np.concatenate([p.class_ids for p in parts])
-    keep = batched_nms(boxes, scores, classes, nms_iou)[:max_detections]
-    return Detections(boxes[keep], scores[keep], classes[keep])
+    view = np.concatenate([np.full(len(p), i) for i, p in enumerate(parts)])
+    order = np.argsort(-scores, kind="stable")
+    b, c, v = boxes[order], classes[order], view[order]
+    inside = box_ioa(b, b)
+    smaller = np.maximum(inside, inside.T)  # intersection over the smaller box of each pair
+    duplicate = (smaller > same) & (c[:, None] == c[None, :]) & (v[:, None] != v[None, :])
+    keep = np.ones(len(b), bool)
+    for i in range(len(b)):  # greedy in score order: a kept box removes its lower-scored duplicates
+        if keep[i]:
+            keep[i + 1 :] &= ~duplicate[i, i + 1 :]
+    idx = order[keep][:max_detections]
+    return Detections(boxes[idx], scores[idx], classes[idx])
