@@ -8,6 +8,7 @@ whole chain keeps up with.
    comparison, on the `torch` backend (eager, fp16 autocast) on the same GPU; frames are vtest.avi frames
    resized to 1920x1080, and vtest's own 768x576. Each configuration is warmed up first (the CUDA graph of a
    batch shape is captured on its first call) and timed end to end: stacking, upload, network, NMS, download.
+   One more row: the first backend with `tiles: 2` (the whole frame and 2x2 tiles, five views a frame).
 2. The appearance CNN's milliseconds for 10 and 50 crops of one 1080p frame (median of repeated calls).
 3. Streams: N synthetic 1920x1080 streams, frames of vtest.avi resized once and held in memory (played
    forwards then backwards, each stream at its own offset), every stream's frames "arriving" at 30 fps of
@@ -153,10 +154,12 @@ def free_device_memory(device: str) -> None:
 # -- 1. detector ----------------------------------------------------------------------------------------
 
 
-def build_detector(plan: Plan, backend: str) -> Any:
+def build_detector(plan: Plan, backend: str, tiles: int = 1) -> Any:
     from stages.infer.detectors.coco_ssd import CocoSsdDetector, CocoSsdOptions
 
-    return CocoSsdDetector(CocoSsdOptions(device=plan.device, backend=backend, precision="auto", score_threshold=SCORE_THRESHOLD))
+    return CocoSsdDetector(
+        CocoSsdOptions(device=plan.device, backend=backend, precision="auto", score_threshold=SCORE_THRESHOLD, tiles=tiles)
+    )
 
 
 def precision_name(dtype: Any, backend: str) -> str:
@@ -188,6 +191,16 @@ def bench_detector(plan: Plan, native: list[np.ndarray], sync: Callable[[], None
         else:
             del det
             free_device_memory(plan.device)
+    # Tiled inference (detector.tiles: 2, five views a frame in the same batches) on the first backend, at the
+    # first size and the largest batch: what small-people scenes cost.
+    det = build_detector(plan, plan.det_backends[0], tiles=2)
+    (w, h), b = plan.det_sizes[0], max(plan.det_batches)
+    pool = resized(native[:b], (w, h))
+    frames = [Frame("bench", i, i / STREAM_FPS, 0.0, w, h, pool[i % len(pool)]) for i in range(b)]
+    t = time_calls(partial(det.detect, frames), plan, sync)
+    rows.append([f"{det.backend}+tiles2", precision_name(det.dtype, det.backend), f"{w}x{h}", str(b), f"{float(np.median(t)) * 1000:.2f}", f"{b * len(t) / float(t.sum()):.1f}"])
+    del det
+    free_device_memory(plan.device)
     return rows, kept
 
 
