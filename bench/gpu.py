@@ -170,22 +170,27 @@ def precision_name(dtype: Any, backend: str) -> str:
     return {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}.get(dtype, str(dtype))
 
 
-def bench_detector(plan: Plan, native: list[np.ndarray], sync: Callable[[], None]) -> tuple[list[list[str]], Any]:
-    """Rows of the detector table; and the detector of the first backend, kept for the stream loop."""
+def detector_row(det: Any, pool: list[np.ndarray], b: int, plan: Plan, sync: Callable[[], None], label: str = "") -> list[str]:
+    """One row of the detector table: a batch of `b` frames of `pool` through `det`, timed."""
     from pipeline.protocol import Frame
 
+    h, w = pool[0].shape[:2]
+    frames = [Frame("bench", i, i / STREAM_FPS, 0.0, w, h, pool[i % len(pool)]) for i in range(b)]
+    t = time_calls(partial(det.detect, frames), plan, sync)
+    ms = float(np.median(t)) * 1000
+    fps = b * len(t) / float(t.sum())
+    return [det.backend + label, precision_name(det.dtype, det.backend), f"{w}x{h}", str(b), f"{ms:.2f}", f"{fps:.1f}"]
+
+
+def bench_detector(plan: Plan, native: list[np.ndarray], sync: Callable[[], None]) -> tuple[list[list[str]], Any]:
+    """Rows of the detector table; and the detector of the first backend, kept for the stream loop."""
     rows: list[list[str]] = []
     kept = None
     for backend in plan.det_backends:
         det = build_detector(plan, backend)
         for w, h in plan.det_sizes:
             pool = resized(native[: max(plan.det_batches)], (w, h))
-            for b in plan.det_batches:
-                frames = [Frame("bench", i, i / STREAM_FPS, 0.0, w, h, pool[i % len(pool)]) for i in range(b)]
-                t = time_calls(partial(det.detect, frames), plan, sync)
-                ms = float(np.median(t)) * 1000
-                fps = b * len(t) / float(t.sum())
-                rows.append([det.backend, precision_name(det.dtype, det.backend), f"{w}x{h}", str(b), f"{ms:.2f}", f"{fps:.1f}"])
+            rows += [detector_row(det, pool, b, plan, sync) for b in plan.det_batches]
         if kept is None:
             kept = det
         else:
@@ -194,11 +199,8 @@ def bench_detector(plan: Plan, native: list[np.ndarray], sync: Callable[[], None
     # Tiled inference (detector.tiles: 2, five views a frame in the same batches) on the first backend, at the
     # first size and the largest batch: what small-people scenes cost.
     det = build_detector(plan, plan.det_backends[0], tiles=2)
-    (w, h), b = plan.det_sizes[0], max(plan.det_batches)
-    pool = resized(native[:b], (w, h))
-    frames = [Frame("bench", i, i / STREAM_FPS, 0.0, w, h, pool[i % len(pool)]) for i in range(b)]
-    t = time_calls(partial(det.detect, frames), plan, sync)
-    rows.append([f"{det.backend}+tiles2", precision_name(det.dtype, det.backend), f"{w}x{h}", str(b), f"{float(np.median(t)) * 1000:.2f}", f"{b * len(t) / float(t.sum()):.1f}"])
+    b = max(plan.det_batches)
+    rows.append(detector_row(det, resized(native[:b], plan.det_sizes[0]), b, plan, sync, "+tiles2"))
     del det
     free_device_memory(plan.device)
     return rows, kept

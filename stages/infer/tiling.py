@@ -5,8 +5,9 @@ where it misses many and boxes two people side by side as one. With `tiles: 2` t
 grid of overlapping tiles (each seen at 300x300, so objects at about 1.8x the size), and the boxes of all views
 are merged: a tile's box that touches a tile border inside the frame is dropped (the object was cut there; the
 neighbouring tile or the whole frame sees it whole), the rest are moved to frame coordinates, and of boxes of
-different views that are one object (one mostly inside the other) the best scored is kept. The whole frame still runs, for objects larger than a tile. The idea is
-SAHI's (slicing aided hyper inference); the cost is one network pass per view (5 for 2x2), batched.
+different views that are one object (one mostly inside the other) the best scored is kept. The whole frame
+still runs, for objects larger than a tile. The idea is SAHI's (slicing aided hyper inference); the cost is
+one network pass per view (5 for 2x2), batched.
 """
 
 from __future__ import annotations

@@ -169,10 +169,9 @@ class Tracker:
         """Rows whose appearance the tracker uses: tracked classes (only those at or above the high score where
         stage 2 goes by IoU alone). Given the stream and frame (asked in frame order per stream), not those that
         can only be one object (DeepSORT's observation: appearance matters where objects are close): a box alone
-        in its frame on exactly one box,
-        alone too, of the stream's previous frame, except every `crop_refresh`-th frame. Decided from the
-        detections alone, so the result does not depend on how frames were batched (a live run and a replay
-        of the same file track alike)."""
+        in its frame on exactly one box, alone too, of the stream's previous frame, except every
+        `crop_refresh`-th frame. Decided from the detections alone, so the result does not depend on how frames
+        were batched (a live run and a replay of the same file track alike)."""
         tracked = self._tracked_rows(det)
         want = tracked if self._low_looks else tracked & (det.scores >= self.s.high_score)
         if stream is None or frame is None or self.s.crop_refresh <= 0:
