@@ -119,6 +119,29 @@ def test_a_track_lost_at_the_line_and_found_again_under_a_new_id_is_one_crossing
     assert counter.counts == {"in": 1, "out": 0}
 
 
+def test_a_stitched_track_seen_again_beside_the_new_one_was_someone_else_and_counts_its_own_crossing() -> None:
+    # Person 1 walks up to the line and is lost 24 px before it; id 2 appears 20 px beyond it (stitched: one in).
+    # Then id 1 is seen again beyond the line while id 2 is still there: two people, and 1 crossed too.
+    counter = LineCounter(LINE, frame_size=SIZE)
+    for f in range(10):
+        counter.update(f, f / 10, np.array([1]), np.array([box_at(300, 300 - 4 * f)]))
+    for f in range(15, 19):  # after half a second unseen
+        counter.update(f, f / 10, np.array([2]), np.array([box_at(300, 220 - 4 * (f - 15))]))
+    assert counter.counts == {"in": 1, "out": 0}
+    counter.update(19, 1.9, np.array([2, 1]), np.array([box_at(300, 200), box_at(360, 215)]))
+    assert counter.counts == {"in": 2, "out": 0}
+    # A stitched track cannot continue a second vanished one: back on its own (id 2 gone), it keeps the side
+    # the stitch gave it, and walking on is no new crossing.
+    counter = LineCounter(LINE, frame_size=SIZE)
+    for f in range(10):
+        counter.update(f, f / 10, np.array([1]), np.array([box_at(300, 300 - 4 * f)]))
+    for f in range(15, 19):
+        counter.update(f, f / 10, np.array([2]), np.array([box_at(300, 220 - 4 * (f - 15))]))
+    for f in range(19, 25):
+        counter.update(f, f / 10, np.array([1]), np.array([box_at(300, 204 - 4 * (f - 19))]))
+    assert counter.counts == {"in": 1, "out": 0}
+
+
 def test_a_track_first_seen_inside_the_band_counts_once_it_leaves_it_on_the_other_side() -> None:
     # Out of an occlusion 6 px below the line (inside the 8 px band), walking up and on: one crossing in.
     counter = LineCounter(LINE, frame_size=SIZE)

@@ -18,6 +18,9 @@ Identities break, so two more rules keep the count exact:
 - a new track whose first side is opposite to that of a track that vanished less than `stitch_s` before,
   close to the line on both sides (`stitch_reach` box heights) and at a plausible speed, is the same person
   found again under a new id: the crossing is counted once, and the vanished track can no longer count it.
+  If the vanished track is seen again while the new one is still seen too, they were two people after all:
+  it goes on from where it was (its own crossing counts); seen again without the new one, it is the same
+  person under the old id once more, on the side the stitch moved it to.
   Not where people leave or come in (the frame's edge, and the exit and entry zones learned from the tracks:
   `pipeline.scene_zones`): a track that vanished there left the picture, one that starts there came in.
 """
@@ -74,6 +77,7 @@ class LineCounter:
     counts: dict[str, int] = field(default_factory=lambda: {"in": 0, "out": 0})
     _tracks: dict[int, _Side] = field(default_factory=dict)
     _entering: dict[int, tuple[int, np.ndarray, float, int]] = field(default_factory=dict)  # first seen in the band: sign, point, time, frame
+    _stitched: dict[int, tuple[int, _Side]] = field(default_factory=dict)  # vanished track -> the new track that continued it, its state then
     _own_zones: bool = False
 
     def __post_init__(self) -> None:
@@ -96,6 +100,8 @@ class LineCounter:
                 continue  # not a confirmed track
             state = self._tracks.get(tid)
             side = 1 if d > self.hysteresis else -1 if d < -self.hysteresis else 0
+            if state is None and tid in self._stitched:
+                state = self._tracks[tid] = self._unstitch(tid, p, t, seen)
             if state is None:
                 if not side:
                     # First seen inside the band (out of an occlusion at the line): it starts on the side of the
@@ -112,7 +118,8 @@ class LineCounter:
                         continue
                 gone = None if e else self._vanished_across(tid, side, p, float(d), t, h, seen)
                 if gone is not None:
-                    del self._tracks[gone]  # found again: it cannot count this crossing a second time
+                    # Found again: it cannot count this crossing a second time.
+                    self._stitched[gone] = (tid, self._tracks.pop(gone))
                     events.append(self._count(tid, side))
                 continue
             gap = t - state.time
@@ -132,12 +139,23 @@ class LineCounter:
             del self._tracks[tid]
         for tid in [k for k, s in self._entering.items() if frame - s[3] > self.forget_after]:
             del self._entering[tid]
+        for tid in [k for k, (_, s) in self._stitched.items() if frame - s.frame > self.forget_after]:
+            del self._stitched[tid]
         return events
 
     def _count(self, tid: int, side: int) -> tuple[int, str]:
         direction = "in" if side > 0 else "out"
         self.counts[direction] += 1
         return tid, direction
+
+    def _unstitch(self, tid: int, p: np.ndarray, t: float, seen: set[int]) -> _Side:
+        """The state of a track, continued by a new one, that is seen again."""
+        new, state = self._stitched.pop(tid)
+        if new in seen:
+            return state  # two people: it goes on from where it was
+        # The same person: the stitch counted its crossing; it stands beyond the line now.
+        state.side, state.point, state.point_time = -state.side, p, t
+        return state
 
     def _vanished_across(self, tid: int, side: int, p: np.ndarray, d: float, t: float, h: float, seen: set[int]) -> int | None:
         """The track that vanished most recently on the other side, close to the line, that this new track
