@@ -247,6 +247,25 @@ def test_a_person_seen_mostly_at_low_scores_is_tracked_from_one_confident_sighti
     assert ids(1.0)[1:] == [[1]] * 6  # without: the tentative track dies and the low boxes are dropped
 
 
+def test_someone_moving_most_of_their_width_a_frame_still_gets_a_track() -> None:
+    """A tentative track has one box and no speed: at 10 fps a cyclist, or a walker in a stretch where the camera
+    drops frames, moves most of its width between frames, and its boxes barely overlap. Grown boxes (C-BIoU)
+    still pair them; a box far away does not."""
+
+    from stages.track.motion_lstm import MotionPredictor
+
+    def ids(buffer: float, speed: float) -> list[list[int]]:
+        # The default motion model: from two boxes it has the speed (a Kalman filter's first estimate lags).
+        tr = Tracker(MotionPredictor(), TrackerSettings(tentative_buffer=buffer))
+        tr.step([StepInput("s", 0, dets([[600, 100, 640, 200]], [0.9]), None)])  # someone else: frame 0 is not theirs
+        return [tr.step([StepInput("s", t, dets([[600, 100, 640, 200], walk(0, speed, t)], [0.9, 0.9]), None)])[0].track_ids.tolist()
+                for t in range(1, 8)]
+
+    assert ids(0.5, 35)[1:] == [[1, 2]] * 6  # 35 px a frame, boxes 40 px wide
+    assert ids(0.0, 35) == [[1, -1]] * 7  # without: a new tentative track every frame, never an id
+    assert ids(0.5, 120) == [[1, -1]] * 7  # three widths a frame: not the same object
+
+
 def test_a_person_lost_while_half_hidden_is_reidentified_when_back_whole() -> None:
     """People are often lost behind someone when their box was already cut to the part still showing: the size
     check of re-identification goes by the track's height over its recent sightings, not by that last cut box."""

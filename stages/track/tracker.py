@@ -13,8 +13,10 @@ CNN's embeddings both sharpen the first-stage cost and re-identify lost tracks.
 3. re-identification: lost tracks vs the confident detections left, by appearance within a spatial
    window that grows with the time lost; a track lost where tracks leave the picture (the scene's exit
    zones, learned from its tracks) only by a detection where they come in, and only for `exit_lost_frames`;
-4. tentative tracks vs the confident detections left, then by IoU vs the low-score ones left from
-   `tentative_low_score` (a person the detector sees at 0.2-0.5 most of the time still gets a track);
+4. tentative tracks vs the confident detections left, by the IoU of boxes grown by half their size (a new
+   track has no speed yet: someone moving most of their width a frame still gets one), then by IoU vs the
+   low-score ones left from `tentative_low_score` (a person the detector sees at 0.2-0.5 most of the time still
+   gets a track);
 5. confident detections still left start tentative tracks, unless one overlaps an object tracked in this frame
    and looks like its track (the detector boxed that object twice).
 
@@ -69,6 +71,13 @@ def _crowd_boxes(boxes: np.ndarray, groups: np.ndarray, confident: np.ndarray, m
     return inside.sum(axis=1) >= min_inside
 
 
+def _buffered(boxes: np.ndarray, b: float) -> np.ndarray:
+    """xyxy boxes grown by `b` times their width and height on each side."""
+    w = boxes[:, 2:3] - boxes[:, 0:1]
+    h = boxes[:, 3:4] - boxes[:, 1:2]
+    return boxes + b * np.concatenate([-w, -h, w, h], 1)
+
+
 def _centre_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """[A, B] pixels between the centres of xyxy boxes."""
     ca, cb = (a[:, :2] + a[:, 2:]) / 2, (b[:, :2] + b[:, 2:]) / 2
@@ -92,6 +101,8 @@ class TrackerSettings:
     match_cost: float = 0.8  # stage-1 cost above which a pair is not matched
     low_match_iou: float = 0.5  # stage-2 IoU needed
     tentative_match_iou: float = 0.3  # stage-3 IoU needed
+    tentative_buffer: float = 0.5  # stage 4 compares boxes grown by this share of their size on each side (C-BIoU):
+    # a tentative track has one box and no speed yet: one moving most of its width a frame barely overlaps
     appearance_weight: float = 0.5  # share of appearance in the stage-1 cost (the rest is 1 - IoU)
     appearance_gate: float = 0.5  # cosine distance above which a pair is never matched
     min_iou: float = 0.1  # stage 1 needs this much overlap with the predicted box (lost tracks: see reid)
@@ -366,7 +377,7 @@ class Tracker:
         # Stage 4: tentative tracks vs the confident detections left.
         tentative = np.array([i for i, t in enumerate(tracks) if t.state == TrackState.TENTATIVE], np.int64)
         if len(tentative) and len(rest_high):
-            iou = iou_matrix(pred[tentative], det.boxes[rest_high])
+            iou = iou_matrix(_buffered(pred[tentative], s.tentative_buffer), _buffered(det.boxes[rest_high], s.tentative_buffer))
             rest_high = match(tentative, rest_high, 1.0 - iou, 1.0 - s.tentative_match_iou)[1]
         if len(tentative) and s.tentative_low_score < s.high_score:
             # A person the detector sees at 0.2-0.5 most of the time is confirmed from one confident sighting.
