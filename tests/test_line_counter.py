@@ -142,6 +142,18 @@ def test_a_stitched_track_seen_again_beside_the_new_one_was_someone_else_and_cou
     assert counter.counts == {"in": 1, "out": 0}
 
 
+def test_a_new_track_beyond_the_line_does_not_continue_one_that_stood_before_it() -> None:
+    # Someone waits 25 px before the line for a second and is lost (the detector's miss, or they turned away);
+    # someone new appears beyond it: no crossing. Walking up to the same spot instead, they are stitched: one.
+    for speed, counted in ((0.0, 0), (4.0, 1)):
+        counter = LineCounter(LINE, frame_size=SIZE)
+        for f in range(10):
+            counter.update(f, f / 10, np.array([1]), np.array([box_at(300, 265 + speed * (9 - f))]))
+        for f in range(15, 20):
+            counter.update(f, f / 10, np.array([2]), np.array([box_at(300, 215 - 4 * (f - 15))]))
+        assert counter.counts["in"] == counted, speed
+
+
 def test_a_track_first_seen_inside_the_band_counts_once_it_leaves_it_on_the_other_side() -> None:
     # Out of an occlusion 6 px below the line (inside the 8 px band), walking up and on: one crossing in.
     counter = LineCounter(LINE, frame_size=SIZE)
@@ -170,8 +182,8 @@ def test_a_new_track_is_not_a_lost_one_found_again_while_that_one_is_still_seen_
     edge_line = Line.load("gate", [[0, 240], [300, 240]], SIZE)
     for size, counted in ((SIZE, 0), (None, 1)):
         counter = LineCounter(edge_line, frame_size=size)
-        for f in range(5):
-            counter.update(f, f / 10, np.array([1]), np.array([[0, 190, 30, 270]]))
+        for f in range(5):  # walking up to the line
+            counter.update(f, f / 10, np.array([1]), np.array([[0, 210 - 5 * f, 30, 290 - 5 * f]]))
         counter.update(8, 0.8, np.array([2]), np.array([[0, 130, 30, 210]]))
         assert counter.counts["in"] == counted, size
 

@@ -36,6 +36,7 @@ from stages.analyze.geometry import Line, segments_intersect
 
 TRACK_END_S = 3.0  # a track unseen this long has ended (for learning where tracks leave the picture)
 STITCH_S = 2.0  # how long after a track vanished a new one may continue it across the line
+APPROACH_S = 1.0  # how far back a vanished track's way towards the line is looked at
 
 
 def entry_exit_zones(frame_size: tuple[int, int], stitch_s: float = STITCH_S) -> SceneZones:
@@ -59,6 +60,7 @@ class _Side:
     time: float  # and when (stream time, seconds)
     height: float  # its box height then (pixels)
     box: np.ndarray  # its box then
+    trail: list[tuple[float, float]] = field(default_factory=list)  # (time, distance from the line) over the last APPROACH_S
 
 
 @dataclass
@@ -71,6 +73,7 @@ class LineCounter:
     gap_speed: float = 3.0  # box heights per second a path over an unobserved gap may need (a walk is about 0.8)
     stitch_s: float = STITCH_S
     stitch_reach: float = 1.5  # box heights from the line both ends of a stitched crossing must be
+    min_approach: float = 0.1  # box heights a second a vanished track must have been nearing the line at to be stitched
     frame_size: tuple[int, int] | None = None  # (width, height): where tracks enter and leave; None: unknown
     zones: SceneZones | None = None  # where tracks enter and leave, learned and updated by its owner (a stream's
     # lines share one: `entry_exit_zones`); None: the counter learns its own, given the frame size
@@ -109,7 +112,7 @@ class LineCounter:
                     if d and tid not in self._entering:
                         self._entering[tid] = (1 if d > 0 else -1, p, t, frame)
                     continue
-                self._tracks[tid] = _Side(side, p, t, frame, t, h, box)
+                self._tracks[tid] = _Side(side, p, t, frame, t, h, box, [(t, abs(float(d)))])
                 entered = self._entering.pop(tid, None)
                 if entered is not None and entered[0] != side:
                     speed = float(np.hypot(*(p - entered[1]))) / h / max(t - entered[2], 1e-3)
@@ -124,6 +127,7 @@ class LineCounter:
                 continue
             gap = t - state.time
             state.frame, state.time, state.height, state.box = frame, t, h, box
+            state.trail = [x for x in state.trail if t - x[0] <= APPROACH_S] + [(t, abs(float(d)))]
             if side == 0:
                 continue  # inside the band: undecided, keeps its side
             dt = max(t - state.point_time, 1e-3)
@@ -148,6 +152,14 @@ class LineCounter:
         self.counts[direction] += 1
         return tid, direction
 
+    def _approaching(self, st: _Side) -> bool:
+        """Whether a track was heading for the line when last seen: over its last `APPROACH_S` (at least a third of
+        it) it came nearer by `min_approach` box heights a second. Unknown (seen too briefly) counts as heading there."""
+        (t0, d0), (t1, d1) = st.trail[0], st.trail[-1]
+        if t1 - t0 < APPROACH_S / 3:
+            return True
+        return (d0 - d1) / st.height / (t1 - t0) >= self.min_approach
+
     def _unstitch(self, tid: int, p: np.ndarray, t: float, seen: set[int]) -> _Side:
         """The state of a track, continued by a new one, that is seen again."""
         new, state = self._stitched.pop(tid)
@@ -170,6 +182,8 @@ class LineCounter:
                 continue  # it left the picture there
             if abs(float(self.line.signed_distance(st.point[None])[0])) > self.stitch_reach * st.height:
                 continue
+            if not self._approaching(st):
+                continue  # it stood or walked along the line until it vanished: whoever appears beyond is someone else
             speed = float(np.hypot(*(p - st.point))) / max(h, st.height) / max(t - st.point_time, 1e-3)
             if speed <= self.gap_speed and segments_intersect(st.point, p, self.line.a, self.line.b) and st.time > best_time:
                 best, best_time = other, st.time
