@@ -16,8 +16,9 @@ Identities break, so two more rules keep the count exact:
   someone else) counts a crossing only if walking the straight line through the counting line in that time
   is plausible (`gap_speed` box heights per second): its path over the gap was not observed;
 - a new track whose first side is opposite to that of a track that vanished less than `stitch_s` before,
-  close to the line on both sides (`stitch_reach` box heights) and at a plausible speed, is the same person
-  found again under a new id: the crossing is counted once, and the vanished track can no longer count it.
+  close to the line on both sides (`stitch_reach` box heights), heading for it before it vanished (not standing
+  or walking along it: `min_approach`) and at a plausible speed, is the same person found again under a new id:
+  the crossing is counted once, and the vanished track can no longer count it.
   If the vanished track is seen again while the new one is still seen too, they were two people after all:
   it goes on from where it was (its own crossing counts); seen again without the new one, it is the same
   person under the old id once more, on the side the stitch moved it to.
