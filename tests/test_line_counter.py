@@ -130,8 +130,8 @@ def test_a_stitched_track_seen_again_beside_the_new_one_was_someone_else_and_cou
     assert counter.counts == {"in": 1, "out": 0}
     counter.update(19, 1.9, np.array([2, 1]), np.array([box_at(300, 200), box_at(360, 215)]))
     assert counter.counts == {"in": 2, "out": 0}
-    # A stitched track cannot continue a second vanished one: back on its own (id 2 gone), it keeps the side
-    # the stitch gave it, and walking on is no new crossing.
+    # Back on its own (id 2 gone), the stitched-away track is the same person: it keeps the side the stitch
+    # gave it, and walking on is no new crossing (before, it was taken for a new track).
     counter = LineCounter(LINE, frame_size=SIZE)
     for f in range(10):
         counter.update(f, f / 10, np.array([1]), np.array([box_at(300, 300 - 4 * f)]))
