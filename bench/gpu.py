@@ -8,7 +8,8 @@ whole chain keeps up with.
    comparison, on the `torch` backend (eager, fp16 autocast) on the same GPU; frames are vtest.avi frames
    resized to 1920x1080, and vtest's own 768x576. Each configuration is warmed up first (the CUDA graph of a
    batch shape is captured on its first call) and timed end to end: stacking, upload, network, NMS, download.
-   One more row: the first backend with `tiles: 2` (the whole frame and 2x2 tiles, five views a frame).
+   Two more rows: the first backend with `tiles: 2` and `tiles: 3` (the whole frame and 2x2 or 3x3 tiles, five
+   or ten views a frame).
 2. The appearance CNN's milliseconds for 10 and 50 crops of one 1080p frame (median of repeated calls).
 3. Streams: N synthetic 1920x1080 streams, frames of vtest.avi resized once and held in memory (played
    forwards then backwards, each stream at its own offset), every stream's frames "arriving" at 30 fps of
@@ -196,13 +197,14 @@ def bench_detector(plan: Plan, native: list[np.ndarray], sync: Callable[[], None
         else:
             del det
             free_device_memory(plan.device)
-    # Tiled inference (detector.tiles: 2, five views a frame in the same batches) on the first backend, at the
-    # first size and the largest batch: what small-people scenes cost.
-    det = build_detector(plan, plan.det_backends[0], tiles=2)
+    # Tiled inference (detector.tiles: 2 and 3, five and ten views a frame in the same batches) on the first
+    # backend, at the first size and the largest batch: what small-people scenes cost.
     b = max(plan.det_batches)
-    rows.append(detector_row(det, resized(native[:b], plan.det_sizes[0]), b, plan, sync, "+tiles2"))
-    del det
-    free_device_memory(plan.device)
+    for tiles in (2, 3):
+        det = build_detector(plan, plan.det_backends[0], tiles=tiles)
+        rows.append(detector_row(det, resized(native[:b], plan.det_sizes[0]), b, plan, sync, f"+tiles{tiles}"))
+        del det
+        free_device_memory(plan.device)
     return rows, kept
 
 
