@@ -71,13 +71,18 @@ def batched_nms(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, iou_t
     b = boxes[order].astype(np.float32, copy=False)
     g = groups[order]
     suppresses = np.triu((box_iou(b, b) > iou_threshold) & (g[:, None] == g[None, :]), k=1)
-    keep = np.ones(len(b), dtype=bool)
-    for _ in range(len(b) + 1):  # position t is final after step t + 1
-        new = ~(suppresses & keep[:, None]).any(axis=0)
+    return order[greedy_keep(suppresses)]
+
+
+def greedy_keep(suppresses: np.ndarray) -> np.ndarray:
+    """keep mask of the greedy pass; suppresses[i, j] (i < j in score order) = i would remove j."""
+    keep: np.ndarray = np.ones(len(suppresses), dtype=bool)
+    for _ in range(len(suppresses) + 1):  # position t is final after step t + 1
+        new: np.ndarray = ~(suppresses & keep[:, None]).any(axis=0)
         if np.array_equal(new, keep):
             break
         keep = new
-    return order[keep]
+    return keep
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.boxes import box_ioa
+from pipeline.boxes import box_ioa, greedy_keep
 from pipeline.detections import Detections
 
 CUT_MARGIN = 2.0  # pixels: a tile's box this close to one of its inner borders was cut by it
@@ -69,9 +69,6 @@ def merge_tiles(
     inside = box_ioa(b, b)
     smaller = np.maximum(inside, inside.T)  # intersection over the smaller box of each pair
     duplicate = (smaller > same) & (c[:, None] == c[None, :]) & (v[:, None] != v[None, :])
-    keep = np.ones(len(b), bool)
-    for i in range(len(b)):  # greedy in score order: a kept box removes its lower-scored duplicates
-        if keep[i]:
-            keep[i + 1 :] &= ~duplicate[i, i + 1 :]
-    idx = order[keep][:max_detections]
+    # Greedy in score order, as NMS: a kept box removes its lower-scored duplicates.
+    idx = order[greedy_keep(np.triu(duplicate, k=1))][:max_detections]
     return Detections(boxes[idx], scores[idx], classes[idx])
