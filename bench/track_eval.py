@@ -20,6 +20,8 @@ contain real parked vehicles that are not in its ground truth); `--tiles 2` runs
 from `trackers.eval` (Roboflow's re-implementation of TrackEval, checked to match it). Ground-truth boxes
 marked as ignored (visibility below 0.25: mostly hidden) neither count as misses, nor make a tracker box
 that covers them count as a false positive (TrackEval's MOT17 distractor rule, which trackers.eval applies).
+`--headroom` adds a diagnosis, not a tracker: ours with some boxes' appearance taken from the ground truth
+(`ours_with_true_looks`), to show what a better appearance model could give, and on which boxes.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pipeline.boxes import box_ioa  # noqa: E402
 from pipeline.categories import category_id  # noqa: E402
 from pipeline.detections import Detections  # noqa: E402
 from pipeline.protocol import Frame  # noqa: E402
@@ -218,6 +221,58 @@ def ours(motion: str = "lstm", appearance: bool = True) -> TrackFn:
     return run
 
 
+def ours_with_true_looks(boxes: str) -> TrackFn:
+    """A diagnosis, not a tracker: ours with the appearance of some boxes taken from the ground truth, to show how
+    much a better appearance model could give and where. Each such box is embedded as the person it overlaps most
+    (IoU >= 0.3) looks when nobody else is near: the mean embedding of up to 10 of their boxes that touch no other
+    person's, at visibility >= 0.9. `boxes`: "pairs", the boxes that hold two people (at least 20% of each inside:
+    people passing each other, boxed apart or as one), or "all"."""
+
+    def run(seq: Sequence, dets: list[Detections]) -> np.ndarray:
+        from stages.track.association import iou_matrix
+        from stages.track.stage import TrackOptions, embed_rows
+        from tools.track_sequence import track_sequence
+
+        gt = seq.gt
+        assert gt is not None
+        looks: dict[int, np.ndarray] = {}
+
+        def true_looks(encoder: Any) -> None:
+            for pid in np.unique(gt[:, 1]).astype(int):
+                alone = []
+                for row in gt[(gt[:, 1] == pid) & (gt[:, 6] >= 0.9)]:
+                    others = gt[(gt[:, 0] == row[0]) & (gt[:, 1] != pid), 2:6]
+                    if not len(others) or iou_matrix(row[None, 2:6], others).max() == 0:
+                        alone.append(row)
+                if alone:
+                    pick = alone[:: max(1, len(alone) // 10)][:10]
+                    e = np.concatenate([encoder.embed([seq.frames[int(r[0])]], [r[None, 2:6]])[0] for r in pick]).mean(0)
+                    looks[pid] = (e / np.linalg.norm(e)).astype(np.float32)
+
+        def embed(tracker: Any, encoder: Any, images: list, detections: list[Detections], frames: list) -> list:
+            if not looks:
+                true_looks(encoder)
+            out = embed_rows(tracker, encoder, images, detections, frames)
+            for e, d, (_, f) in zip(out, detections, frames):
+                g = gt[gt[:, 0] == f]
+                if e is None or not len(g):
+                    continue
+                for r in np.flatnonzero(~np.isnan(e).any(axis=1)):
+                    iou = iou_matrix(d.boxes[r][None], g[:, 2:6])[0]
+                    inside = box_ioa(g[:, 2:6], d.boxes[r][None])[:, 0]
+                    pid = int(g[iou.argmax(), 1])
+                    if iou.max() >= 0.3 and pid in looks and (boxes == "all" or (inside > 0.2).sum() >= 2):
+                        e[r] = looks[pid]
+            return out
+
+        options = TrackOptions(classes=["person"], **OVERRIDES)
+        tracked = track_sequence(seq.frames, dets, options, embed=embed)
+        rows = [(i, t, *b) for i, d in enumerate(tracked) for b, t in zip(d.boxes, d.track_ids) if t >= 0]
+        return np.array(rows, np.float64).reshape(-1, 6)
+
+    return run
+
+
 def baseline(name: str) -> TrackFn:
     def run(seq: Sequence, dets: list[Detections]) -> np.ndarray:
         import supervision as sv
@@ -350,6 +405,8 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a track option for our tracker (YAML value)")
     ap.add_argument("--tiles", type=int, default=1, help="the detector's tiles (detector.tiles): 2 also detects on 2x2 overlapping tiles")
     ap.add_argument("--switches", action="store_true", help="also print each tracker's ID switches by kind (see switch_kinds)")
+    ap.add_argument("--headroom", action="store_true", help="also run ours with the appearance of two-person boxes, then of "
+                    "all boxes, from the ground truth: a diagnosis of what a better appearance model could give (ours_with_true_looks)")
     args = ap.parse_args()
     import torch
     import yaml
@@ -364,7 +421,10 @@ def main() -> None:
     seqs = synthetic_sequences(args.only, args.tuning)
     if not args.tuning and (not args.only or args.only.startswith("vtest")):
         seqs += [vtest_sequence(), vtest_line_sequence()]
-    chosen = {k: v for k, v in TRACKERS.items() if not args.trackers or any(s in k for s in args.trackers.split(","))}
+    trackers = dict(TRACKERS)
+    if args.headroom:
+        trackers |= {"ours + true looks of pairs": ours_with_true_looks("pairs"), "ours + true looks of all": ours_with_true_looks("all")}
+    chosen = {k: v for k, v in trackers.items() if not args.trackers or any(s in k for s in args.trackers.split(","))}
     default = default_name()
     results: dict[tuple[str, str], dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -377,6 +437,8 @@ def main() -> None:
                   f"{sum(len(d) for d in dets)} detections; detector {det_ms:.1f} ms/frame; line crossings in/out {truth['in']}/{truth['out']}")
             print(f"  {'tracker':30s} {'HOTA':>6s} {'IDF1':>6s} {'MOTA':>6s} {'IDSW':>5s} {'ms/frame':>9s}  {'count in/out':>12s} {'error':>5s} {'in/out':>7s}  missed-extra")
             for name, fn in chosen.items():
+                if seq.gt is None and "true looks" in name:
+                    continue  # a diagnosis from the ground truth: none here
                 t0 = time.perf_counter()
                 pred = fn(seq, dets)
                 ms = (time.perf_counter() - t0) / len(seq.frames) * 1000

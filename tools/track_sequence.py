@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from pipeline.detections import Detections
@@ -10,14 +12,16 @@ from stages.track.tracker import StepInput
 
 
 def track_sequence(
-    frames: list[np.ndarray], detections: list[Detections], options: TrackOptions = TrackOptions(), stream: str = "seq"
+    frames: list[np.ndarray], detections: list[Detections], options: TrackOptions = TrackOptions(), stream: str = "seq",
+    embed: Callable[..., list[np.ndarray | None]] = embed_rows,
 ) -> list[Detections]:
-    """Each frame's detections with track ids, as the track stage would give them in replay."""
+    """Each frame's detections with track ids, as the track stage would give them in replay. `embed` (the stage's
+    `embed_rows` by default, same arguments) lets a diagnosis change what the tracker sees of the boxes."""
     if len(frames) != len(detections):
         raise ValueError(f"{len(frames)} frames but {len(detections)} detection sets")
     tracker, encoder = build_tracker(options, "cpu")
     out = []
     for i, (img, det) in enumerate(zip(frames, detections)):
-        emb = embed_rows(tracker, encoder, [img], [det], [(stream, i)])[0]
+        emb = embed(tracker, encoder, [img], [det], [(stream, i)])[0]
         out.append(tracker.step([StepInput(stream, i, det, emb, (img.shape[1], img.shape[0]))])[0])
     return out
