@@ -257,7 +257,7 @@ def _frame_count(path: Path) -> int:
         cap.release()
 
 
-def _median_image(frames: list[np.ndarray]) -> np.ndarray:
+def median_image(frames: list[np.ndarray]) -> np.ndarray:
     # np.median(stack, axis=0), rounded; partitioning pixel-major rows is several times faster.
     n = len(frames)
     rows = np.stack([f.reshape(-1) for f in frames], axis=1)  # (pixels, n), each row contiguous
@@ -267,7 +267,7 @@ def _median_image(frames: list[np.ndarray]) -> np.ndarray:
     return np.round(med).astype(np.uint8).reshape(frames[0].shape)
 
 
-def _person_alpha(crop: np.ndarray, bg: np.ndarray) -> np.ndarray:
+def person_alpha(crop: np.ndarray, bg: np.ndarray) -> np.ndarray:
     # The person is what differs from the empty background; closed, hole-filled and feathered so
     # that no box-shaped patch of the source frame travels with the sprite.
     h, w = crop.shape[:2]
@@ -353,7 +353,7 @@ def _bank_cached(root: str) -> SpriteBank:
     median_idx = set(np.linspace(0, max(n_total - 1, 0), MEDIAN_FRAMES).round().astype(int).tolist())
     motion_idx = {f - 3 if f >= 3 else f + 3 for f in PERSON_FRAMES}  # only to tell which way people face
     vframes, _ = _read_frames(vt, median_idx | set(PERSON_FRAMES) | motion_idx | {0})
-    background = _median_image([vframes[i] for i in sorted(median_idx) if i in vframes])
+    background = median_image([vframes[i] for i in sorted(median_idx) if i in vframes])
 
     scene_masks = {
         "lamp_post": _rasterize([("poly", _POLE_SHAFT), ("poly", _POLE_SIGN), ("poly", _POLE_HEAD),
@@ -384,7 +384,7 @@ def _bank_cached(root: str) -> SpriteBank:
                 if scenery[y1:y2, x1:x2].max() > 0.1:
                     continue  # partly behind the lamp post's sign
                 img = vframes[idx][y1:y2, x1:x2].copy()
-                alpha = _person_alpha(img, background[y1:y2, x1:x2])
+                alpha = person_alpha(img, background[y1:y2, x1:x2])
                 g = idx - 3 if idx >= 3 else idx + 3
                 facing = _walk_direction(vframes[idx], vframes[g], box, alpha, -1 if g < idx else 1)
                 hm = float(np.clip(CAMERA.height_at((x1 + x2) / 2, y2, y1), 1.5, 2.0))
@@ -1213,6 +1213,12 @@ def tuning_specs(tuning_round: int = 1) -> list[SequenceSpec]:
         raise ValueError(f"tuning round {tuning_round}: rounds count from 1")
     suffix = "_tune" if tuning_round == 1 else f"_tune{tuning_round}"
     return [replace(s, name=s.name + suffix, seed=s.seed + 100_000 * tuning_round) for s in evaluation_specs()]
+
+
+def training_specs(k: int) -> list[SequenceSpec]:
+    """The evaluation set's recipes with seeds of their own again, for training models (set k >= 0): meant for a
+    sprite bank of people from the training part of the footage, never the evaluation sprites."""
+    return [replace(s, name=f"{s.name}_train{k}", seed=s.seed + 900_000 + 1000 * k) for s in evaluation_specs()]
 
 
 def crossing_spec() -> SequenceSpec:

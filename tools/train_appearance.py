@@ -22,7 +22,7 @@ import argparse
 import hashlib
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,15 +30,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pipeline.boxes import box_ioa
+from pipeline.categories import category_id
 from stages.track.appearance import DEFAULT_WEIGHTS, MEAN_RGB, STD_RGB, AppearanceConfig
 from stages.track.appearance_net import AppearanceNet, crop_batch
 from stages.track.association import iou_matrix
 from stages.track.mobilenet_v2 import MobileNetV2Features
-from tools.tracklets import Tracklet, detect_video, link_tracklets, read_frames
+from tools.synthetic import CAMERA, Sprite, make_sequence, median_image, person_alpha, sprite_bank, training_specs
+from tools.tracklets import DEFAULT_CACHE, Tracklet, detect_frames, detect_video, link_tracklets, read_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 # (video, first frame read, first held-out frame; None = the last 20%). vtest frames < 300 are never read.
 VIDEOS: tuple[tuple[str, int, int | None], ...] = (("vtest.avi", 300, 680), ("bikes.mp4", 0, None))
+PERSON = category_id("person")
 GAP = 10  # frames dropped before each hold-out boundary: no near-duplicate frame on both sides
 MARGIN = 0.4  # context kept around each box (fraction of its size per side): room for box jitter
 RANK_DELTAS = (5, 10)  # rank-1 matching: query frame -> gallery frame this many frames later
@@ -101,6 +105,111 @@ def load_data(cache_dir: Path | None) -> tuple[list[Tracklet], Crops]:
         *(np.array([r[i] for r in rows]) for i in range(1, 7)),  # type: ignore[arg-type]
     )
     return tracklets, crops
+
+
+def training_people(tracklets: list[Tracklet]) -> list[Sprite]:
+    """One sprite per person tracklet of vtest's training part (before its hold-out boundary): the tracklet's
+    tallest box that touches no other, cut out by its difference from the empty scene, at least 50 px tall and
+    inside the frame. The same person walking round twice gives two sprites: the sprites are not identities."""
+    name, start, split = VIDEOS[0]
+    frames = dict(read_frames(ROOT / "sample_videos" / name, start, split - GAP))
+    bg = median_image([frames[f] for f in sorted(frames)[::8]])
+    h, w = next(iter(frames.values())).shape[:2]
+    mine = [t for t in tracklets if t.video == name and t.class_id == PERSON and t.frames[-1] < split - GAP]
+    boxes_at: dict[int, list[tuple[int, np.ndarray]]] = {}
+    for k, t in enumerate(mine):
+        for f, b in zip(t.frames.tolist(), t.boxes):
+            boxes_at.setdefault(f, []).append((k, b))
+    people = []
+    for k, t in enumerate(mine):
+        best: tuple[int, tuple[int, int, int, int]] | None = None
+        for f, b in zip(t.frames.tolist(), t.boxes):
+            x1, y1, x2, y2 = (int(round(float(v))) for v in b)
+            others = [o for j, o in boxes_at[f] if j != k]
+            if x1 <= 1 or y1 <= 1 or x2 >= w - 1 or y2 >= h - 1 or y2 - y1 < 50:
+                continue
+            if others and iou_matrix(b[None], np.stack(others)).max() > 0:
+                continue
+            if best is None or y2 - y1 > best[1][3] - best[1][1]:
+                best = (f, (x1, y1, x2, y2))
+        if best is None:
+            continue
+        f, (x1, y1, x2, y2) = best
+        img = frames[f][y1:y2, x1:x2].copy()
+        centre = (t.boxes[:, 0] + t.boxes[:, 2]) / 2
+        height = float(np.clip(CAMERA.height_at((x1 + x2) / 2, y2, y1), 1.5, 2.0))
+        people.append(Sprite(img, person_alpha(img, bg[y1:y2, x1:x2]), "person", height,
+                             1 if centre[-1] > centre[0] else -1, f"{name}#{f}"))  # fmt: skip
+    return people
+
+
+def add_synthetic(tracklets: list[Tracklet], crops: Crops, sets: int, cache_dir: Path | None) -> tuple[list[Tracklet], Crops, np.ndarray]:
+    """The tracklets and crops with `sets` sets of semi-synthetic sequences added (tools.synthetic.training_specs,
+    people from `training_people`), and which tracklets are surely different objects. Their crops are the
+    detector's boxes (3x3 tiles, as the tracker is best fed) labelled by the ground truth: a box on one person is
+    theirs (IoU >= 0.5), a box that holds two (at least 20% of each inside) belongs to the one it overlaps most
+    (IoU >= 0.3): where people pass each other, which is where identities are decided."""
+    different = different_objects(tracklets)
+    bank = replace(sprite_bank(ROOT), people=training_people(tracklets))
+    tracklets, patches, rows, blocks = list(tracklets), list(crops.patches), [], []
+    for k in range(sets):
+        for spec in training_specs(k):
+            seq = make_sequence(spec, bank)
+            gt = seq.gt[seq.gt[:, 7] == PERSON]
+            dets = detect_frames(seq.frames, 0.3, ["person"], cache_dir or DEFAULT_CACHE, tiles=3)
+            by_person: dict[int, list[tuple[int, np.ndarray, Tensor, np.ndarray, bool]]] = {}
+            for f, d in enumerate(dets):
+                g = gt[(gt[:, 0] == f) & (gt[:, 6] >= 0.25)]
+                if not len(g) or not len(d):
+                    continue
+                img = seq.frames[f]
+                iou, inside = iou_matrix(d.boxes, g[:, 2:6]), box_ioa(g[:, 2:6], d.boxes).T
+                near = iou_matrix(d.boxes, d.boxes)
+                np.fill_diagonal(near, 0.0)
+                for i, box in enumerate(d.boxes):
+                    j = int(iou[i].argmax())
+                    if iou[i, j] < (0.3 if (inside[i] > 0.2).sum() >= 2 else 0.5):
+                        continue
+                    patch, rel = _patch(img, box)
+                    by_person.setdefault(int(g[j, 1]), []).append((f, box, patch, rel, bool(near[i].max() > 0)))
+            first = len(tracklets)
+            for items in by_person.values():
+                if len(items) < 2:
+                    continue
+                t = len(tracklets)
+                tracklets.append(Tracklet(spec.name, PERSON, np.array([it[0] for it in items]),
+                                          np.stack([it[1] for it in items]).astype(np.float32), np.ones(len(items), np.float32)))  # fmt: skip
+                for f, _, patch, rel, touching in items:
+                    patches.append(patch)
+                    rows.append((rel, t, len(VIDEOS) + len(blocks), f, touching))
+            blocks.append((first, len(tracklets)))
+    n = len(tracklets)
+    out = np.zeros((n, n), bool)
+    out[: len(different), : len(different)] = different
+    for a, b in blocks:
+        out[a:b, a:b] = True  # the ground truth says who is who: every two people of a sequence are different
+    np.fill_diagonal(out, False)
+    m = len(rows)
+    more = Crops(
+        patches,
+        np.concatenate([crops.boxes, np.array([r[0] for r in rows], np.float32).reshape(m, 4)]),
+        np.concatenate([crops.track, np.array([r[1] for r in rows], np.int64)]),
+        np.concatenate([crops.video, np.array([r[2] for r in rows], np.int64)]),
+        np.concatenate([crops.frame, np.array([r[3] for r in rows], np.int64)]),
+        np.concatenate([crops.train, np.ones(m, bool)]),
+        np.concatenate([crops.held_out, np.zeros(m, bool)]),
+        np.concatenate([crops.touching, np.array([r[4] for r in rows], bool)]),
+    )
+    return tracklets, more, out
+
+
+def _patch(img: np.ndarray, box: np.ndarray) -> tuple[Tensor, np.ndarray]:
+    """A box's patch with MARGIN context (clipped to the frame) and the box in patch pixels."""
+    h, w = img.shape[:2]
+    bw, bh = box[2] - box[0], box[3] - box[1]
+    x0, y0 = max(0, math.floor(box[0] - MARGIN * bw)), max(0, math.floor(box[1] - MARGIN * bh))
+    x1, y1 = min(w, math.ceil(box[2] + MARGIN * bw)), min(h, math.ceil(box[3] + MARGIN * bh))
+    return torch.from_numpy(np.ascontiguousarray(img[y0:y1, x0:x1])), (box - np.array([x0, y0, x0, y0], np.float32)).astype(np.float32)
 
 
 def time_slice(tr: Tracklet, lo: int, hi: int) -> Tracklet | None:
@@ -339,7 +448,10 @@ def train(args: argparse.Namespace) -> None:
     imagenet = torch.load(args.imagenet, map_location="cpu", weights_only=True)
     sha = hashlib.sha256(Path(args.imagenet).read_bytes()).hexdigest()
     tracklets, crops = load_data(args.cache_dir)
-    different = different_objects(tracklets)
+    if args.synthetic:
+        tracklets, crops, different = add_synthetic(tracklets, crops, args.synthetic, args.cache_dir)
+    else:
+        different = different_objects(tracklets)
     classes = np.array([t.class_id for t in tracklets])
     sampler = BatchSampler(crops, rng, args.groups, args.per_frame, args.k)
     held = np.flatnonzero(crops.held_out)
@@ -445,6 +557,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--backbone-lr-scale", type=float, default=0.3)
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--temperature", type=float, default=0.1)
+    p.add_argument("--synthetic", type=int, default=0, metavar="SETS",
+                   help="also train on this many sets of semi-synthetic sequences of people from the training part (add_synthetic)")
     p.add_argument("--log-every", type=int, default=100)
     train(p.parse_args(argv))
 
