@@ -40,7 +40,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.boxes import box_ioa  # noqa: E402
 from pipeline.categories import category_id  # noqa: E402
 from pipeline.detections import Detections  # noqa: E402
 from pipeline.protocol import Frame  # noqa: E402
@@ -208,15 +207,19 @@ def detect(seq: Sequence) -> tuple[list[Detections], float]:
 TrackFn = Callable[[Sequence, list[Detections]], np.ndarray]
 
 
+def _rows(tracked: list[Detections]) -> np.ndarray:
+    """Tracked frames as rows (frame, id, x1, y1, x2, y2) of their confirmed tracks."""
+    rows = [(i, t, *b) for i, d in enumerate(tracked) for b, t in zip(d.boxes, d.track_ids) if t >= 0]
+    return np.array(rows, np.float64).reshape(-1, 6)
+
+
 def ours(motion: str = "lstm", appearance: bool = True) -> TrackFn:
     def run(seq: Sequence, dets: list[Detections]) -> np.ndarray:
         from stages.track.stage import TrackOptions
         from tools.track_sequence import track_sequence
 
         options = TrackOptions(motion=motion, appearance=appearance, classes=["person"], **OVERRIDES)
-        tracked = track_sequence(seq.frames, dets, options)
-        rows = [(i, t, *b) for i, d in enumerate(tracked) for b, t in zip(d.boxes, d.track_ids) if t >= 0]
-        return np.array(rows, np.float64).reshape(-1, 6)
+        return _rows(track_sequence(seq.frames, dets, options))
 
     return run
 
@@ -237,26 +240,9 @@ def true_looks(seq: Sequence, encoder: Any) -> dict[int, np.ndarray]:
                 alone.append(row)
         if alone:
             pick = alone[:: max(1, len(alone) // 10)][:10]
-            e = np.concatenate([encoder.embed([seq.frames[int(r[0])]], [r[None, 2:6]])[0] for r in pick]).mean(0)
+            e = np.concatenate(encoder.embed([seq.frames[int(r[0])] for r in pick], [r[None, 2:6] for r in pick])).mean(0)
             looks[pid] = (e / np.linalg.norm(e)).astype(np.float32)
     return looks
-
-
-def box_people(gt_frame: np.ndarray, box: np.ndarray) -> tuple[int, int | None] | None:
-    """The person a box overlaps most (IoU >= 0.3; None: nobody) and, if it holds two people (at least 20% of each
-    inside: people passing each other, boxed apart or as one), the other one with most of them inside."""
-    from stages.track.association import iou_matrix
-
-    if not len(gt_frame):
-        return None
-    iou = iou_matrix(box[None], gt_frame[:, 2:6])[0]
-    if iou.max() < 0.3:
-        return None
-    owner = int(iou.argmax())
-    inside = box_ioa(gt_frame[:, 2:6], box[None])[:, 0]
-    inside[owner] = 0.0
-    other = int(inside.argmax()) if inside.max() > 0.2 and box_ioa(gt_frame[owner : owner + 1, 2:6], box[None])[0, 0] > 0.2 else None
-    return int(gt_frame[owner, 1]), None if other is None else int(gt_frame[other, 1])
 
 
 def ours_with_true_looks(boxes: str) -> TrackFn:
@@ -266,6 +252,7 @@ def ours_with_true_looks(boxes: str) -> TrackFn:
 
     def run(seq: Sequence, dets: list[Detections]) -> np.ndarray:
         from stages.track.stage import TrackOptions, embed_rows
+        from tools.synthetic import box_people
         from tools.track_sequence import track_sequence
 
         gt = seq.gt
@@ -282,14 +269,11 @@ def ours_with_true_looks(boxes: str) -> TrackFn:
                 g = gt[gt[:, 0] == f]
                 for r in np.flatnonzero(~np.isnan(e).any(axis=1)):
                     who = box_people(g, d.boxes[r])
-                    if who is not None and who[0] in looks and (boxes == "all" or who[1] is not None):
-                        e[r] = looks[who[0]]
+                    if who is not None and who.owner in looks and (boxes == "all" or who.other is not None):
+                        e[r] = looks[who.owner]
             return out
 
-        options = TrackOptions(classes=["person"], **OVERRIDES)
-        tracked = track_sequence(seq.frames, dets, options, embed=embed)
-        rows = [(i, t, *b) for i, d in enumerate(tracked) for b, t in zip(d.boxes, d.track_ids) if t >= 0]
-        return np.array(rows, np.float64).reshape(-1, 6)
+        return _rows(track_sequence(seq.frames, dets, TrackOptions(classes=["person"], **OVERRIDES), embed=embed))
 
     return run
 
@@ -298,6 +282,7 @@ def pair_looks(seq: Sequence, dets: list[Detections]) -> tuple[int, int]:
     """Of the detections (score >= 0.3) that hold two people, how many embed nearer the look of the one they overlap
     most than the other's (`true_looks`), and of how many: what `ours_with_true_looks("pairs")` makes perfect."""
     from stages.track.stage import TrackOptions, build_tracker
+    from tools.synthetic import box_people
 
     encoder = build_tracker(TrackOptions(classes=["person"], **OVERRIDES), "cpu")[1]
     looks = true_looks(seq, encoder)
@@ -306,13 +291,13 @@ def pair_looks(seq: Sequence, dets: list[Detections]) -> tuple[int, int]:
     right = total = 0
     for f, d in enumerate(dets):
         g = gt[gt[:, 0] == f]
-        pairs = [(r, *who) for r in np.flatnonzero(d.scores >= 0.3) if (who := box_people(g, d.boxes[r])) is not None
-                 and who[1] is not None and who[0] in looks and who[1] in looks]
+        pairs = [(r, who.owner, who.other) for r in np.flatnonzero(d.scores >= 0.3) if (who := box_people(g, d.boxes[r])) is not None
+                 and who.other is not None and who.owner in looks and who.other in looks]
         if not pairs:
             continue
         emb = encoder.embed([seq.frames[f]], [d.boxes[[r for r, _, _ in pairs]]])[0]
         for e, (_, owner, other) in zip(emb, pairs):
-            right += int(e @ looks[owner] > e @ looks[other])
+            right += int(e @ looks[owner] > e @ looks[int(other)])
             total += 1
     return right, total
 
@@ -465,9 +450,9 @@ def main() -> None:
     seqs = synthetic_sequences(args.only, args.tuning)
     if not args.tuning and (not args.only or args.only.startswith("vtest")):
         seqs += [vtest_sequence(), vtest_line_sequence()]
-    trackers = dict(TRACKERS)
-    if args.headroom:
-        trackers |= {"ours + true looks of pairs": ours_with_true_looks("pairs"), "ours + true looks of all": ours_with_true_looks("all")}
+    # Diagnoses from the ground truth: run only where a sequence has it.
+    diagnoses = {"ours + true looks of pairs": ours_with_true_looks("pairs"), "ours + true looks of all": ours_with_true_looks("all")} if args.headroom else {}
+    trackers = TRACKERS | diagnoses
     chosen = {k: v for k, v in trackers.items() if not args.trackers or any(s in k for s in args.trackers.split(","))}
     default = default_name()
     results: dict[tuple[str, str], dict[str, float]] = {}
@@ -486,8 +471,8 @@ def main() -> None:
                 pair_counts.append((right, total))
                 print(f"  two-person boxes: {right} of {total} ({100 * right / max(total, 1):.1f}%) embed nearer the person they overlap most than the other")
             for name, fn in chosen.items():
-                if seq.gt is None and "true looks" in name:
-                    continue  # a diagnosis from the ground truth: none here
+                if seq.gt is None and name in diagnoses:
+                    continue
                 t0 = time.perf_counter()
                 pred = fn(seq, dets)
                 ms = (time.perf_counter() - t0) / len(seq.frames) * 1000

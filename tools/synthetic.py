@@ -40,7 +40,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pipeline.boxes import box_ioa
 from pipeline.categories import category_id
+from stages.track.association import iou_matrix
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -1219,6 +1221,31 @@ def training_specs(k: int) -> list[SequenceSpec]:
     """The evaluation set's recipes with seeds of their own again, for training models (set k >= 0): meant for a
     sprite bank of people from the training part of the footage, never the evaluation sprites."""
     return [replace(s, name=f"{s.name}_train{k}", seed=s.seed + 900_000 + 1000 * k) for s in evaluation_specs()]
+
+
+@dataclass(frozen=True)
+class BoxPeople:
+    owner: int  # ground-truth id of the person the box overlaps most
+    iou: float  # and by how much
+    other: int | None  # the box holds a second person too: their id
+
+
+def box_people(gt_frame: np.ndarray, box: np.ndarray) -> BoxPeople | None:
+    """Who a (detector's) box is on, from one frame's ground-truth rows (id in column 1, xyxy in 2:6): the person
+    it overlaps most (IoU >= 0.3; None: nobody) and, if it holds two people (at least 20% of each inside: people
+    passing each other, boxed apart or as one), the other one with most of them inside."""
+    if not len(gt_frame):
+        return None
+    iou = iou_matrix(box[None], gt_frame[:, 2:6])[0]
+    owner = int(iou.argmax())
+    if iou[owner] < 0.3:
+        return None
+    inside = box_ioa(gt_frame[:, 2:6], box[None])[:, 0]
+    mine = float(inside[owner])
+    inside[owner] = 0.0
+    other = int(inside.argmax())
+    two = mine > 0.2 and inside[other] > 0.2
+    return BoxPeople(int(gt_frame[owner, 1]), float(iou[owner]), int(gt_frame[other, 1]) if two else None)
 
 
 def crossing_spec() -> SequenceSpec:

@@ -30,13 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.boxes import box_ioa
 from pipeline.categories import category_id
 from stages.track.appearance import DEFAULT_WEIGHTS, MEAN_RGB, STD_RGB, AppearanceConfig
 from stages.track.appearance_net import AppearanceNet, crop_batch
 from stages.track.association import iou_matrix
 from stages.track.mobilenet_v2 import MobileNetV2Features
-from tools.synthetic import CAMERA, Sprite, make_sequence, median_image, person_alpha, sprite_bank, training_specs
+from tools.synthetic import CAMERA, Sprite, box_people, make_sequence, median_image, person_alpha, sprite_bank, training_specs
 from tools.tracklets import DEFAULT_CACHE, Tracklet, detect_frames, detect_video, link_tracklets, read_frames
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,17 +86,11 @@ def load_data(cache_dir: Path | None) -> tuple[list[Tracklet], Crops]:
                 by_frame.setdefault(int(f), []).append((t, box))
         tracklets += tracks
         for f, img in read_frames(path, start, stop):
-            h, w = img.shape[:2]
             for t, box in by_frame.get(f, []):
                 iou = iou_matrix(box[None], dets[f - start].boxes)[0]
                 touching = bool(((iou > 0) & (iou < 0.999)).any())  # 0.999: the detection itself
-                bw, bh = box[2] - box[0], box[3] - box[1]
-                x0 = max(0, math.floor(box[0] - MARGIN * bw))
-                y0 = max(0, math.floor(box[1] - MARGIN * bh))
-                x1 = min(w, math.ceil(box[2] + MARGIN * bw))
-                y1 = min(h, math.ceil(box[3] + MARGIN * bh))
-                patches.append(torch.from_numpy(np.ascontiguousarray(img[y0:y1, x0:x1])))
-                rel = box - np.array([x0, y0, x0, y0], np.float32)
+                patch, rel = _patch(img, box)
+                patches.append(patch)
                 rows.append((rel, t, v, f, f < split - GAP, f >= split, touching))
     crops = Crops(
         patches,
@@ -147,8 +140,8 @@ def add_synthetic(tracklets: list[Tracklet], crops: Crops, sets: int, cache_dir:
     """The tracklets and crops with `sets` sets of semi-synthetic sequences added (tools.synthetic.training_specs,
     people from `training_people`), and which tracklets are surely different objects. Their crops are the
     detector's boxes (3x3 tiles, as the tracker is best fed) labelled by the ground truth: a box on one person is
-    theirs (IoU >= 0.5), a box that holds two (at least 20% of each inside) belongs to the one it overlaps most
-    (IoU >= 0.3): where people pass each other, which is where identities are decided."""
+    theirs (IoU >= 0.5), a box that holds two (`box_people`) belongs to the one it overlaps most (IoU >= 0.3):
+    where people pass each other, which is where identities are decided."""
     different = different_objects(tracklets)
     bank = replace(sprite_bank(ROOT), people=training_people(tracklets))
     tracklets, patches, rows, blocks = list(tracklets), list(crops.patches), [], []
@@ -162,16 +155,14 @@ def add_synthetic(tracklets: list[Tracklet], crops: Crops, sets: int, cache_dir:
                 g = gt[(gt[:, 0] == f) & (gt[:, 6] >= 0.25)]
                 if not len(g) or not len(d):
                     continue
-                img = seq.frames[f]
-                iou, inside = iou_matrix(d.boxes, g[:, 2:6]), box_ioa(g[:, 2:6], d.boxes).T
                 near = iou_matrix(d.boxes, d.boxes)
                 np.fill_diagonal(near, 0.0)
                 for i, box in enumerate(d.boxes):
-                    j = int(iou[i].argmax())
-                    if iou[i, j] < (0.3 if (inside[i] > 0.2).sum() >= 2 else 0.5):
+                    who = box_people(g, box)
+                    if who is None or (who.other is None and who.iou < 0.5):
                         continue
-                    patch, rel = _patch(img, box)
-                    by_person.setdefault(int(g[j, 1]), []).append((f, box, patch, rel, bool(near[i].max() > 0)))
+                    patch, rel = _patch(seq.frames[f], box)
+                    by_person.setdefault(who.owner, []).append((f, box, patch, rel, bool(near[i].max() > 0)))
             first = len(tracklets)
             for items in by_person.values():
                 if len(items) < 2:
