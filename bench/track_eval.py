@@ -21,8 +21,10 @@ contain real parked vehicles that are not in its ground truth); `--tiles 2` runs
 from `trackers.eval` (Roboflow's re-implementation of TrackEval, checked to match it). Ground-truth boxes
 marked as ignored (visibility below 0.25: mostly hidden) neither count as misses, nor make a tracker box
 that covers them count as a false positive (TrackEval's MOT17 distractor rule, which trackers.eval applies).
-`--headroom` adds a diagnosis, not a tracker: ours with some boxes' appearance taken from the ground truth
-(`ours_with_true_looks`), to show what a better appearance model could give, and on which boxes.
+`--headroom` adds diagnoses, not trackers: ours with some boxes' appearance taken from the ground truth
+(`ours_with_true_looks`), to show what a better appearance model could give, and on which boxes; and how often
+stage 1 gives a box two tracks could take to the track of the person it shows, and what doing so always gives
+(`SharedBoxes`, `ours_with_true_owners`).
 """
 
 from __future__ import annotations
@@ -327,6 +329,70 @@ def pair_looks(seq: Sequence, dets: list[Detections]) -> tuple[int, int]:
     return right, total
 
 
+class SharedBoxes:
+    """A diagnosis of stage 1 from the ground truth: the confident boxes two or more tracks could take (a shared box),
+    whose owner (`box_people`: the person it overlaps most) is followed by one of those tracks; a track follows the
+    person of its last box that held nobody else. Counts how often the owner's track is the one the tracker's costs,
+    the IoU with the predicted boxes alone, or the appearance distance alone would pick; with `force`, it also hands
+    every such box to the owner's track (the others may not take it), to show what right decisions there would give."""
+
+    def __init__(self, gt: np.ndarray, force: bool = False) -> None:
+        self.gt, self.force = gt, force
+        self.follows: dict[int, int] = {}  # track id -> the person it follows
+        self.counts = {"boxes": 0, "cost": 0, "iou": 0, "appearance": 0}
+
+    def stage1(self, view: Any) -> np.ndarray | None:
+        from stages.track.association import INFEASIBLE
+        from tools.synthetic import box_people
+
+        g = self.gt[self.gt[:, 0] == view.frame]
+        cost = view.cost.copy()
+        for j in range(len(view.rows)):
+            cand = np.flatnonzero(view.cost[:, j] < INFEASIBLE)
+            who = box_people(g, view.boxes[j]) if len(cand) >= 2 else None
+            people = [self.person(view.tracks[i].track_id) for i in cand]
+            if who is None or people.count(who.owner) != 1:
+                continue
+            right = cand[people.index(who.owner)]
+            dist = np.inf if view.distance is None else np.where(np.isnan(view.distance[cand, j]), np.inf, view.distance[cand, j])
+            self.counts["boxes"] += 1
+            self.counts["cost"] += int(cand[np.argmin(view.cost[cand, j])] == right)
+            self.counts["iou"] += int(cand[np.argmax(view.iou[cand, j])] == right)
+            self.counts["appearance"] += int(view.distance is not None and cand[np.argmin(dist)] == right)
+            if self.force:
+                cost[cand[cand != right], j] = INFEASIBLE
+        return cost if self.force else None
+
+    def person(self, track_id: int) -> int | None:
+        """Whom a track follows."""
+        return self.follows.get(track_id)
+
+    def frame(self, f: int, tracked: Detections) -> None:
+        from tools.synthetic import box_people
+
+        g = self.gt[self.gt[:, 0] == f]
+        for box, tid in zip(tracked.boxes, tracked.track_ids):
+            who = box_people(g, box) if tid >= 0 else None
+            if who is not None and who.other is None:
+                self.follows[int(tid)] = who.owner
+
+
+def shared_boxes(seq: Sequence, dets: list[Detections], force: bool = False) -> tuple[np.ndarray, dict[str, int]]:
+    """Our default tracker run under `SharedBoxes`: its rows and the diagnosis's counts."""
+    from stages.track.stage import TrackOptions
+    from tools.track_sequence import track_sequence
+
+    assert seq.gt is not None
+    diag = SharedBoxes(seq.gt, force)
+    tracked = track_sequence(seq.frames, dets, TrackOptions(classes=["person"], **OVERRIDES), stage1_hook=diag.stage1, on_frame=diag.frame)
+    return _rows(tracked), diag.counts
+
+
+def ours_with_true_owners(seq: Sequence, dets: list[Detections]) -> np.ndarray:
+    """A diagnosis, not a tracker: ours with every shared box handed to its owner's track (`SharedBoxes`)."""
+    return shared_boxes(seq, dets, force=True)[0]
+
+
 def baseline(name: str) -> TrackFn:
     def run(seq: Sequence, dets: list[Detections]) -> np.ndarray:
         import supervision as sv
@@ -444,6 +510,12 @@ def score(gt: np.ndarray, pred: np.ndarray, work: Path, name: str) -> dict[str, 
     return {"HOTA": 100 * r.HOTA.HOTA, "IDF1": 100 * r.Identity.IDF1, "MOTA": 100 * r.CLEAR.MOTA, "IDSW": int(r.CLEAR.IDSW)}
 
 
+def _shared_line(c: dict[str, int]) -> str:
+    n = max(c["boxes"], 1)
+    return (f"shared boxes (stage 1, 2+ tracks could take them, their owner followed by one): {c['boxes']}; the owner's track "
+            f"picked by the costs {100 * c['cost'] / n:.1f}%, by IoU alone {100 * c['iou'] / n:.1f}%, by appearance alone {100 * c['appearance'] / n:.1f}%")
+
+
 def _missed_extra(rs: list[dict[str, float]]) -> str:
     """Crossings missed and extra per direction, matched event by event (`match_events`), e.g. 'in -2+1 out -0+0'."""
     return " ".join(f"{d} -{sum(int(r[d + '_missed']) for r in rs)}+{sum(int(r[d + '_extra']) for r in rs)}" for d in ("in", "out"))
@@ -460,7 +532,8 @@ def main() -> None:
     ap.add_argument("--tiles", type=int, default=1, help="the detector's tiles (detector.tiles): 2 also detects on 2x2 overlapping tiles")
     ap.add_argument("--switches", action="store_true", help="also print each tracker's ID switches by kind (see switch_kinds)")
     ap.add_argument("--headroom", action="store_true", help="also run ours with the appearance of two-person boxes, then of "
-                    "all boxes, from the ground truth: a diagnosis of what a better appearance model could give (ours_with_true_looks)")
+                    "all boxes, from the ground truth: a diagnosis of what a better appearance model could give (ours_with_true_looks); "
+                    "and with every box two tracks could take handed to its owner's, after counting how often each cue gets it right (SharedBoxes)")
     args = ap.parse_args()
     import torch
     import yaml
@@ -476,12 +549,14 @@ def main() -> None:
     if not args.tuning and (not args.only or args.only.startswith("vtest")):
         seqs += [vtest_sequence(), vtest_line_sequence()]
     # Diagnoses from the ground truth: run only where a sequence has it.
-    diagnoses = {"ours + true looks of pairs": ours_with_true_looks("pairs"), "ours + true looks of all": ours_with_true_looks("all")} if args.headroom else {}
+    diagnoses = {"ours + true looks of pairs": ours_with_true_looks("pairs"), "ours + true looks of all": ours_with_true_looks("all"),
+                 "ours + true owners of shared": ours_with_true_owners} if args.headroom else {}
     trackers = TRACKERS | diagnoses
     chosen = {k: v for k, v in trackers.items() if not args.trackers or any(s in k for s in args.trackers.split(","))}
     default = default_name()
     results: dict[tuple[str, str], dict[str, float]] = {}
     pair_counts: list[tuple[int, int]] = []  # --headroom: two-person boxes embedded nearer their own person, of all
+    shared_counts: list[dict[str, int]] = []  # --headroom: shared boxes, and how often each cue picks the owner's track
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for seq in seqs:
@@ -496,6 +571,8 @@ def main() -> None:
                 right, total = pair_looks(seq, dets)
                 pair_counts.append((right, total))
                 print(f"  two-person boxes: {right} of {total} ({100 * right / max(total, 1):.1f}%) embed nearer the person they overlap most than the other")
+                shared_counts.append(shared_boxes(seq, dets)[1])
+                print("  " + _shared_line(shared_counts[-1]))
             for name, fn in chosen.items():
                 if seq.gt is None and name in diagnoses:
                     continue
@@ -531,6 +608,7 @@ def main() -> None:
     if pair_counts:
         right, total = (sum(c[i] for c in pair_counts) for i in (0, 1))
         print(f"\ntwo-person boxes, all sequences: {right} of {total} ({100 * right / max(total, 1):.1f}%) embed nearer the person they overlap most")
+        print("all sequences: " + _shared_line({k: sum(c[k] for c in shared_counts) for k in shared_counts[0]}))
     print("\ncount: the analyze stage's LineCounter on our tracks; supervision's LineZone (bottom centre) on the baselines'")
 
 if __name__ == "__main__":

@@ -58,3 +58,32 @@ def test_the_vtest_labels_optional_crossing_is_the_one_judged_either_way() -> No
     assert len(ambiguous) == 1 and "probably 'in'" in ambiguous[0]["verdict"]
     # It lies on the segment, within 10 px of its top end: why it can be judged either way.
     assert line.a[1] <= either[0]["y_at_line"] <= line.a[1] + 10
+
+
+def test_shared_boxes_counts_the_cues_and_forcing_the_owner_decides() -> None:
+    """On the tiny crossing (two people pass, the nearer hiding the other), stage 1 meets boxes both tracks could take;
+    the tracker gives them to the owner's track, and a forced run that hands them to the other person's track instead
+    (the diagnosis told a lie about who follows whom) breaks identities: forcing really decides."""
+    import tools.synthetic as syn
+    from stages.track.stage import TrackOptions
+    from tools.track_sequence import track_sequence
+    from tools.tracklets import detect_frames
+
+    s = syn.make_sequence(syn.crossing_spec())
+    gt = s.gt[s.gt[:, 7] == te.PERSON][:, :7]
+    dets = detect_frames(s.frames, 0.1, ["person"])
+    seq = te.Sequence("crossing", "synthetic", 10.0, s.frames, gt, s.times, te.centre_line((384, 288)), {"in": 0, "out": 0}, [])
+    rows, counts = te.shared_boxes(seq, dets)
+    assert counts["boxes"] >= 3 and all(0 <= counts[k] <= counts["boxes"] for k in ("cost", "iou", "appearance"))
+    assert counts["cost"] == counts["boxes"]  # this easy crossing is decided right
+
+    class Swapped(te.SharedBoxes):
+        def person(self, track_id: int) -> int | None:
+            people = sorted(set(self.follows.values()))
+            mine = self.follows.get(track_id)
+            return people[1 - people.index(mine)] if mine is not None and len(people) == 2 else mine
+
+    lie = Swapped(gt, force=True)
+    wrong = te._rows(track_sequence(s.frames, dets, TrackOptions(classes=["person"]), stage1_hook=lie.stage1, on_frame=lie.frame))
+    assert te.switch_kinds(gt, wrong) != te.switch_kinds(gt, rows)
+    assert sum(te.switch_kinds(gt, wrong).values()) > sum(te.switch_kinds(gt, rows).values())

@@ -8,9 +8,9 @@ import pytest
 
 from pipeline.categories import category_id
 from pipeline.detections import Detections
-from stages.track.association import iou_matrix, linear_assignment
+from stages.track.association import INFEASIBLE, iou_matrix, linear_assignment
 from stages.track.stage import KalmanMotion
-from stages.track.tracker import StepInput, Tracker, TrackerSettings
+from stages.track.tracker import Stage1, StepInput, Tracker, TrackerSettings
 
 PERSON = category_id("person")
 
@@ -318,3 +318,28 @@ def test_a_track_lost_at_the_picture_edge_is_kept_briefly_then_whoever_comes_in_
 
     assert ids(10) == ([1], [2])
     assert ids(30) == ([1], [1])  # kept as long as a track lost anywhere else: the newcomer got the id
+
+
+def test_the_stage1_hook_sees_the_costs_and_what_it_returns_decides() -> None:
+    # Two people side by side; then one box lies between their predicted boxes, nearer the left one's.
+    tr = Tracker(KalmanMotion(), TrackerSettings())
+    for t in range(4):
+        tr.step([StepInput("s", t, dets([walk(0, 0, t), walk(30, 0, t)], [0.9, 0.9]), None)])
+    seen: list[Stage1] = []
+
+    def hand_to_right(view: Stage1) -> np.ndarray:
+        seen.append(view)
+        cost = view.cost.copy()
+        cost[[t.track_id for t in view.tracks].index(1), :] = INFEASIBLE
+        return cost
+
+    box = [[8, 100, 48, 200]]
+    natural = Tracker(KalmanMotion(), TrackerSettings())
+    for t in range(4):
+        natural.step([StepInput("s", t, dets([walk(0, 0, t), walk(30, 0, t)], [0.9, 0.9]), None)])
+    assert natural.step([StepInput("s", 4, dets(box, [0.9]), None)])[0].track_ids.tolist() == [1]
+    tr.stage1_hook = hand_to_right
+    assert tr.step([StepInput("s", 4, dets(box, [0.9]), None)])[0].track_ids.tolist() == [2]
+    view = seen[0]
+    assert view.frame == 4 and view.rows.tolist() == [0] and view.distance is None
+    assert view.cost.shape == view.iou.shape == (2, 1) and view.iou[0, 0] > view.iou[1, 0] > 0

@@ -137,6 +137,21 @@ class StepInput:
     frame_size: tuple[int, int] | None = None  # (width, height); None: the scene's entry and exit zones are not learned
 
 
+@dataclass
+class Stage1:
+    """One frame's stage-1 association as the tracker is about to solve it: confirmed and lost tracks (rows) against
+    confident detections (columns)."""
+
+    stream: str
+    frame: int
+    tracks: list[Track]
+    rows: np.ndarray  # [D] the detections' rows in the frame's Detections
+    boxes: np.ndarray  # [D, 4] their boxes
+    iou: np.ndarray  # [T, D] with the tracks' predicted boxes
+    distance: np.ndarray | None  # [T, D] appearance (cosine) distance, NaN where either has no embedding; None: appearance off
+    cost: np.ndarray  # [T, D] the costs matched on (INFEASIBLE: never)
+
+
 class StreamTracks:
     """The tracks of one stream."""
 
@@ -175,6 +190,8 @@ class Tracker:
         self.on_event = on_event or (lambda stream, event: None)  # metrics: created, confirmed, reidentified, removed
         self._previous: dict[str, tuple[int, np.ndarray]] = {}  # per stream: the last frame asked about, its boxes
         self._low_looks = settings.low_appearance_gate < 2.0  # stage 2 uses appearance: low-score boxes are embedded too
+        # Diagnoses (bench/track_eval.py): sees each frame's stage-1 costs; what it returns, if anything, replaces them.
+        self.stage1_hook: Callable[[Stage1], np.ndarray | None] | None = None
 
     def wants_embedding(self, det: Detections, stream: str | None = None, frame: int | None = None) -> np.ndarray:
         """Rows whose appearance the tracker uses: tracked classes (only those at or above the high score where
@@ -333,6 +350,9 @@ class Tracker:
         if dist is not None and s.appearance_rivalry > 0 and len(main) and len(high):
             fresh = np.array([frame - tracks[i].last_frame <= s.rivalry_gap for i in main], bool)
             cost = self._rivalry(cost, dist, fresh)
+        if self.stage1_hook is not None and len(main) and len(high):
+            changed = self.stage1_hook(Stage1(inp.stream, frame, [tracks[i] for i in main], high, det.boxes[high], iou, dist, cost))
+            cost = cost if changed is None else changed
         rest_t, rest_high = match(main, high, cost, s.match_cost)
 
         # Stage 2: tracks seen in the previous frame vs low-score detections, by IoU and, unlike ByteTrack, by
