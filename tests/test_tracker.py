@@ -343,31 +343,3 @@ def test_the_stage1_hook_sees_the_costs_and_what_it_returns_decides() -> None:
     view = seen[0]
     assert view.frame == 4 and view.rows.tolist() == [0] and view.distance is None
     assert view.cost.shape == view.iou.shape == (2, 1) and view.iou[0, 0] > view.iou[1, 0] > 0
-
-
-def test_a_lost_track_is_not_reidentified_onto_a_second_box_of_someone_tracked_now() -> None:
-    # Track 1 loses its person (the next boxes there look too different: another look, track 2). Then the detector
-    # boxes track 2's person twice; the second box looks like track 2 and also, within the re-identification
-    # distance, like track 1, beside which it lies. It is a second box on the person track 2 holds, so it takes back
-    # no id (it would hand that person's id to and fro), nor starts a track.
-    def look(deg: float) -> np.ndarray:
-        e = np.zeros(8, np.float32)
-        e[0], e[1] = np.cos(np.radians(deg)), np.sin(np.radians(deg))
-        return e
-
-    tr = Tracker(KalmanMotion(), TrackerSettings())
-    box1, box2, second = [0, 100, 40, 200], [30, 100, 70, 200], [45, 100, 85, 200]
-    for t in range(4):
-        tr.step([StepInput("s", t, dets([box1], [0.9]), look(0)[None])])
-    for t in (4, 5):
-        out = tr.step([StepInput("s", t, dets([box2], [0.9]), look(64)[None])])[0]
-    assert out.track_ids.tolist() == [2]
-    out = tr.step([StepInput("s", 6, dets([box2, second], [0.9, 0.9]), np.stack([look(64), look(30)]))])[0]
-    assert out.track_ids.tolist() == [2, -1]
-    # The same box where nobody else is tracked is track 1's person back.
-    tr2 = Tracker(KalmanMotion(), TrackerSettings())
-    for t in range(4):
-        tr2.step([StepInput("s", t, dets([box1], [0.9]), look(0)[None])])
-    for t in (4, 5):
-        tr2.step([StepInput("s", t, dets([], []), None)])
-    assert tr2.step([StepInput("s", 6, dets([second], [0.9]), look(30)[None])])[0].track_ids.tolist() == [1]

@@ -13,7 +13,6 @@ CNN's embeddings both sharpen the first-stage cost and re-identify lost tracks.
 3. re-identification: lost tracks vs the confident detections left, by appearance within a spatial
    window that grows with the time lost; a track lost where tracks leave the picture (the scene's exit
    zones, learned from its tracks) only by a detection where they come in, and only for `exit_lost_frames`;
-   never by a second box on someone tracked in this frame (the detector boxed them twice);
 4. tentative tracks vs the confident detections left, by the IoU of boxes grown by half their size (a new
    track has no speed yet: someone moving most of their width a frame still gets one), then by IoU vs the
    low-score ones left from `tentative_low_score` (a person the detector sees at 0.2-0.5 most of the time still
@@ -377,11 +376,7 @@ class Tracker:
         # occlusion whose first sighting started a tentative track (no id yet) gets the old id back.
         matched_tracks = set(track_of_row[track_of_row >= 0].tolist())
         lost = np.array([i for i, t in enumerate(tracks) if t.state == TrackState.LOST and i not in matched_tracks], np.int64)
-        # Nor by a second box on someone tracked in this frame (stage 5's rule): the detector boxed them twice, and
-        # the track lost there is theirs from before; taking it back would hand their id to and fro.
-        second = self._second_boxes(rest_high, det.boxes, emb, track_of_row, tracks) if len(lost) else np.zeros(len(rest_high), bool)
-        if emb is not None and len(lost) and (~second).any():
-            kept_out, rest_high = rest_high[second], rest_high[~second]
+        if emb is not None and len(lost) and len(rest_high):
             dist = app_dist(lost, rest_high)
             assert dist is not None
             boxes = det.boxes[rest_high]
@@ -395,7 +390,7 @@ class Tracker:
             cost = np.where(np.isinf(known) | far, INFEASIBLE, known)
             cost = np.where(self._distinct(known, cost < INFEASIBLE), cost, INFEASIBLE)
             before = int((track_of_row >= 0).sum())
-            rest_high = np.sort(np.concatenate([match(lost, rest_high, cost, s.reid_distance)[1], kept_out]))
+            rest_high = match(lost, rest_high, cost, s.reid_distance)[1]
             for _ in range(int((track_of_row >= 0).sum()) - before):
                 self.on_event(inp.stream, "reidentified")
 
@@ -524,16 +519,6 @@ class Tracker:
             best = d.min(axis=axis, keepdims=True)  # finite wherever a pair of this row/column is known
             excess = np.maximum(excess, np.where(known, d - np.where(np.isfinite(best), best, 0.0), 0.0))
         return np.where(cost < INFEASIBLE, cost + self.s.appearance_rivalry * excess, cost)
-
-    def _second_boxes(self, rows: np.ndarray, boxes: np.ndarray, emb: np.ndarray | None, track_of_row: np.ndarray, tracks: list[Track]) -> np.ndarray:
-        """[len(rows)] which of these detection rows are a second box on an object whose track took a box this frame
-        (`_duplicate`, against the boxes matched so far and their tracks' looks)."""
-        held = [(r, tracks[track_of_row[r]].embedding) for r in np.flatnonzero(track_of_row >= 0)]
-        held = [(r, e) for r, e in held if e is not None]
-        if emb is None or not held:
-            return np.zeros(len(rows), bool)
-        held_boxes, held_looks = boxes[[r for r, _ in held]], np.stack([e for _, e in held])
-        return np.array([self._duplicate(boxes[r], emb[r], held_boxes, held_looks) for r in rows], bool)
 
     def _duplicate(self, box: np.ndarray, embedding: np.ndarray, tracked_boxes: np.ndarray, tracked_looks: np.ndarray) -> bool:
         """Whether a confident box left unmatched is a second box on an object tracked in this frame (the detector
