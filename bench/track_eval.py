@@ -36,7 +36,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -49,6 +49,9 @@ from pipeline.protocol import Frame  # noqa: E402
 from stages.analyze.geometry import Line  # noqa: E402
 from stages.analyze.line_counter import LineCounter, anchors  # noqa: E402
 from tools.tracklets import detect_frames  # noqa: E402
+
+if TYPE_CHECKING:
+    from stages.track.tracker import Stage1
 
 PERSON = category_id("person")
 MIN_VISIBILITY = 0.25
@@ -341,12 +344,12 @@ class SharedBoxes:
         self.follows: dict[int, int] = {}  # track id -> the person it follows
         self.counts = {"boxes": 0, "cost": 0, "iou": 0, "appearance": 0}
 
-    def stage1(self, view: Any) -> np.ndarray | None:
+    def stage1(self, view: Stage1) -> np.ndarray | None:
         from stages.track.association import INFEASIBLE
         from tools.synthetic import box_people
 
         g = self.gt[self.gt[:, 0] == view.frame]
-        cost = view.cost.copy()
+        cost = view.cost.copy() if self.force else view.cost  # only a forced run changes the costs
         for j in range(len(view.rows)):
             cand = np.flatnonzero(view.cost[:, j] < INFEASIBLE)
             who = box_people(g, view.boxes[j]) if len(cand) >= 2 else None
